@@ -1,0 +1,161 @@
+# libcvae - GNU make. Everything built goes to build/.
+#
+#   make                  library (static + shared), tests and examples
+#   make check            build and run every test
+#   make deps             install what building and testing need, when missing
+#   make NATIVE=1         add -march=native (the default binary runs anywhere)
+#   make SANITIZE=1       build everything with AddressSanitizer + UBSan
+#   make install PREFIX=/usr/local DESTDIR=   /   make uninstall   /   make clean
+
+# The version lives in include/cvae.h only; read it from there.
+version_field = $(shell sed -n 's/^\#define CVAE_VERSION_$(1) *\([0-9][0-9]*\).*/\1/p' include/cvae.h)
+MAJOR := $(call version_field,MAJOR)
+MINOR := $(call version_field,MINOR)
+PATCH := $(call version_field,PATCH)
+VERSION := $(MAJOR).$(MINOR).$(PATCH)
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR ?=
+
+# A C++ compiler from the same family as CC, for the header's C++ check.
+ifeq ($(origin CXX),default)
+  ifneq ($(findstring clang,$(CC)),)
+    CXX := clang++
+  else
+    CXX := g++
+  endif
+endif
+
+WARNINGS := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
+OPT ?= -O2
+ifeq ($(NATIVE),1)
+  OPT += -march=native
+endif
+ifeq ($(SANITIZE),1)
+  OPT := -O1 -g -fno-omit-frame-pointer
+  SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+BASE_CFLAGS := -std=c99 $(WARNINGS) $(OPT) $(SANFLAGS) -Iinclude -Ilib $(CFLAGS)
+LIB_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden
+BASE_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+LIBS := -lm
+
+B := build
+SONAME := libcvae.so.$(MAJOR)
+SHARED := $(B)/libcvae.so.$(VERSION)
+STATIC := $(B)/libcvae.a
+
+LIB_SRC := $(sort $(wildcard lib/*.c))
+LIB_OBJ := $(LIB_SRC:lib/%.c=$(B)/obj/lib/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
+EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(B)/bin/%)
+
+# Rebuild everything when the compiler or flags change (e.g. SANITIZE=1).
+FLAGS_STAMP := $(B)/flags.stamp
+FLAGS_NOW := $(CC) $(CXX) $(BASE_CFLAGS) $(BASE_LDFLAGS)
+$(shell mkdir -p $(B) && (printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP) || printf '%s\n' '$(FLAGS_NOW)' > $(FLAGS_STAMP)))
+
+.PHONY: all lib tests examples check deps install uninstall clean demo
+.DEFAULT_GOAL := all
+
+all: lib tests examples
+lib: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libcvae.so
+tests: $(TEST_BIN)
+examples: $(EXAMPLE_BIN)
+
+$(B)/obj/lib/%.o: lib/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -MMD -MP -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(SHARED): $(LIB_OBJ) lib/libcvae.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libcvae.map \
+		$(BASE_LDFLAGS) -o $@ $(LIB_OBJ) $(LIBS)
+
+$(B)/$(SONAME): $(SHARED)
+	ln -sf $(notdir $(SHARED)) $@
+
+$(B)/libcvae.so: $(B)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# Tests link the static library, so they may also call internal cvi_ kernels.
+$(B)/tests/%: tests/%.c $(STATIC) $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(STATIC) -lcmocka $(LIBS)
+
+# Examples are linked statically: self-contained programs, installable as is.
+$(B)/bin/%: examples/%.c $(STATIC) $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(STATIC) $(LIBS)
+
+-include $(wildcard $(B)/obj/lib/*.d $(B)/tests/*.d $(B)/bin/*.d)
+
+# ------------------------------------------------------------------ checks
+
+check: all
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
+	@echo "== header compiles alone as C99 and as C++"
+	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c include/cvae.h
+	$(CXX) -std=c++11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c++ include/cvae.h
+	@echo "== shared library exports, SONAME and version"
+	sh tests/check_library.sh $(B) $(VERSION)
+	@echo "== install, pkg-config client, uninstall"
+	sh tests/check_install.sh "$(MAKE)" "$(CC)" "$(SANFLAGS)"
+	@echo "== all checks passed"
+
+# Installs what building and testing need, where it is missing.
+DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang
+deps:
+	@missing=""; \
+	command -v $(firstword $(CC)) >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
+	command -v nm >/dev/null 2>&1 || missing="$$missing binutils"; \
+	printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void){return 0;}\n' \
+		| $(CC) -x c - -o /dev/null -lcmocka >/dev/null 2>&1 || missing="$$missing libcmocka-dev"; \
+	if [ -z "$$missing" ]; then echo "deps: everything needed is installed"; exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || \
+		{ $$sudo apt-get update -q && \
+		  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }; \
+	else \
+		echo "deps: no apt-get here. Install:$$missing (Debian/Ubuntu names;" \
+		     "Fedora: cmocka-devel pkgconf clang gcc-c++; Homebrew: cmocka pkg-config llvm)" >&2; \
+		exit 1; \
+	fi
+
+# ----------------------------------------------------------------- install
+
+install: lib examples
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/cvae.h $(DESTDIR)$(INCLUDEDIR)/cvae.h
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libcvae.a
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED))
+	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libcvae.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    pkgconfig/cvae.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/cvae.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/cvae.pc
+	for p in $(notdir $(EXAMPLE_BIN)); do install -m 755 $(B)/bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/cvae.h $(DESTDIR)$(LIBDIR)/libcvae.a \
+	      $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libcvae.so $(DESTDIR)$(PKGCONFIGDIR)/cvae.pc
+	for p in $(notdir $(EXAMPLE_BIN)); do rm -f $(DESTDIR)$(BINDIR)/$$p; done
+
+clean:
+	rm -rf $(B)

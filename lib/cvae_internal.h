@@ -1,0 +1,181 @@
+/*
+ * cvae_internal.h - private declarations shared between libcvae's files.
+ *
+ * Never installed. Everything here has the hidden prefix cvi_ and default
+ * (hidden) visibility, so it is not part of the ABI and may change freely.
+ */
+#ifndef CVAE_INTERNAL_H
+#define CVAE_INTERNAL_H
+
+#include "cvae.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CVI_ERRMSG_SIZE 256
+
+/* Sizes a file or a caller may ask for are refused above this many elements
+ * per tensor, long before size_t arithmetic could wrap. */
+#define CVI_MAX_ELEMS ((size_t)1 << 40)
+
+/* ------------------------------------------------------------- utilities */
+
+/* Formats a message into buf (CVI_ERRMSG_SIZE bytes), truncating safely. */
+void cvi_set_error(char *buf, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* *out = a * b; returns 0 on success, 1 if the product overflows size_t. */
+int cvi_mul_overflow(size_t a, size_t b, size_t *out);
+/* *out = a + b; returns 0 on success, 1 on overflow. */
+int cvi_add_overflow(size_t a, size_t b, size_t *out);
+
+/* Every allocation of the library goes through these (one place for the
+ * allocator hook of a later release). cvi_alloc_floats returns 64-byte
+ * aligned memory for the kernels; free it with cvi_free_floats. */
+void *cvi_calloc(size_t count, size_t size);
+void cvi_free(void *p);
+float *cvi_alloc_floats(size_t count);
+void cvi_free_floats(float *p);
+
+/* ------------------------------------------------------------------- rng */
+
+/* xoshiro256** (Blackman & Vigna, 2018), seeded through splitmix64 so that
+ * every 64-bit seed, including 0, gives a good state. */
+typedef struct cvi_rng {
+    uint64_t s[4];
+} cvi_rng;
+
+void cvi_rng_seed(cvi_rng *rng, uint64_t seed);
+uint64_t cvi_rng_next(cvi_rng *rng);
+/* Uniform in [0, 1): the top 24 bits of a draw times 2^-24, exact in float. */
+float cvi_rng_uniform(cvi_rng *rng);
+
+/* ------------------------------------------------------------------ gemm */
+
+/* Row-major single-precision matrix multiply:
+ *   C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C
+ * op(X) is X when the trans flag is 0 and X^T when it is 1; lda, ldb, ldc are
+ * the row strides of A, B, C as stored. beta == 0 overwrites C without reading
+ * it (so C may hold NaN garbage). ws holds cvi_gemm_workspace_floats() floats,
+ * 64-byte aligned; the multiply never allocates. */
+size_t cvi_gemm_workspace_floats(void);
+void cvi_gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
+              size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc, float *ws);
+
+/* The specification the fast multiply must match: a plain triple loop with a
+ * double accumulator. Same arguments, no workspace. */
+void cvi_gemm_naive(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                    const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                    size_t ldc);
+
+/* ---------------------------------------------------------------- im2col */
+
+/* Geometry of one image seen by a convolution: C channels of H x W, kernel
+ * KH x KW, strides SH, SW, zero padding PH, PW, and OH x OW output positions. */
+typedef struct cvi_conv_geom {
+    size_t C, H, W;
+    size_t KH, KW, SH, SW, PH, PW;
+    size_t OH, OW;
+} cvi_conv_geom;
+
+/* col (C*KH*KW, OH*OW) = the patches of img (C, H, W); padding reads as 0. */
+void cvi_im2col(float *col, const float *img, const cvi_conv_geom *g);
+/* img (C, H, W) += the adjoint of im2col applied to col (C*KH*KW, OH*OW). */
+void cvi_col2im_add(float *img, const float *col, const cvi_conv_geom *g);
+/* 1 when every output position reads exactly one pixel (1x1 kernel, stride
+ * 1, no padding): then the columns are the image itself and im2col is skipped. */
+int cvi_conv_is_pointwise(const cvi_conv_geom *g);
+
+/* ---------------------------------------------------------------- layers */
+
+typedef struct cvi_shape {
+    size_t c, h, w;
+} cvi_shape;
+
+size_t cvi_shape_size(cvi_shape s); /* c*h*w; callers checked it at build */
+
+/* Hyper-parameters of the convolution kinds (conv2d, conv_transpose2d). */
+typedef struct cvi_conv_hp {
+    size_t out_channels, kh, kw, sh, sw, ph, pw;
+    cvi_conv_geom geom; /* filled at bind */
+} cvi_conv_hp;
+
+/* Scratch memory a layer may use during one call: the gemm's packing
+ * buffers and the layer's own ws_floats (for instance im2col columns). Both
+ * belong to the stack and are sized at build. */
+typedef struct cvi_workspace {
+    float *gemm;
+    float *scratch;
+} cvi_workspace;
+
+/* What each kind of layer provides; one table per kind, one kind per file. */
+typedef struct cvi_layer_ops {
+    cvae_layer_kind kind;
+    const char *name;
+    /* Output shape from input shape; sets *nparams and *ws_floats (per call
+     * workspace, excluding the gemm workspace). On misfit returns
+     * CVAE_ERR_SHAPE or CVAE_ERR_TOO_LARGE with a message in the layer. */
+    cvae_status (*bind)(cvae_layer *l, cvi_shape in, cvi_shape *out, size_t *nparams,
+                        size_t *ws_floats);
+    /* Fills l->params from rng (NULL for parameter-free kinds). */
+    void (*init)(cvae_layer *l, cvi_rng *rng);
+    /* out = f(in) for n images. NULL for view kinds (output aliases input). */
+    void (*forward)(cvae_layer *l, float *out, const float *in, size_t n,
+                    const cvi_workspace *ws);
+    /* grads += d params; din = d in unless din is NULL. NULL for view kinds. */
+    void (*backward)(cvae_layer *l, float *din, const float *dout, const float *in,
+                     const float *out, size_t n, const cvi_workspace *ws);
+} cvi_layer_ops;
+
+struct cvae_layer {
+    const cvi_layer_ops *ops;
+    cvae_stack *owner; /* NULL until added to a stack */
+    int bound;         /* shapes known, params placed */
+    cvi_shape in, out;
+    size_t nparams;
+    float *params, *grads; /* views into the owner's blocks */
+    cvi_workspace ws;      /* the owner's workspace, for cvae_layer_forward */
+    size_t max_batch;      /* the owner's */
+    size_t ws_floats;
+    union {
+        cvi_conv_hp conv;
+        struct {
+            size_t out_features, in_features;
+        } linear;
+        struct {
+            float slope;
+        } leaky;
+        cvi_shape reshape;
+    } hp;
+    char err[CVI_ERRMSG_SIZE];
+};
+
+/* Allocates a layer of the given kind with zeroed hyper-parameters. */
+cvae_status cvi_layer_new(cvae_layer **out, const cvi_layer_ops *ops);
+
+extern const cvi_layer_ops cvi_conv2d_ops;
+extern const cvi_layer_ops cvi_conv_transpose2d_ops;
+extern const cvi_layer_ops cvi_linear_ops;
+extern const cvi_layer_ops cvi_relu_ops;
+extern const cvi_layer_ops cvi_leaky_relu_ops;
+extern const cvi_layer_ops cvi_sigmoid_ops;
+extern const cvi_layer_ops cvi_tanh_ops;
+extern const cvi_layer_ops cvi_flatten_ops;
+extern const cvi_layer_ops cvi_reshape_ops;
+
+/* PyTorch's default initialisation for a weight with fan_in inputs per
+ * output: weight and bias uniform in +-1/sqrt(fan_in). */
+void cvi_init_uniform_fan_in(float *w, size_t nw, float *b, size_t nb, size_t fan_in,
+                             cvi_rng *rng);
+
+/* Shared by the convolution kinds: validates hyper-parameters at creation. */
+cvae_status cvi_conv_create(cvae_layer **out, const cvi_layer_ops *ops, int out_channels,
+                            int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
+                            int pad_w);
+
+
+#endif /* CVAE_INTERNAL_H */

@@ -1,0 +1,192 @@
+/*
+ * layer.c - what every layer kind shares: creation, destruction, options,
+ * shapes, parameter views and the public single-layer forward/backward.
+ * The kinds themselves live in layer_<kind>.c behind cvi_layer_ops tables.
+ */
+#include "cvae_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+size_t cvi_shape_size(cvi_shape s)
+{
+    return s.c * s.h * s.w;
+}
+
+cvae_status cvi_layer_new(cvae_layer **out, const cvi_layer_ops *ops)
+{
+    cvae_layer *l = cvi_calloc(1, sizeof *l);
+    if (!l)
+        return CVAE_ERR_NOMEM;
+    l->ops = ops;
+    *out = l;
+    return CVAE_OK;
+}
+
+void cvi_init_uniform_fan_in(float *w, size_t nw, float *b, size_t nb, size_t fan_in,
+                             cvi_rng *rng)
+{
+    /* PyTorch: kaiming_uniform_(a = sqrt(5)) gives bound
+     * sqrt(2 / (1 + 5)) * sqrt(3 / fan_in) = 1 / sqrt(fan_in), and the bias
+     * uses the same bound. sqrtf is correctly rounded, so this is exact
+     * everywhere. */
+    float bound = 1.0f / sqrtf((float)fan_in);
+    size_t i;
+    for (i = 0; i < nw; i++)
+        w[i] = (2.0f * cvi_rng_uniform(rng) - 1.0f) * bound;
+    for (i = 0; i < nb; i++)
+        b[i] = (2.0f * cvi_rng_uniform(rng) - 1.0f) * bound;
+}
+
+CVAE_API void cvae_layer_destroy(cvae_layer *layer)
+{
+    /* A stack's layers die with the stack; freeing one here would leave the
+     * stack a dangling pointer. */
+    if (layer && !layer->owner)
+        cvi_free(layer);
+}
+
+CVAE_API cvae_layer_kind cvae_layer_get_kind(const cvae_layer *layer)
+{
+    return layer ? layer->ops->kind : (cvae_layer_kind)0;
+}
+
+CVAE_API const char *cvae_layer_kind_name(const cvae_layer *layer)
+{
+    return layer ? layer->ops->name : "?";
+}
+
+CVAE_API const char *cvae_layer_last_error(const cvae_layer *layer)
+{
+    return layer ? layer->err : "layer handle is NULL";
+}
+
+CVAE_API cvae_status cvae_layer_set_option(cvae_layer *layer, cvae_layer_option key,
+                                           double value)
+{
+    if (!layer)
+        return CVAE_ERR_INVALID_ARG;
+    if (key != CVAE_LAYER_LEAKY_SLOPE || layer->ops->kind != CVAE_LAYER_LEAKY_RELU) {
+        cvi_set_error(layer->err, "%s: no option with key %d", layer->ops->name, (int)key);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (layer->owner && layer->bound) {
+        cvi_set_error(layer->err, "%s: options cannot change once the stack is built",
+                      layer->ops->name);
+        return CVAE_ERR_STATE;
+    }
+    if (!(value >= 0.0 && value < 1.0)) {
+        cvi_set_error(layer->err, "leaky_relu: slope %g is not in [0, 1)", value);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    layer->hp.leaky.slope = (float)value;
+    layer->err[0] = '\0';
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_layer_get_option(const cvae_layer *layer, cvae_layer_option key,
+                                           double *value)
+{
+    if (!layer || !value || key != CVAE_LAYER_LEAKY_SLOPE ||
+        layer->ops->kind != CVAE_LAYER_LEAKY_RELU)
+        return CVAE_ERR_INVALID_ARG;
+    *value = layer->hp.leaky.slope;
+    return CVAE_OK;
+}
+
+static cvae_status get_shape(const cvae_layer *layer, cvi_shape s, int *c, int *h, int *w)
+{
+    if (!layer)
+        return CVAE_ERR_INVALID_ARG;
+    if (!layer->bound)
+        return CVAE_ERR_STATE;
+    if (c)
+        *c = (int)s.c;
+    if (h)
+        *h = (int)s.h;
+    if (w)
+        *w = (int)s.w;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_layer_input_shape(const cvae_layer *layer, int *c, int *h, int *w)
+{
+    return get_shape(layer, layer ? layer->in : (cvi_shape){0, 0, 0}, c, h, w);
+}
+
+CVAE_API cvae_status cvae_layer_output_shape(const cvae_layer *layer, int *c, int *h, int *w)
+{
+    return get_shape(layer, layer ? layer->out : (cvi_shape){0, 0, 0}, c, h, w);
+}
+
+CVAE_API size_t cvae_layer_param_count(const cvae_layer *layer)
+{
+    return layer && layer->bound ? layer->nparams : 0;
+}
+
+CVAE_API float *cvae_layer_params(cvae_layer *layer)
+{
+    return layer && layer->bound ? layer->params : NULL;
+}
+
+CVAE_API float *cvae_layer_grads(cvae_layer *layer)
+{
+    return layer && layer->bound ? layer->grads : NULL;
+}
+
+/* Checks shared by the public forward and backward. */
+static cvae_status check_call(cvae_layer *layer, const char *what, int n)
+{
+    if (!layer->bound) {
+        cvi_set_error(layer->err, "%s %s: the layer's stack is not built", layer->ops->name,
+                      what);
+        return CVAE_ERR_STATE;
+    }
+    if (n < 1 || (size_t)n > layer->max_batch) {
+        cvi_set_error(layer->err, "%s %s: batch %d is not in [1, %zu]", layer->ops->name, what,
+                      n, layer->max_batch);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_layer_forward(cvae_layer *layer, const float *in, float *out, int n)
+{
+    cvae_status st;
+    if (!layer)
+        return CVAE_ERR_INVALID_ARG;
+    if (!in || !out) {
+        cvi_set_error(layer->err, "%s forward: %s is NULL", layer->ops->name,
+                      !in ? "in" : "out");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if ((st = check_call(layer, "forward", n)) != CVAE_OK)
+        return st;
+    if (layer->ops->forward)
+        layer->ops->forward(layer, out, in, (size_t)n, &layer->ws);
+    else
+        memmove(out, in, (size_t)n * cvi_shape_size(layer->in) * sizeof(float));
+    layer->err[0] = '\0';
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_layer_backward(cvae_layer *layer, const float *in, const float *out,
+                                         const float *dout, float *din, int n)
+{
+    cvae_status st;
+    if (!layer)
+        return CVAE_ERR_INVALID_ARG;
+    if (!in || !out || !dout) {
+        cvi_set_error(layer->err, "%s backward: %s is NULL", layer->ops->name,
+                      !in ? "in" : !out ? "out" : "dout");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if ((st = check_call(layer, "backward", n)) != CVAE_OK)
+        return st;
+    if (layer->ops->backward)
+        layer->ops->backward(layer, din, dout, in, out, (size_t)n, &layer->ws);
+    else if (din)
+        memmove(din, dout, (size_t)n * cvi_shape_size(layer->in) * sizeof(float));
+    layer->err[0] = '\0';
+    return CVAE_OK;
+}

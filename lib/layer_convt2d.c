@@ -1,0 +1,146 @@
+/*
+ * layer_convt2d.c - 2-d transposed convolution, as the data-gradient path of
+ * conv2d run forward (matrix multiply + col2im), not a separate algorithm.
+ *
+ * B batch, C in channels, F out channels, HW = H*W input positions,
+ * FKK = F*KH*KW. x (B,C,H,W) y (B,F,OH,OW) w (C,FKK) b (F) col (FKK,HW).
+ * The geometry g describes the conv2d that maps y's shape back to x's:
+ * g.C = F, g.H x g.W = OH x OW, g.OH x g.OW = H x W.
+ * Forward, per image: col = w^T x; y = col2im(col) + b.
+ * Backward, per image: db += rowsum(dy); col = im2col(dy); dw += x col^T;
+ * dx = w col.
+ */
+#include "cvae_internal.h"
+
+#include <string.h>
+
+CVAE_API cvae_status cvae_layer_create_conv_transpose2d(cvae_layer **out, int out_channels,
+                                                        int kernel_h, int kernel_w, int stride_h,
+                                                        int stride_w, int pad_h, int pad_w)
+{
+    return cvi_conv_create(out, &cvi_conv_transpose2d_ops, out_channels, kernel_h, kernel_w,
+                           stride_h, stride_w, pad_h, pad_w);
+}
+
+/* (in - 1) * stride + kernel - 2 * pad, or 0 if that is not positive or
+ * overflows. */
+static size_t transposed_side(size_t in, size_t stride, size_t kernel, size_t pad)
+{
+    size_t span;
+    if (cvi_mul_overflow(in - 1, stride, &span) || cvi_add_overflow(span, kernel, &span) ||
+        span <= 2 * pad)
+        return 0;
+    return span - 2 * pad;
+}
+
+static cvae_status convt2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size_t *nparams,
+                                size_t *ws_floats)
+{
+    cvi_conv_hp *hp = &l->hp.conv;
+    cvi_conv_geom *g = &hp->geom;
+    size_t oh = transposed_side(in.h, hp->sh, hp->kh, hp->ph);
+    size_t ow = transposed_side(in.w, hp->sw, hp->kw, hp->pw);
+    size_t fkk, hw, cols, wcount, ycount;
+    if (oh == 0 || ow == 0) {
+        cvi_set_error(l->err,
+                      "conv_transpose2d: input %zux%zu with kernel %zux%zu, stride %zu,%zu and "
+                      "padding %zu,%zu gives an empty output",
+                      in.h, in.w, hp->kh, hp->kw, hp->sh, hp->sw, hp->ph, hp->pw);
+        return CVAE_ERR_SHAPE;
+    }
+    g->C = hp->out_channels;
+    g->H = oh;
+    g->W = ow;
+    g->KH = hp->kh;
+    g->KW = hp->kw;
+    g->SH = hp->sh;
+    g->SW = hp->sw;
+    g->PH = hp->ph;
+    g->PW = hp->pw;
+    g->OH = in.h;
+    g->OW = in.w;
+    if (cvi_mul_overflow(hp->kh, hp->kw, &fkk) ||
+        cvi_mul_overflow(fkk, hp->out_channels, &fkk) ||
+        cvi_mul_overflow(in.h, in.w, &hw) || cvi_mul_overflow(fkk, hw, &cols) ||
+        cvi_mul_overflow(fkk, in.c, &wcount) || cvi_mul_overflow(oh, ow, &ycount) ||
+        cvi_mul_overflow(ycount, hp->out_channels, &ycount) || cols > CVI_MAX_ELEMS ||
+        wcount > CVI_MAX_ELEMS || ycount > CVI_MAX_ELEMS) {
+        cvi_set_error(l->err,
+                      "conv_transpose2d: sizes too large (input %zux%zux%zu, %zu channels out "
+                      "of %zux%zu)",
+                      in.c, in.h, in.w, hp->out_channels, hp->kh, hp->kw);
+        return CVAE_ERR_TOO_LARGE;
+    }
+    out->c = hp->out_channels;
+    out->h = oh;
+    out->w = ow;
+    *nparams = wcount + hp->out_channels;
+    *ws_floats = cvi_conv_is_pointwise(g) ? 0 : cols;
+    return CVAE_OK;
+}
+
+static void convt2d_init(cvae_layer *l, cvi_rng *rng)
+{
+    /* PyTorch takes fan_in from dimension 1 of the (in, out, kh, kw) weight. */
+    const cvi_conv_geom *g = &l->hp.conv.geom;
+    size_t fkk = g->C * g->KH * g->KW, wcount = l->in.c * fkk;
+    cvi_init_uniform_fan_in(l->params, wcount, l->params + wcount, g->C, fkk, rng);
+}
+
+static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
+                            const cvi_workspace *ws)
+{
+    const cvi_conv_geom *g = &l->hp.conv.geom;
+    size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
+    size_t P = g->H * g->W;
+    const float *w = l->params, *bias = l->params + C * fkk;
+    size_t b, f, p;
+    for (b = 0; b < n; b++) {
+        const float *x = in + b * C * HW;
+        float *y = out + b * F * P;
+        if (cvi_conv_is_pointwise(g)) {
+            cvi_gemm(1, 0, fkk, HW, C, 1.0f, w, fkk, x, HW, 0.0f, y, HW, ws->gemm);
+        } else {
+            cvi_gemm(1, 0, fkk, HW, C, 1.0f, w, fkk, x, HW, 0.0f, ws->scratch, HW, ws->gemm);
+            memset(y, 0, F * P * sizeof(float));
+            cvi_col2im_add(y, ws->scratch, g);
+        }
+        for (f = 0; f < F; f++)
+            for (p = 0; p < P; p++)
+                y[f * P + p] += bias[f];
+    }
+}
+
+static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const float *in,
+                             const float *out, size_t n, const cvi_workspace *ws)
+{
+    const cvi_conv_geom *g = &l->hp.conv.geom;
+    size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
+    size_t P = g->H * g->W;
+    const float *w = l->params;
+    float *dw = l->grads, *db = l->grads + C * fkk;
+    size_t b, f, p;
+    (void)out;
+    for (b = 0; b < n; b++) {
+        const float *x = in + b * C * HW, *dy = dout + b * F * P;
+        const float *col = dy;
+        for (f = 0; f < F; f++) {
+            float sum = 0.0f;
+            for (p = 0; p < P; p++)
+                sum += dy[f * P + p];
+            db[f] += sum;
+        }
+        if (!cvi_conv_is_pointwise(g)) {
+            cvi_im2col(ws->scratch, dy, g);
+            col = ws->scratch;
+        }
+        cvi_gemm(0, 1, C, fkk, HW, 1.0f, x, HW, col, HW, 1.0f, dw, fkk, ws->gemm);
+        if (din)
+            cvi_gemm(0, 0, C, HW, fkk, 1.0f, w, fkk, col, HW, 0.0f, din + b * C * HW, HW,
+                     ws->gemm);
+    }
+}
+
+const cvi_layer_ops cvi_conv_transpose2d_ops = {
+    CVAE_LAYER_CONV_TRANSPOSE2D, "conv_transpose2d", convt2d_bind,
+    convt2d_init,                convt2d_forward,    convt2d_backward};

@@ -1,0 +1,75 @@
+/*
+ * layer_linear.c - fully connected layer, y = x w^T + b.
+ *
+ * B batch, I inputs (the input's C*H*W), O outputs.
+ * x,dx (B,I) y,dy (B,O) w,dw (O,I) b,db (O); backward adds into dw, db.
+ * Batch-first rows make every product a single gemm over the whole batch.
+ */
+#include "cvae_internal.h"
+
+CVAE_API cvae_status cvae_layer_create_linear(cvae_layer **out, int out_features)
+{
+    cvae_status st;
+    cvae_layer *l;
+    if (!out)
+        return CVAE_ERR_INVALID_ARG;
+    *out = NULL;
+    if (out_features < 1)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = cvi_layer_new(&l, &cvi_linear_ops)) != CVAE_OK)
+        return st;
+    l->hp.linear.out_features = (size_t)out_features;
+    *out = l;
+    return CVAE_OK;
+}
+
+static cvae_status linear_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size_t *nparams,
+                               size_t *ws_floats)
+{
+    size_t I = cvi_shape_size(in), O = l->hp.linear.out_features, wcount;
+    if (cvi_mul_overflow(I, O, &wcount) || wcount > CVI_MAX_ELEMS) {
+        cvi_set_error(l->err, "linear: %zu x %zu weights are too many", O, I);
+        return CVAE_ERR_TOO_LARGE;
+    }
+    l->hp.linear.in_features = I;
+    out->c = O;
+    out->h = 1;
+    out->w = 1;
+    *nparams = wcount + O;
+    *ws_floats = 0;
+    return CVAE_OK;
+}
+
+static void linear_init(cvae_layer *l, cvi_rng *rng)
+{
+    size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features;
+    cvi_init_uniform_fan_in(l->params, O * I, l->params + O * I, O, I, rng);
+}
+
+static void linear_forward(cvae_layer *l, float *out, const float *in, size_t n,
+                           const cvi_workspace *ws)
+{
+    size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features, b, o;
+    const float *w = l->params, *bias = l->params + O * I;
+    cvi_gemm(0, 1, n, O, I, 1.0f, in, I, w, I, 0.0f, out, O, ws->gemm);
+    for (b = 0; b < n; b++)
+        for (o = 0; o < O; o++)
+            out[b * O + o] += bias[o];
+}
+
+static void linear_backward(cvae_layer *l, float *din, const float *dout, const float *in,
+                            const float *out, size_t n, const cvi_workspace *ws)
+{
+    size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features, b, o;
+    float *dw = l->grads, *db = l->grads + O * I;
+    (void)out;
+    for (b = 0; b < n; b++)
+        for (o = 0; o < O; o++)
+            db[o] += dout[b * O + o];
+    cvi_gemm(1, 0, O, I, n, 1.0f, dout, O, in, I, 1.0f, dw, I, ws->gemm);
+    if (din)
+        cvi_gemm(0, 0, n, I, O, 1.0f, dout, O, l->params, I, 0.0f, din, I, ws->gemm);
+}
+
+const cvi_layer_ops cvi_linear_ops = {CVAE_LAYER_LINEAR, "linear",       linear_bind,
+                                      linear_init,       linear_forward, linear_backward};

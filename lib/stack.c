@@ -1,0 +1,445 @@
+/*
+ * stack.c - a sequence of layers built for one input shape and batch size.
+ *
+ * Building does all the allocation there will ever be: one parameter block
+ * and a mirror gradient block (layer after layer, each layer's weight then
+ * bias), one activation block holding the copied input and every layer's
+ * output for max_batch images (shape-only layers alias their input), two
+ * ping-pong blocks for activation gradients, and one workspace sized for the
+ * largest layer plus the gemm's packing buffers. Forward and backward then
+ * only index into those blocks.
+ */
+#include "cvae_internal.h"
+
+#include <string.h>
+
+struct cvae_stack {
+    cvae_layer **layers;
+    size_t count, capacity;
+    int built;
+    cvi_shape in, out;
+    size_t max_batch;
+    size_t nparams;
+    float *params, *grads;
+    float *acts;        /* input copy, then each non-view layer's output */
+    float **act;        /* act[i] is layer i's input, act[count] the output */
+    float *dbuf[2];     /* ping-pong activation gradients */
+    float *ws_block;    /* gemm packing, then layer scratch */
+    cvi_workspace ws;
+    size_t first_param; /* index of the first layer with parameters, or count */
+    size_t first_op;    /* index of the first layer that is not a view, or count */
+    size_t last_n;      /* batch of the last forward, 0 if none */
+    char err[CVI_ERRMSG_SIZE];
+};
+
+/* Scratch starts on a 64-byte boundary after the gemm buffers. */
+#define ROUND16(x) (((x) + 15) / 16 * 16)
+
+CVAE_API cvae_status cvae_stack_create(cvae_stack **out)
+{
+    cvae_stack *s;
+    if (!out)
+        return CVAE_ERR_INVALID_ARG;
+    *out = NULL;
+    s = cvi_calloc(1, sizeof *s);
+    if (!s)
+        return CVAE_ERR_NOMEM;
+    *out = s;
+    return CVAE_OK;
+}
+
+static void free_blocks(cvae_stack *s)
+{
+    cvi_free_floats(s->params);
+    cvi_free_floats(s->grads);
+    cvi_free_floats(s->acts);
+    cvi_free_floats(s->dbuf[0]);
+    cvi_free_floats(s->dbuf[1]);
+    cvi_free_floats(s->ws_block);
+    cvi_free(s->act);
+}
+
+CVAE_API void cvae_stack_destroy(cvae_stack *stack)
+{
+    size_t i;
+    if (!stack)
+        return;
+    for (i = 0; i < stack->count; i++)
+        cvi_free(stack->layers[i]);
+    cvi_free(stack->layers);
+    free_blocks(stack);
+    cvi_free(stack);
+}
+
+CVAE_API const char *cvae_stack_last_error(const cvae_stack *stack)
+{
+    return stack ? stack->err : "stack handle is NULL";
+}
+
+CVAE_API cvae_status cvae_stack_add(cvae_stack *stack, cvae_layer *layer)
+{
+    if (!stack) {
+        if (layer && !layer->owner)
+            cvae_layer_destroy(layer);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (!layer) {
+        cvi_set_error(stack->err, "stack_add: layer is NULL");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (layer->owner) {
+        cvi_set_error(stack->err, "stack_add: the %s layer already belongs to a stack",
+                      layer->ops->name);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (stack->built) {
+        cvi_set_error(stack->err, "stack_add: the stack is already built");
+        cvae_layer_destroy(layer);
+        return CVAE_ERR_STATE;
+    }
+    if (stack->count == stack->capacity) {
+        size_t cap = stack->capacity ? 2 * stack->capacity : 8;
+        cvae_layer **grown = cvi_calloc(cap, sizeof *grown);
+        if (!grown) {
+            cvi_set_error(stack->err, "stack_add: out of memory for %zu layers", cap);
+            cvae_layer_destroy(layer);
+            return CVAE_ERR_NOMEM;
+        }
+        if (stack->count)
+            memcpy(grown, stack->layers, stack->count * sizeof *grown);
+        cvi_free(stack->layers);
+        stack->layers = grown;
+        stack->capacity = cap;
+    }
+    layer->owner = stack;
+    stack->layers[stack->count++] = layer;
+    stack->err[0] = '\0';
+    return CVAE_OK;
+}
+
+CVAE_API int cvae_stack_layer_count(const cvae_stack *stack)
+{
+    return stack ? (int)stack->count : 0;
+}
+
+CVAE_API cvae_layer *cvae_stack_layer(cvae_stack *stack, int index)
+{
+    if (!stack || index < 0 || (size_t)index >= stack->count)
+        return NULL;
+    return stack->layers[index];
+}
+
+/* What a build needs, summed over the layers. */
+typedef struct plan {
+    size_t nparams;   /* total parameters */
+    size_t act;       /* floats per image: input plus every non-view output */
+    size_t widest;    /* largest activation of one image, input included */
+    size_t scratch;   /* largest layer scratch */
+} plan;
+
+static cvae_status too_large(cvae_stack *s, const char *what)
+{
+    cvi_set_error(s->err, "stack_build: %s is too large", what);
+    return CVAE_ERR_TOO_LARGE;
+}
+
+/* Binds every layer in turn to the shape its predecessor produces. */
+static cvae_status bind_layers(cvae_stack *s, cvi_shape in, plan *p)
+{
+    cvi_shape shape = in;
+    size_t i;
+    memset(p, 0, sizeof *p);
+    p->act = p->widest = cvi_shape_size(in);
+    for (i = 0; i < s->count; i++) {
+        cvae_layer *l = s->layers[i];
+        cvi_shape out;
+        size_t np = 0, ws = 0, size;
+        cvae_status st = l->ops->bind(l, shape, &out, &np, &ws);
+        if (st != CVAE_OK) {
+            cvi_set_error(s->err, "layer %zu (%s) on input %zux%zux%zu: %s", i, l->ops->name,
+                          shape.c, shape.h, shape.w, l->err);
+            return st;
+        }
+        if (cvi_mul_overflow(out.c, out.h, &size) || cvi_mul_overflow(size, out.w, &size) ||
+            size > CVI_MAX_ELEMS)
+            return too_large(s, "a layer's output");
+        l->in = shape;
+        l->out = out;
+        l->nparams = np;
+        l->ws_floats = ws;
+        if (cvi_add_overflow(p->nparams, np, &p->nparams) || p->nparams > CVI_MAX_ELEMS)
+            return too_large(s, "the parameter count");
+        if (l->ops->forward && (cvi_add_overflow(p->act, size, &p->act) || p->act > CVI_MAX_ELEMS))
+            return too_large(s, "the activation block");
+        if (size > p->widest)
+            p->widest = size;
+        if (ws > p->scratch)
+            p->scratch = ws;
+        shape = out;
+    }
+    s->out = shape;
+    return CVAE_OK;
+}
+
+/* Allocates the blocks of plan p for max_batch images; all or nothing. */
+static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch)
+{
+    size_t acts, grad, ws;
+    if (cvi_mul_overflow(p->act, max_batch, &acts) || acts > CVI_MAX_ELEMS ||
+        cvi_mul_overflow(p->widest, max_batch, &grad) || grad > CVI_MAX_ELEMS)
+        return too_large(s, "the activation block for this batch");
+    ws = ROUND16(cvi_gemm_workspace_floats()) + p->scratch;
+    s->params = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
+    s->grads = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
+    s->acts = cvi_alloc_floats(acts);
+    s->dbuf[0] = cvi_alloc_floats(grad);
+    s->dbuf[1] = cvi_alloc_floats(grad);
+    s->ws_block = cvi_alloc_floats(ws);
+    s->act = cvi_calloc(s->count + 1, sizeof *s->act);
+    if ((p->nparams && (!s->params || !s->grads)) || !s->acts || !s->dbuf[0] || !s->dbuf[1] ||
+        !s->ws_block || !s->act) {
+        free_blocks(s);
+        s->params = s->grads = s->acts = s->dbuf[0] = s->dbuf[1] = s->ws_block = NULL;
+        s->act = NULL;
+        cvi_set_error(s->err, "stack_build: out of memory (%zu floats of activations)", acts);
+        return CVAE_ERR_NOMEM;
+    }
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int height, int width,
+                                      int max_batch, uint64_t seed)
+{
+    cvi_shape in;
+    plan p;
+    cvae_status st;
+    size_t i, offset = 0;
+    float *next;
+    if (!stack)
+        return CVAE_ERR_INVALID_ARG;
+    if (stack->built) {
+        cvi_set_error(stack->err, "stack_build: the stack is already built");
+        return CVAE_ERR_STATE;
+    }
+    if (stack->count == 0) {
+        cvi_set_error(stack->err, "stack_build: the stack has no layers");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (channels < 1 || height < 1 || width < 1 || max_batch < 1) {
+        cvi_set_error(stack->err,
+                      "stack_build: input %dx%dx%d and max batch %d must all be at least 1",
+                      channels, height, width, max_batch);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    in.c = (size_t)channels;
+    in.h = (size_t)height;
+    in.w = (size_t)width;
+    if (cvi_mul_overflow(in.c, in.h, &offset) || cvi_mul_overflow(offset, in.w, &offset) ||
+        offset > CVI_MAX_ELEMS)
+        return too_large(stack, "the input shape");
+    if ((st = bind_layers(stack, in, &p)) != CVAE_OK)
+        return st;
+    if ((st = alloc_blocks(stack, &p, (size_t)max_batch)) != CVAE_OK)
+        return st;
+
+    stack->in = in;
+    stack->max_batch = (size_t)max_batch;
+    stack->nparams = p.nparams;
+    stack->ws.gemm = stack->ws_block;
+    stack->ws.scratch = stack->ws_block + ROUND16(cvi_gemm_workspace_floats());
+    stack->first_param = stack->first_op = stack->count;
+    stack->act[0] = stack->acts;
+    next = stack->acts + cvi_shape_size(in) * stack->max_batch;
+    offset = 0;
+    for (i = 0; i < stack->count; i++) {
+        cvae_layer *l = stack->layers[i];
+        l->params = l->nparams ? stack->params + offset : NULL;
+        l->grads = l->nparams ? stack->grads + offset : NULL;
+        offset += l->nparams;
+        l->ws = stack->ws;
+        l->max_batch = stack->max_batch;
+        l->bound = 1;
+        if (l->nparams && stack->first_param == stack->count)
+            stack->first_param = i;
+        if (l->ops->forward && stack->first_op == stack->count)
+            stack->first_op = i;
+        if (l->ops->forward) {
+            stack->act[i + 1] = next;
+            next += cvi_shape_size(l->out) * stack->max_batch;
+        } else {
+            stack->act[i + 1] = stack->act[i];
+        }
+    }
+    stack->built = 1;
+    stack->last_n = 0;
+    cvae_stack_init_params(stack, seed);
+    cvae_stack_zero_grad(stack);
+    stack->err[0] = '\0';
+    return CVAE_OK;
+}
+
+static cvae_status require_built(cvae_stack *s, const char *what)
+{
+    if (!s->built) {
+        cvi_set_error(s->err, "%s: the stack is not built", what);
+        return CVAE_ERR_STATE;
+    }
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_stack_init_params(cvae_stack *stack, uint64_t seed)
+{
+    cvi_rng rng;
+    size_t i;
+    cvae_status st;
+    if (!stack)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = require_built(stack, "stack_init_params")) != CVAE_OK)
+        return st;
+    cvi_rng_seed(&rng, seed);
+    for (i = 0; i < stack->count; i++)
+        if (stack->layers[i]->ops->init)
+            stack->layers[i]->ops->init(stack->layers[i], &rng);
+    return CVAE_OK;
+}
+
+static cvae_status shape_out(const cvae_stack *s, cvi_shape shape, int *c, int *h, int *w)
+{
+    if (!s)
+        return CVAE_ERR_INVALID_ARG;
+    if (!s->built)
+        return CVAE_ERR_STATE;
+    if (c)
+        *c = (int)shape.c;
+    if (h)
+        *h = (int)shape.h;
+    if (w)
+        *w = (int)shape.w;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_stack_input_shape(const cvae_stack *stack, int *c, int *h, int *w)
+{
+    return shape_out(stack, stack ? stack->in : (cvi_shape){0, 0, 0}, c, h, w);
+}
+
+CVAE_API cvae_status cvae_stack_output_shape(const cvae_stack *stack, int *c, int *h, int *w)
+{
+    return shape_out(stack, stack ? stack->out : (cvi_shape){0, 0, 0}, c, h, w);
+}
+
+CVAE_API int cvae_stack_max_batch(const cvae_stack *stack)
+{
+    return stack && stack->built ? (int)stack->max_batch : 0;
+}
+
+CVAE_API float *cvae_stack_params(cvae_stack *stack, size_t *count)
+{
+    if (count)
+        *count = stack && stack->built ? stack->nparams : 0;
+    return stack && stack->built ? stack->params : NULL;
+}
+
+CVAE_API float *cvae_stack_grads(cvae_stack *stack, size_t *count)
+{
+    if (count)
+        *count = stack && stack->built ? stack->nparams : 0;
+    return stack && stack->built ? stack->grads : NULL;
+}
+
+CVAE_API cvae_status cvae_stack_zero_grad(cvae_stack *stack)
+{
+    cvae_status st;
+    if (!stack)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = require_built(stack, "stack_zero_grad")) != CVAE_OK)
+        return st;
+    if (stack->nparams)
+        memset(stack->grads, 0, stack->nparams * sizeof(float));
+    return CVAE_OK;
+}
+
+static cvae_status check_batch(cvae_stack *s, const char *what, int n)
+{
+    if (n < 1 || (size_t)n > s->max_batch) {
+        cvi_set_error(s->err, "%s: batch %d is not in [1, %zu]", what, n, s->max_batch);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_stack_forward(cvae_stack *stack, const float *in, int n,
+                                        const float **output)
+{
+    cvae_status st;
+    size_t i;
+    if (!stack)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = require_built(stack, "stack_forward")) != CVAE_OK ||
+        (st = check_batch(stack, "stack_forward", n)) != CVAE_OK)
+        return st;
+    if (!in) {
+        cvi_set_error(stack->err, "stack_forward: in is NULL");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    memcpy(stack->act[0], in, (size_t)n * cvi_shape_size(stack->in) * sizeof(float));
+    for (i = 0; i < stack->count; i++) {
+        cvae_layer *l = stack->layers[i];
+        if (l->ops->forward)
+            l->ops->forward(l, stack->act[i + 1], stack->act[i], (size_t)n, &stack->ws);
+    }
+    stack->last_n = (size_t)n;
+    if (output)
+        *output = stack->act[stack->count];
+    stack->err[0] = '\0';
+    return CVAE_OK;
+}
+
+CVAE_API const float *cvae_stack_output(const cvae_stack *stack)
+{
+    return stack && stack->built && stack->last_n ? stack->act[stack->count] : NULL;
+}
+
+CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, int n, float *din)
+{
+    cvae_status st;
+    const float *g;
+    size_t i;
+    if (!stack)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = require_built(stack, "stack_backward")) != CVAE_OK ||
+        (st = check_batch(stack, "stack_backward", n)) != CVAE_OK)
+        return st;
+    if (!dout) {
+        cvi_set_error(stack->err, "stack_backward: dout is NULL");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if ((size_t)n != stack->last_n) {
+        cvi_set_error(stack->err, "stack_backward: batch %d does not match the last forward (%zu)",
+                      n, stack->last_n);
+        return CVAE_ERR_STATE;
+    }
+    g = dout;
+    for (i = stack->count; i-- > 0;) {
+        cvae_layer *l = stack->layers[i];
+        /* An input gradient is wanted if the caller asked for it or an
+         * earlier layer has parameters to reach. */
+        int want = din != NULL || i > stack->first_param;
+        float *target;
+        if (!l->ops->backward)
+            continue; /* a view: its input gradient is its output gradient */
+        if (!want) {
+            l->ops->backward(l, NULL, g, stack->act[i], stack->act[i + 1], (size_t)n, &stack->ws);
+            break;
+        }
+        target = (i == stack->first_op && din) ? din
+                 : g == stack->dbuf[0]         ? stack->dbuf[1]
+                                               : stack->dbuf[0];
+        l->ops->backward(l, target, g, stack->act[i], stack->act[i + 1], (size_t)n, &stack->ws);
+        g = target;
+    }
+    if (din && g != din)
+        memmove(din, g, (size_t)n * cvi_shape_size(stack->in) * sizeof(float));
+    stack->err[0] = '\0';
+    return CVAE_OK;
+}

@@ -1,0 +1,738 @@
+/*
+ * test_conv.c - checks the convolution layers through the public API (a stack
+ * holding one conv2d or conv_transpose2d layer, parameters written through
+ * cvae_layer_params, run with cvae_stack_forward) against direct definitions
+ * written here in double: PyTorch's Conv2d as a cross-correlation with zero
+ * padding, and ConvTranspose2d as a scatter-add of every input pixel times the
+ * kernel. Also checks the internal im2col / col2im_add pair against their
+ * definitions and against each other (they must be adjoint), and that a
+ * kernel which does not fit its input is refused with CVAE_ERR_SHAPE.
+ * Shapes are random but deterministic (a local generator), and each loop
+ * asserts that it met the awkward cases: rectangular kernels, per-axis stride
+ * and padding, non-square inputs, several channels, batch > 1.
+ * Not covered: backward passes and parameter initialisation.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cvae.h"
+#include "cvae_internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ test data */
+
+/* xorshift64*: a fixed local generator, independent of the library's rng. */
+typedef struct test_rng {
+    uint64_t s;
+} test_rng;
+
+static void rng_init(test_rng *r, uint64_t seed)
+{
+    r->s = seed ^ UINT64_C(0x9E3779B97F4A7C15);
+    if (r->s == 0)
+        r->s = 1;
+}
+
+static uint64_t rng_next(test_rng *r)
+{
+    uint64_t x = r->s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->s = x;
+    return x * UINT64_C(0x2545F4914F6CDD1D);
+}
+
+/* Uniform on a 2^-23 grid in [-1, 1); every value is exact in float. */
+static float rng_sym(test_rng *r)
+{
+    int64_t k = (int64_t)(rng_next(r) >> 40);
+    return (float)(k - (INT64_C(1) << 23)) / 8388608.0f;
+}
+
+/* Uniform integer in [lo, hi]. */
+static int rng_int(test_rng *r, int lo, int hi)
+{
+    return lo + (int)((rng_next(r) >> 33) % (uint64_t)(hi - lo + 1));
+}
+
+static void fill_sym(float *p, size_t n, test_rng *r)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        p[i] = rng_sym(r);
+}
+
+/* Index of [a][b][c][d] in a contiguous array of shape (., B, C, D). */
+static size_t at4(int a, int b, int c, int d, int B, int C, int D)
+{
+    return (((size_t)a * (size_t)B + (size_t)b) * (size_t)C + (size_t)c) * (size_t)D + (size_t)d;
+}
+
+/* ------------------------------------------------------------ geometry */
+
+/* One convolution layer run: n images of c x h x w, f output channels,
+ * kernel kh x kw, stride sh, sw, zero padding ph, pw. */
+typedef struct conv_shape {
+    int n, c, h, w;
+    int f, kh, kw;
+    int sh, sw, ph, pw;
+} conv_shape;
+
+/* Output side of conv2d, (in + 2p - k) / s + 1, or of conv_transpose2d,
+ * (in - 1) * s - 2p + k. */
+static int out_side(int in, int k, int s, int p, int transposed)
+{
+    return transposed ? (in - 1) * s - 2 * p + k : (in + 2 * p - k) / s + 1;
+}
+
+/* Draws shapes until one is valid: for conv2d the kernel fits the padded
+ * input on both axes, for conv_transpose2d both output sides are >= 1. */
+static void draw_shape(test_rng *r, conv_shape *s, int transposed)
+{
+    for (;;) {
+        s->n = rng_int(r, 1, 3);
+        s->c = rng_int(r, 1, 4);
+        s->f = rng_int(r, 1, 4);
+        s->h = rng_int(r, 1, 11);
+        s->w = rng_int(r, 1, 11);
+        s->kh = rng_int(r, 1, 5);
+        s->kw = rng_int(r, 1, 5);
+        s->sh = rng_int(r, 1, 3);
+        s->sw = rng_int(r, 1, 3);
+        s->ph = rng_int(r, 0, 2);
+        s->pw = rng_int(r, 0, 2);
+        if (transposed) {
+            if (out_side(s->h, s->kh, s->sh, s->ph, 1) >= 1 &&
+                out_side(s->w, s->kw, s->sw, s->pw, 1) >= 1)
+                return;
+        } else if (s->kh <= s->h + 2 * s->ph && s->kw <= s->w + 2 * s->pw) {
+            return;
+        }
+    }
+}
+
+/* Which awkward features the drawn shapes included. */
+typedef struct coverage {
+    int rect_kernel, stride_differs, pad_differs, nonsquare_input;
+    int batch, in_channels, out_channels, stride3, pad2, kernel5;
+} coverage;
+
+static void note_coverage(coverage *cv, int kh, int kw, int sh, int sw, int ph, int pw, int h,
+                          int w, int n, int c, int f)
+{
+    cv->rect_kernel |= kh != kw;
+    cv->stride_differs |= sh != sw;
+    cv->pad_differs |= ph != pw;
+    cv->nonsquare_input |= h != w;
+    cv->batch |= n > 1;
+    cv->in_channels |= c > 1;
+    cv->out_channels |= f > 1;
+    cv->stride3 |= sh == 3 || sw == 3;
+    cv->pad2 |= ph == 2 || pw == 2;
+    cv->kernel5 |= kh == 5 || kw == 5;
+}
+
+/* Fails if the deterministic draws missed one of the awkward cases (only
+ * possible if the generator or the ranges change). */
+static void assert_coverage(const coverage *cv)
+{
+    assert_true(cv->rect_kernel);
+    assert_true(cv->stride_differs);
+    assert_true(cv->pad_differs);
+    assert_true(cv->nonsquare_input);
+    assert_true(cv->batch);
+    assert_true(cv->in_channels);
+    assert_true(cv->out_channels);
+    assert_true(cv->stride3);
+    assert_true(cv->pad2);
+    assert_true(cv->kernel5);
+}
+
+/* ----------------------------------------------------------- references */
+
+/* Direct conv2d. x (n,c,h,w), wt (f,c,kh,kw), b (f); ref, bound (n,f,oh,ow):
+ * the double result and the sum of |terms| (bias included). */
+static void ref_conv2d(double *ref, double *bound, const float *x, const float *wt,
+                       const float *b, const conv_shape *s, int oh, int ow)
+{
+    int n, f, oy, ox, c, ky, kx;
+
+    for (n = 0; n < s->n; n++)
+        for (f = 0; f < s->f; f++)
+            for (oy = 0; oy < oh; oy++)
+                for (ox = 0; ox < ow; ox++) {
+                    double acc = b[f], mag = fabs((double)b[f]);
+                    for (c = 0; c < s->c; c++)
+                        for (ky = 0; ky < s->kh; ky++)
+                            for (kx = 0; kx < s->kw; kx++) {
+                                int iy = oy * s->sh - s->ph + ky;
+                                int ix = ox * s->sw - s->pw + kx;
+                                double t;
+                                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w)
+                                    continue; /* zero padding */
+                                t = (double)wt[at4(f, c, ky, kx, s->c, s->kh, s->kw)] *
+                                    x[at4(n, c, iy, ix, s->c, s->h, s->w)];
+                                acc += t;
+                                mag += fabs(t);
+                            }
+                    ref[at4(n, f, oy, ox, s->f, oh, ow)] = acc;
+                    bound[at4(n, f, oy, ox, s->f, oh, ow)] = mag;
+                }
+}
+
+/* Scatter-add conv_transpose2d. x (n,c,h,w), wt (c,f,kh,kw), b (f); ref, bound
+ * (n,f,oh,ow): out[f][y*sh - ph + ky][x*sw - pw + kx] += x[c][y][x] *
+ * wt[c][f][ky][kx] wherever that lands inside the output, plus bias. */
+static void ref_conv_transpose2d(double *ref, double *bound, const float *x, const float *wt,
+                                 const float *b, const conv_shape *s, int oh, int ow)
+{
+    int n, f, c, y, xx, ky, kx, i;
+
+    for (n = 0; n < s->n; n++)
+        for (f = 0; f < s->f; f++)
+            for (i = 0; i < oh * ow; i++) {
+                ref[at4(n, f, 0, i, s->f, 1, oh * ow)] = b[f];
+                bound[at4(n, f, 0, i, s->f, 1, oh * ow)] = fabs((double)b[f]);
+            }
+    for (n = 0; n < s->n; n++)
+        for (c = 0; c < s->c; c++)
+            for (y = 0; y < s->h; y++)
+                for (xx = 0; xx < s->w; xx++)
+                    for (f = 0; f < s->f; f++)
+                        for (ky = 0; ky < s->kh; ky++)
+                            for (kx = 0; kx < s->kw; kx++) {
+                                int oy = y * s->sh - s->ph + ky;
+                                int ox = xx * s->sw - s->pw + kx;
+                                size_t o;
+                                double t;
+                                if (oy < 0 || oy >= oh || ox < 0 || ox >= ow)
+                                    continue;
+                                o = at4(n, f, oy, ox, s->f, oh, ow);
+                                t = (double)wt[at4(c, f, ky, kx, s->f, s->kh, s->kw)] *
+                                    x[at4(n, c, y, xx, s->c, s->h, s->w)];
+                                ref[o] += t;
+                                bound[o] += fabs(t);
+                            }
+}
+
+/* ------------------------------------------------------ running a layer */
+
+/* A stack with one convolution layer built for s, or NULL with a message. */
+static cvae_stack *build_conv_stack(const conv_shape *s, int transposed, char *msg,
+                                    size_t msglen)
+{
+    cvae_stack *stack = NULL;
+    cvae_layer *layer = NULL;
+    cvae_status st = cvae_stack_create(&stack);
+
+    if (st == CVAE_OK)
+        st = transposed ? cvae_layer_create_conv_transpose2d(&layer, s->f, s->kh, s->kw, s->sh,
+                                                             s->sw, s->ph, s->pw)
+                        : cvae_layer_create_conv2d(&layer, s->f, s->kh, s->kw, s->sh, s->sw,
+                                                   s->ph, s->pw);
+    if (st == CVAE_OK)
+        st = cvae_stack_add(stack, layer);
+    if (st == CVAE_OK)
+        st = cvae_stack_build(stack, s->c, s->h, s->w, s->n, 7);
+    if (st != CVAE_OK) {
+        snprintf(msg, msglen, "building the stack failed: %s (%s)", cvae_status_string(st),
+                 stack ? cvae_stack_last_error(stack) : "no stack");
+        cvae_stack_destroy(stack);
+        return NULL;
+    }
+    return stack;
+}
+
+/*
+ * Runs one layer on random data and parameters and compares with the
+ * reference. Returns the number of problems, the first described in msg.
+ * Tolerance: the layer sums T = c*kh*kw products plus a bias in float
+ * (through a gemm, and for the transposed kind a col2im that adds at most
+ * kh*kw columns per pixel), so its error stays below (T + 2) * 2^-24 * bound
+ * with bound = sum of |terms|; allowed: (T + 2) * FLT_EPSILON * bound, twice
+ * that. A wrong tap or channel moves an entry by about |w * x| ~ 0.25, while
+ * the tolerance is at most 102 * 1.2e-7 * 101 ~ 1.2e-3.
+ */
+static size_t run_conv_case(const conv_shape *s, int transposed, uint64_t seed, char *msg,
+                            size_t msglen)
+{
+    int oh = out_side(s->h, s->kh, s->sh, s->ph, transposed);
+    int ow = out_side(s->w, s->kw, s->sw, s->pw, transposed);
+    size_t nin = (size_t)s->n * s->c * s->h * s->w;
+    size_t nout = (size_t)s->n * s->f * oh * ow;
+    size_t nw = (size_t)s->c * s->f * s->kh * s->kw, i, bad = 0;
+    double rel = (double)(s->c * s->kh * s->kw + 2) * FLT_EPSILON;
+    cvae_stack *stack = build_conv_stack(s, transposed, msg, msglen);
+    float *x = malloc(nin * sizeof *x), *p;
+    double *ref = malloc(nout * sizeof *ref), *bound = malloc(nout * sizeof *bound);
+    const float *y = NULL;
+    cvae_layer *layer;
+    cvae_status st;
+    int oc = 0, ohh = 0, oww = 0;
+    test_rng r;
+
+    assert_non_null(x);
+    assert_non_null(ref);
+    assert_non_null(bound);
+    if (stack == NULL) {
+        bad = 1;
+        goto done;
+    }
+    layer = cvae_stack_layer(stack, 0);
+    p = cvae_layer_params(layer);
+    if (p == NULL || cvae_layer_param_count(layer) != nw + (size_t)s->f) {
+        snprintf(msg, msglen, "params %p, count %zu, want %zu", (void *)p,
+                 cvae_layer_param_count(layer), nw + (size_t)s->f);
+        bad = 1;
+        goto done;
+    }
+    st = cvae_stack_output_shape(stack, &oc, &ohh, &oww);
+    if (st != CVAE_OK || oc != s->f || ohh != oh || oww != ow) {
+        snprintf(msg, msglen, "output shape %d x %d x %d (status %d), want %d x %d x %d", oc,
+                 ohh, oww, (int)st, s->f, oh, ow);
+        bad = 1;
+        goto done;
+    }
+
+    rng_init(&r, seed);
+    fill_sym(x, nin, &r);
+    fill_sym(p, nw + (size_t)s->f, &r);
+    if (transposed)
+        ref_conv_transpose2d(ref, bound, x, p, p + nw, s, oh, ow);
+    else
+        ref_conv2d(ref, bound, x, p, p + nw, s, oh, ow);
+
+    st = cvae_stack_forward(stack, x, s->n, &y);
+    if (st != CVAE_OK || y == NULL) {
+        snprintf(msg, msglen, "forward: %s (%s)", cvae_status_string(st),
+                 cvae_stack_last_error(stack));
+        bad = 1;
+        goto done;
+    }
+    for (i = 0; i < nout; i++) {
+        double tol = rel * bound[i] + 1e-30;
+        if (!(fabs((double)y[i] - ref[i]) <= tol) && bad++ == 0) {
+            size_t plane = (size_t)oh * ow;
+            snprintf(msg, msglen,
+                     "out[n=%zu][f=%zu][y=%zu][x=%zu] got %.9g, want %.9g (tol %.3g)",
+                     i / (plane * s->f), i / plane % s->f, i % plane / ow, i % ow, (double)y[i],
+                     ref[i], tol);
+        }
+    }
+done:
+    cvae_stack_destroy(stack);
+    free(x);
+    free(ref);
+    free(bound);
+    return bad;
+}
+
+/* Runs count random shapes of one kind, failing at the first bad one. */
+static void run_random_shapes(int transposed, int count, uint64_t seed)
+{
+    coverage cv;
+    test_rng r;
+    int k;
+
+    memset(&cv, 0, sizeof cv);
+    rng_init(&r, seed);
+    for (k = 0; k < count; k++) {
+        conv_shape s;
+        char msg[320] = "";
+        size_t bad;
+
+        draw_shape(&r, &s, transposed);
+        note_coverage(&cv, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.h, s.w, s.n, s.c, s.f);
+        bad = run_conv_case(&s, transposed, seed + 1000 + (uint64_t)k, msg, sizeof msg);
+        if (bad != 0)
+            fail_msg("%s shape %d: n=%d c=%d h=%d w=%d f=%d k=%dx%d s=%d,%d p=%d,%d: %zu bad; "
+                     "first: %s",
+                     transposed ? "conv_transpose2d" : "conv2d", k, s.n, s.c, s.h, s.w, s.f,
+                     s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, bad, msg);
+    }
+    assert_coverage(&cv);
+}
+
+/* --------------------------------------------------------- layer tests */
+
+/* Fails if conv2d forward differs from the direct cross-correlation (wrong
+ * tap order, padding, stride, channel or batch indexing, weight layout, bias)
+ * on any of 30 random shapes. */
+static void test_conv2d_forward_matches_direct(void **state)
+{
+    (void)state;
+    run_random_shapes(0, 30, 11);
+}
+
+/* Fails if conv_transpose2d forward differs from the scatter-add definition
+ * (weight layout (in, out, kh, kw), cropping by padding, stride, bias) on any
+ * of 30 random shapes. */
+static void test_conv_transpose2d_forward_matches_scatter(void **state)
+{
+    (void)state;
+    run_random_shapes(1, 30, 22);
+}
+
+/* Compares n floats with expected values (exact up to 1e-6). */
+static void assert_close(const float *got, const float *want, size_t n, const char *what)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!(fabs((double)got[i] - want[i]) <= 1e-6))
+            fail_msg("%s[%zu]: got %.9g, want %.9g", what, i, (double)got[i], (double)want[i]);
+}
+
+/* Fails if either the layers or this file's references disagree with small
+ * cases worked out by hand from PyTorch's definitions (so a shared
+ * misreading of the semantics cannot pass the random tests). */
+static void test_conv_hand_worked_examples(void **state)
+{
+    /* conv2d: 3x4 input 1..12, kernel 2x2 [[1,2],[-1,0.5]], bias 0.25,
+     * stride (1,2), pad (0,1) -> 2x3. E.g. out[0][0] = 2*1 + 0.5*5 + 0.25
+     * (column -1 is padding). */
+    static const conv_shape cs = {1, 1, 3, 4, 1, 2, 2, 1, 2, 0, 1};
+    static const float cx[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    static const float cp[5] = {1, 2, -1, 0.5f, 0.25f};
+    static const float cwant[6] = {4.75f, 5.75f, -3.75f, 14.75f, 15.75f, -3.75f};
+    /* conv_transpose2d: 2x2 input [[1,2],[3,4]], kernel 2x3
+     * [[1,0,-1],[2,1,0.5]], bias -1, stride (2,1), pad (0,1) -> 4x2, e.g.
+     * out[0][0] = 1*0 (x=0,kx=1) + 2*1 (x=1,kx=0) - 1 = 1. */
+    static const conv_shape ts = {1, 1, 2, 2, 1, 2, 3, 2, 1, 0, 1};
+    static const float tx[4] = {1, 2, 3, 4};
+    static const float tp[7] = {1, 0, -1, 2, 1, 0.5f, -1};
+    static const float twant[8] = {1, -2, 4, 1.5f, 3, -4, 10, 4.5f};
+    double ref[8], bound[8];
+    float reff[8];
+    const float *y = NULL;
+    char msg[320] = "";
+    cvae_stack *stack;
+    size_t i;
+
+    (void)state;
+    ref_conv2d(ref, bound, cx, cp, cp + 4, &cs, 2, 3);
+    for (i = 0; i < 6; i++)
+        reff[i] = (float)ref[i];
+    assert_close(reff, cwant, 6, "ref_conv2d");
+    stack = build_conv_stack(&cs, 0, msg, sizeof msg);
+    if (stack == NULL)
+        fail_msg("%s", msg);
+    memcpy(cvae_layer_params(cvae_stack_layer(stack, 0)), cp, sizeof cp);
+    assert_int_equal(cvae_stack_forward(stack, cx, 1, &y), CVAE_OK);
+    assert_close(y, cwant, 6, "conv2d");
+    cvae_stack_destroy(stack);
+
+    ref_conv_transpose2d(ref, bound, tx, tp, tp + 6, &ts, 4, 2);
+    for (i = 0; i < 8; i++)
+        reff[i] = (float)ref[i];
+    assert_close(reff, twant, 8, "ref_conv_transpose2d");
+    stack = build_conv_stack(&ts, 1, msg, sizeof msg);
+    if (stack == NULL)
+        fail_msg("%s", msg);
+    memcpy(cvae_layer_params(cvae_stack_layer(stack, 0)), tp, sizeof tp);
+    assert_int_equal(cvae_stack_forward(stack, tx, 1, &y), CVAE_OK);
+    assert_close(y, twant, 8, "conv_transpose2d");
+    cvae_stack_destroy(stack);
+}
+
+/* Builds a one-layer stack for c x h x w and expects CVAE_ERR_SHAPE with a
+ * message. */
+static void expect_shape_error(cvae_layer *layer, int c, int h, int w)
+{
+    cvae_stack *stack = NULL;
+    const char *err;
+
+    assert_int_equal(cvae_stack_create(&stack), CVAE_OK);
+    assert_int_equal(cvae_stack_add(stack, layer), CVAE_OK);
+    assert_int_equal(cvae_stack_build(stack, c, h, w, 2, 1), CVAE_ERR_SHAPE);
+    err = cvae_stack_last_error(stack);
+    assert_non_null(err);
+    assert_true(strlen(err) > 0);
+    cvae_stack_destroy(stack);
+}
+
+/* Fails if a kernel larger than its padded input (either axis), or a
+ * transposed convolution with an output side < 1, is not refused at build
+ * with CVAE_ERR_SHAPE and a message, or if a stack refused once cannot then
+ * be built for a fitting shape, as cvae_stack_build documents. */
+static void test_conv_shape_errors_reported(void **state)
+{
+    cvae_layer *layer = NULL;
+    cvae_stack *stack = NULL;
+
+    (void)state;
+    /* kernel 5 high on 2 rows + 2*1 padding = 4 */
+    assert_int_equal(cvae_layer_create_conv2d(&layer, 3, 5, 3, 1, 1, 1, 1), CVAE_OK);
+    expect_shape_error(layer, 1, 2, 4);
+    /* kernel 6 wide on 5 columns, no padding */
+    assert_int_equal(cvae_layer_create_conv2d(&layer, 2, 1, 6, 1, 2, 0, 0), CVAE_OK);
+    expect_shape_error(layer, 3, 5, 5);
+    /* transposed: (1 - 1) * 1 - 2 * 1 + 1 = -1 rows */
+    assert_int_equal(cvae_layer_create_conv_transpose2d(&layer, 2, 1, 3, 1, 1, 1, 0), CVAE_OK);
+    expect_shape_error(layer, 2, 1, 4);
+
+    /* refused for 2 rows, then built for 3 (3 + 2 = 5 fits) */
+    assert_int_equal(cvae_stack_create(&stack), CVAE_OK);
+    assert_int_equal(cvae_layer_create_conv2d(&layer, 3, 5, 3, 1, 1, 1, 1), CVAE_OK);
+    assert_int_equal(cvae_stack_add(stack, layer), CVAE_OK);
+    assert_int_equal(cvae_stack_build(stack, 1, 2, 4, 2, 1), CVAE_ERR_SHAPE);
+    assert_true(strlen(cvae_stack_last_error(stack)) > 0);
+    assert_int_equal(cvae_stack_build(stack, 1, 3, 4, 2, 1), CVAE_OK);
+    cvae_stack_destroy(stack);
+}
+
+/* -------------------------------------------------------- im2col tests */
+
+/* A random geometry whose kernel fits the padded image, with OH, OW set. */
+static void draw_geom(test_rng *r, cvi_conv_geom *g)
+{
+    int C, H, W, KH, KW, SH, SW, PH, PW;
+
+    do {
+        C = rng_int(r, 1, 3);
+        H = rng_int(r, 1, 10);
+        W = rng_int(r, 1, 10);
+        KH = rng_int(r, 1, 5);
+        KW = rng_int(r, 1, 5);
+        SH = rng_int(r, 1, 3);
+        SW = rng_int(r, 1, 3);
+        PH = rng_int(r, 0, 2);
+        PW = rng_int(r, 0, 2);
+    } while (KH > H + 2 * PH || KW > W + 2 * PW);
+    g->C = (size_t)C;
+    g->H = (size_t)H;
+    g->W = (size_t)W;
+    g->KH = (size_t)KH;
+    g->KW = (size_t)KW;
+    g->SH = (size_t)SH;
+    g->SW = (size_t)SW;
+    g->PH = (size_t)PH;
+    g->PW = (size_t)PW;
+    g->OH = (size_t)((H + 2 * PH - KH) / SH + 1);
+    g->OW = (size_t)((W + 2 * PW - KW) / SW + 1);
+}
+
+static size_t img_len(const cvi_conv_geom *g)
+{
+    return g->C * g->H * g->W;
+}
+
+static size_t col_len(const cvi_conv_geom *g)
+{
+    return g->C * g->KH * g->KW * g->OH * g->OW;
+}
+
+/* The image index that column entry (row, col) copies, or -1 for padding.
+ * Row = (c*KH + ky)*KW + kx, col = oy*OW + ox. */
+static long col_source(const cvi_conv_geom *g, size_t row, size_t col)
+{
+    long kx = (long)(row % g->KW), ky = (long)(row / g->KW % g->KH);
+    long c = (long)(row / (g->KW * g->KH));
+    long iy = (long)(col / g->OW * g->SH) - (long)g->PH + ky;
+    long ix = (long)(col % g->OW * g->SW) - (long)g->PW + kx;
+
+    if (iy < 0 || iy >= (long)g->H || ix < 0 || ix >= (long)g->W)
+        return -1;
+    return (c * (long)g->H + iy) * (long)g->W + ix;
+}
+
+static void note_geom(coverage *cv, const cvi_conv_geom *g)
+{
+    note_coverage(cv, (int)g->KH, (int)g->KW, (int)g->SH, (int)g->SW, (int)g->PH, (int)g->PW,
+                  (int)g->H, (int)g->W, 2, (int)g->C, 2);
+}
+
+#define N_GEOMS 24
+
+/* Fails if any im2col entry is not exactly the image pixel its row (c, ky,
+ * kx) and column (oy, ox) name, or 0 in the padding (the buffer starts as
+ * NaN, so skipped entries fail too). */
+static void test_im2col_matches_definition(void **state)
+{
+    coverage cv;
+    test_rng r;
+    int k;
+
+    (void)state;
+    memset(&cv, 0, sizeof cv);
+    rng_init(&r, 33);
+    for (k = 0; k < N_GEOMS; k++) {
+        cvi_conv_geom g;
+        float *img, *col;
+        size_t rows, cols, i, j, bad = 0, bi = 0, bj = 0;
+        float got = 0.0f, want = 0.0f;
+
+        draw_geom(&r, &g);
+        note_geom(&cv, &g);
+        img = malloc(img_len(&g) * sizeof *img);
+        col = malloc(col_len(&g) * sizeof *col);
+        assert_non_null(img);
+        assert_non_null(col);
+        fill_sym(img, img_len(&g), &r);
+        for (i = 0; i < col_len(&g); i++)
+            col[i] = NAN;
+        cvi_im2col(col, img, &g);
+
+        rows = g.C * g.KH * g.KW;
+        cols = g.OH * g.OW;
+        for (i = 0; i < rows; i++)
+            for (j = 0; j < cols; j++) {
+                long src = col_source(&g, i, j);
+                float v = src < 0 ? 0.0f : img[src];
+                if (!(col[i * cols + j] == v) && bad++ == 0) {
+                    bi = i;
+                    bj = j;
+                    got = col[i * cols + j];
+                    want = v;
+                }
+            }
+        free(img);
+        free(col);
+        if (bad != 0)
+            fail_msg("geometry %d (C=%zu H=%zu W=%zu k=%zux%zu s=%zu,%zu p=%zu,%zu): col[%zu][%zu] "
+                     "got %.9g, want %.9g",
+                     k, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, bi, bj, (double)got,
+                     (double)want);
+    }
+    assert_coverage(&cv);
+}
+
+/* Fails if col2im_add does not add every column entry into the pixel im2col
+ * would have read it from (dropping padding), or overwrites instead of
+ * adding: img starts with random values. Tolerance: each pixel sums at most
+ * KH*KW + 1 floats, so (KH*KW + 2) * FLT_EPSILON * (sum of their |values|). */
+static void test_col2im_add_matches_definition(void **state)
+{
+    test_rng r;
+    int k;
+
+    (void)state;
+    rng_init(&r, 44);
+    for (k = 0; k < N_GEOMS; k++) {
+        cvi_conv_geom g;
+        float *img, *col;
+        double *ref, *mag;
+        size_t rows, cols, i, j, bad = 0, bi = 0;
+        double rel, got = 0.0, want = 0.0;
+
+        draw_geom(&r, &g);
+        img = malloc(img_len(&g) * sizeof *img);
+        col = malloc(col_len(&g) * sizeof *col);
+        ref = malloc(img_len(&g) * sizeof *ref);
+        mag = malloc(img_len(&g) * sizeof *mag);
+        assert_non_null(img);
+        assert_non_null(col);
+        assert_non_null(ref);
+        assert_non_null(mag);
+        fill_sym(img, img_len(&g), &r);
+        fill_sym(col, col_len(&g), &r);
+        for (i = 0; i < img_len(&g); i++) {
+            ref[i] = img[i];
+            mag[i] = fabs((double)img[i]);
+        }
+        rows = g.C * g.KH * g.KW;
+        cols = g.OH * g.OW;
+        for (i = 0; i < rows; i++)
+            for (j = 0; j < cols; j++) {
+                long dst = col_source(&g, i, j);
+                if (dst >= 0) {
+                    ref[dst] += col[i * cols + j];
+                    mag[dst] += fabs((double)col[i * cols + j]);
+                }
+            }
+        cvi_col2im_add(img, col, &g);
+
+        rel = (double)(g.KH * g.KW + 2) * FLT_EPSILON;
+        for (i = 0; i < img_len(&g); i++)
+            if (!(fabs((double)img[i] - ref[i]) <= rel * mag[i] + 1e-30) && bad++ == 0) {
+                bi = i;
+                got = img[i];
+                want = ref[i];
+            }
+        free(img);
+        free(col);
+        free(ref);
+        free(mag);
+        if (bad != 0)
+            fail_msg("geometry %d (C=%zu H=%zu W=%zu k=%zux%zu s=%zu,%zu p=%zu,%zu): img[%zu] got "
+                     "%.9g, want %.9g",
+                     k, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, bi, got, want);
+    }
+}
+
+/* Fails if <im2col(x), y> != <x, col2im(y)>, i.e. if the two functions are
+ * not each other's adjoint (a tap or pixel handled by one and not the other,
+ * or by both at different places). Both dot products are in double;
+ * im2col only copies, so the sole error is col2im's float sums: tolerance
+ * (KH*KW + 1) * FLT_EPSILON * sum over pairs of |x| * |y|. */
+static void test_im2col_col2im_adjoint(void **state)
+{
+    coverage cv;
+    test_rng r;
+    int k;
+
+    (void)state;
+    memset(&cv, 0, sizeof cv);
+    rng_init(&r, 55);
+    for (k = 0; k < N_GEOMS; k++) {
+        cvi_conv_geom g;
+        float *x, *y, *col, *img;
+        double lhs = 0.0, rhs = 0.0, mag = 0.0, tol;
+        size_t i;
+
+        draw_geom(&r, &g);
+        note_geom(&cv, &g);
+        x = malloc(img_len(&g) * sizeof *x);
+        img = calloc(img_len(&g), sizeof *img); /* col2im_add adds: start at 0 */
+        y = malloc(col_len(&g) * sizeof *y);
+        col = malloc(col_len(&g) * sizeof *col);
+        assert_non_null(x);
+        assert_non_null(img);
+        assert_non_null(y);
+        assert_non_null(col);
+        fill_sym(x, img_len(&g), &r);
+        fill_sym(y, col_len(&g), &r);
+
+        cvi_im2col(col, x, &g);
+        cvi_col2im_add(img, y, &g);
+        for (i = 0; i < col_len(&g); i++) {
+            lhs += (double)col[i] * y[i];
+            mag += fabs((double)col[i] * y[i]);
+        }
+        for (i = 0; i < img_len(&g); i++)
+            rhs += (double)x[i] * img[i];
+        tol = (double)(g.KH * g.KW + 1) * FLT_EPSILON * mag + 1e-30;
+        free(x);
+        free(img);
+        free(y);
+        free(col);
+        if (!(fabs(lhs - rhs) <= tol))
+            fail_msg("geometry %d (C=%zu H=%zu W=%zu k=%zux%zu s=%zu,%zu p=%zu,%zu): "
+                     "<im2col(x),y> = %.12g but <x,col2im(y)> = %.12g (tol %.3g)",
+                     k, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, lhs, rhs, tol);
+    }
+    assert_coverage(&cv);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv2d_forward_matches_direct),
+        cmocka_unit_test(test_conv_transpose2d_forward_matches_scatter),
+        cmocka_unit_test(test_conv_hand_worked_examples),
+        cmocka_unit_test(test_conv_shape_errors_reported),
+        cmocka_unit_test(test_im2col_matches_definition),
+        cmocka_unit_test(test_col2im_add_matches_definition),
+        cmocka_unit_test(test_im2col_col2im_adjoint),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,400 @@
+/*
+ * test_gemm.c - checks the blocked multiply cvi_gemm and its specification
+ * cvi_gemm_naive against a reference written here: op(A) and op(B) are first
+ * gathered into plain double arrays, then every C entry is a double dot
+ * product, so the reference shares no indexing or blocking with the library.
+ *
+ * Covered: the four transpose cases (NN, NT, TN, TT); sizes 1, 7, 17, 255 and
+ * 257 in each of the M, N and K roles; sizes beyond any cache block; alpha != 1;
+ * beta 0, 0.5 and 1; padded leading dimensions (padding of A and B holds NaN,
+ * so reading it poisons the result, and padding of C must not be written);
+ * beta == 0 over a C full of NaN. Buffers end exactly after the last row, so
+ * AddressSanitizer sees any read or write past an operand.
+ * Not covered: speed, threading (the gemm has none).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cvae.h"
+#include "cvae_internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ test data */
+
+/* xorshift64*: a fixed local generator, so the data do not depend on the
+ * library's own rng. */
+typedef struct test_rng {
+    uint64_t s;
+} test_rng;
+
+static void rng_init(test_rng *r, uint64_t seed)
+{
+    r->s = seed ^ UINT64_C(0x9E3779B97F4A7C15);
+    if (r->s == 0)
+        r->s = 1;
+}
+
+static uint64_t rng_next(test_rng *r)
+{
+    uint64_t x = r->s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->s = x;
+    return x * UINT64_C(0x2545F4914F6CDD1D);
+}
+
+/* Uniform on a 2^-23 grid in [-1, 1); every value is exact in float. */
+static float rng_sym(test_rng *r)
+{
+    int64_t k = (int64_t)(rng_next(r) >> 40); /* 0 .. 2^24 - 1 */
+    return (float)(k - (INT64_C(1) << 23)) / 8388608.0f;
+}
+
+/* One multiply to check. Stored A is (M,K) or, transposed, (K,M); stored B is
+ * (K,N) or (N,K); C is (M,N). pad_* extra floats follow each stored row. */
+typedef struct gemm_case {
+    int ta, tb;
+    size_t M, N, K;
+    float alpha, beta;
+    size_t pad_a, pad_b, pad_c;
+    int nan_c; /* C, padding included, starts as NaN (use with beta == 0) */
+} gemm_case;
+
+typedef struct operands {
+    size_t lda, ldb, ldc;
+    size_t na, nb, nc; /* (rows - 1) * ld + cols: nothing after the last row */
+    float *A, *B, *C, *C0;
+    double *ref, *bound; /* (M,N): exact-ish result and sum of |terms| */
+} operands;
+
+static size_t tight_len(size_t rows, size_t cols, size_t ld)
+{
+    return (rows - 1) * ld + cols;
+}
+
+/* Row entries get random values, row padding gets pad_value. */
+static void fill_rows(float *p, size_t rows, size_t cols, size_t ld, float pad_value,
+                      test_rng *r)
+{
+    size_t i, j;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < ld && i * ld + j < tight_len(rows, cols, ld); j++)
+            p[i * ld + j] = j < cols ? rng_sym(r) : pad_value;
+}
+
+static void make_operands(operands *o, const gemm_case *c, uint64_t seed)
+{
+    size_t arows = c->ta ? c->K : c->M, acols = c->ta ? c->M : c->K;
+    size_t brows = c->tb ? c->N : c->K, bcols = c->tb ? c->K : c->N;
+    size_t i;
+    test_rng r;
+
+    rng_init(&r, seed);
+    o->lda = acols + c->pad_a;
+    o->ldb = bcols + c->pad_b;
+    o->ldc = c->N + c->pad_c;
+    o->na = tight_len(arows, acols, o->lda);
+    o->nb = tight_len(brows, bcols, o->ldb);
+    o->nc = tight_len(c->M, c->N, o->ldc);
+    o->A = malloc(o->na * sizeof *o->A);
+    o->B = malloc(o->nb * sizeof *o->B);
+    o->C = malloc(o->nc * sizeof *o->C);
+    o->C0 = malloc(o->nc * sizeof *o->C0);
+    o->ref = malloc(c->M * c->N * sizeof *o->ref);
+    o->bound = malloc(c->M * c->N * sizeof *o->bound);
+    assert_non_null(o->A);
+    assert_non_null(o->B);
+    assert_non_null(o->C);
+    assert_non_null(o->C0);
+    assert_non_null(o->ref);
+    assert_non_null(o->bound);
+
+    fill_rows(o->A, arows, acols, o->lda, NAN, &r);
+    fill_rows(o->B, brows, bcols, o->ldb, NAN, &r);
+    fill_rows(o->C0, c->M, c->N, o->ldc, NAN, &r);
+    if (c->nan_c)
+        for (i = 0; i < o->nc; i++)
+            o->C0[i] = NAN;
+}
+
+static void free_operands(operands *o)
+{
+    free(o->A);
+    free(o->B);
+    free(o->C);
+    free(o->C0);
+    free(o->ref);
+    free(o->bound);
+}
+
+/* ref = alpha * op(A) op(B) + beta * C0 in double; bound = the same sum over
+ * absolute values, the scale of every rounding error the float code makes. */
+static void reference(operands *o, const gemm_case *c)
+{
+    size_t M = c->M, N = c->N, K = c->K, i, j, k;
+    double *a = malloc(M * K * sizeof *a);  /* op(A), (M,K) */
+    double *bt = malloc(N * K * sizeof *bt); /* op(B)^T, (N,K) */
+
+    assert_non_null(a);
+    assert_non_null(bt);
+    for (i = 0; i < M; i++)
+        for (k = 0; k < K; k++)
+            a[i * K + k] = c->ta ? o->A[k * o->lda + i] : o->A[i * o->lda + k];
+    for (j = 0; j < N; j++)
+        for (k = 0; k < K; k++)
+            bt[j * K + k] = c->tb ? o->B[j * o->ldb + k] : o->B[k * o->ldb + j];
+
+    for (i = 0; i < M; i++) {
+        for (j = 0; j < N; j++) {
+            const double *ai = a + i * K, *bj = bt + j * K;
+            double s = 0.0, sa = 0.0;
+            for (k = 0; k < K; k++) {
+                double t = ai[k] * bj[k];
+                s += t;
+                sa += fabs(t);
+            }
+            o->ref[i * N + j] = (double)c->alpha * s;
+            o->bound[i * N + j] = fabs((double)c->alpha) * sa;
+            if (c->beta != 0.0f) {
+                double cb = (double)c->beta * o->C0[i * o->ldc + j];
+                o->ref[i * N + j] += cb;
+                o->bound[i * N + j] += fabs(cb);
+            }
+        }
+    }
+    free(a);
+    free(bt);
+}
+
+/* Counts entries of C off by more than rel * bound, and padding entries of C
+ * that changed (compared bytewise, so NaN padding works). The first problem
+ * is described in msg. */
+static size_t count_bad(const operands *o, const gemm_case *c, double rel, const char *who,
+                        char *msg, size_t msglen)
+{
+    size_t bad = 0, i, j;
+
+    msg[0] = '\0';
+    for (i = 0; i < c->M; i++) {
+        for (j = 0; j < o->ldc && i * o->ldc + j < o->nc; j++) {
+            size_t at = i * o->ldc + j;
+            int wrong;
+            double got = o->C[at], want = 0.0, tol = 0.0;
+            if (j < c->N) {
+                want = o->ref[i * c->N + j];
+                tol = rel * o->bound[i * c->N + j] + 1e-30;
+                wrong = !(fabs(got - want) <= tol); /* NaN counts as wrong */
+            } else {
+                wrong = memcmp(&o->C[at], &o->C0[at], sizeof(float)) != 0;
+            }
+            if (wrong && bad++ == 0)
+                snprintf(msg, msglen,
+                         "%s %c%c M=%zu N=%zu K=%zu alpha=%g beta=%g: C[%zu][%zu]%s got %.9g, "
+                         "want %.9g (tol %.3g)",
+                         who, c->ta ? 'T' : 'N', c->tb ? 'T' : 'N', c->M, c->N, c->K,
+                         (double)c->alpha, (double)c->beta, i, j,
+                         j < c->N ? "" : " (row padding, must stay untouched)", got,
+                         j < c->N ? want : (double)o->C0[at], tol);
+        }
+    }
+    return bad;
+}
+
+/*
+ * Tolerances. Summing K products in float loses at most about K * 2^-24 of
+ * the sum of their absolute values (the bound above); alpha, beta and a
+ * per-block accumulation into C add a few more roundings. So the fast gemm
+ * gets (K + 4) * FLT_EPSILON * bound, twice that worst case. The naive gemm
+ * accumulates in double and rounds only a handful of times at the end:
+ * 8 * FLT_EPSILON * bound.
+ *
+ * Why this still catches index bugs: with entries uniform in [-1,1], bound is
+ * about |alpha| * K / 4, so the fast tolerance is about K^2 * 3e-8 * |alpha|,
+ * i.e. 2e-3 at K = 257 and 1.5e-2 at K = 700. Reading one wrong element (a
+ * swapped index, a transposed stride, an off-by-one in a block edge) changes
+ * an entry by |alpha * a * (b - b')|, typically 0.1 to 1, and a whole wrong
+ * row or column changes it by about sqrt(K) / 3. test_gemm_tolerance_rejects_
+ * swapped_index checks this on purpose.
+ */
+static double fast_rel(const gemm_case *c)
+{
+    return (double)(c->K + 4) * FLT_EPSILON;
+}
+
+#define NAIVE_REL (8.0 * FLT_EPSILON)
+
+/* Runs one case through the fast gemm and, when also_naive, the naive one,
+ * each starting from the same C0; fails with the first bad entry. */
+static void run_case(const gemm_case *c, float *ws, int also_naive, uint64_t seed)
+{
+    operands o;
+    char msg[320];
+    size_t bad;
+
+    make_operands(&o, c, seed);
+    reference(&o, c);
+
+    memcpy(o.C, o.C0, o.nc * sizeof *o.C);
+    cvi_gemm(c->ta, c->tb, c->M, c->N, c->K, c->alpha, o.A, o.lda, o.B, o.ldb, c->beta, o.C,
+             o.ldc, ws);
+    bad = count_bad(&o, c, fast_rel(c), "cvi_gemm", msg, sizeof msg);
+
+    if (bad == 0 && also_naive) {
+        memcpy(o.C, o.C0, o.nc * sizeof *o.C);
+        cvi_gemm_naive(c->ta, c->tb, c->M, c->N, c->K, c->alpha, o.A, o.lda, o.B, o.ldb,
+                       c->beta, o.C, o.ldc);
+        bad = count_bad(&o, c, NAIVE_REL, "cvi_gemm_naive", msg, sizeof msg);
+    }
+    free_operands(&o);
+    if (bad != 0)
+        fail_msg("%zu bad entries; first: %s", bad, msg);
+}
+
+/* ------------------------------------------------------------- fixtures */
+
+/* The fixture owns the gemm workspace, allocated as the library sizes it. */
+static int setup_workspace(void **state)
+{
+    size_t n = cvi_gemm_workspace_floats();
+    float *ws = cvi_alloc_floats(n);
+
+    if (ws == NULL && n > 0)
+        return -1;
+    *state = ws;
+    return 0;
+}
+
+static int teardown_workspace(void **state)
+{
+    cvi_free_floats(*state);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+#define N_CASES(t) (sizeof(t) / sizeof((t)[0]))
+
+/* Fails if either gemm mis-indexes A or B in any of NN/NT/TN/TT, ignores a
+ * leading dimension, writes into row padding, or applies alpha or beta wrongly,
+ * at sizes 1, 7, 17, 255, 257 (each in the M, N and K roles). */
+static void test_gemm_transposes_and_odd_sizes(void **state)
+{
+    static const gemm_case cases[] = {
+        /* ta tb    M    N    K   alpha   beta  pad a, b, c  nan */
+        {0, 0, 7, 17, 257, 0.75f, 0.5f, 3, 1, 5, 0},
+        {0, 0, 257, 1, 7, -1.5f, 1.0f, 1, 16, 2, 0},
+        {0, 0, 1, 255, 17, 2.0f, 0.0f, 0, 7, 0, 0},
+        {0, 0, 255, 255, 255, -1.25f, 0.5f, 1, 1, 1, 0},
+        {0, 1, 17, 257, 1, 0.75f, 1.0f, 2, 3, 1, 0},
+        {0, 1, 255, 7, 17, -0.5f, 0.5f, 16, 0, 9, 0},
+        {0, 1, 1, 1, 255, 1.25f, 0.0f, 5, 5, 3, 0},
+        {0, 1, 257, 255, 257, 0.5f, 1.0f, 4, 2, 0, 0},
+        {1, 0, 257, 17, 7, 0.5f, 0.5f, 1, 2, 3, 0},
+        {1, 0, 7, 255, 1, -2.0f, 1.0f, 4, 0, 16, 0},
+        {1, 0, 17, 1, 257, 1.5f, 0.0f, 0, 3, 1, 0},
+        {1, 0, 255, 257, 255, -0.75f, 0.5f, 3, 5, 2, 0},
+        {1, 1, 255, 257, 17, -0.75f, 0.5f, 3, 1, 2, 0},
+        {1, 1, 1, 7, 255, 2.5f, 1.0f, 2, 2, 4, 0},
+        {1, 1, 7, 17, 257, 0.25f, 0.0f, 8, 1, 0, 0},
+        {1, 1, 257, 257, 257, 0.5f, 1.0f, 2, 3, 4, 0},
+    };
+    size_t i;
+
+    for (i = 0; i < N_CASES(cases); i++)
+        run_case(&cases[i], *state, 1, 100 + i);
+}
+
+/* Fails if beta == 0 reads C (0 * NaN is NaN) instead of overwriting it, in
+ * any transpose case, for either gemm; or if NaN row padding of C is touched. */
+static void test_gemm_beta_zero_overwrites_nan(void **state)
+{
+    static const gemm_case cases[] = {
+        {0, 0, 17, 257, 7, 1.5f, 0.0f, 2, 1, 3, 1},
+        {0, 1, 255, 7, 17, -0.5f, 0.0f, 0, 4, 1, 1},
+        {1, 0, 7, 1, 255, 0.75f, 0.0f, 1, 0, 2, 1},
+        {1, 1, 1, 17, 257, 2.0f, 0.0f, 3, 3, 5, 1},
+    };
+    size_t i;
+
+    for (i = 0; i < N_CASES(cases); i++)
+        run_case(&cases[i], *state, 1, 200 + i);
+}
+
+/* Fails if the fast gemm goes wrong once M, N and K exceed its cache blocks:
+ * block edges, partial panels, beta applied once per K block instead of once,
+ * or NaN in C read when beta == 0. The naive gemm is checked on one such size
+ * only, to keep the run short. */
+static void test_gemm_beyond_cache_blocks(void **state)
+{
+    static const gemm_case fast_cases[] = {
+        {0, 0, 300, 1100, 700, 0.75f, 0.5f, 4, 3, 5, 0},
+        {1, 1, 300, 1100, 700, -1.25f, 0.0f, 1, 2, 3, 1},
+        {0, 1, 129, 520, 600, 1.5f, 1.0f, 0, 1, 2, 0},
+        {1, 0, 520, 129, 600, -0.5f, 0.5f, 2, 0, 1, 0},
+    };
+    static const gemm_case naive_case = {1, 0, 130, 300, 520, 0.75f, 0.5f, 1, 2, 3, 0};
+    size_t i;
+
+    for (i = 0; i < N_CASES(fast_cases); i++)
+        run_case(&fast_cases[i], *state, 0, 300 + i);
+    run_case(&naive_case, *state, 1, 310);
+}
+
+/* Fails if the comparison above is too loose to notice a gemm that reads two
+ * elements of one row of A with their K indices swapped. */
+static void test_gemm_tolerance_rejects_swapped_index(void **state)
+{
+    static const gemm_case c = {0, 0, 7, 17, 257, 0.75f, 0.5f, 3, 1, 5, 0};
+    operands o;
+    char msg[320];
+    size_t bad_true, bad_swapped;
+    float t;
+
+    make_operands(&o, &c, 400);
+    o.A[3] = 0.75f; /* A[0][3] and A[0][200] differ by 1.25 */
+    o.A[200] = -0.5f;
+    memcpy(o.C, o.C0, o.nc * sizeof *o.C);
+    cvi_gemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A, o.lda, o.B, o.ldb, c.beta, o.C, o.ldc,
+             *state);
+
+    reference(&o, &c);
+    bad_true = count_bad(&o, &c, fast_rel(&c), "cvi_gemm", msg, sizeof msg);
+
+    /* The reference of a gemm with the swap bug: C[0][j] moves by
+     * 0.75 * 1.25 * (B[200][j] - B[3][j]), far beyond the ~2e-3 tolerance
+     * for most of the 17 columns. */
+    t = o.A[3];
+    o.A[3] = o.A[200];
+    o.A[200] = t;
+    reference(&o, &c);
+    bad_swapped = count_bad(&o, &c, fast_rel(&c), "cvi_gemm", msg, sizeof msg);
+    free_operands(&o);
+
+    assert_int_equal(bad_true, 0);
+    assert_true(bad_swapped > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_gemm_transposes_and_odd_sizes, setup_workspace,
+                                        teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_beta_zero_overwrites_nan, setup_workspace,
+                                        teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_beyond_cache_blocks, setup_workspace,
+                                        teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_tolerance_rejects_swapped_index,
+                                        setup_workspace, teardown_workspace),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
