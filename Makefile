@@ -99,10 +99,15 @@ $(B)/bin/%: examples/%.c $(STATIC) $(FLAGS_STAMP)
 
 -include $(wildcard $(B)/obj/lib/*.d $(B)/tests/*.d $(B)/bin/*.d)
 
+# The main job. For 0.1 it builds the seed VAE's stacks and runs one pass;
+# 0.2 turns it into data download, training and generation.
+demo: examples
+	$(B)/bin/cvae-layers
+
 # ------------------------------------------------------------------ checks
 
 check: all
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
 	@echo "== header compiles alone as C99 and as C++"
 	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c include/cvae.h
 	$(CXX) -std=c++11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c++ include/cvae.h

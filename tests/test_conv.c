@@ -336,7 +336,18 @@ done:
     return bad;
 }
 
-/* Runs count random shapes of one kind, failing at the first bad one. */
+/* Shapes run before the random ones: a 1x1 kernel with stride 1 and no
+ * padding (the layers skip im2col for it, which random draws rarely hit),
+ * and a kernel spanning the whole padded height (one output row for conv2d). */
+static const conv_shape fixed_shapes[] = {
+    /* n  c  h  w  f kh kw sh sw ph pw */
+    {2, 3, 5, 7, 4, 1, 1, 1, 1, 0, 0},
+    {3, 2, 3, 6, 3, 5, 2, 2, 3, 1, 2},
+};
+#define N_FIXED ((int)(sizeof fixed_shapes / sizeof fixed_shapes[0]))
+
+/* Runs the fixed shapes, then count random shapes of one kind, failing at the
+ * first bad one. */
 static void run_random_shapes(int transposed, int count, uint64_t seed)
 {
     coverage cv;
@@ -345,12 +356,15 @@ static void run_random_shapes(int transposed, int count, uint64_t seed)
 
     memset(&cv, 0, sizeof cv);
     rng_init(&r, seed);
-    for (k = 0; k < count; k++) {
+    for (k = 0; k < N_FIXED + count; k++) {
         conv_shape s;
         char msg[320] = "";
         size_t bad;
 
-        draw_shape(&r, &s, transposed);
+        if (k < N_FIXED)
+            s = fixed_shapes[k];
+        else
+            draw_shape(&r, &s, transposed);
         note_coverage(&cv, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.h, s.w, s.n, s.c, s.f);
         bad = run_conv_case(&s, transposed, seed + 1000 + (uint64_t)k, msg, sizeof msg);
         if (bad != 0)
@@ -366,7 +380,7 @@ static void run_random_shapes(int transposed, int count, uint64_t seed)
 
 /* Fails if conv2d forward differs from the direct cross-correlation (wrong
  * tap order, padding, stride, channel or batch indexing, weight layout, bias)
- * on any of 30 random shapes. */
+ * on any of 2 fixed and 30 random shapes. */
 static void test_conv2d_forward_matches_direct(void **state)
 {
     (void)state;
@@ -375,7 +389,7 @@ static void test_conv2d_forward_matches_direct(void **state)
 
 /* Fails if conv_transpose2d forward differs from the scatter-add definition
  * (weight layout (in, out, kh, kw), cropping by padding, stride, bias) on any
- * of 30 random shapes. */
+ * of 2 fixed and 30 random shapes. */
 static void test_conv_transpose2d_forward_matches_scatter(void **state)
 {
     (void)state;
@@ -411,7 +425,7 @@ static void test_conv_hand_worked_examples(void **state)
     static const float tp[7] = {1, 0, -1, 2, 1, 0.5f, -1};
     static const float twant[8] = {1, -2, 4, 1.5f, 3, -4, 10, 4.5f};
     double ref[8], bound[8];
-    float reff[8];
+    float reff[8], *p;
     const float *y = NULL;
     char msg[320] = "";
     cvae_stack *stack;
@@ -425,7 +439,9 @@ static void test_conv_hand_worked_examples(void **state)
     stack = build_conv_stack(&cs, 0, msg, sizeof msg);
     if (stack == NULL)
         fail_msg("%s", msg);
-    memcpy(cvae_layer_params(cvae_stack_layer(stack, 0)), cp, sizeof cp);
+    p = cvae_layer_params(cvae_stack_layer(stack, 0));
+    assert_non_null(p);
+    memcpy(p, cp, sizeof cp);
     assert_int_equal(cvae_stack_forward(stack, cx, 1, &y), CVAE_OK);
     assert_close(y, cwant, 6, "conv2d");
     cvae_stack_destroy(stack);
@@ -437,7 +453,9 @@ static void test_conv_hand_worked_examples(void **state)
     stack = build_conv_stack(&ts, 1, msg, sizeof msg);
     if (stack == NULL)
         fail_msg("%s", msg);
-    memcpy(cvae_layer_params(cvae_stack_layer(stack, 0)), tp, sizeof tp);
+    p = cvae_layer_params(cvae_stack_layer(stack, 0));
+    assert_non_null(p);
+    memcpy(p, tp, sizeof tp);
     assert_int_equal(cvae_stack_forward(stack, tx, 1, &y), CVAE_OK);
     assert_close(y, twant, 8, "conv_transpose2d");
     cvae_stack_destroy(stack);
@@ -544,10 +562,14 @@ static long col_source(const cvi_conv_geom *g, size_t row, size_t col)
     return (c * (long)g->H + iy) * (long)g->W + ix;
 }
 
+/* One image's geometry has no batch and no output channels: those two
+ * coverage flags are set as met. */
 static void note_geom(coverage *cv, const cvi_conv_geom *g)
 {
     note_coverage(cv, (int)g->KH, (int)g->KW, (int)g->SH, (int)g->SW, (int)g->PH, (int)g->PW,
-                  (int)g->H, (int)g->W, 2, (int)g->C, 2);
+                  (int)g->H, (int)g->W, 1, (int)g->C, 1);
+    cv->batch = 1;
+    cv->out_channels = 1;
 }
 
 #define N_GEOMS 24
