@@ -165,9 +165,14 @@ CVAE_API cvae_layer_kind cvae_layer_get_kind(const cvae_layer *layer);
  * NULL). Since 0.1.0. */
 CVAE_API const char *cvae_layer_kind_name(const cvae_layer *layer);
 
-/* The message of the last failed call on this layer, or "" if none. Borrowed;
- * valid until the next call on the layer. NULL gives a static message.
- * Since 0.1.0. */
+/* A message describing the latest failure on this layer (which argument,
+ * which shape, which numbers); "" on a new handle. Read it right after the
+ * call that failed: a
+ * later call may replace it, and successful calls may reset it to "".
+ * Functions that take a const handle report through their status only and
+ * leave the message alone; a failed cvae_stack_build also sets the message of
+ * the layer that did not fit. Borrowed; valid until the next call on the
+ * layer. NULL gives a static message. Since 0.1.0. */
 CVAE_API const char *cvae_layer_last_error(const cvae_layer *layer);
 
 /* Set and read an option by key. Returns CVAE_ERR_INVALID_ARG for a NULL
@@ -178,6 +183,13 @@ CVAE_API cvae_status cvae_layer_set_option(cvae_layer *layer, cvae_layer_option 
                                            double value);
 CVAE_API cvae_status cvae_layer_get_option(const cvae_layer *layer, cvae_layer_option key,
                                            double *value);
+
+/* The smallest and largest value an option accepts, both inclusive (for
+ * CVAE_LAYER_LEAKY_SLOPE: 0 and the largest float below 1).
+ * CVAE_ERR_INVALID_ARG for a NULL pointer or a key the layer does not have.
+ * Since 0.1.0. */
+CVAE_API cvae_status cvae_layer_option_bounds(const cvae_layer *layer, cvae_layer_option key,
+                                              double *min, double *max);
 
 /* Input and output shapes (channels, height, width) learnt at build time.
  * Any of c, h, w may be NULL. CVAE_ERR_STATE before the stack is built.
@@ -232,8 +244,8 @@ CVAE_API cvae_status cvae_stack_create(cvae_stack **out);
 /* Frees the stack and every layer it owns. NULL is a no-op. Since 0.1.0. */
 CVAE_API void cvae_stack_destroy(cvae_stack *stack);
 
-/* The message of the last failed call on this stack, or "" if none; same
- * lifetime rules as cvae_layer_last_error. Since 0.1.0. */
+/* A message describing the latest failure on this stack; same rules as
+ * cvae_layer_last_error. Since 0.1.0. */
 CVAE_API const char *cvae_stack_last_error(const cvae_stack *stack);
 
 /*
@@ -258,7 +270,8 @@ CVAE_API cvae_layer *cvae_stack_layer(cvae_stack *stack, int index);
  * gradients. Can be called once. Returns CVAE_ERR_INVALID_ARG (sizes < 1,
  * empty stack), CVAE_ERR_SHAPE (a layer does not fit its input; the message
  * names the layer, its index and the shapes), CVAE_ERR_TOO_LARGE (a size
- * product overflows), CVAE_ERR_STATE (already built), CVAE_ERR_NOMEM.
+ * product overflows, a tensor would exceed 2^32 elements or a side INT_MAX),
+ * CVAE_ERR_STATE (already built), CVAE_ERR_NOMEM.
  * On failure the stack is unchanged and may be built again. Since 0.1.0.
  */
 CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int height, int width,

@@ -16,8 +16,9 @@
 #define CVI_ERRMSG_SIZE 256
 
 /* Sizes a file or a caller may ask for are refused above this many elements
- * per tensor, long before size_t arithmetic could wrap. */
-#define CVI_MAX_ELEMS ((size_t)1 << 40)
+ * per tensor or block (16 GiB of floats): far beyond any VAE, and long before
+ * size_t arithmetic could wrap or an allocator is asked for terabytes. */
+#define CVI_MAX_ELEMS ((size_t)1 << 32)
 
 /* ------------------------------------------------------------- utilities */
 

@@ -75,8 +75,9 @@ CVAE_API cvae_status cvae_layer_set_option(cvae_layer *layer, cvae_layer_option 
                       layer->ops->name);
         return CVAE_ERR_STATE;
     }
-    if (!(value >= 0.0 && value < 1.0)) {
-        cvi_set_error(layer->err, "leaky_relu: slope %g is not in [0, 1)", value);
+    /* Checked after rounding to float: 0.99999999 would round to 1. */
+    if (!(value >= 0.0 && value < 1.0) || !((float)value < 1.0f)) {
+        cvi_set_error(layer->err, "leaky_relu: slope %.9g is not in [0, 1) as a float", value);
         return CVAE_ERR_INVALID_ARG;
     }
     layer->hp.leaky.slope = (float)value;
@@ -91,6 +92,17 @@ CVAE_API cvae_status cvae_layer_get_option(const cvae_layer *layer, cvae_layer_o
         layer->ops->kind != CVAE_LAYER_LEAKY_RELU)
         return CVAE_ERR_INVALID_ARG;
     *value = layer->hp.leaky.slope;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_layer_option_bounds(const cvae_layer *layer, cvae_layer_option key,
+                                              double *min, double *max)
+{
+    if (!layer || !min || !max || key != CVAE_LAYER_LEAKY_SLOPE ||
+        layer->ops->kind != CVAE_LAYER_LEAKY_RELU)
+        return CVAE_ERR_INVALID_ARG;
+    *min = 0.0;
+    *max = (double)nextafterf(1.0f, 0.0f); /* the largest float below 1 */
     return CVAE_OK;
 }
 

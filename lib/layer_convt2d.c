@@ -22,15 +22,15 @@ CVAE_API cvae_status cvae_layer_create_conv_transpose2d(cvae_layer **out, int ou
                            stride_h, stride_w, pad_h, pad_w);
 }
 
-/* (in - 1) * stride + kernel - 2 * pad, or 0 if that is not positive or
- * overflows. */
+/* (in - 1) * stride + kernel - 2 * pad: 0 if that is not positive,
+ * (size_t)-1 if it overflows. */
 static size_t transposed_side(size_t in, size_t stride, size_t kernel, size_t pad)
 {
-    size_t span;
+    size_t span, both;
     if (cvi_mul_overflow(in - 1, stride, &span) || cvi_add_overflow(span, kernel, &span) ||
-        span <= 2 * pad)
-        return 0;
-    return span - 2 * pad;
+        cvi_mul_overflow(pad, 2, &both))
+        return (size_t)-1;
+    return span <= both ? 0 : span - both;
 }
 
 static cvae_status convt2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size_t *nparams,
@@ -41,6 +41,11 @@ static cvae_status convt2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, siz
     size_t oh = transposed_side(in.h, hp->sh, hp->kh, hp->ph);
     size_t ow = transposed_side(in.w, hp->sw, hp->kw, hp->pw);
     size_t fkk, hw, cols, wcount, ycount;
+    if (oh == (size_t)-1 || ow == (size_t)-1) {
+        cvi_set_error(l->err, "conv_transpose2d: output side of input %zux%zu overflows",
+                      in.h, in.w);
+        return CVAE_ERR_TOO_LARGE;
+    }
     if (oh == 0 || ow == 0) {
         cvi_set_error(l->err,
                       "conv_transpose2d: input %zux%zu with kernel %zux%zu, stride %zu,%zu and "

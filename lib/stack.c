@@ -11,6 +11,7 @@
  */
 #include "cvae_internal.h"
 
+#include <limits.h>
 #include <string.h>
 
 struct cvae_stack {
@@ -160,17 +161,25 @@ static cvae_status bind_layers(cvae_stack *s, cvi_shape in, plan *p)
                           shape.c, shape.h, shape.w, l->err);
             return st;
         }
-        if (cvi_mul_overflow(out.c, out.h, &size) || cvi_mul_overflow(size, out.w, &size) ||
-            size > CVI_MAX_ELEMS)
-            return too_large(s, "a layer's output");
+        /* Shapes are reported as int, so no side may exceed INT_MAX. */
+        if (out.c > INT_MAX || out.h > INT_MAX || out.w > INT_MAX ||
+            cvi_mul_overflow(out.c, out.h, &size) || cvi_mul_overflow(size, out.w, &size) ||
+            size > CVI_MAX_ELEMS) {
+            cvi_set_error(s->err, "layer %zu (%s): output %zux%zux%zu is too large", i,
+                          l->ops->name, out.c, out.h, out.w);
+            return CVAE_ERR_TOO_LARGE;
+        }
         l->in = shape;
         l->out = out;
         l->nparams = np;
         l->ws_floats = ws;
-        if (cvi_add_overflow(p->nparams, np, &p->nparams) || p->nparams > CVI_MAX_ELEMS)
-            return too_large(s, "the parameter count");
-        if (l->ops->forward && (cvi_add_overflow(p->act, size, &p->act) || p->act > CVI_MAX_ELEMS))
-            return too_large(s, "the activation block");
+        if ((cvi_add_overflow(p->nparams, np, &p->nparams) || p->nparams > CVI_MAX_ELEMS) ||
+            (l->ops->forward &&
+             (cvi_add_overflow(p->act, size, &p->act) || p->act > CVI_MAX_ELEMS))) {
+            cvi_set_error(s->err, "layer %zu (%s): the stack's %s block would be too large", i,
+                          l->ops->name, p->nparams > CVI_MAX_ELEMS ? "parameter" : "activation");
+            return CVAE_ERR_TOO_LARGE;
+        }
         if (size > p->widest)
             p->widest = size;
         if (ws > p->scratch)
