@@ -7,6 +7,22 @@
 #   make SANITIZE=1       build everything with AddressSanitizer + UBSan
 #   make install PREFIX=/usr/local DESTDIR=   /   make uninstall   /   make clean
 
+B := build
+
+# `make clean X ...`: make decides once per run what is up to date, so
+# cleaning and building in the same run would trust objects clean removed.
+# Clean first, then build the other goals in a fresh make (command-line
+# variables such as SANITIZE=1 CC=clang pass down).
+CLEAN_THEN := $(filter-out clean,$(MAKECMDGOALS))
+ifneq ($(and $(filter clean,$(MAKECMDGOALS)),$(CLEAN_THEN)),)
+.PHONY: clean $(CLEAN_THEN)
+clean:
+	rm -rf $(B)
+	@$(MAKE) --no-print-directory $(CLEAN_THEN)
+$(CLEAN_THEN): clean
+	@:
+else
+
 # The version lives in include/cvae.h only; read it from there.
 version_field = $(shell sed -n 's/^\#define CVAE_VERSION_$(1) *\([0-9][0-9]*\).*/\1/p' include/cvae.h)
 MAJOR := $(call version_field,MAJOR)
@@ -44,7 +60,6 @@ LIB_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden
 BASE_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 LIBS := -lm
 
-B := build
 SONAME := libcvae.so.$(MAJOR)
 SHARED := $(B)/libcvae.so.$(VERSION)
 STATIC := $(B)/libcvae.a
@@ -164,3 +179,5 @@ uninstall:
 
 clean:
 	rm -rf $(B)
+
+endif
