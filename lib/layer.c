@@ -13,6 +13,35 @@ size_t cvi_shape_size(cvi_shape s)
     return s.c * s.h * s.w;
 }
 
+void cvi_shape_out(cvi_shape s, int *c, int *h, int *w)
+{
+    if (c)
+        *c = (int)s.c;
+    if (h)
+        *h = (int)s.h;
+    if (w)
+        *w = (int)s.w;
+}
+
+void cvi_bias_add_planes(float *y, const float *b, size_t F, size_t P)
+{
+    size_t f, p;
+    for (f = 0; f < F; f++)
+        for (p = 0; p < P; p++)
+            y[f * P + p] += b[f];
+}
+
+void cvi_bias_grad_planes(float *db, const float *dy, size_t F, size_t P)
+{
+    size_t f, p;
+    for (f = 0; f < F; f++) {
+        float sum = 0.0f;
+        for (p = 0; p < P; p++)
+            sum += dy[f * P + p];
+        db[f] += sum;
+    }
+}
+
 cvae_status cvi_layer_new(cvae_layer **out, const cvi_layer_ops *ops)
 {
     cvae_layer *l = cvi_calloc(1, sizeof *l);
@@ -112,12 +141,7 @@ static cvae_status get_shape(const cvae_layer *layer, cvi_shape s, int *c, int *
         return CVAE_ERR_INVALID_ARG;
     if (!layer->bound)
         return CVAE_ERR_STATE;
-    if (c)
-        *c = (int)s.c;
-    if (h)
-        *h = (int)s.h;
-    if (w)
-        *w = (int)s.w;
+    cvi_shape_out(s, c, h, w);
     return CVAE_OK;
 }
 

@@ -99,7 +99,7 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
     const float *w = l->params, *bias = l->params + F * ckk;
-    size_t b, f, p;
+    size_t b;
     for (b = 0; b < n; b++) {
         const float *x = in + b * g->C * g->H * g->W;
         float *y = out + b * F * P;
@@ -109,9 +109,7 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
             col = ws->scratch;
         }
         cvi_gemm(0, 0, F, P, ckk, 1.0f, w, ckk, col, P, 0.0f, y, P, ws->gemm);
-        for (f = 0; f < F; f++)
-            for (p = 0; p < P; p++)
-                y[f * P + p] += bias[f];
+        cvi_bias_add_planes(y, bias, F, P);
     }
 }
 
@@ -123,17 +121,12 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
     size_t image = g->C * g->H * g->W;
     const float *w = l->params;
     float *dw = l->grads, *db = l->grads + F * ckk;
-    size_t b, f, p;
+    size_t b;
     (void)out;
     for (b = 0; b < n; b++) {
         const float *x = in + b * image, *dy = dout + b * F * P;
         const float *col = x;
-        for (f = 0; f < F; f++) {
-            float sum = 0.0f;
-            for (p = 0; p < P; p++)
-                sum += dy[f * P + p];
-            db[f] += sum;
-        }
+        cvi_bias_grad_planes(db, dy, F, P);
         if (!cvi_conv_is_pointwise(g)) {
             cvi_im2col(ws->scratch, x, g);
             col = ws->scratch;

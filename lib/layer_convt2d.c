@@ -99,7 +99,7 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
     size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
     size_t P = g->H * g->W;
     const float *w = l->params, *bias = l->params + C * fkk;
-    size_t b, f, p;
+    size_t b;
     for (b = 0; b < n; b++) {
         const float *x = in + b * C * HW;
         float *y = out + b * F * P;
@@ -110,9 +110,7 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
             memset(y, 0, F * P * sizeof(float));
             cvi_col2im_add(y, ws->scratch, g);
         }
-        for (f = 0; f < F; f++)
-            for (p = 0; p < P; p++)
-                y[f * P + p] += bias[f];
+        cvi_bias_add_planes(y, bias, F, P);
     }
 }
 
@@ -124,17 +122,12 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
     size_t P = g->H * g->W;
     const float *w = l->params;
     float *dw = l->grads, *db = l->grads + C * fkk;
-    size_t b, f, p;
+    size_t b;
     (void)out;
     for (b = 0; b < n; b++) {
         const float *x = in + b * C * HW, *dy = dout + b * F * P;
         const float *col = dy;
-        for (f = 0; f < F; f++) {
-            float sum = 0.0f;
-            for (p = 0; p < P; p++)
-                sum += dy[f * P + p];
-            db[f] += sum;
-        }
+        cvi_bias_grad_planes(db, dy, F, P);
         if (!cvi_conv_is_pointwise(g)) {
             cvi_im2col(ws->scratch, dy, g);
             col = ws->scratch;

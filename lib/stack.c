@@ -318,12 +318,7 @@ static cvae_status shape_out(const cvae_stack *s, cvi_shape shape, int *c, int *
         return CVAE_ERR_INVALID_ARG;
     if (!s->built)
         return CVAE_ERR_STATE;
-    if (c)
-        *c = (int)shape.c;
-    if (h)
-        *h = (int)shape.h;
-    if (w)
-        *w = (int)shape.w;
+    cvi_shape_out(shape, c, h, w);
     return CVAE_OK;
 }
 
