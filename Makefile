@@ -70,13 +70,15 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(B)/bin/%)
+EXAMPLE_COMMON := $(sort $(wildcard examples/common/*.c))
+EXAMPLE_COMMON_OBJ := $(EXAMPLE_COMMON:%.c=$(B)/obj/%.o)
 
 # Rebuild everything when the compiler or flags change (e.g. SANITIZE=1).
 FLAGS_STAMP := $(B)/flags.stamp
 FLAGS_NOW := $(CC) $(CXX) $(BASE_CFLAGS) $(BASE_LDFLAGS)
 $(shell mkdir -p $(B) && (printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP) || printf '%s\n' '$(FLAGS_NOW)' > $(FLAGS_STAMP)))
 
-.PHONY: all lib tests examples check deps install uninstall clean demo
+.PHONY: all lib tests examples check deps install uninstall clean demo data
 .DEFAULT_GOAL := all
 
 all: lib tests examples
@@ -108,16 +110,36 @@ $(B)/tests/%: tests/%.c $(STATIC) $(FLAGS_STAMP)
 	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(STATIC) -lcmocka $(LIBS)
 
 # Examples are linked statically: self-contained programs, installable as is.
-$(B)/bin/%: examples/%.c $(STATIC) $(FLAGS_STAMP)
+$(B)/obj/examples/common/%.o: examples/common/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(STATIC) $(LIBS)
+	$(CC) $(BASE_CFLAGS) -MMD -MP -c $< -o $@
 
--include $(wildcard $(B)/obj/lib/*.d $(B)/tests/*.d $(B)/bin/*.d)
+$(B)/bin/%: examples/%.c $(EXAMPLE_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Iexamples/common -MMD -MP $< -o $@ $(BASE_LDFLAGS) \
+		$(EXAMPLE_COMMON_OBJ) $(STATIC) $(LIBS)
 
-# The main job. For 0.1 it builds the seed VAE's stacks and runs one pass;
-# 0.2 turns it into data download, training and generation.
-demo: examples
-	$(B)/bin/cvae-layers
+-include $(wildcard $(B)/obj/lib/*.d $(B)/obj/examples/common/*.d $(B)/tests/*.d $(B)/bin/*.d)
+
+# MNIST in data/mnist/: from MNIST_DIR when given or when ../shared/data/mnist
+# exists (gzipped files are decompressed), otherwise downloaded and checked.
+SHARED_MNIST := ../shared/data/mnist
+MNIST_DIR ?= $(if $(wildcard $(SHARED_MNIST)/t10k-images-idx3-ubyte*),$(SHARED_MNIST))
+data:
+	sh examples/get-mnist.sh data/mnist $(MNIST_DIR)
+
+# The main job: build, get the data, train the seed VAE for 10 epochs, then
+# write samples, reconstructions, interpolations and the loss curve to demo/.
+DEMO_EPOCHS ?= 10
+demo: examples data
+	@mkdir -p demo
+	rm -f demo/loss.csv
+	$(B)/bin/cvae-train --data data/mnist --epochs $(DEMO_EPOCHS) --out demo/model.cvae \
+		--log demo/loss.csv --plot demo/loss.svg
+	$(B)/bin/cvae-generate --model demo/model.cvae --count 64 --out demo/samples.png
+	$(B)/bin/cvae-reconstruct --model demo/model.cvae --data data/mnist --out demo/recon.png
+	$(B)/bin/cvae-interpolate --model demo/model.cvae --data data/mnist --out demo/interp.png
+	@echo "demo: pictures in demo/ (samples.png recon.png interp.png loss.svg)"
 
 # ------------------------------------------------------------------ checks
 

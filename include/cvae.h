@@ -33,11 +33,11 @@ extern "C" {
 
 /* The version of this header. The Makefile and pkg-config file read these. */
 #define CVAE_VERSION_MAJOR 0
-#define CVAE_VERSION_MINOR 1
+#define CVAE_VERSION_MINOR 2
 #define CVAE_VERSION_PATCH 0
 #define CVAE_VERSION_NUMBER                                                    \
     (CVAE_VERSION_MAJOR * 10000 + CVAE_VERSION_MINOR * 100 + CVAE_VERSION_PATCH)
-#define CVAE_VERSION_STRING "0.1.0"
+#define CVAE_VERSION_STRING "0.2.0"
 
 /* Marks every exported function. The shared library is built with
  * -fvisibility=hidden, so only functions carrying this macro are exported. */
@@ -83,9 +83,9 @@ CVAE_API const char *cvae_status_string(cvae_status status);
 
 typedef struct cvae_layer cvae_layer;         /* one layer with its hyper-parameters */
 typedef struct cvae_stack cvae_stack;         /* a sequence of layers, built for a shape */
-typedef struct cvae_model cvae_model;         /* a VAE (functions: release 0.2) */
-typedef struct cvae_optimizer cvae_optimizer; /* Adam, SGD (functions: release 0.2) */
-typedef struct cvae_dataset cvae_dataset;     /* images and labels (functions: release 0.2) */
+typedef struct cvae_model cvae_model;         /* a VAE: encoder, decoder, loss */
+typedef struct cvae_optimizer cvae_optimizer; /* Adam or SGD over a parameter block */
+typedef struct cvae_dataset cvae_dataset;     /* images (uint8) and labels */
 
 /* ----------------------------------------------------------------- layers */
 
@@ -325,6 +325,326 @@ CVAE_API const float *cvae_stack_output(const cvae_stack *stack);
  */
 CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, int n,
                                          float *din);
+
+/* --------------------------------------------------------------- datasets */
+
+/*
+ * A dataset holds count images of channels x height x width pixels as uint8
+ * (0..255) and optionally one label (0..255) per image. Batches are drawn as
+ * float pixels / 255 in [0, 1], in the dataset's current order, which is the
+ * stored order until cvae_dataset_shuffle.
+ * Create an empty handle, then fill it with cvae_dataset_load_idx or
+ * cvae_dataset_set_u8; filling again replaces the content.
+ */
+
+/* Creates an empty dataset. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0. */
+CVAE_API cvae_status cvae_dataset_create(cvae_dataset **out);
+
+/* Frees the dataset. NULL is a no-op. Since 0.2.0. */
+CVAE_API void cvae_dataset_destroy(cvae_dataset *ds);
+
+/* A message naming the file and the problem of the latest failure; same
+ * rules as cvae_layer_last_error. Since 0.2.0. */
+CVAE_API const char *cvae_dataset_last_error(const cvae_dataset *ds);
+
+/*
+ * Loads MNIST-style IDX files: images_path (magic 0x00000803: unsigned
+ * bytes, 3 dimensions count x height x width, big-endian sizes) and, unless
+ * labels_path is NULL, labels_path (magic 0x00000801, 1 dimension, count
+ * equal to the images', values 0..9). Plain (uncompressed) files only; if
+ * only a ".gz" of a path exists, the message says so and how to decompress
+ * it. Everything is validated before use: magic, dimension count, sizes
+ * against the file length, overflow-safe products, the label count and
+ * values. Returns CVAE_ERR_INVALID_ARG (NULL), CVAE_ERR_IO (cannot open or
+ * read, or a directory), CVAE_ERR_FORMAT (any malformation, truncation or
+ * bad label), CVAE_ERR_TOO_LARGE (sizes beyond 2^32 pixels), CVAE_ERR_NOMEM.
+ * On failure the dataset keeps its previous content. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_dataset_load_idx(cvae_dataset *ds, const char *images_path,
+                                           const char *labels_path);
+
+/*
+ * Fills the dataset from caller memory (copied): count images of
+ * channels x height x width uint8 pixels, N x C x H x W, and labels (count
+ * bytes, or NULL for none). CVAE_ERR_INVALID_ARG, CVAE_ERR_TOO_LARGE,
+ * CVAE_ERR_NOMEM. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_dataset_set_u8(cvae_dataset *ds, int count, int channels, int height,
+                                         int width, const uint8_t *pixels,
+                                         const uint8_t *labels);
+
+/* Number of images (0 for NULL or empty). Since 0.2.0. */
+CVAE_API int cvae_dataset_count(const cvae_dataset *ds);
+
+/* Image shape; any pointer may be NULL. CVAE_ERR_STATE when empty. Since 0.2.0. */
+CVAE_API cvae_status cvae_dataset_shape(const cvae_dataset *ds, int *channels, int *height,
+                                        int *width);
+
+/* 1 if the dataset has labels, else 0. Since 0.2.0. */
+CVAE_API int cvae_dataset_has_labels(const cvae_dataset *ds);
+
+/*
+ * Puts the images in a pseudo-random order that depends only on seed and
+ * the count (a Fisher-Yates shuffle of the stored order driven by
+ * xoshiro256** seeded with seed): shuffling with seed + epoch each epoch
+ * gives reproducible epochs, and a resumed run can rebuild any epoch's
+ * order. cvae_dataset_shuffle(ds, seed) twice gives the same order.
+ * CVAE_ERR_STATE when empty. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_dataset_shuffle(cvae_dataset *ds, uint64_t seed);
+
+/* Restores the stored order. Since 0.2.0. */
+CVAE_API cvae_status cvae_dataset_unshuffle(cvae_dataset *ds);
+
+/*
+ * Copies n images starting at position first of the current order into
+ * images (n x C x H x W floats, pixel / 255) and, when labels is not NULL,
+ * their labels (n ints; -1 where the dataset has none). Requires
+ * first + n <= count. CVAE_ERR_INVALID_ARG, CVAE_ERR_STATE when empty.
+ * Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_dataset_batch(const cvae_dataset *ds, int first, int n, float *images,
+                                        int *labels);
+
+/*
+ * Splits ds into two new datasets: *validation gets validation_count images
+ * drawn at random (seeded) and *train the rest, both in stored order. ds is
+ * unchanged. CVAE_ERR_INVALID_ARG (count not in [1, count - 1]),
+ * CVAE_ERR_STATE (empty), CVAE_ERR_NOMEM. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_dataset_split(cvae_dataset *ds, int validation_count, uint64_t seed,
+                                        cvae_dataset **train, cvae_dataset **validation);
+
+/* ------------------------------------------------------------- optimizers */
+
+typedef enum cvae_optimizer_kind {
+    CVAE_OPTIMIZER_ADAM = 1, /* Adam (Kingma & Ba), optional decoupled weight decay (AdamW) */
+    CVAE_OPTIMIZER_SGD = 2   /* SGD with (heavy-ball) momentum, as PyTorch's SGD */
+} cvae_optimizer_kind;
+
+/* Optimizer options (keys in the 100s), read and written as double. */
+typedef enum cvae_optimizer_option {
+    CVAE_OPT_LR = 100,           /* learning rate, > 0; default 1e-3 (Adam), 1e-2 (SGD) */
+    CVAE_OPT_BETA1 = 101,        /* Adam, [0, 1); default 0.9 */
+    CVAE_OPT_BETA2 = 102,        /* Adam, [0, 1); default 0.999 */
+    CVAE_OPT_EPS = 103,          /* Adam, > 0; default 1e-8 */
+    CVAE_OPT_WEIGHT_DECAY = 104, /* Adam: decoupled (AdamW); SGD: added to the gradient. >= 0, default 0 */
+    CVAE_OPT_MOMENTUM = 105,     /* SGD, [0, 1); default 0.9 */
+    CVAE_OPT_CLIP_NORM = 106     /* clip the gradient's global L2 norm to this; 0 = off (default) */
+} cvae_optimizer_option;
+
+/*
+ * Creates an optimizer for a parameter block of nparams floats (for a model:
+ * cvae_model_param_count). Its state (moments, step count) is allocated here,
+ * so stepping never allocates. CVAE_ERR_INVALID_ARG (bad kind, nparams 0),
+ * CVAE_ERR_TOO_LARGE, CVAE_ERR_NOMEM. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_optimizer_create(cvae_optimizer **out, cvae_optimizer_kind kind,
+                                           size_t nparams);
+
+/* Frees the optimizer. NULL is a no-op. Since 0.2.0. */
+CVAE_API void cvae_optimizer_destroy(cvae_optimizer *opt);
+
+/* Latest failure's message; same rules as cvae_layer_last_error. Since 0.2.0. */
+CVAE_API const char *cvae_optimizer_last_error(const cvae_optimizer *opt);
+
+/* The optimizer's kind, or 0 for NULL. Since 0.2.0. */
+CVAE_API cvae_optimizer_kind cvae_optimizer_get_kind(const cvae_optimizer *opt);
+
+/* Set, read and bound options; may be called between steps (e.g. to change
+ * the learning rate). CVAE_ERR_INVALID_ARG for a key the kind does not have
+ * or a value out of range. Since 0.2.0. */
+CVAE_API cvae_status cvae_optimizer_set(cvae_optimizer *opt, cvae_optimizer_option key,
+                                        double value);
+CVAE_API cvae_status cvae_optimizer_get(const cvae_optimizer *opt, cvae_optimizer_option key,
+                                        double *value);
+CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optimizer_option key,
+                                           double *min, double *max);
+
+/*
+ * One update of params (nparams floats) from grads:
+ *   clip: if CLIP_NORM > 0 and ||g|| > CLIP_NORM, g *= CLIP_NORM / ||g||
+ *   Adam: t += 1; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ *         p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p
+ *   SGD:  g += wd * p; b = momentum * b + g (b = g at the first step); p -= lr * b
+ * A non-finite gradient returns CVAE_ERR_NUMERIC and changes nothing.
+ * CVAE_ERR_SHAPE if nparams differs from the optimizer's. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
+                                         size_t nparams);
+
+/* Number of steps taken (Adam's t). Since 0.2.0. */
+CVAE_API uint64_t cvae_optimizer_steps(const cvae_optimizer *opt);
+
+/*
+ * Restores the optimizer state (kind, options, step count, moments) saved
+ * with cvae_model_save into path. The optimizer must have the saved kind
+ * and size (CVAE_ERR_SHAPE otherwise); CVAE_ERR_STATE if the file holds no
+ * optimizer state; file errors as cvae_model_load. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path);
+
+/* ----------------------------------------------------------------- models */
+
+/*
+ * A VAE: an encoder stack mapping C x H x W images to 2L values (mu, then
+ * log-variance), the reparameterisation z = mu + exp(logvar / 2) * eps with
+ * eps ~ N(0, I), and a decoder stack mapping L values to C x H x W logits;
+ * sigmoid(logits) is the image. Loss per image, in nats: the Bernoulli
+ * negative log-likelihood of the pixels (binary cross-entropy computed from
+ * the logits in the stable form max(x,0) - x t + log(1 + exp(-|x|))) plus
+ * beta times the analytic KL(q(z|x) || N(0, I)). Losses are reported as the
+ * mean over images, reconstruction and KL apart.
+ *
+ * Create an empty handle, then give it an architecture with
+ * cvae_model_init_preset, cvae_model_init_stacks or cvae_model_load. All
+ * parameters (encoder then decoder) live in one block; all buffers are
+ * allocated then, for batches of up to max_batch images, so training never
+ * allocates. Calls taking more images than max_batch work in chunks.
+ */
+
+/* Model options (keys in the 300s). */
+typedef enum cvae_model_option {
+    CVAE_MODEL_BETA = 300 /* weight of the KL term, finite, >= 0; default 1 */
+} cvae_model_option;
+
+/* Creates an empty model. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0. */
+CVAE_API cvae_status cvae_model_create(cvae_model **out);
+
+/* Frees the model and its stacks. NULL is a no-op. Since 0.2.0. */
+CVAE_API void cvae_model_destroy(cvae_model *m);
+
+/* Latest failure's message; same rules as cvae_layer_last_error. Since 0.2.0. */
+CVAE_API const char *cvae_model_last_error(const cvae_model *m);
+
+/*
+ * The built-in architecture (the "seed"), for C x H x W inputs with H and W
+ * multiples of 4 (1 x 28 x 28 for MNIST):
+ *   encoder: conv2d(C->32, k4 s2 p1) relu conv2d(32->64, k4 s2 p1) relu
+ *            flatten linear(64*H/4*W/4 -> 256) relu linear(256 -> 2L)
+ *   decoder: linear(L -> 256) relu linear(256 -> 64*H/4*W/4) relu
+ *            reshape(64, H/4, W/4) conv_transpose2d(64->32, k4 s2 p1) relu
+ *            conv_transpose2d(32->C, k4 s2 p1)  (logits)
+ * Parameters are initialised from seed, which also seeds the model's
+ * generator for eps. CVAE_ERR_INVALID_ARG (a size < 1), CVAE_ERR_SHAPE (H or
+ * W not a multiple of 4), CVAE_ERR_STATE (model already has an
+ * architecture), CVAE_ERR_TOO_LARGE, CVAE_ERR_NOMEM. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_model_init_preset(cvae_model *m, int channels, int height, int width,
+                                            int latent, int max_batch, uint64_t seed);
+
+/*
+ * A model from the caller's own stacks (not yet built): encoder must map
+ * C x H x W to 2L values, decoder L values (read as L x 1 x 1) to C x H x W
+ * logits. The model takes ownership of both stacks in every case (on failure
+ * they are destroyed). Their layers must be of kinds the model file can
+ * store (all of cvae_layer_kind). CVAE_ERR_SHAPE if the shapes do not fit
+ * (the message says which), other statuses as cvae_model_init_preset.
+ * Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_model_init_stacks(cvae_model *m, cvae_stack *encoder,
+                                            cvae_stack *decoder, int channels, int height,
+                                            int width, int latent, int max_batch, uint64_t seed);
+
+/* Shape of the images, latent size and max batch; pointers may be NULL.
+ * CVAE_ERR_STATE without an architecture. Since 0.2.0. */
+CVAE_API cvae_status cvae_model_shape(const cvae_model *m, int *channels, int *height,
+                                      int *width, int *latent, int *max_batch);
+
+/* The encoder and decoder stacks (borrowed, owned by the model; NULL
+ * without an architecture). Since 0.2.0. */
+CVAE_API cvae_stack *cvae_model_encoder(cvae_model *m);
+CVAE_API cvae_stack *cvae_model_decoder(cvae_model *m);
+
+/* Set, read and bound options. Since 0.2.0. */
+CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double value);
+CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, double *value);
+CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option key, double *min,
+                                       double *max);
+
+/* The parameter and gradient blocks (encoder's, then decoder's), borrowed,
+ * writable; *count (may be NULL) receives their length. NULL without an
+ * architecture. Reading and writing parameters is how callers inspect or
+ * set them. Since 0.2.0. */
+CVAE_API float *cvae_model_params(cvae_model *m, size_t *count);
+CVAE_API float *cvae_model_grads(cvae_model *m, size_t *count);
+CVAE_API size_t cvae_model_param_count(const cvae_model *m);
+
+/*
+ * One training step on n images (1 <= n <= max batch, pixels in [0, 1]):
+ * zero the gradients, draw eps from the model's generator, forward, the
+ * loss, backward, then one step of opt (created for cvae_model_param_count
+ * parameters). *recon and *kl (either may be NULL) receive the batch means
+ * before the update. A non-finite loss or gradient returns
+ * CVAE_ERR_NUMERIC and leaves parameters and optimizer unchanged.
+ * Never allocates. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,
+                                           int n, double *recon, double *kl);
+
+/* Number of training steps taken (saved with the model). Since 0.2.0. */
+CVAE_API uint64_t cvae_model_steps(const cvae_model *m);
+
+/*
+ * Loss over a whole dataset (its current order does not matter) with one eps
+ * per image drawn from a generator seeded with eps_seed, so the figure is
+ * reproducible; the model's own generator is untouched. Means per image, in
+ * nats: *recon, *kl, and *total = recon + kl (the negative ELBO, whatever
+ * beta is). Any output pointer may be NULL. CVAE_ERR_SHAPE if the dataset's
+ * image shape differs from the model's. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed,
+                                         double *recon, double *kl, double *total);
+
+/* mu and logvar (n x L each; logvar may be NULL) of n images. Since 0.2.0. */
+CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, float *mu,
+                                       float *logvar);
+
+/* Images (n x C x H x W probabilities) decoded from n latent vectors. Since 0.2.0. */
+CVAE_API cvae_status cvae_model_decode(cvae_model *m, const float *z, int n, float *images);
+
+/* n images decoded from z ~ N(0, I) drawn with seed (the same seed gives the
+ * same images). Since 0.2.0. */
+CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, float *images);
+
+/* Reconstructions of n images: decode(mu(x)), the decoded mean. Since 0.2.0. */
+CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n, float *images);
+
+/*
+ * Saves the model (architecture, parameters, beta, step count, generator
+ * state) and, when opt is not NULL, the optimizer's state, in the format of
+ * docs/FORMAT.md. Writes path.tmp, flushes it and renames it over path, so a
+ * failed save leaves any previous file intact. CVAE_ERR_IO (the message
+ * names the file and the system error), CVAE_ERR_SHAPE (opt of another
+ * size), CVAE_ERR_STATE (no architecture). Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, const char *path);
+
+/*
+ * Loads a model saved by cvae_model_save into an empty model, for batches of
+ * up to max_batch images. Verifies magic, version, sizes, CRC-32 and the
+ * architecture before building anything. CVAE_ERR_IO, CVAE_ERR_FORMAT
+ * (foreign, truncated or corrupt file; the message gives the offset),
+ * CVAE_ERR_VERSION (written by a newer format), CVAE_ERR_STATE (model not
+ * empty), CVAE_ERR_NOMEM. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_model_load(cvae_model *m, const char *path, int max_batch);
+
+/* ----------------------------------------------------------------- images */
+
+/*
+ * Writes count images (count x channels x height x width floats in [0, 1],
+ * clamped; channels 1 = grey, 3 = RGB) as one PNG grid of `columns` images
+ * per row with a 2-pixel border, without any dependency (stored deflate
+ * blocks, CRC-32 and Adler-32 computed here). On failure, when errmsg is not
+ * NULL, a message of up to errsize bytes names the file and the problem.
+ * Written through a temporary file and renamed, like cvae_model_save.
+ * CVAE_ERR_INVALID_ARG, CVAE_ERR_TOO_LARGE, CVAE_ERR_IO, CVAE_ERR_NOMEM.
+ * Thread-safe. Since 0.2.0.
+ */
+CVAE_API cvae_status cvae_png_write_grid(const char *path, const float *images, int count,
+                                         int channels, int height, int width, int columns,
+                                         char *errmsg, size_t errsize);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define CVI_ERRMSG_SIZE 256
 
@@ -175,6 +176,17 @@ extern const cvi_layer_ops cvi_tanh_ops;
 extern const cvi_layer_ops cvi_flatten_ops;
 extern const cvi_layer_ops cvi_reshape_ops;
 
+/* Stacks whose parameters live in a model's block: plan binds the layers
+ * for the input shape and reports the parameter count without allocating;
+ * build_shared then builds the stack over the caller's params/grads
+ * (nparams floats each, owned by the caller, not initialised here).
+ * init_rng initialises every layer in order from rng. */
+cvae_status cvi_stack_plan(cvae_stack *stack, int channels, int height, int width, int max_batch,
+                           size_t *nparams, cvi_shape *out);
+cvae_status cvi_stack_build_shared(cvae_stack *stack, int channels, int height, int width,
+                                   int max_batch, float *params, float *grads);
+void cvi_stack_init_rng(cvae_stack *stack, cvi_rng *rng);
+
 /* PyTorch's default initialisation for a weight with fan_in inputs per
  * output: weight and bias uniform in +-1/sqrt(fan_in). */
 void cvi_init_uniform_fan_in(float *w, size_t nw, float *b, size_t nb, size_t fan_in,
@@ -185,5 +197,100 @@ cvae_status cvi_conv_create(cvae_layer **out, const cvi_layer_ops *ops, int out_
                             int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
                             int pad_w);
 
+
+/* ------------------------------------------------------------- checksums */
+
+/* CRC-32 as zlib/PNG (start with 0) and Adler-32 as zlib (start with 1). */
+uint32_t cvi_crc32_update(uint32_t crc, const void *data, size_t n);
+uint32_t cvi_adler32_update(uint32_t adler, const void *data, size_t n);
+
+/* ----------------------------------------------------------------- files */
+
+/* A file written as "<path>.tmp" and renamed over path on commit; abort
+ * (and any failed step of commit) removes the temporary and leaves path
+ * untouched. Messages go to err (CVI_ERRMSG_SIZE bytes) and name the file;
+ * after a failed write, later writes fail at once and commit aborts. */
+typedef struct cvi_afile {
+    FILE *f;
+    char *tmp_path;
+    const char *path;
+    int failed;
+} cvi_afile;
+
+cvae_status cvi_afile_open(cvi_afile *af, const char *path, char *err);
+cvae_status cvi_afile_write(cvi_afile *af, const void *data, size_t n, char *err);
+cvae_status cvi_afile_commit(cvi_afile *af, char *err);
+void cvi_afile_abort(cvi_afile *af);
+
+void cvi_put_u32le(unsigned char *p, uint32_t v);
+uint32_t cvi_get_u32le(const unsigned char *p);
+void cvi_put_u32be(unsigned char *p, uint32_t v);
+uint32_t cvi_get_u32be(const unsigned char *p);
+
+/* ------------------------------------------------------------ optimizers */
+
+/* Views of an optimizer's state, for saving and loading it: the options in
+ * key order (lr, beta1, beta2, eps, weight decay, momentum, clip norm). */
+#define CVI_OPT_NOPTIONS 7
+typedef struct cvi_optimizer_state {
+    cvae_optimizer_kind kind;
+    size_t n;
+    uint64_t *t;
+    float *m, *v; /* v NULL for SGD */
+    double *options[CVI_OPT_NOPTIONS];
+} cvi_optimizer_state;
+
+void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st);
+char *cvi_optimizer_err(cvae_optimizer *opt);
+
+/* ------------------------------------------------------------------ loss */
+
+/* Sum over n pixels of the Bernoulli NLL of target under logits; when
+ * dlogits is not NULL it receives scale * (sigmoid(logit) - target). */
+double cvi_bce_logits(const float *logits, const float *target, size_t n, float *dlogits,
+                      float scale);
+/* Sum over n dimensions of KL(N(mu, exp(logvar)) || N(0, 1)); when dmu is
+ * not NULL, dmu and dlogvar receive scale times the gradients. */
+double cvi_kl_normal(const float *mu, const float *logvar, size_t n, float *dmu, float *dlogvar,
+                     float scale);
+void cvi_sigmoid(float *out, const float *logits, size_t n);
+/* n draws from N(0, 1) (Box-Muller). */
+void cvi_rng_normal(cvi_rng *rng, float *out, size_t n);
+
+/* ---------------------------------------------------------------- models */
+
+/* B max batch, L latent, I = C*H*W pixels per image. enc maps I to 2L
+ * (mu, then logvar, per image), dec maps L to I logits. */
+struct cvae_model {
+    cvae_stack *enc, *dec; /* NULL until an architecture is set */
+    size_t C, H, W, L, max_batch, image;
+    size_t nparams, enc_nparams;
+    float *params, *grads; /* (nparams): encoder's block, then decoder's */
+    float *eps, *z, *dz;   /* (B, L) */
+    float *denc;           /* (B, 2L) */
+    float *dlogits, *xbuf; /* (B, I) */
+    double beta;
+    uint64_t steps;
+    cvi_rng rng; /* eps draws; continues the initialisation stream */
+    char err[CVI_ERRMSG_SIZE];
+};
+
+/* Gives an empty model the architecture of two unbuilt stacks (taking
+ * ownership in every case), allocating everything; parameters are not
+ * initialised. Used by init_preset, init_stacks and load. */
+cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int channels,
+                            int height, int width, int latent, int max_batch);
+
+/* The training step without its draw and update: with eps already in
+ * m->eps, zeroes the gradients, runs forward and backward on n images of x
+ * and returns the summed reconstruction and KL (the gradients are of their
+ * batch mean recon + beta kl). */
+void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum);
+
+/* Returns a model to empty, freeing its architecture. */
+void cvi_model_clear(cvae_model *m);
+
+/* The dataset's images first .. first+n-1 in stored order, as floats. */
+void cvi_dataset_batch_stored(const cvae_dataset *ds, size_t first, size_t n, float *images);
 
 #endif /* CVAE_INTERNAL_H */

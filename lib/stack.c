@@ -22,6 +22,7 @@ struct cvae_stack {
     size_t max_batch;
     size_t nparams;
     float *params, *grads;
+    int owns_params;    /* 0 when a model placed them in its own block */
     float *acts;        /* input copy, then each non-view layer's output */
     float **act;        /* act[i] is layer i's input, act[count] the output */
     float *dbuf[2];     /* ping-pong activation gradients */
@@ -51,8 +52,10 @@ CVAE_API cvae_status cvae_stack_create(cvae_stack **out)
 
 static void free_blocks(cvae_stack *s)
 {
-    cvi_free_floats(s->params);
-    cvi_free_floats(s->grads);
+    if (s->owns_params) {
+        cvi_free_floats(s->params);
+        cvi_free_floats(s->grads);
+    }
     cvi_free_floats(s->acts);
     cvi_free_floats(s->dbuf[0]);
     cvi_free_floats(s->dbuf[1]);
@@ -190,24 +193,29 @@ static cvae_status bind_layers(cvae_stack *s, cvi_shape in, plan *p)
     return CVAE_OK;
 }
 
-/* Allocates the blocks of plan p for max_batch images; all or nothing. */
-static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch)
+/* Allocates the blocks of plan p for max_batch images, all or nothing; the
+ * parameter and gradient blocks only when the stack owns them. */
+static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, int own_params)
 {
     size_t acts, grad, ws;
     if (cvi_mul_overflow(p->act, max_batch, &acts) || acts > CVI_MAX_ELEMS ||
         cvi_mul_overflow(p->widest, max_batch, &grad) || grad > CVI_MAX_ELEMS)
         return too_large(s, "the activation block for this batch");
     ws = ROUND16(cvi_gemm_workspace_floats()) + p->scratch;
-    s->params = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
-    s->grads = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
+    s->owns_params = own_params;
+    if (own_params) {
+        s->params = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
+        s->grads = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
+    }
     s->acts = cvi_alloc_floats(acts);
     s->dbuf[0] = cvi_alloc_floats(grad);
     s->dbuf[1] = cvi_alloc_floats(grad);
     s->ws_block = cvi_alloc_floats(ws);
     s->act = cvi_calloc(s->count + 1, sizeof *s->act);
-    if ((p->nparams && (!s->params || !s->grads)) || !s->acts || !s->dbuf[0] || !s->dbuf[1] ||
+    if ((own_params && p->nparams && (!s->params || !s->grads)) || !s->acts || !s->dbuf[0] || !s->dbuf[1] ||
         !s->ws_block || !s->act) {
         free_blocks(s);
+        s->owns_params = 0;
         s->params = s->grads = s->acts = s->dbuf[0] = s->dbuf[1] = s->ws_block = NULL;
         s->act = NULL;
         cvi_set_error(s->err, "stack_build: out of memory (%zu floats of activations)", acts);
@@ -216,16 +224,11 @@ static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch)
     return CVAE_OK;
 }
 
-CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int height, int width,
-                                      int max_batch, uint64_t seed)
+/* Checks the arguments of a build and binds every layer; allocates nothing. */
+static cvae_status check_and_bind(cvae_stack *stack, int channels, int height, int width,
+                                  int max_batch, cvi_shape *in, plan *p)
 {
-    cvi_shape in;
-    plan p;
-    cvae_status st;
-    size_t i, offset = 0;
-    float *next;
-    if (!stack)
-        return CVAE_ERR_INVALID_ARG;
+    size_t size;
     if (stack->built) {
         cvi_set_error(stack->err, "stack_build: the stack is already built");
         return CVAE_ERR_STATE;
@@ -240,26 +243,28 @@ CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int heigh
                       channels, height, width, max_batch);
         return CVAE_ERR_INVALID_ARG;
     }
-    in.c = (size_t)channels;
-    in.h = (size_t)height;
-    in.w = (size_t)width;
-    if (cvi_mul_overflow(in.c, in.h, &offset) || cvi_mul_overflow(offset, in.w, &offset) ||
-        offset > CVI_MAX_ELEMS)
+    in->c = (size_t)channels;
+    in->h = (size_t)height;
+    in->w = (size_t)width;
+    if (cvi_mul_overflow(in->c, in->h, &size) || cvi_mul_overflow(size, in->w, &size) ||
+        size > CVI_MAX_ELEMS)
         return too_large(stack, "the input shape");
-    if ((st = bind_layers(stack, in, &p)) != CVAE_OK)
-        return st;
-    if ((st = alloc_blocks(stack, &p, (size_t)max_batch)) != CVAE_OK)
-        return st;
+    return bind_layers(stack, *in, p);
+}
 
+/* Points every layer at its slices of the blocks and marks the stack built. */
+static void place_layers(cvae_stack *stack, cvi_shape in, const plan *p, size_t max_batch)
+{
+    size_t i, offset = 0;
+    float *next;
     stack->in = in;
-    stack->max_batch = (size_t)max_batch;
-    stack->nparams = p.nparams;
+    stack->max_batch = max_batch;
+    stack->nparams = p->nparams;
     stack->ws.gemm = stack->ws_block;
     stack->ws.scratch = stack->ws_block + ROUND16(cvi_gemm_workspace_floats());
     stack->first_param = stack->first_op = stack->count;
     stack->act[0] = stack->acts;
     next = stack->acts + cvi_shape_size(in) * stack->max_batch;
-    offset = 0;
     for (i = 0; i < stack->count; i++) {
         cvae_layer *l = stack->layers[i];
         l->params = l->nparams ? stack->params + offset : NULL;
@@ -281,10 +286,58 @@ CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int heigh
     }
     stack->built = 1;
     stack->last_n = 0;
+    stack->err[0] = '\0';
+}
+
+CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int height, int width,
+                                      int max_batch, uint64_t seed)
+{
+    cvi_shape in;
+    plan p;
+    cvae_status st;
+    if (!stack)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_and_bind(stack, channels, height, width, max_batch, &in, &p)) != CVAE_OK ||
+        (st = alloc_blocks(stack, &p, (size_t)max_batch, 1)) != CVAE_OK)
+        return st;
+    place_layers(stack, in, &p, (size_t)max_batch);
     cvae_stack_init_params(stack, seed);
     cvae_stack_zero_grad(stack);
-    stack->err[0] = '\0';
     return CVAE_OK;
+}
+
+cvae_status cvi_stack_plan(cvae_stack *stack, int channels, int height, int width, int max_batch,
+                           size_t *nparams, cvi_shape *out)
+{
+    cvi_shape in;
+    plan p;
+    cvae_status st = check_and_bind(stack, channels, height, width, max_batch, &in, &p);
+    *nparams = st == CVAE_OK ? p.nparams : 0;
+    *out = stack->out;
+    return st;
+}
+
+cvae_status cvi_stack_build_shared(cvae_stack *stack, int channels, int height, int width,
+                                   int max_batch, float *params, float *grads)
+{
+    cvi_shape in;
+    plan p;
+    cvae_status st;
+    if ((st = check_and_bind(stack, channels, height, width, max_batch, &in, &p)) != CVAE_OK ||
+        (st = alloc_blocks(stack, &p, (size_t)max_batch, 0)) != CVAE_OK)
+        return st;
+    stack->params = params;
+    stack->grads = grads;
+    place_layers(stack, in, &p, (size_t)max_batch);
+    return CVAE_OK;
+}
+
+void cvi_stack_init_rng(cvae_stack *stack, cvi_rng *rng)
+{
+    size_t i;
+    for (i = 0; i < stack->count; i++)
+        if (stack->layers[i]->ops->init)
+            stack->layers[i]->ops->init(stack->layers[i], rng);
 }
 
 static cvae_status require_built(cvae_stack *s, const char *what)
@@ -299,16 +352,13 @@ static cvae_status require_built(cvae_stack *s, const char *what)
 CVAE_API cvae_status cvae_stack_init_params(cvae_stack *stack, uint64_t seed)
 {
     cvi_rng rng;
-    size_t i;
     cvae_status st;
     if (!stack)
         return CVAE_ERR_INVALID_ARG;
     if ((st = require_built(stack, "stack_init_params")) != CVAE_OK)
         return st;
     cvi_rng_seed(&rng, seed);
-    for (i = 0; i < stack->count; i++)
-        if (stack->layers[i]->ops->init)
-            stack->layers[i]->ops->init(stack->layers[i], &rng);
+    cvi_stack_init_rng(stack, &rng);
     return CVAE_OK;
 }
 

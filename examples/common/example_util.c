@@ -1,0 +1,203 @@
+/*
+ * example_util.c - option parsing, error messages, MNIST and model loading
+ * and a monotonic clock for the libcvae examples. See example_util.h.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "example_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *ex_prog = "cvae-example";
+
+static void vmessage(const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", ex_prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void ex_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(fmt, ap);
+    va_end(ap);
+    exit(2);
+}
+
+int ex_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+int ex_status_error(const char *what, cvae_status st, const char *detail)
+{
+    if (detail && *detail)
+        return ex_error("%s: %s: %s", what, cvae_status_string(st), detail);
+    return ex_error("%s: %s", what, cvae_status_string(st));
+}
+
+int ex_help_or_version(const char *arg, void (*usage)(FILE *))
+{
+    if (!strcmp(arg, "--help")) {
+        usage(stdout);
+        exit(0);
+    }
+    if (!strcmp(arg, "--version")) {
+        printf("%s (libcvae) %s\n", ex_prog, cvae_version_string());
+        exit(0);
+    }
+    return 0;
+}
+
+int ex_option(int argc, char **argv, int *i, const char *name, const char **value)
+{
+    const char *arg = argv[*i];
+    size_t len = strlen(name);
+
+    if (strncmp(arg, name, len) != 0)
+        return 0;
+    if (arg[len] == '=') { /* --name=value */
+        *value = arg + len + 1;
+        return 1;
+    }
+    if (arg[len] != '\0')
+        return 0; /* a longer option that starts with the same letters */
+    if (*i + 1 >= argc)
+        ex_usage_error("option %s needs a value (try --help)", name);
+    *value = argv[++*i];
+    return 1;
+}
+
+int ex_flag(const char *arg, const char *name)
+{
+    size_t len = strlen(name);
+
+    if (strncmp(arg, name, len) != 0)
+        return 0;
+    if (arg[len] == '=')
+        ex_usage_error("option %s takes no value (try --help)", name);
+    return arg[len] == '\0';
+}
+
+void ex_unknown_option(const char *arg)
+{
+    ex_usage_error("unknown option '%s' (try --help)", arg);
+}
+
+long ex_parse_long(const char *opt, const char *s, long lo, long hi)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *s == '\0' || *end != '\0' || v < lo || v > hi)
+        ex_usage_error("%s wants an integer in [%ld, %ld], not '%s'", opt, lo, hi, s);
+    return v;
+}
+
+double ex_parse_double(const char *opt, const char *s, double lo, double hi)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || *s == '\0' || *end != '\0' || !isfinite(v) || v < lo || v > hi)
+        ex_usage_error("%s wants a number in [%g, %g], not '%s'", opt, lo, hi, s);
+    return v;
+}
+
+uint64_t ex_parse_u64(const char *opt, const char *s)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    /* strtoull accepts "-1" and wraps it; a seed is written without a sign. */
+    if (errno || *s < '0' || *s > '9' || *end != '\0')
+        ex_usage_error("%s wants an integer in [0, %llu], not '%s'", opt,
+                       (unsigned long long)UINT64_MAX, s);
+    return (uint64_t)v;
+}
+
+/* DIR/<prefix>-<kind> into buf, or 0 if it does not fit. */
+static int mnist_path(char *buf, size_t size, const char *dir, const char *prefix,
+                      const char *kind)
+{
+    int n = snprintf(buf, size, "%s/%s-%s", dir, prefix, kind);
+    return n > 0 && (size_t)n < size;
+}
+
+int ex_mnist_present(const char *dir, const char *prefix)
+{
+    char path[4096];
+    FILE *f;
+
+    if (!mnist_path(path, sizeof path, dir, prefix, "images-idx3-ubyte"))
+        return 0;
+    f = fopen(path, "rb");
+    if (f)
+        fclose(f);
+    return f != NULL;
+}
+
+cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels,
+                          cvae_dataset **out)
+{
+    char images[4096], labels[4096];
+    cvae_status st;
+
+    *out = NULL;
+    if (!mnist_path(images, sizeof images, dir, prefix, "images-idx3-ubyte") ||
+        !mnist_path(labels, sizeof labels, dir, prefix, "labels-idx1-ubyte")) {
+        ex_error("data directory name too long: %s", dir);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if ((st = cvae_dataset_create(out)) != CVAE_OK) {
+        ex_status_error("creating a dataset", st, "");
+        return st;
+    }
+    if ((st = cvae_dataset_load_idx(*out, images, with_labels ? labels : NULL)) != CVAE_OK) {
+        ex_status_error(images, st, cvae_dataset_last_error(*out));
+        cvae_dataset_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+cvae_status ex_load_model(const char *path, int max_batch, cvae_model **out)
+{
+    cvae_status st;
+
+    if ((st = cvae_model_create(out)) != CVAE_OK) {
+        ex_status_error("creating a model", st, "");
+        return st;
+    }
+    if ((st = cvae_model_load(*out, path, max_batch)) != CVAE_OK) {
+        ex_status_error(path, st, cvae_model_last_error(*out));
+        cvae_model_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+double ex_now(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}

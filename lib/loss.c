@@ -1,0 +1,75 @@
+/*
+ * loss.c - the VAE's loss terms and its Gaussian draws.
+ *
+ * Reconstruction: the Bernoulli negative log-likelihood of targets t in
+ * [0, 1] under logits x, per pixel max(x, 0) - x t + log(1 + exp(-|x|)),
+ * which equals -t log s(x) - (1 - t) log(1 - s(x)) but never takes the log of
+ * a rounded-to-zero sigmoid; its gradient is s(x) - t.
+ * KL(N(mu, exp(lv)) || N(0, 1)) per dimension: 0.5 (mu^2 + exp(lv) - 1 - lv),
+ * with gradients mu and 0.5 (exp(lv) - 1).
+ * Sums are accumulated in double; gradients are written (=) times scale.
+ */
+#include "cvae_internal.h"
+
+#include <math.h>
+
+/* sigmoid without overflow: exp only of a non-positive argument. */
+static float sigmoid(float x)
+{
+    float e = expf(-fabsf(x));
+    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+double cvi_bce_logits(const float *logits, const float *target, size_t n, float *dlogits,
+                      float scale)
+{
+    double sum = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = logits[i], t = target[i];
+        sum += (double)(fmaxf(x, 0.0f) - x * t + log1pf(expf(-fabsf(x))));
+        if (dlogits)
+            dlogits[i] = scale * (sigmoid(x) - t);
+    }
+    return sum;
+}
+
+double cvi_kl_normal(const float *mu, const float *logvar, size_t n, float *dmu, float *dlogvar,
+                     float scale)
+{
+    double sum = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float var = expf(logvar[i]);
+        sum += 0.5 * ((double)mu[i] * mu[i] + var - 1.0 - logvar[i]);
+        if (dmu) {
+            dmu[i] = scale * mu[i];
+            dlogvar[i] = scale * 0.5f * (var - 1.0f);
+        }
+    }
+    return sum;
+}
+
+void cvi_sigmoid(float *out, const float *logits, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        out[i] = sigmoid(logits[i]);
+}
+
+void cvi_rng_normal(cvi_rng *rng, float *out, size_t n)
+{
+    /* Box-Muller on pairs of 53-bit uniforms; u1 in (0, 1] keeps log finite.
+     * An odd n discards the second value of the last pair, so the stream
+     * depends only on the generator state and n. */
+    const double two_pi = 6.283185307179586476925286766559;
+    size_t i;
+    for (i = 0; i < n; i += 2) {
+        double u1 = ((double)(cvi_rng_next(rng) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+        double u2 = (double)(cvi_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+        double r = sqrt(-2.0 * log(u1));
+        out[i] = (float)(r * cos(two_pi * u2));
+        if (i + 1 < n)
+            out[i + 1] = (float)(r * sin(two_pi * u2));
+    }
+}

@@ -1,0 +1,620 @@
+/*
+ * model.c - the variational autoencoder: architecture set-up, the training
+ * step, evaluation, encoding, decoding and sampling. Saving and loading are
+ * in serialize.c, the loss terms in loss.c.
+ *
+ * B batch, L latent, I pixels per image. x (B,I) h = enc(x) (B,2L) with
+ * mu = h[:, :L], lv = h[:, L:]; eps, z (B,L) z = mu + exp(lv/2) eps;
+ * logits = dec(z) (B,I). Loss per image: bce(logits, x) + beta kl(mu, lv),
+ * averaged over the batch, so every gradient carries a factor 1/n.
+ * Reparameterisation backward: dmu = dz + beta/n mu,
+ * dlv = dz eps exp(lv/2) / 2 + beta/n (exp(lv) - 1) / 2.
+ */
+#include "cvae_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+CVAE_API cvae_status cvae_model_create(cvae_model **out)
+{
+    cvae_model *m;
+    if (!out)
+        return CVAE_ERR_INVALID_ARG;
+    *out = NULL;
+    m = cvi_calloc(1, sizeof *m);
+    if (!m)
+        return CVAE_ERR_NOMEM;
+    m->beta = 1.0;
+    *out = m;
+    return CVAE_OK;
+}
+
+/* Frees the architecture and returns the model to empty (beta and the
+ * message are kept). */
+void cvi_model_clear(cvae_model *m)
+{
+    double beta = m->beta;
+    char err[CVI_ERRMSG_SIZE];
+    memcpy(err, m->err, sizeof err);
+    cvae_stack_destroy(m->enc);
+    cvae_stack_destroy(m->dec);
+    cvi_free_floats(m->params);
+    cvi_free_floats(m->grads);
+    cvi_free_floats(m->eps);
+    cvi_free_floats(m->z);
+    cvi_free_floats(m->dz);
+    cvi_free_floats(m->denc);
+    cvi_free_floats(m->dlogits);
+    cvi_free_floats(m->xbuf);
+    memset(m, 0, sizeof *m);
+    m->beta = beta;
+    memcpy(m->err, err, sizeof err);
+}
+
+CVAE_API void cvae_model_destroy(cvae_model *m)
+{
+    if (!m)
+        return;
+    cvi_model_clear(m);
+    cvi_free(m);
+}
+
+CVAE_API const char *cvae_model_last_error(const cvae_model *m)
+{
+    return m ? m->err : "model handle is NULL";
+}
+
+/* Plans both stacks and checks that they fit the image and latent shapes. */
+static cvae_status plan_stacks(cvae_model *m, int c, int h, int w, int latent, int max_batch,
+                               size_t *enc_n, size_t *dec_n)
+{
+    cvi_shape eo, doo;
+    cvae_status st;
+    if ((st = cvi_stack_plan(m->enc, c, h, w, max_batch, enc_n, &eo)) != CVAE_OK) {
+        cvi_set_error(m->err, "encoder: %s", cvae_stack_last_error(m->enc));
+        return st;
+    }
+    if ((st = cvi_stack_plan(m->dec, latent, 1, 1, max_batch, dec_n, &doo)) != CVAE_OK) {
+        cvi_set_error(m->err, "decoder: %s", cvae_stack_last_error(m->dec));
+        return st;
+    }
+    if (cvi_shape_size(eo) != 2 * (size_t)latent) {
+        cvi_set_error(m->err, "encoder output %zux%zux%zu is not 2 x latent = %d values", eo.c,
+                      eo.h, eo.w, 2 * latent);
+        return CVAE_ERR_SHAPE;
+    }
+    if (doo.c != (size_t)c || doo.h != (size_t)h || doo.w != (size_t)w) {
+        cvi_set_error(m->err, "decoder output %zux%zux%zu is not the image shape %dx%dx%d", doo.c,
+                      doo.h, doo.w, c, h, w);
+        return CVAE_ERR_SHAPE;
+    }
+    return CVAE_OK;
+}
+
+/* Allocates the model's blocks and buffers and builds both stacks on them. */
+static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int max_batch)
+{
+    size_t B = (size_t)max_batch, L = (size_t)latent, io;
+    cvae_status st;
+    if (cvi_mul_overflow(B, m->image, &io) || io > CVI_MAX_ELEMS ||
+        B * 2 * L > CVI_MAX_ELEMS) {
+        cvi_set_error(m->err, "model: batch %d of %dx%dx%d images is too large", max_batch, c, h,
+                      w);
+        return CVAE_ERR_TOO_LARGE;
+    }
+    m->params = cvi_alloc_floats(m->nparams);
+    m->grads = cvi_alloc_floats(m->nparams);
+    m->eps = cvi_alloc_floats(B * L);
+    m->z = cvi_alloc_floats(B * L);
+    m->dz = cvi_alloc_floats(B * L);
+    m->denc = cvi_alloc_floats(B * 2 * L);
+    m->dlogits = cvi_alloc_floats(io);
+    m->xbuf = cvi_alloc_floats(io);
+    if (!m->params || !m->grads || !m->eps || !m->z || !m->dz || !m->denc || !m->dlogits ||
+        !m->xbuf) {
+        cvi_set_error(m->err, "model: out of memory for %zu parameters and batch %d",
+                      m->nparams, max_batch);
+        return CVAE_ERR_NOMEM;
+    }
+    memset(m->grads, 0, m->nparams * sizeof(float));
+    if ((st = cvi_stack_build_shared(m->enc, c, h, w, max_batch, m->params, m->grads)) !=
+        CVAE_OK) {
+        cvi_set_error(m->err, "encoder: %s", cvae_stack_last_error(m->enc));
+        return st;
+    }
+    if ((st = cvi_stack_build_shared(m->dec, latent, 1, 1, max_batch,
+                                     m->params + m->enc_nparams, m->grads + m->enc_nparams)) !=
+        CVAE_OK) {
+        cvi_set_error(m->err, "decoder: %s", cvae_stack_last_error(m->dec));
+        return st;
+    }
+    return CVAE_OK;
+}
+
+cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int channels,
+                            int height, int width, int latent, int max_batch)
+{
+    size_t enc_n = 0, dec_n = 0;
+    cvae_status st;
+    if (m->enc) {
+        cvae_stack_destroy(enc);
+        cvae_stack_destroy(dec);
+        cvi_set_error(m->err, "model: it already has an architecture");
+        return CVAE_ERR_STATE;
+    }
+    m->enc = enc;
+    m->dec = dec;
+    if (!enc || !dec || channels < 1 || height < 1 || width < 1 || latent < 1 || max_batch < 1) {
+        cvi_set_error(m->err, "model: %s", !enc || !dec ? "a stack is NULL"
+                                          : "image sides, latent and max batch must be >= 1");
+        cvi_model_clear(m);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if ((st = plan_stacks(m, channels, height, width, latent, max_batch, &enc_n, &dec_n)) !=
+        CVAE_OK) {
+        cvi_model_clear(m);
+        return st;
+    }
+    m->C = (size_t)channels;
+    m->H = (size_t)height;
+    m->W = (size_t)width;
+    m->L = (size_t)latent;
+    m->max_batch = (size_t)max_batch;
+    m->image = m->C * m->H * m->W;
+    m->enc_nparams = enc_n;
+    m->nparams = enc_n + dec_n;
+    m->steps = 0;
+    if ((st = allocate(m, channels, height, width, latent, max_batch)) != CVAE_OK) {
+        cvi_model_clear(m);
+        return st;
+    }
+    m->err[0] = '\0';
+    return CVAE_OK;
+}
+
+/* Initialises the parameters, encoder then decoder, from one stream that
+ * the eps generator then continues. */
+static void init_params(cvae_model *m, uint64_t seed)
+{
+    cvi_rng_seed(&m->rng, seed);
+    cvi_stack_init_rng(m->enc, &m->rng);
+    cvi_stack_init_rng(m->dec, &m->rng);
+}
+
+CVAE_API cvae_status cvae_model_init_stacks(cvae_model *m, cvae_stack *encoder,
+                                            cvae_stack *decoder, int channels, int height,
+                                            int width, int latent, int max_batch, uint64_t seed)
+{
+    cvae_status st;
+    if (!m) {
+        cvae_stack_destroy(encoder);
+        cvae_stack_destroy(decoder);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    st = cvi_model_setup(m, encoder, decoder, channels, height, width, latent, max_batch);
+    if (st == CVAE_OK)
+        init_params(m, seed);
+    return st;
+}
+
+/* Appends the layer a constructor call just made into *l (read only after
+ * the call: argument evaluation order is unspecified); a failed
+ * constructor's status passes through. */
+static cvae_status add(cvae_stack *s, cvae_status made, cvae_layer **l)
+{
+    if (made != CVAE_OK)
+        return made;
+    return cvae_stack_add(s, *l);
+}
+
+static cvae_status preset_encoder(cvae_stack *s, int latent)
+{
+    cvae_layer *l = NULL;
+    cvae_status st = add(s, cvae_layer_create_conv2d(&l, 32, 4, 4, 2, 2, 1, 1), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_relu(&l), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_conv2d(&l, 64, 4, 4, 2, 2, 1, 1), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_relu(&l), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_flatten(&l), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_linear(&l, 256), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_relu(&l), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_linear(&l, 2 * latent), &l);
+    return st;
+}
+
+static cvae_status preset_decoder(cvae_stack *s, int channels, int h4, int w4)
+{
+    cvae_layer *l = NULL;
+    cvae_status st = add(s, cvae_layer_create_linear(&l, 256), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_relu(&l), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_linear(&l, 64 * h4 * w4), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_relu(&l), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_reshape(&l, 64, h4, w4), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_conv_transpose2d(&l, 32, 4, 4, 2, 2, 1, 1), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_relu(&l), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_conv_transpose2d(&l, channels, 4, 4, 2, 2, 1, 1), &l);
+    return st;
+}
+
+CVAE_API cvae_status cvae_model_init_preset(cvae_model *m, int channels, int height, int width,
+                                            int latent, int max_batch, uint64_t seed)
+{
+    cvae_stack *enc = NULL, *dec = NULL;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if (m->enc) {
+        cvi_set_error(m->err, "model_init_preset: the model already has an architecture");
+        return CVAE_ERR_STATE;
+    }
+    if (channels < 1 || height < 1 || width < 1 || latent < 1 || max_batch < 1) {
+        cvi_set_error(m->err,
+                      "model_init_preset: image %dx%dx%d, latent %d and max batch %d must all be "
+                      ">= 1",
+                      channels, height, width, latent, max_batch);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (height % 4 || width % 4) {
+        cvi_set_error(m->err,
+                      "model_init_preset: image sides %dx%d are not multiples of 4 (two "
+                      "stride-2 layers halve them twice)",
+                      height, width);
+        return CVAE_ERR_SHAPE;
+    }
+    if (latent > INT32_MAX / 2) {
+        cvi_set_error(m->err, "model_init_preset: latent %d is too large", latent);
+        return CVAE_ERR_TOO_LARGE;
+    }
+    if ((st = cvae_stack_create(&enc)) != CVAE_OK || (st = cvae_stack_create(&dec)) != CVAE_OK ||
+        (st = preset_encoder(enc, latent)) != CVAE_OK ||
+        (st = preset_decoder(dec, channels, height / 4, width / 4)) != CVAE_OK) {
+        cvi_set_error(m->err, "model_init_preset: %s", cvae_status_string(st));
+        cvae_stack_destroy(enc);
+        cvae_stack_destroy(dec);
+        return st;
+    }
+    return cvae_model_init_stacks(m, enc, dec, channels, height, width, latent, max_batch, seed);
+}
+
+static cvae_status require_arch(cvae_model *m, const char *what)
+{
+    if (!m->enc) {
+        cvi_set_error(m->err, "%s: the model has no architecture yet", what);
+        return CVAE_ERR_STATE;
+    }
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_shape(const cvae_model *m, int *channels, int *height,
+                                      int *width, int *latent, int *max_batch)
+{
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if (!m->enc)
+        return CVAE_ERR_STATE;
+    if (channels)
+        *channels = (int)m->C;
+    if (height)
+        *height = (int)m->H;
+    if (width)
+        *width = (int)m->W;
+    if (latent)
+        *latent = (int)m->L;
+    if (max_batch)
+        *max_batch = (int)m->max_batch;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_stack *cvae_model_encoder(cvae_model *m)
+{
+    return m ? m->enc : NULL;
+}
+
+CVAE_API cvae_stack *cvae_model_decoder(cvae_model *m)
+{
+    return m ? m->dec : NULL;
+}
+
+CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double value)
+{
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if (key != CVAE_MODEL_BETA) {
+        cvi_set_error(m->err, "model: no option with key %d", (int)key);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (!isfinite(value) || value < 0.0) {
+        cvi_set_error(m->err, "model: beta %g is not finite and >= 0", value);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    m->beta = value;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, double *value)
+{
+    if (!m || !value || key != CVAE_MODEL_BETA)
+        return CVAE_ERR_INVALID_ARG;
+    *value = m->beta;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option key, double *min,
+                                       double *max)
+{
+    if (!m || !min || !max || key != CVAE_MODEL_BETA)
+        return CVAE_ERR_INVALID_ARG;
+    *min = 0.0;
+    *max = HUGE_VAL;
+    return CVAE_OK;
+}
+
+CVAE_API float *cvae_model_params(cvae_model *m, size_t *count)
+{
+    if (count)
+        *count = m ? m->nparams : 0;
+    return m ? m->params : NULL;
+}
+
+CVAE_API float *cvae_model_grads(cvae_model *m, size_t *count)
+{
+    if (count)
+        *count = m ? m->nparams : 0;
+    return m ? m->grads : NULL;
+}
+
+CVAE_API size_t cvae_model_param_count(const cvae_model *m)
+{
+    return m ? m->nparams : 0;
+}
+
+CVAE_API uint64_t cvae_model_steps(const cvae_model *m)
+{
+    return m ? m->steps : 0;
+}
+
+/* Checks a call on n images of x (or on n outputs). */
+static cvae_status check_call(cvae_model *m, const char *what, const void *a, const void *b,
+                              int n, int chunked)
+{
+    cvae_status st;
+    if ((st = require_arch(m, what)) != CVAE_OK)
+        return st;
+    if (!a || !b) {
+        cvi_set_error(m->err, "%s: a buffer is NULL", what);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (n < 1 || (!chunked && (size_t)n > m->max_batch)) {
+        cvi_set_error(m->err, "%s: %d images is not in [1, %zu]", what, n,
+                      chunked ? (size_t)INT32_MAX : m->max_batch);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    return CVAE_OK;
+}
+
+/* z = mu + exp(lv / 2) eps for n images; h holds (mu, lv) per image. */
+static void reparameterise(float *z, const float *h, const float *eps, size_t n, size_t L)
+{
+    size_t i, j;
+    for (i = 0; i < n; i++) {
+        const float *mu = h + i * 2 * L, *lv = mu + L;
+        for (j = 0; j < L; j++)
+            z[i * L + j] = mu[j] + expf(0.5f * lv[j]) * eps[i * L + j];
+    }
+}
+
+/* KL of each image and the encoder's gradient: KL terms plus the path
+ * through z. Returns the KL summed over the n images. */
+static double latent_backward(cvae_model *m, const float *h, size_t n, float scale)
+{
+    size_t i, j, L = m->L;
+    double kl = 0.0;
+    float kscale = (float)m->beta * scale;
+    for (i = 0; i < n; i++) {
+        const float *mu = h + i * 2 * L, *lv = mu + L;
+        float *dmu = m->denc + i * 2 * L, *dlv = dmu + L;
+        const float *dz = m->dz + i * L, *eps = m->eps + i * L;
+        kl += cvi_kl_normal(mu, lv, L, dmu, dlv, kscale);
+        for (j = 0; j < L; j++) {
+            dmu[j] += dz[j];
+            dlv[j] += dz[j] * eps[j] * 0.5f * expf(0.5f * lv[j]);
+        }
+    }
+    return kl;
+}
+
+void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum)
+{
+    const float *h, *logits;
+    float scale = 1.0f / (float)n;
+    memset(m->grads, 0, m->nparams * sizeof(float));
+    cvae_stack_forward(m->enc, x, (int)n, &h);
+    reparameterise(m->z, h, m->eps, n, m->L);
+    cvae_stack_forward(m->dec, m->z, (int)n, &logits);
+    *rsum = cvi_bce_logits(logits, x, n * m->image, m->dlogits, scale);
+    cvae_stack_backward(m->dec, m->dlogits, (int)n, m->dz);
+    *ksum = latent_backward(m, h, n, scale);
+    cvae_stack_backward(m->enc, m->denc, (int)n, NULL);
+}
+
+CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,
+                                           int n, double *recon, double *kl)
+{
+    cvi_optimizer_state os;
+    cvi_rng before;
+    double rsum, ksum;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_call(m, "model_train_step", x, opt, n, 0)) != CVAE_OK)
+        return st;
+    cvi_optimizer_get_state(opt, &os);
+    if (os.n != m->nparams) {
+        cvi_set_error(m->err, "model_train_step: the optimizer is for %zu parameters, not %zu",
+                      os.n, m->nparams);
+        return CVAE_ERR_SHAPE;
+    }
+    before = m->rng;
+    cvi_rng_normal(&m->rng, m->eps, (size_t)n * m->L);
+    cvi_model_loss_grad(m, x, (size_t)n, &rsum, &ksum);
+    if (!isfinite(rsum) || !isfinite(ksum)) {
+        m->rng = before;
+        cvi_set_error(m->err, "model_train_step: the loss is not finite (recon %g, kl %g)",
+                      rsum / n, ksum / n);
+        return CVAE_ERR_NUMERIC;
+    }
+    if ((st = cvae_optimizer_step(opt, m->params, m->grads, m->nparams)) != CVAE_OK) {
+        m->rng = before;
+        cvi_set_error(m->err, "model_train_step: %s", cvae_optimizer_last_error(opt));
+        return st;
+    }
+    m->steps++;
+    if (recon)
+        *recon = rsum / n;
+    if (kl)
+        *kl = ksum / n;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed,
+                                         double *recon, double *kl, double *total)
+{
+    cvi_rng rng;
+    double rsum = 0.0, ksum = 0.0;
+    size_t first, count, i, L;
+    int c, h, w;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = require_arch(m, "model_evaluate")) != CVAE_OK)
+        return st;
+    if (!ds || cvae_dataset_count(ds) < 1) {
+        cvi_set_error(m->err, "model_evaluate: the dataset is %s", ds ? "empty" : "NULL");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    cvae_dataset_shape(ds, &c, &h, &w);
+    if ((size_t)c != m->C || (size_t)h != m->H || (size_t)w != m->W) {
+        cvi_set_error(m->err, "model_evaluate: dataset images are %dx%dx%d, the model's %zux%zux%zu",
+                      c, h, w, m->C, m->H, m->W);
+        return CVAE_ERR_SHAPE;
+    }
+    L = m->L;
+    count = (size_t)cvae_dataset_count(ds);
+    cvi_rng_seed(&rng, eps_seed);
+    for (first = 0; first < count; first += m->max_batch) {
+        size_t n = count - first < m->max_batch ? count - first : m->max_batch;
+        const float *hh, *logits;
+        cvi_dataset_batch_stored(ds, first, n, m->xbuf);
+        cvae_stack_forward(m->enc, m->xbuf, (int)n, &hh);
+        cvi_rng_normal(&rng, m->eps, n * L);
+        reparameterise(m->z, hh, m->eps, n, L);
+        for (i = 0; i < n; i++)
+            ksum += cvi_kl_normal(hh + i * 2 * L, hh + i * 2 * L + L, L, NULL, NULL, 0.0f);
+        cvae_stack_forward(m->dec, m->z, (int)n, &logits);
+        rsum += cvi_bce_logits(logits, m->xbuf, n * m->image, NULL, 0.0f);
+    }
+    if (recon)
+        *recon = rsum / (double)count;
+    if (kl)
+        *kl = ksum / (double)count;
+    if (total)
+        *total = (rsum + ksum) / (double)count;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, float *mu,
+                                       float *logvar)
+{
+    size_t first, i, L;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_call(m, "model_encode", x, mu, n, 1)) != CVAE_OK)
+        return st;
+    L = m->L;
+    for (first = 0; first < (size_t)n; first += m->max_batch) {
+        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        const float *h;
+        cvae_stack_forward(m->enc, x + first * m->image, (int)k, &h);
+        for (i = 0; i < k; i++) {
+            memcpy(mu + (first + i) * L, h + i * 2 * L, L * sizeof(float));
+            if (logvar)
+                memcpy(logvar + (first + i) * L, h + i * 2 * L + L, L * sizeof(float));
+        }
+    }
+    return CVAE_OK;
+}
+
+/* images = sigmoid(dec(z)) for k <= max batch latent vectors. */
+static void decode_chunk(cvae_model *m, const float *z, size_t k, float *images)
+{
+    const float *logits;
+    cvae_stack_forward(m->dec, z, (int)k, &logits);
+    cvi_sigmoid(images, logits, k * m->image);
+}
+
+CVAE_API cvae_status cvae_model_decode(cvae_model *m, const float *z, int n, float *images)
+{
+    size_t first;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_call(m, "model_decode", z, images, n, 1)) != CVAE_OK)
+        return st;
+    for (first = 0; first < (size_t)n; first += m->max_batch) {
+        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        decode_chunk(m, z + first * m->L, k, images + first * m->image);
+    }
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, float *images)
+{
+    cvi_rng rng;
+    size_t first;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_call(m, "model_sample", images, images, n, 1)) != CVAE_OK)
+        return st;
+    cvi_rng_seed(&rng, seed);
+    for (first = 0; first < (size_t)n; first += m->max_batch) {
+        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        cvi_rng_normal(&rng, m->z, k * m->L);
+        decode_chunk(m, m->z, k, images + first * m->image);
+    }
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n, float *images)
+{
+    size_t first, i, L;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_call(m, "model_reconstruct", x, images, n, 1)) != CVAE_OK)
+        return st;
+    L = m->L;
+    for (first = 0; first < (size_t)n; first += m->max_batch) {
+        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        const float *h;
+        cvae_stack_forward(m->enc, x + first * m->image, (int)k, &h);
+        for (i = 0; i < k; i++)
+            memcpy(m->z + i * L, h + i * 2 * L, L * sizeof(float));
+        decode_chunk(m, m->z, k, images + first * m->image);
+    }
+    return CVAE_OK;
+}

@@ -1,0 +1,255 @@
+/*
+ * optim.c - Adam (with optional decoupled weight decay, i.e. AdamW) and SGD
+ * with momentum, over one flat parameter block.
+ *
+ * n parameters. p,g (n) m,v (n) Adam's moments; m is SGD's momentum buffer.
+ * The update follows PyTorch's formulas term for term (see cvae.h), in
+ * float with bias corrections in double, so that runs can be compared. The
+ * gradient's global L2 norm is computed first, in double: it serves the
+ * optional clipping and refuses non-finite gradients before anything is
+ * touched. State is allocated at creation; a step never allocates.
+ */
+#include "cvae_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+struct cvae_optimizer {
+    cvae_optimizer_kind kind;
+    size_t n;
+    double lr, beta1, beta2, eps, weight_decay, momentum, clip_norm;
+    uint64_t t;
+    float *m, *v; /* v is NULL for SGD */
+    char err[CVI_ERRMSG_SIZE];
+};
+
+CVAE_API cvae_status cvae_optimizer_create(cvae_optimizer **out, cvae_optimizer_kind kind,
+                                           size_t nparams)
+{
+    cvae_optimizer *o;
+    if (!out)
+        return CVAE_ERR_INVALID_ARG;
+    *out = NULL;
+    if ((kind != CVAE_OPTIMIZER_ADAM && kind != CVAE_OPTIMIZER_SGD) || nparams == 0)
+        return CVAE_ERR_INVALID_ARG;
+    if (nparams > CVI_MAX_ELEMS)
+        return CVAE_ERR_TOO_LARGE;
+    o = cvi_calloc(1, sizeof *o);
+    if (!o)
+        return CVAE_ERR_NOMEM;
+    o->kind = kind;
+    o->n = nparams;
+    o->lr = kind == CVAE_OPTIMIZER_ADAM ? 1e-3 : 1e-2;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->momentum = 0.9;
+    o->m = cvi_alloc_floats(nparams);
+    o->v = kind == CVAE_OPTIMIZER_ADAM ? cvi_alloc_floats(nparams) : NULL;
+    if (!o->m || (kind == CVAE_OPTIMIZER_ADAM && !o->v)) {
+        cvae_optimizer_destroy(o);
+        return CVAE_ERR_NOMEM;
+    }
+    memset(o->m, 0, nparams * sizeof(float));
+    if (o->v)
+        memset(o->v, 0, nparams * sizeof(float));
+    *out = o;
+    return CVAE_OK;
+}
+
+CVAE_API void cvae_optimizer_destroy(cvae_optimizer *opt)
+{
+    if (!opt)
+        return;
+    cvi_free_floats(opt->m);
+    cvi_free_floats(opt->v);
+    cvi_free(opt);
+}
+
+CVAE_API const char *cvae_optimizer_last_error(const cvae_optimizer *opt)
+{
+    return opt ? opt->err : "optimizer handle is NULL";
+}
+
+CVAE_API cvae_optimizer_kind cvae_optimizer_get_kind(const cvae_optimizer *opt)
+{
+    return opt ? opt->kind : (cvae_optimizer_kind)0;
+}
+
+CVAE_API uint64_t cvae_optimizer_steps(const cvae_optimizer *opt)
+{
+    return opt ? opt->t : 0;
+}
+
+/* The option's storage, its range and whether the bounds are open; NULL if
+ * the kind has no such key. */
+static double *option_slot(cvae_optimizer *o, cvae_optimizer_option key, double *lo, double *hi,
+                           int *open_lo, int *open_hi)
+{
+    int adam = o->kind == CVAE_OPTIMIZER_ADAM;
+    *lo = 0.0;
+    *hi = HUGE_VAL;
+    *open_lo = *open_hi = 0;
+    switch (key) {
+    case CVAE_OPT_LR:
+        *open_lo = 1;
+        return &o->lr;
+    case CVAE_OPT_EPS:
+        *open_lo = 1;
+        return adam ? &o->eps : NULL;
+    case CVAE_OPT_BETA1:
+    case CVAE_OPT_BETA2:
+        *hi = 1.0;
+        *open_hi = 1;
+        return !adam ? NULL : key == CVAE_OPT_BETA1 ? &o->beta1 : &o->beta2;
+    case CVAE_OPT_MOMENTUM:
+        *hi = 1.0;
+        *open_hi = 1;
+        return adam ? NULL : &o->momentum;
+    case CVAE_OPT_WEIGHT_DECAY:
+        return &o->weight_decay;
+    case CVAE_OPT_CLIP_NORM:
+        return &o->clip_norm;
+    }
+    return NULL;
+}
+
+static const char *kind_name(const cvae_optimizer *o)
+{
+    return o->kind == CVAE_OPTIMIZER_ADAM ? "adam" : "sgd";
+}
+
+CVAE_API cvae_status cvae_optimizer_set(cvae_optimizer *opt, cvae_optimizer_option key,
+                                        double value)
+{
+    double lo, hi, *slot;
+    int open_lo, open_hi;
+    if (!opt)
+        return CVAE_ERR_INVALID_ARG;
+    slot = option_slot(opt, key, &lo, &hi, &open_lo, &open_hi);
+    if (!slot) {
+        cvi_set_error(opt->err, "%s: no option with key %d", kind_name(opt), (int)key);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (!isfinite(value) || value < lo || value > hi || (open_lo && value == lo) ||
+        (open_hi && value == hi)) {
+        cvi_set_error(opt->err, "%s: option %d = %g is not in %c%g, %g%c", kind_name(opt),
+                      (int)key, value, open_lo ? '(' : '[', lo, hi, open_hi ? ')' : ']');
+        return CVAE_ERR_INVALID_ARG;
+    }
+    *slot = value;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_optimizer_get(const cvae_optimizer *opt, cvae_optimizer_option key,
+                                        double *value)
+{
+    double lo, hi, *slot;
+    int open_lo, open_hi;
+    if (!opt || !value)
+        return CVAE_ERR_INVALID_ARG;
+    slot = option_slot((cvae_optimizer *)opt, key, &lo, &hi, &open_lo, &open_hi);
+    if (!slot)
+        return CVAE_ERR_INVALID_ARG;
+    *value = *slot;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optimizer_option key,
+                                           double *min, double *max)
+{
+    double lo, hi;
+    int open_lo, open_hi;
+    if (!opt || !min || !max ||
+        !option_slot((cvae_optimizer *)opt, key, &lo, &hi, &open_lo, &open_hi))
+        return CVAE_ERR_INVALID_ARG;
+    /* Open ends are reported as the nearest representable value inside. */
+    *min = open_lo ? nextafter(lo, HUGE_VAL) : lo;
+    *max = open_hi ? nextafter(hi, -HUGE_VAL) : hi;
+    return CVAE_OK;
+}
+
+static void adam_update(cvae_optimizer *o, float *p, const float *g, float scale)
+{
+    /* PyTorch: bias corrections in double, the rest in float. */
+    double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
+    float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+    float step = (float)(o->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    float decay = (float)(1.0 - o->lr * o->weight_decay);
+    float *m = o->m, *v = o->v;
+    size_t i;
+    for (i = 0; i < o->n; i++) {
+        float gi = g[i] * scale;
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        p[i] = p[i] * decay - step * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+    }
+}
+
+static void sgd_update(cvae_optimizer *o, float *p, const float *g, float scale)
+{
+    float lr = (float)o->lr, mom = (float)o->momentum, wd = (float)o->weight_decay;
+    float *b = o->m;
+    size_t i;
+    for (i = 0; i < o->n; i++) {
+        float d = g[i] * scale + wd * p[i];
+        b[i] = o->t == 1 ? d : mom * b[i] + d;
+        p[i] -= lr * b[i];
+    }
+}
+
+CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
+                                         size_t nparams)
+{
+    double sumsq = 0.0, norm;
+    float scale = 1.0f;
+    size_t i;
+    if (!opt)
+        return CVAE_ERR_INVALID_ARG;
+    if (!params || !grads) {
+        cvi_set_error(opt->err, "optimizer_step: %s is NULL", !params ? "params" : "grads");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (nparams != opt->n) {
+        cvi_set_error(opt->err, "optimizer_step: %zu parameters, the optimizer was made for %zu",
+                      nparams, opt->n);
+        return CVAE_ERR_SHAPE;
+    }
+    for (i = 0; i < nparams; i++)
+        sumsq += (double)grads[i] * grads[i];
+    norm = sqrt(sumsq);
+    if (!isfinite(norm)) {
+        cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
+        return CVAE_ERR_NUMERIC;
+    }
+    if (opt->clip_norm > 0.0 && norm > opt->clip_norm)
+        scale = (float)(opt->clip_norm / norm);
+    opt->t++;
+    if (opt->kind == CVAE_OPTIMIZER_ADAM)
+        adam_update(opt, params, grads, scale);
+    else
+        sgd_update(opt, params, grads, scale);
+    return CVAE_OK;
+}
+
+/* For the model file: the optimizer's whole state, read and restored. */
+void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st)
+{
+    st->kind = opt->kind;
+    st->n = opt->n;
+    st->t = &opt->t;
+    st->m = opt->m;
+    st->v = opt->v;
+    st->options[0] = &opt->lr;
+    st->options[1] = &opt->beta1;
+    st->options[2] = &opt->beta2;
+    st->options[3] = &opt->eps;
+    st->options[4] = &opt->weight_decay;
+    st->options[5] = &opt->momentum;
+    st->options[6] = &opt->clip_norm;
+}
+
+char *cvi_optimizer_err(cvae_optimizer *opt)
+{
+    return opt->err;
+}
