@@ -67,8 +67,9 @@ static void usage(FILE *f)
             "Every epoch shuffles the training set with seed S + epoch and takes\n"
             "ceil(count / B) batches in order, the last one smaller (as PyTorch's\n"
             "DataLoader). The losses printed are the negative ELBO, recon + kl, in nats\n"
-            "per image, whatever --beta is: train is the mean over the epoch's steps,\n"
-            "test is computed on the t10k images after the epoch with fixed noise.\n"
+            "per image, whatever --beta is: train is the mean over the epoch's steps\n"
+            "(those after the resume point, in a resumed epoch), test the loss on the\n"
+            "t10k images after the epoch, with fixed noise.\n"
             "\n"
             "Resuming: the checkpoint holds the model, the optimizer and the step count,\n"
             "and training continues at the same epoch and batch; with the same --data,\n"
@@ -84,10 +85,9 @@ static void parse_options(int argc, char **argv, struct options *o)
     const char *v;
     int i;
 
+    ex_help_or_version(argc, argv, usage);
     for (i = 1; i < argc; i++) {
-        if (ex_help_or_version(argv[i], usage))
-            continue;
-        else if (ex_option(argc, argv, &i, "--data", &v))
+        if (ex_option(argc, argv, &i, "--data", &v))
             o->data = v;
         else if (ex_option(argc, argv, &i, "--epochs", &v))
             o->epochs = (int)ex_parse_long("--epochs", v, 1, 1000000);
@@ -268,6 +268,8 @@ static void svg_chart(FILE *f, const struct epoch_result *h, int n)
         lo -= 1;
         hi += 1;
     }
+    lo -= (hi - lo) / 20; /* a margin, so no point sits on the frame */
+    hi += (hi - lo) / 20;
     ystep = nice_step((hi - lo) / 5);
     c.y0 = floor(lo / ystep) * ystep;
     c.y1 = ceil(hi / ystep) * ystep;
@@ -369,7 +371,8 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
     if (st != CVAE_OK)
         return ex_status_error("creating the optimizer", st, "");
     if (o->resume && (st = cvae_optimizer_load(*opt, o->resume)) != CVAE_OK)
-        return ex_status_error(o->resume, st, cvae_optimizer_last_error(*opt));
+        return ex_status_error("loading the optimizer state", st,
+                               cvae_optimizer_last_error(*opt));
     if ((!o->resume || o->lr_set) && (st = cvae_optimizer_set(*opt, CVAE_OPT_LR, o->lr)) != CVAE_OK)
         return ex_status_error("--lr", st, cvae_optimizer_last_error(*opt));
     return 0;
@@ -380,7 +383,7 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
  * training set, or until Ctrl-C, adding the loss sums to r. *next receives
  * the index of the first batch not trained. Returns 0 or an exit status.
  */
-static int train_epoch(cvae_model *m, cvae_optimizer *opt, const cvae_dataset *train, float *x,
+static int train_epoch(cvae_model *m, cvae_optimizer *opt, cvae_dataset *train, float *x,
                        const struct options *o, int epoch, int first, int steps_per_epoch,
                        struct epoch_result *r, int *next)
 {
@@ -403,7 +406,7 @@ static int train_epoch(cvae_model *m, cvae_optimizer *opt, const cvae_dataset *t
         r->recon += recon * n; /* weighted by batch size: the last batch is smaller */
         r->kl += kl * n;
         images += n;
-        progress_draw(&p, epoch + 1, o->epochs, (long)(b + 1) * o->batch, count, images,
+        progress_draw(&p, epoch + 1, o->epochs, (long)b * o->batch + n, count, images,
                       r->recon + r->kl);
     }
     progress_clear(&p);
@@ -447,7 +450,8 @@ static int save_interrupted(cvae_model *m, cvae_optimizer *opt, const char *out)
 
 int main(int argc, char **argv)
 {
-    struct options o = {NULL, "cvae-model.bin", NULL, NULL, NULL, 10, 128, 16, 1e-3, 1, 0, 0, 1};
+    struct options o = {.out = "cvae-model.bin", .epochs = 10, .batch = 128, .latent = 16,
+                        .lr = 1e-3, .beta = 1, .seed = 1};
     cvae_dataset *train = NULL, *test = NULL;
     cvae_model *m = NULL;
     cvae_optimizer *opt = NULL;
@@ -459,9 +463,12 @@ int main(int argc, char **argv)
     ex_prog = "cvae-train";
     parse_options(argc, argv, &o);
 
-    if (ex_load_mnist(o.data, "train", 1, &train) != CVAE_OK)
+    if (ex_load_mnist(o.data, "train", 0, &train) != CVAE_OK)
         goto done;
-    if (ex_mnist_present(o.data, "t10k") && ex_load_mnist(o.data, "t10k", 1, &test) != CVAE_OK)
+    if (!ex_mnist_present(o.data, "t10k"))
+        fprintf(stderr, "%s: note: no %s/t10k-images-idx3-ubyte, so no test loss\n", ex_prog,
+                o.data);
+    else if (ex_load_mnist(o.data, "t10k", 0, &test) != CVAE_OK)
         goto done;
     if ((rc = setup(&o, train, &m, &opt)) != 0)
         goto done;
@@ -479,15 +486,18 @@ int main(int argc, char **argv)
     epoch = (int)(cvae_model_steps(m) / (uint64_t)steps_per_epoch);
     first = (int)(cvae_model_steps(m) % (uint64_t)steps_per_epoch);
     x = malloc((size_t)o.batch * (size_t)(c * h * w) * sizeof *x);
-    hist = malloc((size_t)o.epochs * sizeof *hist);
+    hist = malloc((size_t)(o.epochs > epoch ? o.epochs - epoch : 1) * sizeof *hist);
     if (!x || !hist) {
         ex_error("out of memory");
         goto done;
     }
-    printf("%d training images of %dx%dx%d, %d test images; latent %d, %zu parameters\n",
-           cvae_dataset_count(train), c, h, w, cvae_dataset_count(test), latent,
-           cvae_model_param_count(m));
-    if (o.resume)
+    printf("%d training images of %dx%dx%d", cvae_dataset_count(train), c, h, w);
+    if (test)
+        printf(", %d test images", cvae_dataset_count(test));
+    printf("; latent %d, %zu parameters\n", latent, cvae_model_param_count(m));
+    if (o.resume && epoch >= o.epochs)
+        printf("%s has done %d epochs already\n", o.resume, epoch);
+    else if (o.resume)
         printf("resuming %s at epoch %d, step %d of %d\n", o.resume, epoch + 1, first + 1,
                steps_per_epoch);
     fflush(stdout);
@@ -496,7 +506,7 @@ int main(int argc, char **argv)
     for (; epoch < o.epochs; epoch++, first = 0) {
         struct epoch_result r;
         double t0 = ex_now();
-        int next;
+        int next = first;
 
         memset(&r, 0, sizeof r);
         r.epoch = epoch + 1;
@@ -528,7 +538,7 @@ int main(int argc, char **argv)
         }
         if ((o.log && log_append(o.log, &r) != 0) || (o.plot && write_plot(o.plot, hist, nhist)))
             goto done;
-        if (interrupted) { /* Ctrl-C during the test pass: the epoch is complete */
+        if (interrupted) { /* Ctrl-C after the last step: the epoch is complete */
             rc = save_interrupted(m, opt, o.out);
             goto done;
         }

@@ -356,8 +356,10 @@ CVAE_API const char *cvae_dataset_last_error(const cvae_dataset *ds);
  * it. Everything is validated before use: magic, dimension count, sizes
  * against the file length, overflow-safe products, the label count and
  * values. Returns CVAE_ERR_INVALID_ARG (NULL), CVAE_ERR_IO (cannot open or
- * read, or a directory), CVAE_ERR_FORMAT (any malformation, truncation or
- * bad label), CVAE_ERR_TOO_LARGE (sizes beyond 2^32 pixels), CVAE_ERR_NOMEM.
+ * read, or a directory), CVAE_ERR_FORMAT (any malformation, truncation,
+ * trailing bytes, or a header claiming more data than the file holds; bad
+ * label), CVAE_ERR_TOO_LARGE (sizes whose product overflows, a side above
+ * INT_MAX, or a file really holding more than 2^32 pixels), CVAE_ERR_NOMEM.
  * On failure the dataset keeps its previous content. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_dataset_load_idx(cvae_dataset *ds, const char *images_path,
@@ -385,8 +387,10 @@ CVAE_API int cvae_dataset_has_labels(const cvae_dataset *ds);
 
 /*
  * Puts the images in a pseudo-random order that depends only on seed and
- * the count (a Fisher-Yates shuffle of the stored order driven by
- * xoshiro256** seeded with seed): shuffling with seed + epoch each epoch
+ * the count: a Fisher-Yates shuffle of the stored order driven by
+ * xoshiro256** seeded (through splitmix64) with seed, where position i, from
+ * count - 1 down to 1, is swapped with j = r mod (i + 1) and r is the first
+ * draw >= 2^64 mod (i + 1) (no bias). Shuffling with seed + epoch each epoch
  * gives reproducible epochs, and a resumed run can rebuild any epoch's
  * order. cvae_dataset_shuffle(ds, seed) twice gives the same order.
  * CVAE_ERR_STATE when empty. Since 0.2.0.
@@ -403,12 +407,13 @@ CVAE_API cvae_status cvae_dataset_unshuffle(cvae_dataset *ds);
  * first + n <= count. CVAE_ERR_INVALID_ARG, CVAE_ERR_STATE when empty.
  * Since 0.2.0.
  */
-CVAE_API cvae_status cvae_dataset_batch(const cvae_dataset *ds, int first, int n, float *images,
+CVAE_API cvae_status cvae_dataset_batch(cvae_dataset *ds, int first, int n, float *images,
                                         int *labels);
 
 /*
- * Splits ds into two new datasets: *validation gets validation_count images
- * drawn at random (seeded) and *train the rest, both in stored order. ds is
+ * Splits ds into two new datasets: *validation gets the first
+ * validation_count images of the order cvae_dataset_shuffle(ds, seed) would
+ * give, *train the rest, both in stored order, with their labels. ds is
  * unchanged. CVAE_ERR_INVALID_ARG (count not in [1, count - 1]),
  * CVAE_ERR_STATE (empty), CVAE_ERR_NOMEM. Since 0.2.0.
  */
@@ -453,7 +458,9 @@ CVAE_API cvae_optimizer_kind cvae_optimizer_get_kind(const cvae_optimizer *opt);
 
 /* Set, read and bound options; may be called between steps (e.g. to change
  * the learning rate). CVAE_ERR_INVALID_ARG for a key the kind does not have
- * or a value out of range. Since 0.2.0. */
+ * or a value out of range (values must be finite). Bounds are inclusive: an
+ * open end is reported as the nearest double inside it, an unbounded end as
+ * DBL_MAX. Since 0.2.0. */
 CVAE_API cvae_status cvae_optimizer_set(cvae_optimizer *opt, cvae_optimizer_option key,
                                         double value);
 CVAE_API cvae_status cvae_optimizer_get(const cvae_optimizer *opt, cvae_optimizer_option key,
@@ -537,9 +544,10 @@ CVAE_API cvae_status cvae_model_init_preset(cvae_model *m, int channels, int hei
  * A model from the caller's own stacks (not yet built): encoder must map
  * C x H x W to 2L values, decoder L values (read as L x 1 x 1) to C x H x W
  * logits. The model takes ownership of both stacks in every case (on failure
- * they are destroyed). Their layers must be of kinds the model file can
- * store (all of cvae_layer_kind). CVAE_ERR_SHAPE if the shapes do not fit
- * (the message says which), other statuses as cvae_model_init_preset.
+ * they are destroyed), except that a stack already built (for instance one
+ * another model owns) is refused with CVAE_ERR_INVALID_ARG and left alone.
+ * CVAE_ERR_SHAPE if the shapes do not fit (the message says which), other
+ * statuses as cvae_model_init_preset.
  * Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_init_stacks(cvae_model *m, cvae_stack *encoder,
@@ -576,8 +584,10 @@ CVAE_API size_t cvae_model_param_count(const cvae_model *m);
  * loss, backward, then one step of opt (created for cvae_model_param_count
  * parameters). *recon and *kl (either may be NULL) receive the batch means
  * before the update. A non-finite loss or gradient returns
- * CVAE_ERR_NUMERIC and leaves parameters and optimizer unchanged.
- * Never allocates. Since 0.2.0.
+ * CVAE_ERR_NUMERIC and leaves the parameters, the optimizer, the step count
+ * and the eps generator as they were. Also CVAE_ERR_INVALID_ARG (NULL, n out
+ * of range), CVAE_ERR_STATE (no architecture), CVAE_ERR_SHAPE (optimizer of
+ * another size). Never allocates. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,
                                            int n, double *recon, double *kl);
@@ -590,8 +600,10 @@ CVAE_API uint64_t cvae_model_steps(const cvae_model *m);
  * per image drawn from a generator seeded with eps_seed, so the figure is
  * reproducible; the model's own generator is untouched. Means per image, in
  * nats: *recon, *kl, and *total = recon + kl (the negative ELBO, whatever
- * beta is). Any output pointer may be NULL. CVAE_ERR_SHAPE if the dataset's
- * image shape differs from the model's. Since 0.2.0.
+ * beta is). Any output pointer may be NULL. eps is drawn image by image, so
+ * the figure does not depend on max batch. CVAE_ERR_SHAPE if the dataset's
+ * image shape differs from the model's, CVAE_ERR_INVALID_ARG (NULL or empty
+ * dataset), CVAE_ERR_STATE (no architecture). Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed,
                                          double *recon, double *kl, double *total);
@@ -603,8 +615,8 @@ CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, flo
 /* Images (n x C x H x W probabilities) decoded from n latent vectors. Since 0.2.0. */
 CVAE_API cvae_status cvae_model_decode(cvae_model *m, const float *z, int n, float *images);
 
-/* n images decoded from z ~ N(0, I) drawn with seed (the same seed gives the
- * same images). Since 0.2.0. */
+/* n images decoded from z ~ N(0, I) drawn with seed, image by image (the
+ * same seed gives the same images, whatever max batch is). Since 0.2.0. */
 CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, float *images);
 
 /* Reconstructions of n images: decode(mu(x)), the decoded mean. Since 0.2.0. */
@@ -613,34 +625,41 @@ CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n
 /*
  * Saves the model (architecture, parameters, beta, step count, generator
  * state) and, when opt is not NULL, the optimizer's state, in the format of
- * docs/FORMAT.md. Writes path.tmp, flushes it and renames it over path, so a
- * failed save leaves any previous file intact. CVAE_ERR_IO (the message
- * names the file and the system error), CVAE_ERR_SHAPE (opt of another
- * size), CVAE_ERR_STATE (no architecture). Since 0.2.0.
+ * docs/FORMAT.md. Writes path.tmp, flushes and closes it (no fsync: C99 has
+ * none) and renames it over path, so a failed save leaves any previous file
+ * intact. CVAE_ERR_IO (the message names the file and the system error),
+ * CVAE_ERR_SHAPE (opt of another size), CVAE_ERR_STATE (no architecture),
+ * CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, const char *path);
 
 /*
  * Loads a model saved by cvae_model_save into an empty model, for batches of
  * up to max_batch images. Verifies magic, version, sizes, CRC-32 and the
- * architecture before building anything. CVAE_ERR_IO, CVAE_ERR_FORMAT
- * (foreign, truncated or corrupt file; the message gives the offset),
- * CVAE_ERR_VERSION (written by a newer format), CVAE_ERR_STATE (model not
- * empty), CVAE_ERR_NOMEM. Since 0.2.0.
+ * architecture before building anything. CVAE_ERR_IO (cannot open or read,
+ * or a directory), CVAE_ERR_FORMAT (foreign, truncated or corrupt file; the
+ * message gives the offset), CVAE_ERR_VERSION (written by a newer format),
+ * CVAE_ERR_NUMERIC (a stored parameter is not finite), CVAE_ERR_TOO_LARGE,
+ * CVAE_ERR_STATE (model not empty), CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM.
+ * On failure the model stays empty. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_load(cvae_model *m, const char *path, int max_batch);
 
 /* ----------------------------------------------------------------- images */
 
 /*
- * Writes count images (count x channels x height x width floats in [0, 1],
- * clamped; channels 1 = grey, 3 = RGB) as one PNG grid of `columns` images
- * per row with a 2-pixel border, without any dependency (stored deflate
- * blocks, CRC-32 and Adler-32 computed here). On failure, when errmsg is not
- * NULL, a message of up to errsize bytes names the file and the problem.
- * Written through a temporary file and renamed, like cvae_model_save.
- * CVAE_ERR_INVALID_ARG, CVAE_ERR_TOO_LARGE, CVAE_ERR_IO, CVAE_ERR_NOMEM.
- * Thread-safe. Since 0.2.0.
+ * Writes count images (count x channels x height x width floats in [0, 1];
+ * values outside are clamped and NaN is written as 0; channels 1 = grey,
+ * 3 = RGB) as one 8-bit PNG grid of `columns` images per row (fewer if count
+ * is smaller), with a 2-pixel mid-grey (128) border around and between the
+ * images; unused cells are border-coloured. No dependency: stored deflate
+ * blocks, CRC-32 and Adler-32 are computed here. On failure, when errmsg is
+ * not NULL, a message of at most errsize bytes (always terminated) says
+ * what went wrong and with which file; errmsg is untouched on success.
+ * Written as path.tmp and renamed over path, like cvae_model_save.
+ * CVAE_ERR_INVALID_ARG, CVAE_ERR_TOO_LARGE (a side over 2^31 - 1 pixels or
+ * over 1 GiB of pixel data), CVAE_ERR_IO, CVAE_ERR_NOMEM. Thread-safe, but
+ * two writers of the same path share its temporary name. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_png_write_grid(const char *path, const float *images, int count,
                                          int channels, int height, int width, int columns,

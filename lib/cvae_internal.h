@@ -186,6 +186,7 @@ cvae_status cvi_stack_plan(cvae_stack *stack, int channels, int height, int widt
 cvae_status cvi_stack_build_shared(cvae_stack *stack, int channels, int height, int width,
                                    int max_batch, float *params, float *grads);
 void cvi_stack_init_rng(cvae_stack *stack, cvi_rng *rng);
+int cvi_stack_is_built(const cvae_stack *stack);
 
 /* PyTorch's default initialisation for a weight with fan_in inputs per
  * output: weight and bias uniform in +-1/sqrt(fan_in). */

@@ -12,6 +12,7 @@
  */
 #include "cvae_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -141,6 +142,15 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
         cvae_stack_destroy(dec);
         cvi_set_error(m->err, "model: it already has an architecture");
         return CVAE_ERR_STATE;
+    }
+    if ((enc && cvi_stack_is_built(enc)) || (dec && cvi_stack_is_built(dec))) {
+        /* A built stack may belong to another model: leave it alone. */
+        if (enc && !cvi_stack_is_built(enc))
+            cvae_stack_destroy(enc);
+        if (dec && !cvi_stack_is_built(dec))
+            cvae_stack_destroy(dec);
+        cvi_set_error(m->err, "model: a stack is already built (stacks must be fresh)");
+        return CVAE_ERR_INVALID_ARG;
     }
     m->enc = enc;
     m->dec = dec;
@@ -358,7 +368,7 @@ CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option ke
     if (!m || !min || !max || key != CVAE_MODEL_BETA)
         return CVAE_ERR_INVALID_ARG;
     *min = 0.0;
-    *max = HUGE_VAL;
+    *max = DBL_MAX;
     return CVAE_OK;
 }
 
@@ -403,6 +413,15 @@ static cvae_status check_call(cvae_model *m, const char *what, const void *a, co
         return CVAE_ERR_INVALID_ARG;
     }
     return CVAE_OK;
+}
+
+/* n x L standard normals, drawn image by image, so that an image's eps does
+ * not depend on how a dataset is cut into chunks. */
+static void draw_eps(cvi_rng *rng, float *eps, size_t n, size_t L)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        cvi_rng_normal(rng, eps + i * L, L);
 }
 
 /* z = mu + exp(lv / 2) eps for n images; h holds (mu, lv) per image. */
@@ -468,7 +487,7 @@ CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, c
         return CVAE_ERR_SHAPE;
     }
     before = m->rng;
-    cvi_rng_normal(&m->rng, m->eps, (size_t)n * m->L);
+    draw_eps(&m->rng, m->eps, (size_t)n, m->L);
     cvi_model_loss_grad(m, x, (size_t)n, &rsum, &ksum);
     if (!isfinite(rsum) || !isfinite(ksum)) {
         m->rng = before;
@@ -519,7 +538,7 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
         const float *hh, *logits;
         cvi_dataset_batch_stored(ds, first, n, m->xbuf);
         cvae_stack_forward(m->enc, m->xbuf, (int)n, &hh);
-        cvi_rng_normal(&rng, m->eps, n * L);
+        draw_eps(&rng, m->eps, n, L);
         reparameterise(m->z, hh, m->eps, n, L);
         for (i = 0; i < n; i++)
             ksum += cvi_kl_normal(hh + i * 2 * L, hh + i * 2 * L + L, L, NULL, NULL, 0.0f);
@@ -593,7 +612,7 @@ CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, floa
     cvi_rng_seed(&rng, seed);
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
-        cvi_rng_normal(&rng, m->z, k * m->L);
+        draw_eps(&rng, m->z, k, m->L);
         decode_chunk(m, m->z, k, images + first * m->image);
     }
     return CVAE_OK;

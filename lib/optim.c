@@ -11,6 +11,7 @@
  */
 #include "cvae_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -163,9 +164,10 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
     if (!opt || !min || !max ||
         !option_slot((cvae_optimizer *)opt, key, &lo, &hi, &open_lo, &open_hi))
         return CVAE_ERR_INVALID_ARG;
-    /* Open ends are reported as the nearest representable value inside. */
+    /* Open ends are reported as the nearest representable value inside;
+     * an unbounded end as the largest finite double. */
     *min = open_lo ? nextafter(lo, HUGE_VAL) : lo;
-    *max = open_hi ? nextafter(hi, -HUGE_VAL) : hi;
+    *max = hi == HUGE_VAL ? DBL_MAX : open_hi ? nextafter(hi, -HUGE_VAL) : hi;
     return CVAE_OK;
 }
 

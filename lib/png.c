@@ -77,19 +77,19 @@ static cvae_status grid_plan(grid *g, const char *path, int count, int channels,
         cvi_mul_overflow(g->rows, cell_h, &g->grid_h) ||
         cvi_add_overflow(g->grid_h, BORDER, &g->grid_h) || g->grid_w > PNG_MAX_SIDE ||
         g->grid_h > PNG_MAX_SIDE) {
-        cvi_set_error(err, "%s: a grid of %d images of %dx%d in %zu columns is beyond PNG's "
-                           "limit of 2^31-1 pixels per side", path, count, height, width,
-                      g->columns);
+        cvi_set_error(err,
+                      "%s: a grid of %d images of %dx%d in %zu columns is beyond PNG's "
+                      "limit of 2^31-1 pixels per side",
+                      path, count, height, width, g->columns);
         return CVAE_ERR_TOO_LARGE;
     }
     /* Every input sample lands in the raw image, so bounding raw_bytes also
      * bounds count * channels * height * width. */
     if (cvi_mul_overflow(g->grid_w, g->channels, &samples) ||
         cvi_add_overflow(samples, 1, &g->row_bytes) ||
-        cvi_mul_overflow(g->grid_h, g->row_bytes, &g->raw_bytes) ||
-        g->raw_bytes > PNG_MAX_RAW) {
-        cvi_set_error(err, "%s: a %zux%zu grid with %zu channels needs more than %zu bytes",
-                      path, g->grid_w, g->grid_h, g->channels, PNG_MAX_RAW);
+        cvi_mul_overflow(g->grid_h, g->row_bytes, &g->raw_bytes) || g->raw_bytes > PNG_MAX_RAW) {
+        cvi_set_error(err, "%s: a %zux%zu grid with %zu channels needs more than %zu bytes", path,
+                      g->grid_w, g->grid_h, g->channels, PNG_MAX_RAW);
         return CVAE_ERR_TOO_LARGE;
     }
     return CVAE_OK;
@@ -153,11 +153,11 @@ static cvae_status write_ihdr(png_out *o, const grid *g)
     cvae_status st;
     cvi_put_u32be(d, (uint32_t)g->grid_w);
     cvi_put_u32be(d + 4, (uint32_t)g->grid_h);
-    d[8] = 8;                          /* bit depth */
-    d[9] = g->channels == 3 ? 2 : 0;   /* colour type: truecolour or greyscale */
-    d[10] = 0;                         /* compression: deflate */
-    d[11] = 0;                         /* filter method: adaptive, five types */
-    d[12] = 0;                         /* no interlace */
+    d[8] = 8;                        /* bit depth */
+    d[9] = g->channels == 3 ? 2 : 0; /* colour type: truecolour or greyscale */
+    d[10] = 0;                       /* compression: deflate */
+    d[11] = 0;                       /* filter method: adaptive, five types */
+    d[12] = 0;                       /* no interlace */
     if ((st = chunk_begin(o, "IHDR", sizeof d)) != CVAE_OK || (st = put(o, d, sizeof d)) != CVAE_OK)
         return st;
     return chunk_end(o);

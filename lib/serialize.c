@@ -290,6 +290,13 @@ static cvae_status read_file(const char *path, unsigned char **data, size_t *len
         cvi_set_error(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "fopen failed");
         return CVAE_ERR_IO;
     }
+    /* A directory opens on some systems but cannot be read: read one byte
+     * first, so that it is reported as unreadable, not by its odd size. */
+    if (fgetc(f) == EOF && ferror(f)) {
+        cvi_set_error(err, "%s: cannot read: %s", path, errno ? strerror(errno) : "read error");
+        fclose(f);
+        return CVAE_ERR_IO;
+    }
     if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
         cvi_set_error(err, "%s: cannot read (not a regular file?)", path);
         fclose(f);

@@ -121,6 +121,11 @@ CVAE_API cvae_status cvae_stack_add(cvae_stack *stack, cvae_layer *layer)
     return CVAE_OK;
 }
 
+int cvi_stack_is_built(const cvae_stack *stack)
+{
+    return stack->built;
+}
+
 CVAE_API int cvae_stack_layer_count(const cvae_stack *stack)
 {
     return stack ? (int)stack->count : 0;

@@ -104,10 +104,10 @@ static unsigned char *inflate_stored(const unsigned char *z, size_t zn, size_t *
     size_t pos = 2, n = 0;
     int final = 0;
     assert_true(zn >= 6);
-    assert_int_equal(z[0] & 0x0f, 8);  /* CM: deflate */
-    assert_true((z[0] >> 4) <= 7);     /* CINFO: window <= 32 KiB */
+    assert_int_equal(z[0] & 0x0f, 8); /* CM: deflate */
+    assert_true((z[0] >> 4) <= 7);    /* CINFO: window <= 32 KiB */
     assert_int_equal((z[0] * 256 + z[1]) % 31, 0);
-    assert_int_equal(z[1] & 0x20, 0);  /* FDICT: no preset dictionary */
+    assert_int_equal(z[1] & 0x20, 0); /* FDICT: no preset dictionary */
     *nblocks = 0;
     while (!final) {
         unsigned len, nlen;
@@ -215,8 +215,8 @@ static void expect_pixels(const png_image *img, const unsigned char *want, size_
     assert_int_equal(img->channels, channels);
     for (i = 0; i < w * h * channels; i++)
         if (img->pixels[i] != want[i])
-            fail_msg("pixel x=%zu y=%zu c=%zu: got %d, want %d", i / channels % w,
-                     i / channels / w, i % channels, img->pixels[i], want[i]);
+            fail_msg("pixel x=%zu y=%zu c=%zu: got %d, want %d", i / channels % w, i / channels / w,
+                     i % channels, img->pixels[i], want[i]);
 }
 
 /* ---------------------------------------------------------------- fixture */
@@ -305,8 +305,8 @@ static void test_grey_grid(void **state)
         float v;
         unsigned char want;
     } special[] = {
-        {-1.0f, 0},          {2.0f, 255},           {0.0f, 0},
-        {1.0f, 255},         {0.49f / 255, 0},      {0.51f / 255, 1},
+        {-1.0f, 0},           {2.0f, 255},          {0.0f, 0},
+        {1.0f, 255},          {0.49f / 255, 0},     {0.51f / 255, 1},
         {126.49f / 255, 126}, {126.51f / 255, 127}, {254.49f / 255, 254},
         {254.51f / 255, 255}, {-0.25f, 0},          {1e-30f, 0},
     };
@@ -388,7 +388,7 @@ static void test_columns_clamped(void **state)
     read_png(t->path, &img);
     assert_int_equal(img.width, 2 * (3 + 2) + 2);
     assert_int_equal(img.height, 2 + 2 + 2);
-    assert_int_equal(img.pixels[2 * 12 + 2], 26);       /* 0.1 */
+    assert_int_equal(img.pixels[2 * 12 + 2], 26);         /* 0.1 */
     assert_int_equal(img.pixels[3 * 12 + 2 + 5 + 2], 64); /* 0.25, last of image 2 */
     free(img.pixels);
 }
@@ -478,9 +478,10 @@ static void test_checksums(void **state)
     assert_int_equal(cvi_crc32_update(0, buf, 20000), ref_crc32(0, buf, 20000));
     assert_int_equal(cvi_adler32_update(1, buf, 20000), ref_adler32(buf, 20000));
     for (split = 0; split <= 20000; split += 1237) {
-        uint32_t crc = cvi_crc32_update(cvi_crc32_update(0, buf, split), buf + split, 20000 - split);
-        uint32_t ad = cvi_adler32_update(cvi_adler32_update(1, buf, split), buf + split,
-                                         20000 - split);
+        uint32_t crc =
+            cvi_crc32_update(cvi_crc32_update(0, buf, split), buf + split, 20000 - split);
+        uint32_t ad =
+            cvi_adler32_update(cvi_adler32_update(1, buf, split), buf + split, 20000 - split);
         assert_int_equal(crc, cvi_crc32_update(0, buf, 20000));
         assert_int_equal(ad, cvi_adler32_update(1, buf, 20000));
     }
@@ -489,8 +490,8 @@ static void test_checksums(void **state)
 
 /* Calls with the given arguments; expects want, a non-empty message, and no
  * file created. */
-static void expect_error(const char *path, const float *images, int count, int channels,
-                         int height, int width, int columns, cvae_status want)
+static void expect_error(const char *path, const float *images, int count, int channels, int height,
+                         int width, int columns, cvae_status want)
 {
     char msg[256];
     memset(msg, 0, sizeof msg);
@@ -529,11 +530,11 @@ static void test_bad_arguments(void **state)
     expect_error(p, px, 1, 1, 1, 1, 0, CVAE_ERR_INVALID_ARG);
     expect_error(p, px, 1, 1, 1, 1, INT_MIN, CVAE_ERR_INVALID_ARG);
     /* Too large: px is far too small, so reading it would trip ASan. */
-    expect_error(p, px, 1, 1, 1, INT_MAX, 1, CVAE_ERR_TOO_LARGE);  /* width > 2^31-1 */
-    expect_error(p, px, 1, 1, INT_MAX, 1, 1, CVAE_ERR_TOO_LARGE);  /* height */
+    expect_error(p, px, 1, 1, 1, INT_MAX, 1, CVAE_ERR_TOO_LARGE);       /* width > 2^31-1 */
+    expect_error(p, px, 1, 1, INT_MAX, 1, 1, CVAE_ERR_TOO_LARGE);       /* height */
     expect_error(p, px, INT_MAX, 1, 1, 1, INT_MAX, CVAE_ERR_TOO_LARGE); /* columns */
-    expect_error(p, px, INT_MAX, 1, 1, 1, 1, CVAE_ERR_TOO_LARGE);  /* rows */
-    expect_error(p, px, 1, 1, 40000, 40000, 1, CVAE_ERR_TOO_LARGE); /* 1.6 GB raw */
+    expect_error(p, px, INT_MAX, 1, 1, 1, 1, CVAE_ERR_TOO_LARGE);       /* rows */
+    expect_error(p, px, 1, 1, 40000, 40000, 1, CVAE_ERR_TOO_LARGE);     /* 1.6 GB raw */
     expect_error(p, px, 4, 3, 16384, 16384, 2, CVAE_ERR_TOO_LARGE);
     expect_error(p, px, INT_MAX, 3, INT_MAX, INT_MAX, INT_MAX, CVAE_ERR_TOO_LARGE);
     assert_int_equal(count_entries(t->dir), 0);
@@ -545,15 +546,25 @@ static void test_message_truncation(void **state)
 {
     tmp *t = *state;
     const float px[1] = {0.5f};
-    char msg[16];
-    memset(msg, 'x', sizeof msg);
-    assert_int_equal(cvae_png_write_grid(t->path, px, 1, 2, 1, 1, 1, msg, 8),
+    char full[256] = "", msg[256];
+    size_t len;
+    assert_int_equal(cvae_png_write_grid(t->path, px, 1, 2, 1, 1, 1, full, sizeof full),
                      CVAE_ERR_INVALID_ARG);
+    len = strlen(full);
+    assert_true(len > 8 && len < sizeof full - 1);
+    /* errsize == len: one byte short, so the last character must go. */
+    memset(msg, 'x', sizeof msg);
+    assert_int_equal(cvae_png_write_grid(t->path, px, 1, 2, 1, 1, 1, msg, len),
+                     CVAE_ERR_INVALID_ARG);
+    assert_int_equal(strlen(msg), len - 1);
+    assert_memory_equal(msg, full, len - 1);
+    assert_int_equal(msg[len], 'x');
+    memset(msg, 'x', sizeof msg);
+    assert_int_equal(cvae_png_write_grid(t->path, px, 1, 2, 1, 1, 1, msg, 8), CVAE_ERR_INVALID_ARG);
     assert_int_equal(strlen(msg), 7);
     assert_int_equal(msg[8], 'x');
     memset(msg, 'x', sizeof msg);
-    assert_int_equal(cvae_png_write_grid(t->path, px, 1, 2, 1, 1, 1, msg, 1),
-                     CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_png_write_grid(t->path, px, 1, 2, 1, 1, 1, msg, 1), CVAE_ERR_INVALID_ARG);
     assert_int_equal(msg[0], '\0');
     assert_int_equal(msg[1], 'x');
     memset(msg, 'x', sizeof msg);

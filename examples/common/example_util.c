@@ -47,17 +47,20 @@ int ex_status_error(const char *what, cvae_status st, const char *detail)
     return ex_error("%s: %s", what, cvae_status_string(st));
 }
 
-int ex_help_or_version(const char *arg, void (*usage)(FILE *))
+void ex_help_or_version(int argc, char **argv, void (*usage)(FILE *))
 {
-    if (!strcmp(arg, "--help")) {
-        usage(stdout);
-        exit(0);
+    int i;
+
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("%s (libcvae) %s\n", ex_prog, cvae_version_string());
+            exit(0);
+        }
     }
-    if (!strcmp(arg, "--version")) {
-        printf("%s (libcvae) %s\n", ex_prog, cvae_version_string());
-        exit(0);
-    }
-    return 0;
 }
 
 int ex_option(int argc, char **argv, int *i, const char *name, const char **value)
@@ -171,7 +174,7 @@ cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels,
         return st;
     }
     if ((st = cvae_dataset_load_idx(*out, images, with_labels ? labels : NULL)) != CVAE_OK) {
-        ex_status_error(images, st, cvae_dataset_last_error(*out));
+        ex_status_error("reading MNIST", st, cvae_dataset_last_error(*out));
         cvae_dataset_destroy(*out);
         *out = NULL;
     }
@@ -187,7 +190,7 @@ cvae_status ex_load_model(const char *path, int max_batch, cvae_model **out)
         return st;
     }
     if ((st = cvae_model_load(*out, path, max_batch)) != CVAE_OK) {
-        ex_status_error(path, st, cvae_model_last_error(*out));
+        ex_status_error("loading the model", st, cvae_model_last_error(*out));
         cvae_model_destroy(*out);
         *out = NULL;
     }

@@ -37,10 +37,11 @@ int ex_error(const char *fmt, ...) EX_PRINTF;
 int ex_status_error(const char *what, cvae_status st, const char *detail);
 
 /*
- * Handles --help (calls usage(stdout), exits 0) and --version (prints
- * "prog (libcvae) X.Y.Z", exits 0). Returns 0 for any other argument.
+ * Looks for --help (calls usage(stdout), exits 0) and --version (prints
+ * "prog (libcvae) X.Y.Z", exits 0) anywhere in argv, before the other
+ * options are parsed, so they work whatever else is on the line.
  */
-int ex_help_or_version(const char *arg, void (*usage)(FILE *));
+void ex_help_or_version(int argc, char **argv, void (*usage)(FILE *));
 
 /*
  * Matches argv[*i] against a long option taking a value, name being e.g.

@@ -1,0 +1,606 @@
+/*
+ * test_optim.c - the optimizers against their documented formulas.
+ *
+ * Adam (with and without decoupled weight decay) and SGD with momentum take three steps on a
+ * 3-parameter problem with a different gradient each step; the expected parameters and state
+ * (moments, momentum buffer) are worked out in double in the test from the formulas of cvae.h,
+ * so the float implementation must agree to ~1e-6 relative. Gradient clipping by the global
+ * norm, refusal of non-finite gradients and of a wrong size (nothing may change), and the
+ * options (defaults, round trip, ranges, keys a kind lacks, bounds) follow.
+ *
+ * Left out: saving and loading the optimizer state (test_serialize.c), and the optimizer
+ * driven by a model (test_model.c).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "cvae.h"
+#include "cvae_internal.h"
+
+#define NP 3     /* parameters of the hand-worked problems */
+#define NSTEP 3  /* steps taken by the hand-worked problems */
+
+/* The implementation works in float with bias corrections in double; a float carries about
+ * 6e-8 relative error per operation and three steps chain a few dozen of them, so 1e-6
+ * relative is honest, while a wrong term (a missing bias correction, eps inside the square
+ * root, weight decay coupled into the moments, momentum at the first step) moves a value by
+ * 1e-4 relative or more. TINY only guards values that are exactly 0. */
+#define RTOL 1e-6
+#define TINY 1e-12
+#define GMAX 0.6 /* the largest |g| of g_steps */
+
+/* Fails the test with the optimizer's message unless st is CVAE_OK. */
+#define CHECK(st, o)                                                                               \
+    do {                                                                                           \
+        cvae_status st_ = (st);                                                                    \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s", cvae_status_string(st_), cvae_optimizer_last_error(o));            \
+    } while (0)
+
+/* Initial parameters: of the order of one update, so that a float parameter resolves its
+ * update to ~1e-7 relative and RTOL on the parameter is in effect RTOL on the update. */
+static const float p_start[NP] = {0.02f, -0.03f, 0.05f};
+
+/* A different gradient each step, with both signs, a zero and a change of sign. */
+static const float g_steps[NSTEP][NP] = {
+    {0.1f, -0.2f, 0.3f},
+    {-0.05f, 0.4f, 0.0f},
+    {0.2f, 0.1f, -0.6f},
+};
+
+/* |got - want| <= RTOL * max(|want|, scale): scale is the size of one term of the value (one
+ * update for a parameter, one gradient term for a moment), so values that cancel to near 0
+ * are held to the precision their terms allow rather than to an impossible relative one. */
+static void expect_close(const char *what, int step, int i, double got, double want, double scale)
+{
+    const double tol = TINY + RTOL * fmax(fabs(want), scale);
+    /* Written so that a NaN on either side fails. */
+    if (!(fabs(got - want) <= tol))
+        fail_msg("%s[%d] after step %d: got %.9g, expected %.9g (error %.2g, allowed %.2g)", what,
+                 i, step, got, want, fabs(got - want), tol);
+}
+
+static cvae_optimizer *make_opt(cvae_optimizer_kind kind, size_t n)
+{
+    cvae_optimizer *o = NULL;
+    assert_int_equal(cvae_optimizer_create(&o, kind, n), CVAE_OK);
+    assert_non_null(o);
+    return o;
+}
+
+/* Adam by hand, in double, term by term as cvae.h documents it:
+ *   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   p = p (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ * (cvae.h writes p -= lr mhat / (sqrt(vhat) + eps) + lr wd p: both terms use the old p).
+ * Options are set only when set_all is 1; otherwise the defaults given must be in force. */
+static void run_adam(int set_all, double lr, double b1, double b2, double eps, double wd)
+{
+    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NP);
+    cvi_optimizer_state st;
+    double p[NP], m[NP] = {0}, v[NP] = {0};
+    float pf[NP];
+    int t, i;
+    if (set_all) {
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, lr), o);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_BETA1, b1), o);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_BETA2, b2), o);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_EPS, eps), o);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_WEIGHT_DECAY, wd), o);
+    }
+    cvi_optimizer_get_state(o, &st);
+    for (i = 0; i < NP; i++) {
+        pf[i] = p_start[i];
+        p[i] = p_start[i];
+    }
+    for (t = 1; t <= NSTEP; t++) {
+        const double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
+        CHECK(cvae_optimizer_step(o, pf, g_steps[t - 1], NP), o);
+        assert_int_equal(cvae_optimizer_steps(o), (uint64_t)t);
+        for (i = 0; i < NP; i++) {
+            const double g = g_steps[t - 1][i];
+            m[i] = b1 * m[i] + (1.0 - b1) * g;
+            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+            p[i] = p[i] * (1.0 - lr * wd) - lr * (m[i] / bc1) / (sqrt(v[i] / bc2) + eps);
+            expect_close("m", t, i, st.m[i], m[i], (1.0 - b1) * GMAX);
+            expect_close("v", t, i, st.v[i], v[i], (1.0 - b2) * GMAX * GMAX);
+            expect_close("p", t, i, pf[i], p[i], lr);
+        }
+    }
+    cvae_optimizer_destroy(o);
+}
+
+/* Fails if an Adam step departs from the formula: moments, bias corrections (in t), eps
+ * outside the square root, or the step count. Betas, eps and lr are not the defaults, so
+ * hard-coded values show; eps is large enough to matter at 1e-6. */
+static void test_adam_by_hand(void **state)
+{
+    (void)state;
+    run_adam(1, 0.01, 0.8, 0.95, 1e-3, 0.0);
+}
+
+/* Fails if Adam with its default options departs from the formula by more than float
+ * rounding, e.g. if 1 - beta2 = 1e-3 is formed in float from a rounded beta2 (1 - 0.999f is
+ * 1.3e-5 away from 1e-3, which moves every update by 6e-6 relative). */
+static void test_adam_defaults_by_hand(void **state)
+{
+    (void)state;
+    run_adam(0, 1e-3, 0.9, 0.999, 1e-8, 0.0);
+}
+
+/* Fails if Adam's weight decay is not decoupled (p *= 1 - lr wd, not wd p added to the
+ * gradient and so to the moments) or is applied to the updated rather than the old p. */
+static void test_adamw_by_hand(void **state)
+{
+    (void)state;
+    /* lr wd = 0.02: decay moves p by 4e-4 a step, far above the tolerance; applying it after
+     * the update would differ by lr wd times the update, ~2e-4 relative. */
+    run_adam(1, 0.01, 0.8, 0.95, 1e-3, 2.0);
+}
+
+/* Fails if an SGD step departs from the formula: the buffer must start as the first
+ * gradient (b = g, not momentum * 0 + g scaled or (1 - momentum) g), then b = mom b + g;
+ * weight decay is added to the gradient and so enters the buffer; a learning rate changed
+ * between steps is used at once. */
+static void test_sgd_momentum_by_hand(void **state)
+{
+    const double mom = 0.5, wd = 0.25;
+    const double lrs[NSTEP] = {0.1, 0.1, 0.05};
+    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_SGD, NP);
+    cvi_optimizer_state st;
+    double p[NP], b[NP] = {0};
+    float pf[NP];
+    int t, i;
+    (void)state;
+    CHECK(cvae_optimizer_set(o, CVAE_OPT_MOMENTUM, mom), o);
+    CHECK(cvae_optimizer_set(o, CVAE_OPT_WEIGHT_DECAY, wd), o);
+    cvi_optimizer_get_state(o, &st);
+    assert_null(st.v);
+    for (i = 0; i < NP; i++) {
+        pf[i] = p_start[i];
+        p[i] = p_start[i];
+    }
+    for (t = 1; t <= NSTEP; t++) {
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, lrs[t - 1]), o);
+        CHECK(cvae_optimizer_step(o, pf, g_steps[t - 1], NP), o);
+        assert_int_equal(cvae_optimizer_steps(o), (uint64_t)t);
+        for (i = 0; i < NP; i++) {
+            const double d = g_steps[t - 1][i] + wd * p[i];
+            b[i] = t == 1 ? d : mom * b[i] + d;
+            p[i] -= lrs[t - 1] * b[i];
+            expect_close("b", t, i, st.m[i], b[i], GMAX);
+            expect_close("p", t, i, pf[i], p[i], lrs[t - 1] * GMAX);
+        }
+    }
+    cvae_optimizer_destroy(o);
+}
+
+/* Fails if clipping is per element rather than by the global L2 norm, is applied when the
+ * norm does not exceed the limit, is applied with clip 0 (off), or is applied after weight
+ * decay is added rather than to the raw gradient. */
+static void test_clip_norm(void **state)
+{
+    /* |g| = sqrt(36 + 64) = 10; clip 1 scales it to {0.6, 0, -0.8}. Clipping each element to
+     * [-1, 1] instead would give {1, 0, -1}. */
+    static const float g[NP] = {6.0f, 0.0f, -8.0f};
+    static const float p0[NP] = {1.0f, 2.0f, 3.0f};
+    static const struct {
+        double clip, scale; /* the clip option and the scale it must apply */
+    } cases[] = {{1.0, 0.1}, {0.0, 1.0}, {10.0, 1.0}, {20.0, 1.0}, {2.5, 0.25}};
+    const double lr = 0.5, wd = 0.125, eps = 0.5, b1 = 0.9;
+    size_t c;
+    int i;
+    (void)state;
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        cvae_optimizer *sgd = make_opt(CVAE_OPTIMIZER_SGD, NP);
+        cvae_optimizer *adam = make_opt(CVAE_OPTIMIZER_ADAM, NP);
+        cvi_optimizer_state as;
+        float ps[NP], pa[NP];
+        memcpy(ps, p0, sizeof ps);
+        memcpy(pa, p0, sizeof pa);
+        CHECK(cvae_optimizer_set(sgd, CVAE_OPT_CLIP_NORM, cases[c].clip), sgd);
+        CHECK(cvae_optimizer_set(sgd, CVAE_OPT_LR, lr), sgd);
+        CHECK(cvae_optimizer_set(sgd, CVAE_OPT_WEIGHT_DECAY, wd), sgd);
+        CHECK(cvae_optimizer_set(adam, CVAE_OPT_CLIP_NORM, cases[c].clip), adam);
+        CHECK(cvae_optimizer_set(adam, CVAE_OPT_LR, lr), adam);
+        /* Adam's first step is lr g / (|g| + eps): with a large eps it shows g's size. */
+        CHECK(cvae_optimizer_set(adam, CVAE_OPT_EPS, eps), adam);
+        CHECK(cvae_optimizer_step(sgd, ps, g, NP), sgd);
+        CHECK(cvae_optimizer_step(adam, pa, g, NP), adam);
+        cvi_optimizer_get_state(adam, &as);
+        for (i = 0; i < NP; i++) {
+            const double gs = cases[c].scale * g[i];
+            /* SGD's first step: b = g_clipped + wd p; p -= lr b. */
+            expect_close("sgd p", (int)c, i, ps[i], p0[i] - lr * (gs + wd * p0[i]), lr);
+            /* Adam's first step: mhat = g_clipped, sqrt(vhat) = |g_clipped|. */
+            expect_close("adam m", (int)c, i, as.m[i], (1.0 - b1) * gs, 0.0);
+            expect_close("adam p", (int)c, i, pa[i], p0[i] - lr * gs / (fabs(gs) + eps), lr);
+        }
+        cvae_optimizer_destroy(sgd);
+        cvae_optimizer_destroy(adam);
+    }
+}
+
+/* A snapshot of everything a refused step must leave alone. */
+typedef struct snapshot {
+    float p[NP], m[NP], v[NP];
+    uint64_t t;
+    double options[CVI_OPT_NOPTIONS];
+} snapshot;
+
+static void take_snapshot(cvae_optimizer *o, const float *p, snapshot *s)
+{
+    cvi_optimizer_state st;
+    int i;
+    memset(s, 0, sizeof *s);
+    cvi_optimizer_get_state(o, &st);
+    memcpy(s->p, p, sizeof s->p);
+    memcpy(s->m, st.m, sizeof s->m);
+    if (st.v)
+        memcpy(s->v, st.v, sizeof s->v);
+    s->t = *st.t;
+    for (i = 0; i < CVI_OPT_NOPTIONS; i++)
+        s->options[i] = *st.options[i];
+}
+
+static void expect_unchanged(cvae_optimizer *o, const float *p, const snapshot *before)
+{
+    snapshot now;
+    take_snapshot(o, p, &now);
+    assert_memory_equal(&now, before, sizeof now);
+    assert_int_equal(cvae_optimizer_steps(o), before->t);
+}
+
+/* Fails if a NaN or infinite gradient is not refused with CVAE_ERR_NUMERIC, or if the refused
+ * step still changes a parameter, a moment, the momentum buffer or the step count. */
+static void test_nonfinite_gradient(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    int k, b, at;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_optimizer *o = make_opt(kinds[k], NP);
+        float p[NP];
+        snapshot before;
+        memcpy(p, p_start, sizeof p);
+        /* One good step first, so the state is not all zeros. */
+        CHECK(cvae_optimizer_step(o, p, g_steps[0], NP), o);
+        for (at = 0; at < NP; at++) {
+            for (b = 0; b < 3; b++) {
+                float g[NP];
+                memcpy(g, g_steps[1], sizeof g);
+                g[at] = bad[b];
+                /* With and without clipping: a scale computed from a NaN norm is NaN too. */
+                CHECK(cvae_optimizer_set(o, CVAE_OPT_CLIP_NORM, (b & 1) ? 1.0 : 0.0), o);
+                take_snapshot(o, p, &before);
+                assert_int_equal(cvae_optimizer_step(o, p, g, NP), CVAE_ERR_NUMERIC);
+                assert_true(cvae_optimizer_last_error(o)[0] != '\0');
+                expect_unchanged(o, p, &before);
+            }
+        }
+        /* And the optimizer still works afterwards. */
+        CHECK(cvae_optimizer_step(o, p, g_steps[1], NP), o);
+        assert_int_equal(cvae_optimizer_steps(o), 2);
+        cvae_optimizer_destroy(o);
+    }
+}
+
+/* Fails if a step over a block of another length is not refused with CVAE_ERR_SHAPE before
+ * anything changes, or if NULL blocks are not refused. */
+static void test_wrong_size(void **state)
+{
+    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NP);
+    float p[NP + 1] = {0.5f, 0.25f, -0.5f, 7.0f};
+    const float g[NP + 1] = {1.0f, 2.0f, 3.0f, 4.0f};
+    snapshot before;
+    (void)state;
+    CHECK(cvae_optimizer_step(o, p, g, NP), o);
+    take_snapshot(o, p, &before);
+    assert_int_equal(cvae_optimizer_step(o, p, g, NP + 1), CVAE_ERR_SHAPE);
+    assert_true(cvae_optimizer_last_error(o)[0] != '\0');
+    expect_unchanged(o, p, &before);
+    assert_true(p[NP] == 7.0f);
+    assert_int_equal(cvae_optimizer_step(o, p, g, NP - 1), CVAE_ERR_SHAPE);
+    expect_unchanged(o, p, &before);
+    assert_int_equal(cvae_optimizer_step(o, p, g, 0), CVAE_ERR_SHAPE);
+    expect_unchanged(o, p, &before);
+    assert_int_equal(cvae_optimizer_step(o, NULL, g, NP), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_step(o, p, NULL, NP), CVAE_ERR_INVALID_ARG);
+    expect_unchanged(o, p, &before);
+    assert_int_equal(cvae_optimizer_step(NULL, p, g, NP), CVAE_ERR_INVALID_ARG);
+    cvae_optimizer_destroy(o);
+}
+
+/* Fails if the constructor accepts a bad kind or size, leaves *out set on failure, or if a
+ * NULL handle is not handled by every function. */
+static void test_create_and_null(void **state)
+{
+    cvae_optimizer *o = (cvae_optimizer *)&o; /* garbage that must be overwritten */
+    double v = 0.0, lo = 0.0, hi = 0.0;
+    (void)state;
+    assert_int_equal(cvae_optimizer_create(NULL, CVAE_OPTIMIZER_ADAM, 3), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_create(&o, (cvae_optimizer_kind)0, 3), CVAE_ERR_INVALID_ARG);
+    assert_null(o);
+    o = (cvae_optimizer *)&o;
+    assert_int_equal(cvae_optimizer_create(&o, (cvae_optimizer_kind)3, 3), CVAE_ERR_INVALID_ARG);
+    assert_null(o);
+    o = (cvae_optimizer *)&o;
+    assert_int_equal(cvae_optimizer_create(&o, CVAE_OPTIMIZER_SGD, 0), CVAE_ERR_INVALID_ARG);
+    assert_null(o);
+    cvae_optimizer_destroy(NULL);
+    assert_int_equal(cvae_optimizer_get_kind(NULL), 0);
+    assert_int_equal(cvae_optimizer_steps(NULL), 0);
+    assert_non_null(cvae_optimizer_last_error(NULL));
+    assert_int_equal(cvae_optimizer_set(NULL, CVAE_OPT_LR, 0.1), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_get(NULL, CVAE_OPT_LR, &v), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_bounds(NULL, CVAE_OPT_LR, &lo, &hi), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_load(NULL, "/nonexistent"), CVAE_ERR_INVALID_ARG);
+
+    o = make_opt(CVAE_OPTIMIZER_SGD, 1);
+    assert_int_equal(cvae_optimizer_get_kind(o), CVAE_OPTIMIZER_SGD);
+    assert_int_equal(cvae_optimizer_steps(o), 0);
+    assert_string_equal(cvae_optimizer_last_error(o), "");
+    assert_int_equal(cvae_optimizer_get(o, CVAE_OPT_LR, NULL), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_bounds(o, CVAE_OPT_LR, NULL, &hi), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_bounds(o, CVAE_OPT_LR, &lo, NULL), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_load(o, NULL), CVAE_ERR_INVALID_ARG);
+    cvae_optimizer_destroy(o);
+    o = make_opt(CVAE_OPTIMIZER_ADAM, 5);
+    assert_int_equal(cvae_optimizer_get_kind(o), CVAE_OPTIMIZER_ADAM);
+    cvae_optimizer_destroy(o);
+}
+
+/* Fails if a default differs from cvae.h (lr 1e-3 Adam, 1e-2 SGD; betas 0.9, 0.999; eps
+ * 1e-8; momentum 0.9; weight decay and clipping off), or if a kind answers for a key it
+ * lacks (momentum for Adam; betas and eps for SGD). */
+static void test_defaults(void **state)
+{
+    cvae_optimizer *adam = make_opt(CVAE_OPTIMIZER_ADAM, 2);
+    cvae_optimizer *sgd = make_opt(CVAE_OPTIMIZER_SGD, 2);
+    double v;
+    (void)state;
+#define EXPECT(o, key, want)                                                                       \
+    do {                                                                                           \
+        v = -1.0;                                                                                  \
+        CHECK(cvae_optimizer_get(o, key, &v), o);                                                  \
+        if (v != (want))                                                                           \
+            fail_msg("%s: default %d is %.17g, expected %.17g", #o, (int)(key), v, (want));      \
+    } while (0)
+    EXPECT(adam, CVAE_OPT_LR, 1e-3);
+    EXPECT(adam, CVAE_OPT_BETA1, 0.9);
+    EXPECT(adam, CVAE_OPT_BETA2, 0.999);
+    EXPECT(adam, CVAE_OPT_EPS, 1e-8);
+    EXPECT(adam, CVAE_OPT_WEIGHT_DECAY, 0.0);
+    EXPECT(adam, CVAE_OPT_CLIP_NORM, 0.0);
+    EXPECT(sgd, CVAE_OPT_LR, 1e-2);
+    EXPECT(sgd, CVAE_OPT_MOMENTUM, 0.9);
+    EXPECT(sgd, CVAE_OPT_WEIGHT_DECAY, 0.0);
+    EXPECT(sgd, CVAE_OPT_CLIP_NORM, 0.0);
+#undef EXPECT
+    assert_int_equal(cvae_optimizer_get(adam, CVAE_OPT_MOMENTUM, &v), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_get(sgd, CVAE_OPT_BETA1, &v), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_get(sgd, CVAE_OPT_BETA2, &v), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_get(sgd, CVAE_OPT_EPS, &v), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_get(adam, (cvae_optimizer_option)107, &v),
+                     CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_get(adam, (cvae_optimizer_option)99, &v),
+                     CVAE_ERR_INVALID_ARG);
+    cvae_optimizer_destroy(adam);
+    cvae_optimizer_destroy(sgd);
+}
+
+/* Fails if a value set is not read back exactly (as a double, not rounded to float), or if
+ * setting one option changes another. */
+static void test_set_get_round_trip(void **state)
+{
+    static const struct {
+        cvae_optimizer_kind kind;
+        cvae_optimizer_option key;
+        double value;
+    } cases[] = {
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_LR, 0.0123456789012345},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA1, 0.876543210987654},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA2, 0.99987654321},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_EPS, 3.14159e-7},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_WEIGHT_DECAY, 0.0271828},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_CLIP_NORM, 4.75},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_LR, 0.3333333333333333},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 0.0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 0.123456789},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_WEIGHT_DECAY, 1e-5},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_CLIP_NORM, 1e6},
+    };
+    size_t c;
+    (void)state;
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        cvae_optimizer *o = make_opt(cases[c].kind, 4);
+        cvi_optimizer_state st;
+        double others[CVI_OPT_NOPTIONS], v = -1.0;
+        int i, slot = (int)cases[c].key - CVAE_OPT_LR;
+        cvi_optimizer_get_state(o, &st);
+        for (i = 0; i < CVI_OPT_NOPTIONS; i++)
+            others[i] = *st.options[i];
+        CHECK(cvae_optimizer_set(o, cases[c].key, cases[c].value), o);
+        CHECK(cvae_optimizer_get(o, cases[c].key, &v), o);
+        if (v != cases[c].value)
+            fail_msg("key %d: set %.17g, read %.17g", (int)cases[c].key, cases[c].value, v);
+        for (i = 0; i < CVI_OPT_NOPTIONS; i++)
+            if (i != slot && *st.options[i] != others[i])
+                fail_msg("setting key %d changed option %d", (int)cases[c].key, i);
+        cvae_optimizer_destroy(o);
+    }
+}
+
+/* Fails if an out-of-range or non-finite value, or a key the kind lacks, is accepted, or if a
+ * refused set changes the value or leaves no message; or if the edges of a range are
+ * refused (beta1 0, momentum 0, weight decay 0, clip 0). */
+static void test_option_ranges(void **state)
+{
+    static const struct {
+        cvae_optimizer_kind kind;
+        cvae_optimizer_option key;
+        double value;
+        int ok;
+    } cases[] = {
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_LR, 0.0, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_LR, -1e-3, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_LR, NAN, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_LR, INFINITY, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_LR, 0.0, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_LR, -0.5, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_LR, NAN, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_LR, 5.0, 1},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA1, 1.0, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA1, -0.1, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA1, NAN, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA1, 0.0, 1},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA2, 1.0, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA2, 1.5, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA2, 0.0, 1},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_EPS, 0.0, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_EPS, -1e-8, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_EPS, INFINITY, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_WEIGHT_DECAY, -1e-9, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_WEIGHT_DECAY, NAN, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_WEIGHT_DECAY, 0.0, 1},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_WEIGHT_DECAY, -1.0, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_CLIP_NORM, -1.0, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_CLIP_NORM, NAN, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_CLIP_NORM, 0.0, 1},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 1.0, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, -0.5, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 0.0, 1},
+        /* Keys the kind lacks, with values that would otherwise be fine. */
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_MOMENTUM, 0.5, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_BETA1, 0.5, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_BETA2, 0.5, 0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_EPS, 1e-6, 0},
+        {CVAE_OPTIMIZER_ADAM, (cvae_optimizer_option)107, 0.5, 0},
+        {CVAE_OPTIMIZER_SGD, (cvae_optimizer_option)99, 0.5, 0},
+        {CVAE_OPTIMIZER_SGD, (cvae_optimizer_option)300, 0.5, 0},
+    };
+    size_t c;
+    (void)state;
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        cvae_optimizer *o = make_opt(cases[c].kind, 2);
+        cvi_optimizer_state st;
+        double before[CVI_OPT_NOPTIONS];
+        cvae_status s;
+        int i;
+        cvi_optimizer_get_state(o, &st);
+        for (i = 0; i < CVI_OPT_NOPTIONS; i++)
+            before[i] = *st.options[i];
+        s = cvae_optimizer_set(o, cases[c].key, cases[c].value);
+        if (cases[c].ok) {
+            double v = -1.0;
+            if (s != CVAE_OK)
+                fail_msg("case %zu: key %d = %g refused: %s", c, (int)cases[c].key,
+                         cases[c].value, cvae_optimizer_last_error(o));
+            CHECK(cvae_optimizer_get(o, cases[c].key, &v), o);
+            assert_true(v == cases[c].value);
+        } else {
+            if (s != CVAE_ERR_INVALID_ARG)
+                fail_msg("case %zu: kind %d key %d = %g gave %s, expected bad argument", c,
+                         (int)cases[c].kind, (int)cases[c].key, cases[c].value,
+                         cvae_status_string(s));
+            assert_true(cvae_optimizer_last_error(o)[0] != '\0');
+            for (i = 0; i < CVI_OPT_NOPTIONS; i++)
+                if (memcmp(st.options[i], &before[i], sizeof before[i]) != 0)
+                    fail_msg("case %zu: a refused set changed option %d", c, i);
+        }
+        cvae_optimizer_destroy(o);
+    }
+}
+
+/* Fails if a reported bound is itself refused, if the value just outside a bound is accepted,
+ * or if a bound is reported for a key the kind lacks. An open end (lr > 0, beta < 1) must
+ * be reported as the nearest value inside; an unbounded top may be reported as +inf, and
+ * then the largest finite double must be accepted. */
+static void test_option_bounds(void **state)
+{
+    static const struct {
+        cvae_optimizer_kind kind;
+        cvae_optimizer_option key;
+        double lo, hi; /* expected; lo and hi of open ends are the next doubles inside */
+    } cases[] = {
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_LR, 0.0, INFINITY},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA1, 0.0, 1.0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_BETA2, 0.0, 1.0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_EPS, 0.0, INFINITY},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_WEIGHT_DECAY, 0.0, INFINITY},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_CLIP_NORM, 0.0, INFINITY},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_LR, 0.0, INFINITY},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 0.0, 1.0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_WEIGHT_DECAY, 0.0, INFINITY},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_CLIP_NORM, 0.0, INFINITY},
+    };
+    size_t c;
+    (void)state;
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        cvae_optimizer *o = make_opt(cases[c].kind, 2);
+        cvae_optimizer_option key = cases[c].key;
+        double lo = NAN, hi = NAN, top;
+        CHECK(cvae_optimizer_bounds(o, key, &lo, &hi), o);
+        /* lo is either the closed 0 or, for an open 0 (lr, eps), the smallest double > 0. */
+        if (key == CVAE_OPT_LR || key == CVAE_OPT_EPS)
+            assert_true(lo == nextafter(0.0, 1.0));
+        else
+            assert_true(lo == 0.0);
+        if (cases[c].hi == 1.0)
+            assert_true(hi == nextafter(1.0, 0.0));
+        else
+            assert_true(hi == INFINITY || hi == DBL_MAX);
+        top = isinf(hi) ? DBL_MAX : hi;
+        if (cvae_optimizer_set(o, key, lo) != CVAE_OK)
+            fail_msg("case %zu: lower bound %g refused: %s", c, lo, cvae_optimizer_last_error(o));
+        if (cvae_optimizer_set(o, key, top) != CVAE_OK)
+            fail_msg("case %zu: upper bound %g refused: %s", c, top,
+                     cvae_optimizer_last_error(o));
+        assert_int_equal(cvae_optimizer_set(o, key, nextafter(lo, -1.0)), CVAE_ERR_INVALID_ARG);
+        if (!isinf(hi))
+            assert_int_equal(cvae_optimizer_set(o, key, nextafter(hi, 2.0)),
+                             CVAE_ERR_INVALID_ARG);
+        cvae_optimizer_destroy(o);
+    }
+    {
+        cvae_optimizer *adam = make_opt(CVAE_OPTIMIZER_ADAM, 2);
+        cvae_optimizer *sgd = make_opt(CVAE_OPTIMIZER_SGD, 2);
+        double lo, hi;
+        assert_int_equal(cvae_optimizer_bounds(adam, CVAE_OPT_MOMENTUM, &lo, &hi),
+                         CVAE_ERR_INVALID_ARG);
+        assert_int_equal(cvae_optimizer_bounds(sgd, CVAE_OPT_BETA1, &lo, &hi),
+                         CVAE_ERR_INVALID_ARG);
+        assert_int_equal(cvae_optimizer_bounds(sgd, CVAE_OPT_EPS, &lo, &hi),
+                         CVAE_ERR_INVALID_ARG);
+        assert_int_equal(cvae_optimizer_bounds(sgd, (cvae_optimizer_option)107, &lo, &hi),
+                         CVAE_ERR_INVALID_ARG);
+        cvae_optimizer_destroy(adam);
+        cvae_optimizer_destroy(sgd);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adam_by_hand),
+        cmocka_unit_test(test_adam_defaults_by_hand),
+        cmocka_unit_test(test_adamw_by_hand),
+        cmocka_unit_test(test_sgd_momentum_by_hand),
+        cmocka_unit_test(test_clip_norm),
+        cmocka_unit_test(test_nonfinite_gradient),
+        cmocka_unit_test(test_wrong_size),
+        cmocka_unit_test(test_create_and_null),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_set_get_round_trip),
+        cmocka_unit_test(test_option_ranges),
+        cmocka_unit_test(test_option_bounds),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1092 @@
+#define _POSIX_C_SOURCE 200809L
+/*
+ * test_serialize.c - the model file: saving and loading a model with its optimizer state.
+ *
+ * A tiny model that uses every layer kind (so every kind's hyper-parameters are stored) is
+ * saved after some Adam or SGD steps and loaded into fresh handles: parameters, beta, step
+ * counts, optimizer options and moments must come back bit for bit, saving the loaded model
+ * must give the same bytes, and training must then continue exactly as it would have without
+ * the round trip, including across epochs of a shuffled dataset. Every single-byte change,
+ * every truncation and any trailing byte must be refused, leaving the model empty; a newer
+ * format version, a foreign file, a missing file and a directory get their own statuses.
+ * Re-checksummed corruptions (which pass the CRC and reach the parser) must never crash and
+ * must never make load allocate memory the file cannot account for. A failed save must leave
+ * the previous file intact and no temporary file behind.
+ *
+ * Left out: the numerical content of the parameters (test_model.c), the optimizer formulas
+ * (test_optim.c). Saving to a full disk (/dev/full) is not simulated.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cvae.h"
+#include "cvae_internal.h"
+
+/* Fails the test with the model's message unless st is CVAE_OK. */
+#define CHECK(st, m)                                                                               \
+    do {                                                                                           \
+        cvae_status st_ = (st);                                                                    \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s", cvae_status_string(st_), cvae_model_last_error(m));               \
+    } while (0)
+
+#define CHECK_OPT(st, o)                                                                           \
+    do {                                                                                           \
+        cvae_status st_ = (st);                                                                    \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s", cvae_status_string(st_), cvae_optimizer_last_error(o));           \
+    } while (0)
+
+/*
+ * The tiny model: 1 x 5 x 4 images, latent 2, batches of up to 4, every layer kind:
+ *   encoder: conv2d(1->2, k3x2 s2x1 p1x0) 2x3x3, leaky_relu(0.2), flatten 18, linear(8),
+ *            relu, linear(4)                                      14 + 152 + 36 = 202
+ *   decoder: linear(2 -> 12), tanh, reshape 3x2x2, conv_transpose2d(3->1, k5x2 s2x2 p1x0)
+ *            1x5x4, sigmoid                                       36 + 31 = 67
+ * 269 parameters; a file with Adam's state is about 3 kB.
+ */
+#define IC 1
+#define IH 5
+#define IW 4
+#define IMG (IC * IH * IW)
+#define LAT 2
+#define MAXB 4
+#define NPARAMS 269
+#define SLOPE 0.2f
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t next_u64(uint64_t *s)
+{
+    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+static void fill_uniform(float *v, size_t n, uint64_t seed)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        v[i] = (float)(next_u64(&seed) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* Appends the layer a constructor call just made into *l (read after the call). */
+static void add_layer(cvae_stack *s, cvae_status made, cvae_layer **l)
+{
+    assert_int_equal(made, CVAE_OK);
+    assert_int_equal(cvae_stack_add(s, *l), CVAE_OK);
+}
+
+static cvae_model *tiny_model(uint64_t seed)
+{
+    cvae_model *m = NULL;
+    cvae_stack *enc = NULL, *dec = NULL;
+    cvae_layer *l = NULL;
+    assert_int_equal(cvae_model_create(&m), CVAE_OK);
+    assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
+    assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
+    add_layer(enc, cvae_layer_create_conv2d(&l, 2, 3, 2, 2, 1, 1, 0), &l);
+    add_layer(enc, cvae_layer_create_leaky_relu(&l, SLOPE), &l);
+    add_layer(enc, cvae_layer_create_flatten(&l), &l);
+    add_layer(enc, cvae_layer_create_linear(&l, 8), &l);
+    add_layer(enc, cvae_layer_create_relu(&l), &l);
+    add_layer(enc, cvae_layer_create_linear(&l, 2 * LAT), &l);
+    add_layer(dec, cvae_layer_create_linear(&l, 12), &l);
+    add_layer(dec, cvae_layer_create_tanh(&l), &l);
+    add_layer(dec, cvae_layer_create_reshape(&l, 3, 2, 2), &l);
+    add_layer(dec, cvae_layer_create_conv_transpose2d(&l, 1, 5, 2, 2, 2, 1, 0), &l);
+    add_layer(dec, cvae_layer_create_sigmoid(&l), &l);
+    CHECK(cvae_model_init_stacks(m, enc, dec, IC, IH, IW, LAT, MAXB, seed), m);
+    assert_int_equal(cvae_model_param_count(m), NPARAMS);
+    return m;
+}
+
+static cvae_model *empty_model(void)
+{
+    cvae_model *m = NULL;
+    assert_int_equal(cvae_model_create(&m), CVAE_OK);
+    return m;
+}
+
+static cvae_optimizer *make_opt(cvae_optimizer_kind kind, size_t n)
+{
+    cvae_optimizer *o = NULL;
+    assert_int_equal(cvae_optimizer_create(&o, kind, n), CVAE_OK);
+    return o;
+}
+
+/* k training steps on batches drawn from seed (batch i from seed + i). */
+static void train(cvae_model *m, cvae_optimizer *o, int k, uint64_t seed)
+{
+    float x[MAXB * IMG];
+    int i;
+    for (i = 0; i < k; i++) {
+        fill_uniform(x, MAXB * IMG, seed + (uint64_t)i);
+        CHECK(cvae_model_train_step(m, o, x, MAXB, NULL, NULL), m);
+    }
+}
+
+/* The whole content of a file; the caller frees it. */
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf;
+    long size;
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    size = ftell(f);
+    assert_true(size >= 0);
+    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
+    buf = malloc((size_t)size + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+    assert_int_equal(fclose(f), 0);
+    *len = (size_t)size;
+    return buf;
+}
+
+static void write_all(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (len)
+        assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Overwrites n bytes at offset off of an existing file in place. Rewriting whole files would
+ * do the same, but truncating and rewriting thousands of files is slow on some file systems
+ * (ext4 with discard: milliseconds each), and these tests load thousands of variants. */
+static void patch_file(const char *path, size_t off, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, (long)off, SEEK_SET), 0);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* CRC-32 (reflected 0xEDB88320, as zlib), bit by bit: independent of the library's table. */
+static uint32_t crc32_ref(const unsigned char *p, size_t n)
+{
+    uint32_t crc = 0xFFFFFFFFu;
+    size_t i;
+    int k;
+    for (i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Recomputes the trailing CRC-32 over everything before it. */
+static void fix_crc(unsigned char *buf, size_t len)
+{
+    put_u32(buf + len - 4, crc32_ref(buf, len - 4));
+}
+
+/* Everything an optimizer load may change, for checking that a failed one changed nothing. */
+typedef struct opt_snap {
+    double options[CVI_OPT_NOPTIONS];
+    uint64_t t;
+    float m[NPARAMS + 1], v[NPARAMS + 1];
+} opt_snap;
+
+static void snap_opt(cvae_optimizer *o, opt_snap *s)
+{
+    cvi_optimizer_state st;
+    int i;
+    memset(s, 0, sizeof *s);
+    cvi_optimizer_get_state(o, &st);
+    assert_true(st.n <= NPARAMS + 1);
+    for (i = 0; i < CVI_OPT_NOPTIONS; i++)
+        s->options[i] = *st.options[i];
+    s->t = *st.t;
+    memcpy(s->m, st.m, st.n * sizeof(float));
+    if (st.v)
+        memcpy(s->v, st.v, st.n * sizeof(float));
+}
+
+static void expect_same_opt(cvae_optimizer *a, cvae_optimizer *b)
+{
+    opt_snap sa, sb;
+    snap_opt(a, &sa);
+    snap_opt(b, &sb);
+    assert_int_equal(cvae_optimizer_get_kind(a), cvae_optimizer_get_kind(b));
+    assert_memory_equal(&sa, &sb, sizeof sa);
+}
+
+/* Model a and b hold the same architecture, parameters, beta and step count. */
+static void expect_same_model(cvae_model *a, cvae_model *b)
+{
+    cvae_stack *sa[2], *sb[2];
+    double ba, bb;
+    int s, i, ca[5], cb[5];
+    CHECK(cvae_model_shape(a, &ca[0], &ca[1], &ca[2], &ca[3], NULL), a);
+    CHECK(cvae_model_shape(b, &cb[0], &cb[1], &cb[2], &cb[3], NULL), b);
+    assert_memory_equal(ca, cb, 4 * sizeof ca[0]);
+    assert_int_equal(cvae_model_param_count(a), cvae_model_param_count(b));
+    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
+                        cvae_model_param_count(a) * sizeof(float));
+    CHECK(cvae_model_get(a, CVAE_MODEL_BETA, &ba), a);
+    CHECK(cvae_model_get(b, CVAE_MODEL_BETA, &bb), b);
+    assert_memory_equal(&ba, &bb, sizeof ba);
+    assert_int_equal(cvae_model_steps(a), cvae_model_steps(b));
+    sa[0] = cvae_model_encoder(a);
+    sa[1] = cvae_model_decoder(a);
+    sb[0] = cvae_model_encoder(b);
+    sb[1] = cvae_model_decoder(b);
+    for (s = 0; s < 2; s++) {
+        assert_int_equal(cvae_stack_layer_count(sa[s]), cvae_stack_layer_count(sb[s]));
+        for (i = 0; i < cvae_stack_layer_count(sa[s]); i++) {
+            cvae_layer *la = cvae_stack_layer(sa[s], i), *lb = cvae_stack_layer(sb[s], i);
+            assert_int_equal(cvae_layer_get_kind(la), cvae_layer_get_kind(lb));
+            assert_int_equal(cvae_layer_param_count(la), cvae_layer_param_count(lb));
+            assert_int_equal(cvae_layer_output_shape(la, &ca[0], &ca[1], &ca[2]), CVAE_OK);
+            assert_int_equal(cvae_layer_output_shape(lb, &cb[0], &cb[1], &cb[2]), CVAE_OK);
+            assert_memory_equal(ca, cb, 3 * sizeof ca[0]);
+            if (cvae_layer_get_kind(la) == CVAE_LAYER_LEAKY_RELU) {
+                assert_int_equal(cvae_layer_get_option(la, CVAE_LAYER_LEAKY_SLOPE, &ba), CVAE_OK);
+                assert_int_equal(cvae_layer_get_option(lb, CVAE_LAYER_LEAKY_SLOPE, &bb), CVAE_OK);
+                assert_true(ba == bb && bb == (double)SLOPE);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ fixture */
+
+typedef struct tmp {
+    char dir[64];
+    char path[128];  /* dir/model.cvae */
+    char other[128]; /* dir/other.cvae */
+} tmp;
+
+static int setup_dir(void **state)
+{
+    tmp *t = calloc(1, sizeof *t);
+    if (!t)
+        return -1;
+    strcpy(t->dir, "/tmp/test_serialize.XXXXXX");
+    if (!mkdtemp(t->dir)) {
+        free(t);
+        return -1;
+    }
+    snprintf(t->path, sizeof t->path, "%s/model.cvae", t->dir);
+    snprintf(t->other, sizeof t->other, "%s/other.cvae", t->dir);
+    *state = t;
+    return 0;
+}
+
+/* Removes the directory and what a test left in it (one level of subdirectories). */
+static int teardown_dir(void **state)
+{
+    tmp *t = *state;
+    DIR *d = opendir(t->dir);
+    struct dirent *e;
+    char p[sizeof t->dir + 1 + 256];
+    if (d) {
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(p, sizeof p, "%s/%s", t->dir, e->d_name);
+            if (unlink(p) != 0)
+                rmdir(p);
+        }
+        closedir(d);
+    }
+    rmdir(t->dir);
+    free(t);
+    return 0;
+}
+
+/* Number of entries in dir, other than . and .. */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* A saved tiny model with 3 steps of Adam (non-default options) and beta 0.35. */
+static void save_trained(const char *path, cvae_model **mout, cvae_optimizer **oout)
+{
+    cvae_model *m = tiny_model(5);
+    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    CHECK(cvae_model_set(m, CVAE_MODEL_BETA, 0.35), m);
+    CHECK_OPT(cvae_optimizer_set(o, CVAE_OPT_LR, 3e-3), o);
+    CHECK_OPT(cvae_optimizer_set(o, CVAE_OPT_BETA2, 0.99), o);
+    CHECK_OPT(cvae_optimizer_set(o, CVAE_OPT_WEIGHT_DECAY, 0.01), o);
+    CHECK_OPT(cvae_optimizer_set(o, CVAE_OPT_CLIP_NORM, 5.0), o);
+    train(m, o, 3, 100);
+    CHECK(cvae_model_save(m, o, path), m);
+    if (mout)
+        *mout = m;
+    else
+        cvae_model_destroy(m);
+    if (oout)
+        *oout = o;
+    else
+        cvae_optimizer_destroy(o);
+}
+
+/* ------------------------------------------------------------------ round trips */
+
+/* Fails if loading does not restore the architecture (every layer kind and its
+ * hyper-parameters), parameters, beta, step count and Adam's options, step count and moments
+ * bit for bit, if saving the loaded pair gives other bytes, or if the loaded pair does not go
+ * on training bit-identically (which needs the eps generator's state too). */
+static void test_round_trip_adam(void **state)
+{
+    tmp *t = *state;
+    cvae_model *a, *b = empty_model(), *c = empty_model();
+    cvae_optimizer *oa, *ob = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    unsigned char *f1, *f2;
+    size_t n1, n2;
+    double ra, ka, rb, kb;
+    int i;
+    save_trained(t->path, &a, &oa);
+    CHECK(cvae_model_load(b, t->path, MAXB), b);
+    CHECK_OPT(cvae_optimizer_load(ob, t->path), ob);
+    expect_same_model(a, b);
+    expect_same_opt(oa, ob);
+    assert_int_equal(cvae_model_steps(b), 3);
+    assert_int_equal(cvae_optimizer_steps(ob), 3);
+    assert_string_equal(cvae_model_last_error(b), "");
+    /* Another max batch changes nothing but the maximum. */
+    CHECK(cvae_model_load(c, t->path, 1), c);
+    expect_same_model(a, c);
+    CHECK(cvae_model_shape(c, NULL, NULL, NULL, NULL, &i), c);
+    assert_int_equal(i, 1);
+    /* The loaded pair saves to the same bytes. */
+    CHECK(cvae_model_save(b, ob, t->other), b);
+    f1 = read_all(t->path, &n1);
+    f2 = read_all(t->other, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(f1, f2, n1);
+    /* And trains on identically. */
+    for (i = 0; i < 4; i++) {
+        float x[MAXB * IMG];
+        fill_uniform(x, MAXB * IMG, 500 + (uint64_t)i);
+        CHECK(cvae_model_train_step(a, oa, x, MAXB, &ra, &ka), a);
+        CHECK(cvae_model_train_step(b, ob, x, MAXB, &rb, &kb), b);
+        assert_memory_equal(&ra, &rb, sizeof ra);
+        assert_memory_equal(&ka, &kb, sizeof ka);
+        assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
+                            NPARAMS * sizeof(float));
+    }
+    expect_same_opt(oa, ob);
+    free(f1);
+    free(f2);
+    cvae_optimizer_destroy(oa);
+    cvae_optimizer_destroy(ob);
+    cvae_model_destroy(a);
+    cvae_model_destroy(b);
+    cvae_model_destroy(c);
+}
+
+/* Fails if SGD's options, step count and momentum buffer do not survive a round trip (the
+ * continued training would differ), or if a file saved without an optimizer does not load
+ * as a model, or gives optimizer state to cvae_optimizer_load (CVAE_ERR_STATE). */
+static void test_round_trip_sgd_and_model_only(void **state)
+{
+    tmp *t = *state;
+    cvae_model *a = tiny_model(9), *b = empty_model(), *c = empty_model();
+    cvae_optimizer *oa = make_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_optimizer *ob = make_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    opt_snap before, after;
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_MOMENTUM, 0.75), oa);
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_LR, 0.05), oa);
+    train(a, oa, 2, 7);
+    CHECK(cvae_model_save(a, oa, t->path), a);
+    CHECK(cvae_model_load(b, t->path, MAXB), b);
+    CHECK_OPT(cvae_optimizer_load(ob, t->path), ob);
+    expect_same_model(a, b);
+    expect_same_opt(oa, ob);
+    train(a, oa, 3, 70);
+    train(b, ob, 3, 70);
+    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
+                        NPARAMS * sizeof(float));
+
+    CHECK(cvae_model_save(a, NULL, t->other), a);
+    CHECK(cvae_model_load(c, t->other, MAXB), c);
+    expect_same_model(a, c);
+    snap_opt(ob, &before);
+    assert_int_equal(cvae_optimizer_load(ob, t->other), CVAE_ERR_STATE);
+    assert_non_null(strstr(cvae_optimizer_last_error(ob), t->other));
+    snap_opt(ob, &after);
+    assert_memory_equal(&before, &after, sizeof before);
+    cvae_optimizer_destroy(oa);
+    cvae_optimizer_destroy(ob);
+    cvae_model_destroy(a);
+    cvae_model_destroy(b);
+    cvae_model_destroy(c);
+}
+
+/* Resume equivalence on a shuffled dataset. */
+#define RCOUNT 40
+#define RBATCH 4 /* = MAXB; 10 batches an epoch */
+#define RSEED 1000
+
+static void train_epochs(cvae_model *m, cvae_optimizer *o, cvae_dataset *ds, int first, int last)
+{
+    float x[RBATCH * IMG];
+    int e, b;
+    for (e = first; e < last; e++) {
+        assert_int_equal(cvae_dataset_shuffle(ds, RSEED + (uint64_t)e), CVAE_OK);
+        for (b = 0; b < RCOUNT / RBATCH; b++) {
+            assert_int_equal(cvae_dataset_batch(ds, b * RBATCH, RBATCH, x, NULL), CVAE_OK);
+            CHECK(cvae_model_train_step(m, o, x, RBATCH, NULL, NULL), m);
+        }
+    }
+}
+
+/* Fails if 2 epochs, save, load into fresh handles and 2 more epochs do not give parameters
+ * bit-identical to 4 epochs straight (any state lost or altered by the file shows). */
+static void test_resume_equivalence(void **state)
+{
+    tmp *t = *state;
+    cvae_model *straight = tiny_model(77), *first = tiny_model(77), *resumed = empty_model();
+    cvae_optimizer *os = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *of = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *orr = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_dataset *ds = NULL;
+    uint8_t px[RCOUNT * IMG];
+    uint64_t s = 31337;
+    size_t i;
+    for (i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)(next_u64(&s) >> 56);
+    assert_int_equal(cvae_dataset_create(&ds), CVAE_OK);
+    assert_int_equal(cvae_dataset_set_u8(ds, RCOUNT, IC, IH, IW, px, NULL), CVAE_OK);
+    CHECK(cvae_model_set(straight, CVAE_MODEL_BETA, 0.5), straight);
+    CHECK(cvae_model_set(first, CVAE_MODEL_BETA, 0.5), first);
+    train_epochs(straight, os, ds, 0, 4);
+    train_epochs(first, of, ds, 0, 2);
+    CHECK(cvae_model_save(first, of, t->path), first);
+    cvae_model_destroy(first);
+    cvae_optimizer_destroy(of);
+    CHECK(cvae_model_load(resumed, t->path, MAXB), resumed);
+    CHECK_OPT(cvae_optimizer_load(orr, t->path), orr);
+    train_epochs(resumed, orr, ds, 2, 4);
+    assert_int_equal(cvae_model_steps(resumed), 4 * RCOUNT / RBATCH);
+    assert_memory_equal(cvae_model_params(straight, NULL), cvae_model_params(resumed, NULL),
+                        NPARAMS * sizeof(float));
+    expect_same_opt(os, orr);
+    cvae_dataset_destroy(ds);
+    cvae_optimizer_destroy(os);
+    cvae_optimizer_destroy(orr);
+    cvae_model_destroy(straight);
+    cvae_model_destroy(resumed);
+}
+
+/* ------------------------------------------------------------------ corrupt files */
+
+/* Loads path into the empty model m: must fail, leave m empty, and name the file. */
+static cvae_status expect_load_fails(cvae_model *m, const char *path, const char *what)
+{
+    cvae_status st = cvae_model_load(m, path, MAXB);
+    if (st == CVAE_OK)
+        fail_msg("%s: loaded", what);
+    if (cvae_model_shape(m, NULL, NULL, NULL, NULL, NULL) != CVAE_ERR_STATE ||
+        cvae_model_param_count(m) != 0)
+        fail_msg("%s: a failed load (%s) left the model non-empty", what, cvae_status_string(st));
+    if (!strstr(cvae_model_last_error(m), path))
+        fail_msg("%s: message \"%s\" does not name the file", what, cvae_model_last_error(m));
+    return st;
+}
+
+/* Fails if any single-byte change of a saved file (each offset, xor 0x01 and xor 0x80) is
+ * loaded, gives a status other than CVAE_ERR_FORMAT (or CVAE_ERR_VERSION in the version
+ * field), leaves the model non-empty, or changes an optimizer that tries to load it. */
+static void test_every_byte_flip_rejected(void **state)
+{
+    static const unsigned char masks[2] = {0x01, 0x80};
+    tmp *t = *state;
+    cvae_model *m = empty_model();
+    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    static opt_snap before, after;
+    unsigned char *good;
+    size_t len, off;
+    int k;
+    save_trained(t->path, NULL, NULL);
+    good = read_all(t->path, &len);
+    snap_opt(o, &before);
+    write_all(t->other, good, len);
+    for (off = 0; off < len; off++) {
+        for (k = 0; k < 2; k++) {
+            const unsigned char flipped = (unsigned char)(good[off] ^ masks[k]);
+            char what[64];
+            cvae_status st;
+            snprintf(what, sizeof what, "byte %zu of %zu xor 0x%02x", off, len, masks[k]);
+            patch_file(t->other, off, &flipped, 1);
+            st = expect_load_fails(m, t->other, what);
+            if (st != CVAE_ERR_FORMAT && !(st == CVAE_ERR_VERSION && off >= 8 && off < 12))
+                fail_msg("%s: %s, expected a format error", what, cvae_status_string(st));
+            if (cvae_optimizer_load(o, t->other) == CVAE_OK)
+                fail_msg("%s: the optimizer loaded it", what);
+            snap_opt(o, &after);
+            if (memcmp(&before, &after, sizeof before) != 0)
+                fail_msg("%s: a failed optimizer load changed the optimizer", what);
+            patch_file(t->other, off, &good[off], 1);
+        }
+    }
+    /* The unchanged file still loads into the same handle. */
+    CHECK(cvae_model_load(m, t->path, MAXB), m);
+    free(good);
+    cvae_optimizer_destroy(o);
+    cvae_model_destroy(m);
+}
+
+/* Fails if a file cut at any length, or followed by any trailing bytes, is loaded or gives a
+ * status other than CVAE_ERR_FORMAT. */
+static void test_truncated_and_trailing(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m = empty_model();
+    unsigned char *good, *big;
+    size_t len, cut;
+    char what[64];
+    save_trained(t->path, NULL, NULL);
+    good = read_all(t->path, &len);
+    write_all(t->other, good, len);
+    for (cut = len; cut-- > 0;) {
+        snprintf(what, sizeof what, "cut to %zu of %zu bytes", cut, len);
+        assert_int_equal(truncate(t->other, (off_t)cut), 0);
+        if (expect_load_fails(m, t->other, what) != CVAE_ERR_FORMAT)
+            fail_msg("%s: not a format error", what);
+    }
+    big = malloc(2 * len);
+    assert_non_null(big);
+    memcpy(big, good, len);
+    memcpy(big + len, good, len);
+    write_all(t->other, good, len);
+    for (cut = len + 1; cut <= 2 * len; cut++) {
+        FILE *f;
+        if (cut > len + 8 && cut < 2 * len)
+            continue; /* 1 to 8 trailing bytes, and a whole second copy */
+        f = fopen(t->other, "ab");
+        assert_non_null(f);
+        assert_int_equal(fwrite(big + len, 1, cut - len, f), cut - len);
+        assert_int_equal(fclose(f), 0);
+        snprintf(what, sizeof what, "%zu trailing bytes", cut - len);
+        if (expect_load_fails(m, t->other, what) != CVAE_ERR_FORMAT)
+            fail_msg("%s: not a format error", what);
+        assert_int_equal(truncate(t->other, (off_t)len), 0);
+    }
+    free(big);
+    free(good);
+    cvae_model_destroy(m);
+}
+
+/* Fails if the header fields are not checked with the right status even when the CRC is
+ * right: a newer version gives CVAE_ERR_VERSION, version 0, unknown flags, a wrong payload
+ * length or an optimizer flag that disagrees with the content give CVAE_ERR_FORMAT. */
+static void test_header_fields(void **state)
+{
+    static const struct {
+        size_t at;   /* byte offset of a little-endian u32 */
+        uint32_t add; /* added to it */
+        cvae_status want;
+        const char *what;
+    } cases[] = {
+        {8, 1, CVAE_ERR_VERSION, "version 2"},
+        {8, 0xFFFFFFFEu, CVAE_ERR_VERSION, "version 0xffffffff"},
+        {8, 0xFFFFFFFFu, CVAE_ERR_FORMAT, "version 0"},
+        {12, 2, CVAE_ERR_FORMAT, "unknown flag 2"},
+        {12, 0x80000000u, CVAE_ERR_FORMAT, "unknown flag 31"},
+        {12, 0xFFFFFFFFu, CVAE_ERR_FORMAT, "optimizer flag cleared"},
+        {16, 1, CVAE_ERR_FORMAT, "payload length + 1"},
+        {16, 0xFFFFFFFFu, CVAE_ERR_FORMAT, "payload length - 1"},
+        {20, 1, CVAE_ERR_FORMAT, "payload length + 2^32"},
+    };
+    tmp *t = *state;
+    cvae_model *m = empty_model(), *plain = tiny_model(3);
+    unsigned char *good;
+    size_t len, i;
+    save_trained(t->path, NULL, NULL);
+    good = read_all(t->path, &len);
+    assert_int_equal(get_u32(good + 8), 1);  /* format version 1 */
+    assert_int_equal(get_u32(good + 12), 1); /* optimizer state present */
+    assert_true(get_u32(good + 16) == len - 28 && get_u32(good + 20) == 0);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unsigned char *bad = malloc(len);
+        cvae_status st;
+        assert_non_null(bad);
+        memcpy(bad, good, len);
+        put_u32(bad + cases[i].at, get_u32(bad + cases[i].at) + cases[i].add);
+        fix_crc(bad, len);
+        write_all(t->other, bad, len);
+        st = expect_load_fails(m, t->other, cases[i].what);
+        if (st != cases[i].want)
+            fail_msg("%s: %s, expected %s", cases[i].what, cvae_status_string(st),
+                     cvae_status_string(cases[i].want));
+        free(bad);
+    }
+    free(good);
+    /* The optimizer flag set on a file without optimizer state. */
+    CHECK(cvae_model_save(plain, NULL, t->path), plain);
+    good = read_all(t->path, &len);
+    assert_int_equal(get_u32(good + 12), 0);
+    put_u32(good + 12, 1);
+    fix_crc(good, len);
+    write_all(t->other, good, len);
+    assert_int_equal(expect_load_fails(m, t->other, "optimizer flag set"), CVAE_ERR_FORMAT);
+    free(good);
+    cvae_model_destroy(plain);
+    cvae_model_destroy(m);
+}
+
+/* Offsets of the optimizer section of a file saved by save_trained (Adam over NPARAMS):
+ * kind (4), 7 options (8 each), t (8), n (8), m and v (4 * NPARAMS each), then the CRC. */
+#define OPT_SECTION (4 + 8 * CVI_OPT_NOPTIONS + 8 + 8 + 8 * NPARAMS)
+
+/* Fails if a file whose CRC is right but whose content is out of range is accepted: a
+ * non-finite parameter (model load), an lr of 0 or a NaN moment (optimizer load); or if a
+ * failed optimizer load changes the optimizer. */
+static void test_bad_values_with_good_crc(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m = empty_model();
+    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    static opt_snap before, after;
+    const uint32_t nan_bits = 0x7FC00000u;
+    unsigned char *good, *bad;
+    size_t len, opt_at, params_at;
+    double zero = 0.0;
+    cvae_status st;
+    save_trained(t->path, NULL, NULL);
+    good = read_all(t->path, &len);
+    bad = malloc(len);
+    assert_non_null(bad);
+    opt_at = len - 4 - OPT_SECTION;
+    params_at = opt_at - 4 * NPARAMS;
+    assert_int_equal(get_u32(good + opt_at), CVAE_OPTIMIZER_ADAM);
+    assert_int_equal(get_u32(good + params_at - 8), NPARAMS); /* the count before them */
+    snap_opt(o, &before);
+
+    memcpy(bad, good, len);
+    put_u32(bad + params_at + 4 * 100, nan_bits);
+    fix_crc(bad, len);
+    write_all(t->other, bad, len);
+    st = expect_load_fails(m, t->other, "NaN parameter");
+    /* cvae.h lists CVAE_ERR_FORMAT for corrupt files; the library says CVAE_ERR_NUMERIC. */
+    assert_true(st == CVAE_ERR_FORMAT || st == CVAE_ERR_NUMERIC);
+
+    memcpy(bad, good, len);
+    memcpy(bad + opt_at + 4, &zero, 8); /* lr = +0.0, little-endian on the hosts we run on */
+    fix_crc(bad, len);
+    write_all(t->other, bad, len);
+    assert_int_equal(cvae_optimizer_load(o, t->other), CVAE_ERR_FORMAT);
+    snap_opt(o, &after);
+    assert_memory_equal(&before, &after, sizeof before);
+
+    memcpy(bad, good, len);
+    put_u32(bad + opt_at + 84 + 4 * (NPARAMS + 3), nan_bits); /* v[3] */
+    fix_crc(bad, len);
+    write_all(t->other, bad, len);
+    st = cvae_optimizer_load(o, t->other);
+    assert_true(st == CVAE_ERR_FORMAT || st == CVAE_ERR_NUMERIC);
+    snap_opt(o, &after);
+    assert_memory_equal(&before, &after, sizeof before);
+    free(bad);
+    free(good);
+    cvae_optimizer_destroy(o);
+    cvae_model_destroy(m);
+}
+
+/*
+ * Runs fn in a child process whose address space may grow by at most LIMIT_MB, so that a
+ * load allocating what the file cannot account for fails fast (as NOMEM, or as a sanitizer's
+ * out-of-memory abort) instead of touching gigabytes. The child reports a failure as a
+ * message through a pipe.
+ */
+#define LIMIT_MB 256
+
+typedef int (*child_fn)(tmp *t, char *msg, size_t len);
+
+static void run_limited(tmp *t, child_fn fn)
+{
+    char msg[512] = "";
+    int fds[2], status = 0;
+    ssize_t got;
+    pid_t pid;
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl;
+        unsigned long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        int rc = 2;
+        close(fds[0]);
+        if (f && fscanf(f, "%lu", &pages) == 1) {
+            rl.rlim_cur = rl.rlim_max =
+                (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)LIMIT_MB * 1048576u;
+            if (setrlimit(RLIMIT_AS, &rl) == 0)
+                rc = fn(t, msg, sizeof msg);
+            else
+                snprintf(msg, sizeof msg, "setrlimit failed");
+        } else {
+            snprintf(msg, sizeof msg, "cannot read /proc/self/statm");
+        }
+        if (f)
+            fclose(f);
+        if (rc != 0 && write(fds[1], msg, strlen(msg)) < 0)
+            rc = 3;
+        close(fds[1]);
+        _exit(rc);
+    }
+    close(fds[1]);
+    got = read(fds[0], msg, sizeof msg - 1);
+    msg[got > 0 ? got : 0] = '\0';
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status))
+        fail_msg("the child died of signal %d (a crash, or an allocation beyond %d MB)",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : -1, LIMIT_MB);
+    if (WEXITSTATUS(status) != 0)
+        fail_msg("%s", msg[0] ? msg : "the child failed without a message");
+}
+
+/* The first encoder layer's first hyper-parameter (conv2d out_channels) is at this offset:
+ * header 24, C H W L 16, beta 8, steps 8, generator 32, layer count 4, kind 4, count 4. */
+#define ENC0_HP0 (24 + 16 + 8 + 8 + 32 + 4 + 4 + 4)
+
+static int child_oversized_architecture(tmp *t, char *msg, size_t len)
+{
+    cvae_model *m = NULL;
+    unsigned char *buf;
+    size_t n;
+    cvae_status st;
+    buf = read_all(t->path, &n);
+    /* conv2d out_channels 2 -> 2 + 2^23: the stored architecture now implies ~600 million
+     * parameters (2.4 GB), while the file stores 269. */
+    if (get_u32(buf + ENC0_HP0) != 2) {
+        snprintf(msg, len, "unexpected layout: out_channels %u", (unsigned)get_u32(buf + ENC0_HP0));
+        return 1;
+    }
+    buf[ENC0_HP0 + 2] ^= 0x80;
+    fix_crc(buf, n);
+    write_all(t->other, buf, n);
+    free(buf);
+    if (cvae_model_create(&m) != CVAE_OK) {
+        snprintf(msg, len, "model_create failed");
+        return 1;
+    }
+    st = cvae_model_load(m, t->other, MAXB);
+    if (st != CVAE_ERR_FORMAT) {
+        snprintf(msg, len, "an architecture of far more parameters than the file stores gave "
+                           "%s (expected a format error before any allocation): %s",
+                 cvae_status_string(st), cvae_model_last_error(m));
+        cvae_model_destroy(m);
+        return 1;
+    }
+    cvae_model_destroy(m);
+    return 0;
+}
+
+/* Fails if load builds (allocates for) the stored architecture before checking that the
+ * parameter count it implies is the one stored: a 3 kB file must not make the library
+ * allocate gigabytes before it is refused. */
+static void test_oversized_architecture(void **state)
+{
+    tmp *t = *state;
+    save_trained(t->path, NULL, NULL);
+    run_limited(t, child_oversized_architecture);
+}
+
+static int child_rechecksummed_flips(tmp *t, char *msg, size_t len)
+{
+    static const unsigned char masks[2] = {0x01, 0x80};
+    unsigned char *buf;
+    size_t n, off;
+    int k, loaded = 0;
+    buf = read_all(t->path, &n);
+    write_all(t->other, buf, n);
+    for (off = 0; off + 4 < n; off++) {
+        for (k = 0; k < 2; k++) {
+            cvae_model *m = NULL;
+            cvae_status st;
+            int c;
+            buf[off] ^= masks[k];
+            fix_crc(buf, n);
+            patch_file(t->other, off, &buf[off], 1);
+            patch_file(t->other, n - 4, buf + n - 4, 4);
+            buf[off] ^= masks[k];
+            if (cvae_model_create(&m) != CVAE_OK) {
+                snprintf(msg, len, "model_create failed");
+                return 1;
+            }
+            st = cvae_model_load(m, t->other, MAXB);
+            c = cvae_model_shape(m, NULL, NULL, NULL, NULL, NULL);
+            patch_file(t->other, off, &buf[off], 1); /* the CRC is rewritten at the next flip */
+            if (st == CVAE_OK) {
+                loaded++;
+                /* Parameter bits, beta, steps, generator and options may change legitimately;
+                 * the architecture must then be the one stored. */
+                if (c != CVAE_OK || cvae_model_param_count(m) != NPARAMS) {
+                    snprintf(msg, len, "byte %zu xor 0x%02x: loaded an inconsistent model",
+                             off, masks[k]);
+                    return 1;
+                }
+            } else if (c != CVAE_ERR_STATE || cvae_model_param_count(m) != 0) {
+                snprintf(msg, len, "byte %zu xor 0x%02x: failed (%s) leaving a non-empty model",
+                         off, masks[k], cvae_status_string(st));
+                return 1;
+            }
+            cvae_model_destroy(m);
+        }
+    }
+    free(buf);
+    /* Flipped parameter bits mostly give other finite floats: many loads succeed. */
+    if (loaded < NPARAMS) {
+        snprintf(msg, len, "only %d re-checksummed flips loaded", loaded);
+        return 1;
+    }
+    return 0;
+}
+
+/* Fails if a corruption that passes the CRC (it was recomputed) crashes the parser, is loaded
+ * into an inconsistent model, or fails leaving the model non-empty. Run under the sanitizer
+ * build this checks every bounds check of the parser. */
+static void test_rechecksummed_flips(void **state)
+{
+    tmp *t = *state;
+    save_trained(t->path, NULL, NULL);
+    run_limited(t, child_rechecksummed_flips);
+}
+
+/* Fails if a foreign file is not a format error, a missing file not an I/O error naming the
+ * path, or a directory anything but an I/O error (a crash, or a bogus size). */
+static void test_foreign_missing_directory(void **state)
+{
+    const float img[4] = {0.0f, 0.25f, 0.5f, 1.0f};
+    tmp *t = *state;
+    cvae_model *m = empty_model();
+    char missing[160], errmsg[256];
+    unsigned char head[28];
+    cvae_status st;
+    if (cvae_png_write_grid(t->other, img, 1, 1, 2, 2, 1, errmsg, sizeof errmsg) != CVAE_OK)
+        fail_msg("png_write_grid: %s", errmsg);
+    assert_int_equal(expect_load_fails(m, t->other, "a PNG"), CVAE_ERR_FORMAT);
+    write_all(t->other, "hello, world: not a model, but long enough to hold a header\n", 60);
+    assert_int_equal(expect_load_fails(m, t->other, "a text file"), CVAE_ERR_FORMAT);
+    write_all(t->other, "", 0);
+    assert_int_equal(expect_load_fails(m, t->other, "an empty file"), CVAE_ERR_FORMAT);
+    memset(head, 0, sizeof head);
+    write_all(t->other, head, sizeof head);
+    assert_int_equal(expect_load_fails(m, t->other, "zeros"), CVAE_ERR_FORMAT);
+
+    snprintf(missing, sizeof missing, "%s/no-such-file.cvae", t->dir);
+    assert_int_equal(expect_load_fails(m, missing, "a missing file"), CVAE_ERR_IO);
+    snprintf(missing, sizeof missing, "%s/no-such-dir/model.cvae", t->dir);
+    assert_int_equal(expect_load_fails(m, missing, "a missing directory"), CVAE_ERR_IO);
+    st = expect_load_fails(m, t->dir, "a directory");
+    if (st != CVAE_ERR_IO)
+        fail_msg("a directory gave %s (%s), expected an I/O error", cvae_status_string(st),
+                 cvae_model_last_error(m));
+    cvae_model_destroy(m);
+}
+
+/* Fails if load into a model that has an architecture is not refused with CVAE_ERR_STATE
+ * (leaving it untouched), or if bad arguments are not refused. */
+static void test_load_arguments(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m = tiny_model(4), *e = empty_model();
+    float before[NPARAMS];
+    save_trained(t->path, NULL, NULL);
+    memcpy(before, cvae_model_params(m, NULL), sizeof before);
+    assert_int_equal(cvae_model_load(m, t->path, MAXB), CVAE_ERR_STATE);
+    assert_true(cvae_model_last_error(m)[0] != '\0');
+    assert_memory_equal(before, cvae_model_params(m, NULL), sizeof before);
+    assert_int_equal(cvae_model_steps(m), 0);
+    assert_int_equal(cvae_model_load(e, t->path, 0), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_load(e, NULL, MAXB), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_load(NULL, t->path, MAXB), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_shape(e, NULL, NULL, NULL, NULL, NULL), CVAE_ERR_STATE);
+    CHECK(cvae_model_load(e, t->path, MAXB), e);
+    cvae_model_destroy(m);
+    cvae_model_destroy(e);
+}
+
+/* ------------------------------------------------------------------ saving */
+
+/* Fails if saving without an architecture, with an optimizer of another size or with a NULL
+ * path is accepted (and writes anything), or if a save into a missing directory is not an
+ * I/O error naming the path. */
+static void test_save_errors(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m = tiny_model(2), *e = empty_model();
+    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS + 1);
+    char missing[160];
+    assert_int_equal(cvae_model_save(e, NULL, t->path), CVAE_ERR_STATE);
+    assert_int_equal(cvae_model_save(m, o, t->path), CVAE_ERR_SHAPE);
+    assert_true(cvae_model_last_error(m)[0] != '\0');
+    assert_int_equal(cvae_model_save(m, NULL, NULL), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(count_entries(t->dir), 0);
+    snprintf(missing, sizeof missing, "%s/no-such-dir/model.cvae", t->dir);
+    assert_int_equal(cvae_model_save(m, NULL, missing), CVAE_ERR_IO);
+    if (!strstr(cvae_model_last_error(m), missing))
+        fail_msg("message \"%s\" does not name %s", cvae_model_last_error(m), missing);
+    assert_int_equal(count_entries(t->dir), 0);
+    cvae_optimizer_destroy(o);
+    cvae_model_destroy(m);
+    cvae_model_destroy(e);
+}
+
+/* Fails if a save that cannot create its temporary file ("<path>.tmp" is a directory) is not
+ * an I/O error naming the file, if it alters the previous file at path, or if a successful
+ * save leaves a temporary file behind or does not replace the file. */
+static void test_failed_save_keeps_old_file(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m, *b = empty_model();
+    cvae_optimizer *o;
+    unsigned char *old, *now;
+    size_t nold, nnow;
+    char tmp_path[160];
+    save_trained(t->path, &m, &o);
+    assert_int_equal(count_entries(t->dir), 1); /* model.cvae, no model.cvae.tmp */
+    old = read_all(t->path, &nold);
+    train(m, o, 1, 900); /* the next save would write other bytes */
+    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", t->path);
+    assert_int_equal(mkdir(tmp_path, 0700), 0);
+    assert_int_equal(cvae_model_save(m, o, t->path), CVAE_ERR_IO);
+    if (!strstr(cvae_model_last_error(m), t->path))
+        fail_msg("message \"%s\" does not name %s", cvae_model_last_error(m), t->path);
+    now = read_all(t->path, &nnow);
+    assert_int_equal(nnow, nold);
+    assert_memory_equal(now, old, nold);
+    free(now);
+    assert_int_equal(count_entries(tmp_path), 0);
+    assert_int_equal(rmdir(tmp_path), 0);
+    /* Now it works, replaces the file and leaves nothing else. */
+    CHECK(cvae_model_save(m, o, t->path), m);
+    assert_int_equal(count_entries(t->dir), 1);
+    assert_int_equal(access(tmp_path, F_OK), -1);
+    now = read_all(t->path, &nnow);
+    assert_int_equal(nnow, nold);
+    assert_memory_not_equal(now, old, nold);
+    CHECK(cvae_model_load(b, t->path, MAXB), b);
+    expect_same_model(m, b);
+    free(now);
+    free(old);
+    cvae_optimizer_destroy(o);
+    cvae_model_destroy(m);
+    cvae_model_destroy(b);
+}
+
+/* ------------------------------------------------------------------ optimizer load */
+
+/* Fails if cvae_optimizer_load accepts an optimizer of another kind or size (CVAE_ERR_SHAPE),
+ * a missing file (CVAE_ERR_IO) or a foreign one (CVAE_ERR_FORMAT), or if any failed load
+ * changes the optimizer. */
+static void test_optimizer_load_errors(void **state)
+{
+    tmp *t = *state;
+    cvae_optimizer *sgd = make_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_optimizer *small = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS - 1);
+    cvae_optimizer *adam = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    static opt_snap before, after;
+    float p[NPARAMS], g[NPARAMS];
+    char missing[160];
+    save_trained(t->path, NULL, NULL);
+    /* Give the optimizers state of their own, so "unchanged" is not "still zero". */
+    fill_uniform(p, NPARAMS, 1);
+    fill_uniform(g, NPARAMS, 2);
+    CHECK_OPT(cvae_optimizer_set(sgd, CVAE_OPT_LR, 0.125), sgd);
+    CHECK_OPT(cvae_optimizer_step(sgd, p, g, NPARAMS), sgd);
+    CHECK_OPT(cvae_optimizer_step(adam, p, g, NPARAMS), adam);
+    CHECK_OPT(cvae_optimizer_step(adam, p, g, NPARAMS), adam);
+
+    snap_opt(sgd, &before);
+    assert_int_equal(cvae_optimizer_load(sgd, t->path), CVAE_ERR_SHAPE);
+    assert_true(cvae_optimizer_last_error(sgd)[0] != '\0');
+    snap_opt(sgd, &after);
+    assert_memory_equal(&before, &after, sizeof before);
+
+    snap_opt(small, &before);
+    assert_int_equal(cvae_optimizer_load(small, t->path), CVAE_ERR_SHAPE);
+    snap_opt(small, &after);
+    assert_memory_equal(&before, &after, sizeof before);
+
+    snap_opt(adam, &before);
+    snprintf(missing, sizeof missing, "%s/missing.cvae", t->dir);
+    assert_int_equal(cvae_optimizer_load(adam, missing), CVAE_ERR_IO);
+    assert_non_null(strstr(cvae_optimizer_last_error(adam), missing));
+    write_all(t->other, "not a model file at all, but long enough for a header", 53);
+    assert_int_equal(cvae_optimizer_load(adam, t->other), CVAE_ERR_FORMAT);
+    snap_opt(adam, &after);
+    assert_memory_equal(&before, &after, sizeof before);
+    /* And the right one loads, replacing the options, step count and moments. */
+    CHECK_OPT(cvae_optimizer_load(adam, t->path), adam);
+    assert_int_equal(cvae_optimizer_steps(adam), 3);
+    {
+        double lr = 0.0;
+        CHECK_OPT(cvae_optimizer_get(adam, CVAE_OPT_LR, &lr), adam);
+        assert_true(lr == 3e-3);
+    }
+    cvae_optimizer_destroy(sgd);
+    cvae_optimizer_destroy(small);
+    cvae_optimizer_destroy(adam);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
+    const struct CMUnitTest tests[] = {
+        T(test_round_trip_adam),
+        T(test_round_trip_sgd_and_model_only),
+        T(test_resume_equivalence),
+        T(test_every_byte_flip_rejected),
+        T(test_truncated_and_trailing),
+        T(test_header_fields),
+        T(test_bad_values_with_good_crc),
+        T(test_oversized_architecture),
+        T(test_rechecksummed_flips),
+        T(test_foreign_missing_directory),
+        T(test_load_arguments),
+        T(test_save_errors),
+        T(test_failed_save_keeps_old_file),
+        T(test_optimizer_load_errors),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
