@@ -97,8 +97,8 @@ static double normal_quantile(double p)
     static const double c[6] = {-7.784894002430293e-03, -3.223964580411365e-01,
                                 -2.400758277161838e+00, -2.549732539343734e+00,
                                 4.374664141464968e+00,  2.938163982698783e+00};
-    static const double d[4] = {7.784695709041462e-03, 3.224671290700398e-01,
-                                2.445134137142996e+00, 3.754408661907416e+00};
+    static const double d[4] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+                                3.754408661907416e+00};
     const double p_low = 0.02425;
     double q, r;
 
@@ -134,8 +134,7 @@ static void manifold_grid(float *z, int k)
  * a_i and b_i to ends (2 images per pair) and their labels to labels.
  * Returns 0, or 1 after a message.
  */
-static int pick_pairs(cvae_dataset *test, int pairs, size_t size, float *ends,
-                      int *labels)
+static int pick_pairs(cvae_dataset *test, int pairs, size_t size, float *ends, int *labels)
 {
     int count = cvae_dataset_count(test), pos = 0, i;
     cvae_status st;
@@ -150,8 +149,7 @@ static int pick_pairs(cvae_dataset *test, int pairs, size_t size, float *ends,
             return ex_status_error("reading the test set", st, cvae_dataset_last_error(test));
         for (b_pos = pos + 1; b_pos < count; b_pos++) {
             if ((st = cvae_dataset_batch(test, b_pos, 1, b, &labels[2 * i + 1])) != CVAE_OK)
-                return ex_status_error("reading the test set", st,
-                                       cvae_dataset_last_error(test));
+                return ex_status_error("reading the test set", st, cvae_dataset_last_error(test));
             if (labels[2 * i + 1] != labels[2 * i])
                 break;
         }
@@ -180,8 +178,7 @@ static void line_points(float *z, const float *mu, int pairs, int steps, int lat
 
 /* Decodes the pairs' lines into grid: per row a_i, the K decodes, b_i.
  * Returns 0, or 1 after a message. */
-static int interpolate(cvae_model *m, cvae_dataset *test, const struct options *o,
-                       float *grid)
+static int interpolate(cvae_model *m, cvae_dataset *test, const struct options *o, float *grid)
 {
     int c, h, w, latent, i, cols = o->steps + 2, rc = 1;
     size_t size;
@@ -276,8 +273,8 @@ int main(int argc, char **argv)
             goto done;
         cvae_dataset_shape(test, &c, &h, &w);
         if (mc != c || mh != h || mw != w) {
-            ex_error("%s is for %dx%dx%d images, the test images are %dx%dx%d", o.model, mc,
-                     mh, mw, c, h, w);
+            ex_error("%s is for %dx%dx%d images, the test images are %dx%dx%d", o.model, mc, mh, mw,
+                     c, h, w);
             goto done;
         }
         if ((st = cvae_dataset_shuffle(test, o.seed)) != CVAE_OK) {
@@ -294,11 +291,10 @@ int main(int argc, char **argv)
         goto done;
     }
     if (o.manifold)
-        printf("wrote %s: %d x %d decodes of the 2-d latent manifold\n", o.out, o.steps,
-               o.steps);
+        printf("wrote %s: %d x %d decodes of the 2-d latent manifold\n", o.out, o.steps, o.steps);
     else
-        printf("wrote %s: %d rows of a test digit, %d interpolated decodes, another digit\n",
-               o.out, o.pairs, o.steps);
+        printf("wrote %s: %d rows of a test digit, %d interpolated decodes, another digit\n", o.out,
+               o.pairs, o.steps);
     rc = 0;
 done:
     free(grid);

@@ -19,18 +19,19 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: cvae-reconstruct --model FILE --data DIR [options]\n"
-               "\n"
-               "Reconstructs the first N test images (DIR/t10k-images-idx3-ubyte, stored\n"
-               "order) with a model saved by cvae-train and writes a PNG in which every\n"
-               "row of %d originals is followed by the row of their reconstructions.\n"
-               "\n"
-               "  --model FILE     model file (required)\n"
-               "  --data DIR       MNIST directory (required)\n"
-               "  --count N        number of test images (default 16)\n"
-               "  --out FILE.png   output image (default recon.png)\n"
-               "  --help           this text\n"
-               "  --version        program and library version\n",
+    fprintf(f,
+            "usage: cvae-reconstruct --model FILE --data DIR [options]\n"
+            "\n"
+            "Reconstructs the first N test images (DIR/t10k-images-idx3-ubyte, stored\n"
+            "order) with a model saved by cvae-train and writes a PNG in which every\n"
+            "row of %d originals is followed by the row of their reconstructions.\n"
+            "\n"
+            "  --model FILE     model file (required)\n"
+            "  --data DIR       MNIST directory (required)\n"
+            "  --count N        number of test images (default 16)\n"
+            "  --out FILE.png   output image (default recon.png)\n"
+            "  --help           this text\n"
+            "  --version        program and library version\n",
             COLUMNS);
 }
 
@@ -69,8 +70,8 @@ int main(int argc, char **argv)
     cvae_dataset_shape(test, &c, &h, &w);
     cvae_model_shape(m, &mc, &mh, &mw, NULL, NULL);
     if (mc != c || mh != h || mw != w) {
-        ex_error("%s is for %dx%dx%d images, the test images are %dx%dx%d", model_path, mc, mh,
-                 mw, c, h, w);
+        ex_error("%s is for %dx%dx%d images, the test images are %dx%dx%d", model_path, mc, mh, mw,
+                 c, h, w);
         goto done;
     }
     if (count > cvae_dataset_count(test)) {

@@ -43,41 +43,40 @@ struct epoch_result {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: cvae-train --data DIR [options]\n"
-            "\n"
-            "Trains the built-in convolutional VAE on the MNIST files in DIR\n"
-            "(train-images-idx3-ubyte, train-labels-idx1-ubyte and, optionally,\n"
-            "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, uncompressed) with Adam.\n"
-            "\n"
-            "  --data DIR       MNIST directory (required; `make data` makes data/mnist)\n"
-            "  --epochs N       train until N epochs in total are done (default 10)\n"
-            "  --batch B        images per step (default 128)\n"
-            "  --lr X           Adam learning rate (default 1e-3)\n"
-            "  --latent L       latent dimensions (default 16)\n"
-            "  --beta B         weight of the KL term in the training loss (default 1)\n"
-            "  --seed S         seed of initialisation and shuffling (default 1)\n"
-            "  --out FILE       checkpoint written after every epoch (default cvae-model.bin)\n"
-            "  --resume FILE    continue training from a checkpoint\n"
-            "  --log FILE.csv   append each epoch's figures to a CSV file\n"
-            "  --plot FILE.svg  rewrite an SVG chart of the losses after every epoch\n"
-            "  --help           this text\n"
-            "  --version        program and library version\n"
-            "\n"
-            "Every epoch shuffles the training set with seed S + epoch and takes\n"
-            "ceil(count / B) batches in order, the last one smaller (as PyTorch's\n"
-            "DataLoader). The losses printed are the negative ELBO, recon + kl, in nats\n"
-            "per image, whatever --beta is: train is the mean over the epoch's steps\n"
-            "(those after the resume point, in a resumed epoch), test the loss on the\n"
-            "t10k images after the epoch, with fixed noise.\n"
-            "\n"
-            "Resuming: the checkpoint holds the model, the optimizer and the step count,\n"
-            "and training continues at the same epoch and batch; with the same --data,\n"
-            "--batch and --seed the result is bit-for-bit that of an uninterrupted run.\n"
-            "The checkpoint's latent size is kept; its --lr and --beta are kept unless\n"
-            "given again. Ctrl-C finishes the current step, saves OUT.interrupted and\n"
-            "exits with status 130; a second Ctrl-C quits at once without saving.\n"
-            "The chart shows the epochs of the current run.\n");
+    fprintf(f, "usage: cvae-train --data DIR [options]\n"
+               "\n"
+               "Trains the built-in convolutional VAE on the MNIST files in DIR\n"
+               "(train-images-idx3-ubyte, train-labels-idx1-ubyte and, optionally,\n"
+               "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, uncompressed) with Adam.\n"
+               "\n"
+               "  --data DIR       MNIST directory (required; `make data` makes data/mnist)\n"
+               "  --epochs N       train until N epochs in total are done (default 10)\n"
+               "  --batch B        images per step (default 128)\n"
+               "  --lr X           Adam learning rate (default 1e-3)\n"
+               "  --latent L       latent dimensions (default 16)\n"
+               "  --beta B         weight of the KL term in the training loss (default 1)\n"
+               "  --seed S         seed of initialisation and shuffling (default 1)\n"
+               "  --out FILE       checkpoint written after every epoch (default cvae-model.bin)\n"
+               "  --resume FILE    continue training from a checkpoint\n"
+               "  --log FILE.csv   append each epoch's figures to a CSV file\n"
+               "  --plot FILE.svg  rewrite an SVG chart of the losses after every epoch\n"
+               "  --help           this text\n"
+               "  --version        program and library version\n"
+               "\n"
+               "Every epoch shuffles the training set with seed S + epoch and takes\n"
+               "ceil(count / B) batches in order, the last one smaller (as PyTorch's\n"
+               "DataLoader). The losses printed are the negative ELBO, recon + kl, in nats\n"
+               "per image, whatever --beta is: train is the mean over the epoch's steps\n"
+               "(those after the resume point, in a resumed epoch), test the loss on the\n"
+               "t10k images after the epoch, with fixed noise.\n"
+               "\n"
+               "Resuming: the checkpoint holds the model, the optimizer and the step count,\n"
+               "and training continues at the same epoch and batch; with the same --data,\n"
+               "--batch and --seed the result is bit-for-bit that of an uninterrupted run.\n"
+               "The checkpoint's latent size is kept; its --lr and --beta are kept unless\n"
+               "given again. Ctrl-C finishes the current step, saves OUT.interrupted and\n"
+               "exits with status 130; a second Ctrl-C quits at once without saving.\n"
+               "The chart shows the epochs of the current run.\n");
 }
 
 static void parse_options(int argc, char **argv, struct options *o)
@@ -131,7 +130,7 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
-static void catch_sigint(void)
+static int catch_sigint(void)
 {
     struct sigaction sa;
 
@@ -139,7 +138,9 @@ static void catch_sigint(void)
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESETHAND;
-    sigaction(SIGINT, &sa, NULL);
+    if (sigaction(SIGINT, &sa, NULL) != 0)
+        return ex_error("cannot catch Ctrl-C: %s", strerror(errno));
+    return 0;
 }
 
 /* ------------------------------------------------------ progress line */
@@ -161,8 +162,8 @@ static void progress_draw(struct progress *p, int epoch, int epochs, long done, 
     p->last_draw = now;
     rate = images / (now - p->start > 1e-9 ? now - p->start : 1e-9);
     eta = (double)(total - done) / rate;
-    fprintf(stderr, "\repoch %d/%d  %3d%%  %6.0f img/s  loss %8.2f  ETA %d:%02d   ", epoch,
-            epochs, (int)(100 * done / total), rate, loss_sum / (double)images, (int)eta / 60,
+    fprintf(stderr, "\repoch %d/%d  %3d%%  %6.0f img/s  loss %8.2f  ETA %d:%02d   ", epoch, epochs,
+            (int)(100 * done / total), rate, loss_sum / (double)images, (int)eta / 60,
             (int)eta % 60);
     fflush(stderr);
 }
@@ -182,8 +183,7 @@ static int log_start(const char *path)
 
     if (!f)
         return ex_error("%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    if (ftell(f) == 0)
+    if (fseek(f, 0, SEEK_END) == 0 && ftell(f) == 0) /* a new or empty file */
         fprintf(f, "epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,"
                    "seconds,images_per_second\n");
     bad = ferror(f);
@@ -291,8 +291,8 @@ static void svg_chart(FILE *f, const struct epoch_result *h, int n)
     for (v = ceil(c.x0 / xstep) * xstep; v <= c.x1 + xstep / 2; v += xstep) { /* x ticks */
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"black\"/>\n",
                 chart_x(&c, v), c.bottom, chart_x(&c, v), c.bottom + 5);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
-                chart_x(&c, v), c.bottom + 20, v);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n", chart_x(&c, v),
+                c.bottom + 20, v);
     }
     fprintf(f,
             "<path d=\"M%.0f %.0f V%.0f H%.0f\" fill=\"none\" stroke=\"black\"/>\n"
@@ -355,8 +355,8 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
             return 1;
         cvae_model_shape(*m, &mc, &mh, &mw, NULL, NULL);
         if (mc != c || mh != h || mw != w)
-            return ex_error("%s: model is for %dx%dx%d images, the data are %dx%dx%d",
-                            o->resume, mc, mh, mw, c, h, w);
+            return ex_error("%s: model is for %dx%dx%d images, the data are %dx%dx%d", o->resume,
+                            mc, mh, mw, c, h, w);
     } else {
         if ((st = cvae_model_create(m)) != CVAE_OK)
             return ex_status_error("creating the model", st, "");
@@ -371,8 +371,7 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
     if (st != CVAE_OK)
         return ex_status_error("creating the optimizer", st, "");
     if (o->resume && (st = cvae_optimizer_load(*opt, o->resume)) != CVAE_OK)
-        return ex_status_error("loading the optimizer state", st,
-                               cvae_optimizer_last_error(*opt));
+        return ex_status_error("loading the optimizer state", st, cvae_optimizer_last_error(*opt));
     if ((!o->resume || o->lr_set) && (st = cvae_optimizer_set(*opt, CVAE_OPT_LR, o->lr)) != CVAE_OK)
         return ex_status_error("--lr", st, cvae_optimizer_last_error(*opt));
     return 0;
@@ -450,8 +449,13 @@ static int save_interrupted(cvae_model *m, cvae_optimizer *opt, const char *out)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.out = "cvae-model.bin", .epochs = 10, .batch = 128, .latent = 16,
-                        .lr = 1e-3, .beta = 1, .seed = 1};
+    struct options o = {.out = "cvae-model.bin",
+                        .epochs = 10,
+                        .batch = 128,
+                        .latent = 16,
+                        .lr = 1e-3,
+                        .beta = 1,
+                        .seed = 1};
     cvae_dataset *train = NULL, *test = NULL;
     cvae_model *m = NULL;
     cvae_optimizer *opt = NULL;
@@ -502,7 +506,8 @@ int main(int argc, char **argv)
                steps_per_epoch);
     fflush(stdout);
 
-    catch_sigint();
+    if (catch_sigint() != 0)
+        goto done;
     for (; epoch < o.epochs; epoch++, first = 0) {
         struct epoch_result r;
         double t0 = ex_now();
@@ -559,8 +564,8 @@ int main(int argc, char **argv)
     }
     printf("saved %s\n", o.out);
     if (last.has_test)
-        printf("final test loss %.2f nats (recon %.2f + kl %.2f)\n",
-               last.test_recon + last.test_kl, last.test_recon, last.test_kl);
+        printf("final test loss %.2f nats (recon %.2f + kl %.2f)\n", last.test_recon + last.test_kl,
+               last.test_recon, last.test_kl);
     else
         printf("final train loss %.2f nats (recon %.2f + kl %.2f)\n", last.recon + last.kl,
                last.recon, last.kl);

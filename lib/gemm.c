@@ -9,15 +9,30 @@
  * over the packed panels so that compilers vectorise it. Packing absorbs the
  * transposes and zero-pads the tails, so the tile loop has no edge cases;
  * edge tiles are only clipped when written back. cvi_gemm_naive is the
- * specification both are tested against. No threads, no intrinsics yet.
+ * specification both are tested against.
+ *
+ * The tile is plain C compiled several times by the compiler
+ * (target_clones: AVX-512, AVX2 with FMA, baseline) and chosen at load time
+ * by the CPU, so a portable build still uses the machine's vectors. Results
+ * are deterministic on a machine, but a machine with FMA rounds differently
+ * from one without. No threads, no intrinsics.
  */
 #include "cvae_internal.h"
 
-#define MR 4
+/* A 6 x 16 tile: 12 AVX2 accumulators (or 6 AVX-512 ones) plus the
+ * operands fit the 16 vector registers. tile() spells out its MR rows. */
+#define MR 6
 #define NR 16
 #define KC 256
-#define MC 128  /* multiple of MR */
+#define MC 144  /* multiple of MR */
 #define NC 1024 /* multiple of NR */
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && defined(__ELF__) &&       \
+    !defined(CVAE_NO_DISPATCH)
+#define TILE_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define TILE_CLONES
+#endif
 
 size_t cvi_gemm_workspace_floats(void)
 {
@@ -27,62 +42,84 @@ size_t cvi_gemm_workspace_floats(void)
 /* Element (i, k) of op(X) where X is stored with row stride ld. */
 #define OP(X, trans, ld, i, k) ((trans) ? (X)[(size_t)(k) * (ld) + (i)] : (X)[(size_t)(i) * (ld) + (k)])
 
-/* Packs op(A)[i0 .. i0+mc) x [k0 .. k0+kc) as MR-row panels, k-major inside a
- * panel: pa[panel][k][r]. Rows past mc are zero. */
+/* Packs rows x kc of a matrix whose element (r, k) is at X[r * rs + k * ks]
+ * into a panel of width w, k-major: p[k][r], rows past `rows` zero. The two
+ * loop orders keep the reads contiguous whichever stride is 1. */
+static void pack_panel(float *restrict p, const float *X, size_t rs, size_t ks, size_t rows,
+                       size_t kc, size_t w)
+{
+    size_t k, r;
+    if (ks == 1) {
+        for (r = 0; r < rows; r++)
+            for (k = 0; k < kc; k++)
+                p[k * w + r] = X[r * rs + k];
+    } else {
+        for (k = 0; k < kc; k++)
+            for (r = 0; r < rows; r++)
+                p[k * w + r] = X[k * ks + r];
+    }
+    for (k = 0; k < kc; k++)
+        for (r = rows; r < w; r++)
+            p[k * w + r] = 0.0f;
+}
+
+/* Packs op(A)[i0 .. i0+mc) x [k0 .. k0+kc) as MR-row panels pa[panel][k][r]. */
 static void pack_a(float *restrict pa, const float *A, size_t lda, int trans, size_t i0, size_t mc,
                    size_t k0, size_t kc)
 {
-    size_t ip, k, r;
+    size_t ip;
     for (ip = 0; ip < mc; ip += MR) {
-        size_t rows = mc - ip < MR ? mc - ip : MR;
-        for (k = 0; k < kc; k++) {
-            for (r = 0; r < rows; r++)
-                pa[k * MR + r] = OP(A, trans, lda, i0 + ip + r, k0 + k);
-            for (; r < MR; r++)
-                pa[k * MR + r] = 0.0f;
-        }
+        size_t rows = mc - ip < MR ? mc - ip : MR, i = i0 + ip;
+        if (trans) /* op(A)(i, k) = A[k][i] */
+            pack_panel(pa, A + k0 * lda + i, 1, lda, rows, kc, MR);
+        else
+            pack_panel(pa, A + i * lda + k0, lda, 1, rows, kc, MR);
         pa += kc * MR;
     }
 }
 
-/* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels, k-major:
- * pb[panel][k][c]. Columns past nc are zero. op(B)(k, j) is B[k][j] or
- * B[j][k] when transposed. */
+/* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels pb[panel][k][c]. */
 static void pack_b(float *restrict pb, const float *B, size_t ldb, int trans, size_t k0, size_t kc,
                    size_t j0, size_t nc)
 {
-    size_t jp, k, c;
+    size_t jp;
     for (jp = 0; jp < nc; jp += NR) {
-        size_t cols = nc - jp < NR ? nc - jp : NR;
-        for (k = 0; k < kc; k++) {
-            for (c = 0; c < cols; c++)
-                pb[k * NR + c] = OP(B, trans, ldb, k0 + k, j0 + jp + c);
-            for (; c < NR; c++)
-                pb[k * NR + c] = 0.0f;
-        }
+        size_t cols = nc - jp < NR ? nc - jp : NR, j = j0 + jp;
+        if (trans) /* op(B)(k, j) = B[j][k] */
+            pack_panel(pb, B + j * ldb + k0, ldb, 1, cols, kc, NR);
+        else
+            pack_panel(pb, B + k0 * ldb + j, 1, ldb, cols, kc, NR);
         pb += kc * NR;
     }
 }
 
-/* acc (MR, NR) = sum over k of pa[k][:] outer pb[k][:]. */
-static void tile(size_t kc, const float *restrict pa, const float *restrict pb,
-                 float acc[MR][NR])
+/* acc (MR, NR) = sum over k of pa[k][:] outer pb[k][:]. One named
+ * accumulator row per tile row, each a constant-length loop, so that the
+ * compiler keeps all six rows in vector registers for the whole k loop. */
+TILE_CLONES static void tile(size_t kc, const float *restrict pa, const float *restrict pb,
+                             float acc[MR][NR])
 {
-    float c[MR][NR];
-    size_t k, i, j;
-    for (i = 0; i < MR; i++)
-        for (j = 0; j < NR; j++)
-            c[i][j] = 0.0f;
+    float c0[NR] = {0}, c1[NR] = {0}, c2[NR] = {0}, c3[NR] = {0}, c4[NR] = {0}, c5[NR] = {0};
+    size_t k, j;
     for (k = 0; k < kc; k++) {
-        for (i = 0; i < MR; i++) {
-            float a = pa[k * MR + i];
-            for (j = 0; j < NR; j++)
-                c[i][j] += a * pb[k * NR + j];
+        const float *b = pb + k * NR, *a = pa + k * MR;
+        for (j = 0; j < NR; j++) {
+            c0[j] += a[0] * b[j];
+            c1[j] += a[1] * b[j];
+            c2[j] += a[2] * b[j];
+            c3[j] += a[3] * b[j];
+            c4[j] += a[4] * b[j];
+            c5[j] += a[5] * b[j];
         }
     }
-    for (i = 0; i < MR; i++)
-        for (j = 0; j < NR; j++)
-            acc[i][j] = c[i][j];
+    for (j = 0; j < NR; j++) {
+        acc[0][j] = c0[j];
+        acc[1][j] = c1[j];
+        acc[2][j] = c2[j];
+        acc[3][j] = c3[j];
+        acc[4][j] = c4[j];
+        acc[5][j] = c5[j];
+    }
 }
 
 /* C = beta * C, with beta == 0 writing zeros without reading C. */

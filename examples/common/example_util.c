@@ -93,10 +93,7 @@ int ex_flag(const char *arg, const char *name)
     return arg[len] == '\0';
 }
 
-void ex_unknown_option(const char *arg)
-{
-    ex_usage_error("unknown option '%s' (try --help)", arg);
-}
+void ex_unknown_option(const char *arg) { ex_usage_error("unknown option '%s' (try --help)", arg); }
 
 long ex_parse_long(const char *opt, const char *s, long lo, long hi)
 {
@@ -137,8 +134,7 @@ uint64_t ex_parse_u64(const char *opt, const char *s)
 }
 
 /* DIR/<prefix>-<kind> into buf, or 0 if it does not fit. */
-static int mnist_path(char *buf, size_t size, const char *dir, const char *prefix,
-                      const char *kind)
+static int mnist_path(char *buf, size_t size, const char *dir, const char *prefix, const char *kind)
 {
     int n = snprintf(buf, size, "%s/%s-%s", dir, prefix, kind);
     return n > 0 && (size_t)n < size;
@@ -157,8 +153,7 @@ int ex_mnist_present(const char *dir, const char *prefix)
     return f != NULL;
 }
 
-cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels,
-                          cvae_dataset **out)
+cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels, cvae_dataset **out)
 {
     char images[4096], labels[4096];
     cvae_status st;

@@ -67,8 +67,7 @@ uint64_t ex_parse_u64(const char *opt, const char *s);
  * DIR/<prefix>-labels-idx1-ubyte (prefix "train" or "t10k") into a new
  * dataset. On failure prints one line and returns a non-OK status, *out NULL.
  */
-cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels,
-                          cvae_dataset **out);
+cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels, cvae_dataset **out);
 
 /* 1 if DIR/<prefix>-images-idx3-ubyte can be opened for reading, else 0. */
 int ex_mnist_present(const char *dir, const char *prefix);
