@@ -278,9 +278,12 @@ struct cvae_model {
 
 /* Gives an empty model the architecture of two unbuilt stacks (taking
  * ownership in every case), allocating everything; parameters are not
- * initialised. Used by init_preset, init_stacks and load. */
+ * initialised. When expect_nparams is not 0, an architecture with another
+ * parameter count is refused (CVAE_ERR_FORMAT) before any allocation. Used by
+ * init_preset, init_stacks and load. */
 cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int channels,
-                            int height, int width, int latent, int max_batch);
+                            int height, int width, int latent, int max_batch,
+                            size_t expect_nparams);
 
 /* The training step without its draw and update: with eps already in
  * m->eps, zeroes the gradients, runs forward and backward on n images of x

@@ -133,7 +133,8 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
 }
 
 cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int channels,
-                            int height, int width, int latent, int max_batch)
+                            int height, int width, int latent, int max_batch,
+                            size_t expect_nparams)
 {
     size_t enc_n = 0, dec_n = 0;
     cvae_status st;
@@ -164,6 +165,12 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
         CVAE_OK) {
         cvi_model_clear(m);
         return st;
+    }
+    if (expect_nparams && enc_n + dec_n != expect_nparams) {
+        cvi_set_error(m->err, "model: the architecture has %zu parameters, %zu expected",
+                      enc_n + dec_n, expect_nparams);
+        cvi_model_clear(m);
+        return CVAE_ERR_FORMAT;
     }
     m->C = (size_t)channels;
     m->H = (size_t)height;
@@ -201,7 +208,7 @@ CVAE_API cvae_status cvae_model_init_stacks(cvae_model *m, cvae_stack *encoder,
         cvae_stack_destroy(decoder);
         return CVAE_ERR_INVALID_ARG;
     }
-    st = cvi_model_setup(m, encoder, decoder, channels, height, width, latent, max_batch);
+    st = cvi_model_setup(m, encoder, decoder, channels, height, width, latent, max_batch, 0);
     if (st == CVAE_OK)
         init_params(m, seed);
     return st;

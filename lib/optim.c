@@ -175,15 +175,18 @@ static void adam_update(cvae_optimizer *o, float *p, const float *g, float scale
 {
     /* PyTorch: bias corrections in double, the rest in float. */
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
+    /* 1 - beta in double, then rounded, as PyTorch does (1.0f - 0.999f is
+     * 5e-5 off in relative terms). */
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+    float c1 = (float)(1.0 - o->beta1), c2 = (float)(1.0 - o->beta2);
     float step = (float)(o->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     float decay = (float)(1.0 - o->lr * o->weight_decay);
     float *m = o->m, *v = o->v;
     size_t i;
     for (i = 0; i < o->n; i++) {
         float gi = g[i] * scale;
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = b1 * m[i] + c1 * gi;
+        v[i] = b2 * v[i] + c2 * gi * gi;
         p[i] = p[i] * decay - step * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
     }
 }

@@ -519,8 +519,16 @@ static cvae_status build_model(cvae_model *m, reader *r, const model_rec *mr, in
                       st == CVAE_ERR_NOMEM ? "out of memory" : "bad value");
         return st == CVAE_ERR_NOMEM ? st : CVAE_ERR_FORMAT;
     }
+    /* The stored count is checked against the architecture's before the
+     * blocks are allocated, so a small file cannot ask for gigabytes. */
+    if (mr->nparams == 0) {
+        cvae_stack_destroy(enc);
+        cvae_stack_destroy(dec);
+        cvi_set_error(m->err, "%s: offset %zu: no parameters stored", path, mr->params_at - 8);
+        return CVAE_ERR_FORMAT;
+    }
     st = cvi_model_setup(m, enc, dec, (int)mr->c, (int)mr->h, (int)mr->w, (int)mr->latent,
-                         max_batch);
+                         max_batch, (size_t)mr->nparams);
     if (st != CVAE_OK) {
         char why[CVI_ERRMSG_SIZE];
         memcpy(why, m->err, sizeof why);
