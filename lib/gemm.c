@@ -29,7 +29,7 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && defined(__ELF__) &&       \
     !defined(CVAE_NO_DISPATCH)
-#define TILE_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#define TILE_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
 #else
 #define TILE_CLONES
 #endif
