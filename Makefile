@@ -113,6 +113,9 @@ $(B)/tests/%: tests/%.c $(STATIC) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(STATIC) -lcmocka $(LIBS)
 
+# test_noalloc counts the library's allocator calls through the linker.
+$(B)/tests/test_noalloc: BASE_LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
+
 # Examples are linked statically: self-contained programs, installable as is.
 $(B)/obj/examples/common/%.o: examples/common/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
