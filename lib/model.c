@@ -561,25 +561,33 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
     return CVAE_OK;
 }
 
+/* mu (k, L) and, unless logvar is NULL, logvar (k, L) of k <= max batch
+ * images. */
+static void encode_chunk(cvae_model *m, const float *x, size_t k, float *mu, float *logvar)
+{
+    size_t i, L = m->L;
+    const float *h;
+    cvae_stack_forward(m->enc, x, (int)k, &h);
+    for (i = 0; i < k; i++) {
+        memcpy(mu + i * L, h + i * 2 * L, L * sizeof(float));
+        if (logvar)
+            memcpy(logvar + i * L, h + i * 2 * L + L, L * sizeof(float));
+    }
+}
+
 CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, float *mu,
                                        float *logvar)
 {
-    size_t first, i, L;
+    size_t first;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
     if ((st = check_call(m, "model_encode", x, mu, n, 1)) != CVAE_OK)
         return st;
-    L = m->L;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
-        const float *h;
-        cvae_stack_forward(m->enc, x + first * m->image, (int)k, &h);
-        for (i = 0; i < k; i++) {
-            memcpy(mu + (first + i) * L, h + i * 2 * L, L * sizeof(float));
-            if (logvar)
-                memcpy(logvar + (first + i) * L, h + i * 2 * L + L, L * sizeof(float));
-        }
+        encode_chunk(m, x + first * m->image, k, mu + first * m->L,
+                     logvar ? logvar + first * m->L : NULL);
     }
     return CVAE_OK;
 }
@@ -627,19 +635,15 @@ CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, floa
 
 CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n, float *images)
 {
-    size_t first, i, L;
+    size_t first;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
     if ((st = check_call(m, "model_reconstruct", x, images, n, 1)) != CVAE_OK)
         return st;
-    L = m->L;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
-        const float *h;
-        cvae_stack_forward(m->enc, x + first * m->image, (int)k, &h);
-        for (i = 0; i < k; i++)
-            memcpy(m->z + i * L, h + i * 2 * L, L * sizeof(float));
+        encode_chunk(m, x + first * m->image, k, m->z, NULL);
         decode_chunk(m, m->z, k, images + first * m->image);
     }
     return CVAE_OK;
