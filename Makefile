@@ -68,6 +68,8 @@ LIB_SRC := $(sort $(wildcard lib/*.c))
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(B)/obj/lib/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+# Helpers shared by the tests (tests/testutil.c: no test_ prefix, so not a test program).
+TEST_COMMON_OBJ := $(B)/obj/tests/testutil.o
 EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(B)/bin/%)
 EXAMPLE_COMMON := $(sort $(wildcard examples/common/*.c))
@@ -109,9 +111,14 @@ $(B)/libcvae.so: $(B)/$(SONAME)
 	ln -sf $(SONAME) $@
 
 # Tests link the static library, so they may also call internal cvi_ kernels.
-$(B)/tests/%: tests/%.c $(STATIC) $(FLAGS_STAMP)
+$(TEST_COMMON_OBJ): $(B)/obj/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(STATIC) -lcmocka $(LIBS)
+	$(CC) $(BASE_CFLAGS) -MMD -MP -c $< -o $@
+
+.SECONDARY: $(TEST_COMMON_OBJ)
+$(B)/tests/%: tests/%.c $(TEST_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(TEST_COMMON_OBJ) $(STATIC) -lcmocka $(LIBS)
 
 # test_noalloc counts the library's allocator calls through the linker.
 $(B)/tests/test_noalloc: BASE_LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
@@ -127,7 +134,8 @@ $(B)/bin/%: examples/%.c $(EXAMPLE_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
 	$(CC) $(BASE_CFLAGS) -Iexamples/common -MMD -MP $< -o $@ $(BASE_LDFLAGS) \
 		$(EXAMPLE_COMMON_OBJ) $(STATIC) $(LIBS)
 
--include $(wildcard $(B)/obj/lib/*.d $(B)/obj/examples/common/*.d $(B)/tests/*.d $(B)/bin/*.d)
+-include $(wildcard $(B)/obj/lib/*.d $(B)/obj/examples/common/*.d $(B)/obj/tests/*.d $(B)/tests/*.d \
+	$(B)/bin/*.d)
 
 # MNIST in data/mnist/: from MNIST_DIR when given or when ../shared/data/mnist
 # exists (gzipped files are decompressed), otherwise downloaded and checked.

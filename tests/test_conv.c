@@ -7,7 +7,7 @@
  * kernel. Also checks the internal im2col / col2im_add pair against their
  * definitions and against each other (they must be adjoint), and that a
  * kernel which does not fit its input is refused with CVAE_ERR_SHAPE.
- * Shapes are random but deterministic (a local generator), and each loop
+ * Shapes are random but deterministic (tu_rng, testutil.h), and each loop
  * asserts that it met the awkward cases: rectangular kernels, per-axis stride
  * and padding, non-square inputs, several channels, batch > 1.
  * Not covered: backward passes and parameter initialisation.
@@ -20,6 +20,7 @@
 
 #include "cvae.h"
 #include "cvae_internal.h"
+#include "testutil.h"
 
 #include <float.h>
 #include <math.h>
@@ -29,46 +30,17 @@
 
 /* ------------------------------------------------------------ test data */
 
-/* xorshift64*: a fixed local generator, independent of the library's rng. */
-typedef struct test_rng {
-    uint64_t s;
-} test_rng;
-
-static void rng_init(test_rng *r, uint64_t seed)
-{
-    r->s = seed ^ UINT64_C(0x9E3779B97F4A7C15);
-    if (r->s == 0)
-        r->s = 1;
-}
-
-static uint64_t rng_next(test_rng *r)
-{
-    uint64_t x = r->s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    r->s = x;
-    return x * UINT64_C(0x2545F4914F6CDD1D);
-}
-
-/* Uniform on a 2^-23 grid in [-1, 1); every value is exact in float. */
-static float rng_sym(test_rng *r)
-{
-    int64_t k = (int64_t)(rng_next(r) >> 40);
-    return (float)(k - (INT64_C(1) << 23)) / 8388608.0f;
-}
-
 /* Uniform integer in [lo, hi]. */
-static int rng_int(test_rng *r, int lo, int hi)
+static int rng_int(tu_rng *r, int lo, int hi)
 {
-    return lo + (int)((rng_next(r) >> 33) % (uint64_t)(hi - lo + 1));
+    return lo + (int)((tu_rng_next(r) >> 33) % (uint64_t)(hi - lo + 1));
 }
 
-static void fill_sym(float *p, size_t n, test_rng *r)
+static void fill_sym(float *p, size_t n, tu_rng *r)
 {
     size_t i;
     for (i = 0; i < n; i++)
-        p[i] = rng_sym(r);
+        p[i] = tu_rng_sym(r);
 }
 
 /* Index of [a][b][c][d] in a contiguous array of shape (., B, C, D). */
@@ -96,7 +68,7 @@ static int out_side(int in, int k, int s, int p, int transposed)
 
 /* Draws shapes until one is valid: for conv2d the kernel fits the padded
  * input on both axes, for conv_transpose2d both output sides are >= 1. */
-static void draw_shape(test_rng *r, conv_shape *s, int transposed)
+static void draw_shape(tu_rng *r, conv_shape *s, int transposed)
 {
     for (;;) {
         s->n = rng_int(r, 1, 3);
@@ -278,7 +250,7 @@ static size_t run_conv_case(const conv_shape *s, int transposed, uint64_t seed, 
     cvae_layer *layer;
     cvae_status st;
     int oc = 0, ohh = 0, oww = 0;
-    test_rng r;
+    tu_rng r;
 
     assert_non_null(x);
     assert_non_null(ref);
@@ -303,7 +275,7 @@ static size_t run_conv_case(const conv_shape *s, int transposed, uint64_t seed, 
         goto done;
     }
 
-    rng_init(&r, seed);
+    tu_rng_init(&r, seed);
     fill_sym(x, nin, &r);
     fill_sym(p, nw + (size_t)s->f, &r);
     if (transposed)
@@ -351,11 +323,11 @@ static const conv_shape fixed_shapes[] = {
 static void run_random_shapes(int transposed, int count, uint64_t seed)
 {
     coverage cv;
-    test_rng r;
+    tu_rng r;
     int k;
 
     memset(&cv, 0, sizeof cv);
-    rng_init(&r, seed);
+    tu_rng_init(&r, seed);
     for (k = 0; k < N_FIXED + count; k++) {
         conv_shape s;
         char msg[320] = "";
@@ -510,7 +482,7 @@ static void test_conv_shape_errors_reported(void **state)
 /* -------------------------------------------------------- im2col tests */
 
 /* A random geometry whose kernel fits the padded image, with OH, OW set. */
-static void draw_geom(test_rng *r, cvi_conv_geom *g)
+static void draw_geom(tu_rng *r, cvi_conv_geom *g)
 {
     int C, H, W, KH, KW, SH, SW, PH, PW;
 
@@ -580,12 +552,12 @@ static void note_geom(coverage *cv, const cvi_conv_geom *g)
 static void test_im2col_matches_definition(void **state)
 {
     coverage cv;
-    test_rng r;
+    tu_rng r;
     int k;
 
     (void)state;
     memset(&cv, 0, sizeof cv);
-    rng_init(&r, 33);
+    tu_rng_init(&r, 33);
     for (k = 0; k < N_GEOMS; k++) {
         cvi_conv_geom g;
         float *img, *col;
@@ -633,11 +605,11 @@ static void test_im2col_matches_definition(void **state)
  * KH*KW + 1 floats, so (KH*KW + 2) * FLT_EPSILON * (sum of their |values|). */
 static void test_col2im_add_matches_definition(void **state)
 {
-    test_rng r;
+    tu_rng r;
     int k;
 
     (void)state;
-    rng_init(&r, 44);
+    tu_rng_init(&r, 44);
     for (k = 0; k < N_GEOMS; k++) {
         cvi_conv_geom g;
         float *img, *col;
@@ -698,12 +670,12 @@ static void test_col2im_add_matches_definition(void **state)
 static void test_im2col_col2im_adjoint(void **state)
 {
     coverage cv;
-    test_rng r;
+    tu_rng r;
     int k;
 
     (void)state;
     memset(&cv, 0, sizeof cv);
-    rng_init(&r, 55);
+    tu_rng_init(&r, 55);
     for (k = 0; k < N_GEOMS; k++) {
         cvi_conv_geom g;
         float *x, *y, *col, *img;

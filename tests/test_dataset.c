@@ -24,6 +24,7 @@
 
 #include "cvae.h"
 #include "cvae_internal.h"
+#include "testutil.h"
 
 /* Fails the test with the dataset's message unless st is CVAE_OK. */
 #define CHECK(st, ds)                                                                              \
@@ -55,13 +56,10 @@ static const uint8_t prev_labels[2] = {42, 43};
 static int teardown(void **state)
 {
     fixture *fx = *state;
-    int i;
     if (!fx)
         return 0;
-    for (i = fx->npaths - 1; i >= 0; i--)
-        remove(fx->path[i]); /* files, and the empty directory of one test */
     if (fx->dir[0])
-        rmdir(fx->dir);
+        tu_tmpdir_remove(fx->dir); /* files, and the empty directory of one test */
     cvae_dataset_destroy(fx->ds);
     free(fx);
     return 0;
@@ -73,9 +71,7 @@ static int setup(void **state)
     *state = fx;
     if (!fx)
         return -1;
-    strcpy(fx->dir, "/tmp/test_dataset_XXXXXX");
-    if (!mkdtemp(fx->dir)) {
-        fx->dir[0] = '\0';
+    if (tu_tmpdir_make(fx->dir, sizeof fx->dir, "test_dataset") != 0) {
         teardown(state);
         return -1;
     }

@@ -20,6 +20,7 @@
 
 #include "cvae.h"
 #include "cvae_internal.h"
+#include "testutil.h"
 
 #include <float.h>
 #include <math.h>
@@ -28,36 +29,6 @@
 #include <string.h>
 
 /* ------------------------------------------------------------ test data */
-
-/* xorshift64*: a fixed local generator, so the data do not depend on the
- * library's own rng. */
-typedef struct test_rng {
-    uint64_t s;
-} test_rng;
-
-static void rng_init(test_rng *r, uint64_t seed)
-{
-    r->s = seed ^ UINT64_C(0x9E3779B97F4A7C15);
-    if (r->s == 0)
-        r->s = 1;
-}
-
-static uint64_t rng_next(test_rng *r)
-{
-    uint64_t x = r->s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    r->s = x;
-    return x * UINT64_C(0x2545F4914F6CDD1D);
-}
-
-/* Uniform on a 2^-23 grid in [-1, 1); every value is exact in float. */
-static float rng_sym(test_rng *r)
-{
-    int64_t k = (int64_t)(rng_next(r) >> 40); /* 0 .. 2^24 - 1 */
-    return (float)(k - (INT64_C(1) << 23)) / 8388608.0f;
-}
 
 /* One multiply to check. Stored A is (M,K) or, transposed, (K,M); stored B is
  * (K,N) or (N,K); C is (M,N). pad_* extra floats follow each stored row. */
@@ -83,12 +54,12 @@ static size_t tight_len(size_t rows, size_t cols, size_t ld)
 
 /* Row entries get random values, row padding gets pad_value. */
 static void fill_rows(float *p, size_t rows, size_t cols, size_t ld, float pad_value,
-                      test_rng *r)
+                      tu_rng *r)
 {
     size_t i, j;
     for (i = 0; i < rows; i++)
         for (j = 0; j < ld && i * ld + j < tight_len(rows, cols, ld); j++)
-            p[i * ld + j] = j < cols ? rng_sym(r) : pad_value;
+            p[i * ld + j] = j < cols ? tu_rng_sym(r) : pad_value;
 }
 
 static void make_operands(operands *o, const gemm_case *c, uint64_t seed)
@@ -96,9 +67,9 @@ static void make_operands(operands *o, const gemm_case *c, uint64_t seed)
     size_t arows = c->ta ? c->K : c->M, acols = c->ta ? c->M : c->K;
     size_t brows = c->tb ? c->N : c->K, bcols = c->tb ? c->K : c->N;
     size_t i;
-    test_rng r;
+    tu_rng r;
 
-    rng_init(&r, seed);
+    tu_rng_init(&r, seed);
     o->lda = acols + c->pad_a;
     o->ldb = bcols + c->pad_b;
     o->ldc = c->N + c->pad_c;

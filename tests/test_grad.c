@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "cvae.h"
+#include "testutil.h"
 
 #define BATCH 3     /* images per forward: never 1, so batch indexing is exercised */
 #define MAX_BATCH 5 /* built for more than BATCH, so code using max_batch for n shows */
@@ -180,23 +181,11 @@ typedef struct fixtures {
     fixture fx[NCASES];
 } fixtures;
 
-/* splitmix64: a small deterministic generator for inputs and loss weights. */
-static uint64_t next_u64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, 1) with 24 bits, exact in float. */
-static float uniform01(uint64_t *s) { return (float)(next_u64(s) >> 40) * (1.0f / 16777216.0f); }
-
 /* +-U(lo, hi) with a random sign. */
 static float signed_uniform(uint64_t *s, float lo, float hi)
 {
-    const float mag = lo + (hi - lo) * uniform01(s);
-    return (next_u64(s) & 1u) ? mag : -mag;
+    const float mag = lo + (hi - lo) * tu_uniform01(s);
+    return (tu_next_u64(s) & 1u) ? mag : -mag;
 }
 
 static int is_kink_kind(cvae_layer_kind kind)

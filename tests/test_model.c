@@ -24,6 +24,7 @@
 
 #include "cvae.h"
 #include "cvae_internal.h"
+#include "testutil.h"
 
 /* Fails the test with the model's message unless st is CVAE_OK. */
 #define CHECK(st, m)                                                                               \
@@ -33,80 +34,7 @@
             fail_msg("%s: %s", cvae_status_string(st_), cvae_model_last_error(m));                 \
     } while (0)
 
-/* Every model, optimizer, dataset and buffer a test makes is kept here and freed by the
- * teardown, so that a test that fails half-way (cmocka jumps out of it) leaks nothing under
- * LeakSanitizer. */
-typedef enum kept_kind { KEEP_MODEL, KEEP_OPT, KEEP_DATASET, KEEP_MEMORY } kept_kind;
-#define MAX_KEPT 16
-static struct kept {
-    kept_kind kind;
-    void *p;
-} kept[MAX_KEPT];
-static int nkept;
-
-static void release(const struct kept *k)
-{
-    switch (k->kind) {
-    case KEEP_MODEL:
-        cvae_model_destroy((cvae_model *)k->p);
-        break;
-    case KEEP_OPT:
-        cvae_optimizer_destroy((cvae_optimizer *)k->p);
-        break;
-    case KEEP_DATASET:
-        cvae_dataset_destroy((cvae_dataset *)k->p);
-        break;
-    case KEEP_MEMORY:
-        free(k->p);
-        break;
-    }
-}
-
-static void *keep(kept_kind kind, void *p)
-{
-    struct kept k;
-    k.kind = kind;
-    k.p = p;
-    if (!p)
-        fail_msg("out of memory, or a constructor returned NULL");
-    if (nkept == MAX_KEPT) {
-        release(&k);
-        fail_msg("more than %d objects kept", MAX_KEPT);
-    }
-    kept[nkept++] = k;
-    return p;
-}
-
-static int release_all(void **state)
-{
-    (void)state;
-    while (nkept > 0)
-        release(&kept[--nkept]);
-    return 0;
-}
-
-static cvae_model *new_model(void)
-{
-    cvae_model *m = NULL;
-    assert_int_equal(cvae_model_create(&m), CVAE_OK);
-    return keep(KEEP_MODEL, m);
-}
-
-static cvae_optimizer *new_opt(cvae_optimizer_kind kind, size_t n)
-{
-    cvae_optimizer *o = NULL;
-    assert_int_equal(cvae_optimizer_create(&o, kind, n), CVAE_OK);
-    return keep(KEEP_OPT, o);
-}
-
-static cvae_dataset *new_dataset(void)
-{
-    cvae_dataset *ds = NULL;
-    assert_int_equal(cvae_dataset_create(&ds), CVAE_OK);
-    return keep(KEEP_DATASET, ds);
-}
-
-static float *new_floats(size_t n) { return keep(KEEP_MEMORY, malloc(n * sizeof(float))); }
+static float *new_floats(size_t n) { return tu_keep(TU_KEEP_MEMORY, malloc(n * sizeof(float))); }
 
 /*
  * The small model: 1 x 6 x 5 images (non-square), latent 3, built for batches of 4.
@@ -125,38 +53,11 @@ static float *new_floats(size_t n) { return keep(KEEP_MEMORY, malloc(n * sizeof(
 #define DEC_RELU 18          /* floats per image entering the decoder's relu */
 #define TINY_PARAMS 295
 
-/* splitmix64: a small deterministic generator for test data. */
-static uint64_t next_u64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, 1) with 24 bits. */
-static float uniform01(uint64_t *s) { return (float)(next_u64(s) >> 40) * (1.0f / 16777216.0f); }
-
 /* A standard normal draw (Box-Muller), independent of the library's. */
 static float normal01(uint64_t *s)
 {
-    const double u1 = 1.0 - (double)uniform01(s), u2 = (double)uniform01(s);
+    const double u1 = 1.0 - (double)tu_uniform01(s), u2 = (double)tu_uniform01(s);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-static void fill_uniform(float *v, size_t n, uint64_t seed)
-{
-    size_t i;
-    for (i = 0; i < n; i++)
-        v[i] = uniform01(&seed);
-}
-
-/* Appends the layer a constructor call just made into *l; *l is read only after the call,
- * since the order in which arguments are evaluated is unspecified. */
-static void add_layer(cvae_stack *s, cvae_status made, cvae_layer **l)
-{
-    assert_int_equal(made, CVAE_OK);
-    assert_int_equal(cvae_stack_add(s, *l), CVAE_OK);
 }
 
 /* The small model's stacks; enc_out and dec_kw let the error tests make misfits. */
@@ -165,20 +66,20 @@ static void tiny_stacks(cvae_stack **enc, cvae_stack **dec, int enc_out, int dec
     cvae_layer *l = NULL;
     assert_int_equal(cvae_stack_create(enc), CVAE_OK);
     assert_int_equal(cvae_stack_create(dec), CVAE_OK);
-    add_layer(*enc, cvae_layer_create_conv2d(&l, 3, 3, 3, 2, 2, 1, 1), &l);
-    add_layer(*enc, cvae_layer_create_relu(&l), &l);
-    add_layer(*enc, cvae_layer_create_flatten(&l), &l);
-    add_layer(*enc, cvae_layer_create_linear(&l, enc_out), &l);
-    add_layer(*dec, cvae_layer_create_linear(&l, 18), &l);
-    add_layer(*dec, cvae_layer_create_relu(&l), &l);
-    add_layer(*dec, cvae_layer_create_reshape(&l, 2, 3, 3), &l);
-    add_layer(*dec, cvae_layer_create_conv_transpose2d(&l, 1, 4, dec_kw, 2, 2, 1, 1), &l);
+    tu_add_layer(*enc, cvae_layer_create_conv2d(&l, 3, 3, 3, 2, 2, 1, 1), &l);
+    tu_add_layer(*enc, cvae_layer_create_relu(&l), &l);
+    tu_add_layer(*enc, cvae_layer_create_flatten(&l), &l);
+    tu_add_layer(*enc, cvae_layer_create_linear(&l, enc_out), &l);
+    tu_add_layer(*dec, cvae_layer_create_linear(&l, 18), &l);
+    tu_add_layer(*dec, cvae_layer_create_relu(&l), &l);
+    tu_add_layer(*dec, cvae_layer_create_reshape(&l, 2, 3, 3), &l);
+    tu_add_layer(*dec, cvae_layer_create_conv_transpose2d(&l, 1, 4, dec_kw, 2, 2, 1, 1), &l);
 }
 
 /* The small model for batches of up to max_batch, parameters from seed. */
 static cvae_model *tiny_model_b(uint64_t seed, int max_batch)
 {
-    cvae_model *m = new_model();
+    cvae_model *m = tu_new_model();
     cvae_stack *enc, *dec;
     tiny_stacks(&enc, &dec, 2 * LAT, 3);
     CHECK(cvae_model_init_stacks(m, enc, dec, C, H, W, LAT, max_batch, seed), m);
@@ -201,18 +102,18 @@ static void spread_latents(cvae_model *m)
 
 static cvae_optimizer *make_opt(cvae_model *m, cvae_optimizer_kind kind)
 {
-    return new_opt(kind, cvae_model_param_count(m));
+    return tu_new_opt(kind, cvae_model_param_count(m));
 }
 
 /* A dataset of count random images of c x h x w pixels. */
 static cvae_dataset *make_dataset(int count, int c, int h, int w, uint64_t seed)
 {
-    cvae_dataset *ds = new_dataset();
+    cvae_dataset *ds = tu_new_dataset();
     size_t n = (size_t)count * (size_t)(c * h * w), i;
-    uint8_t *px = keep(KEEP_MEMORY, malloc(n));
+    uint8_t *px = tu_keep(TU_KEEP_MEMORY, malloc(n));
     cvae_status st;
     for (i = 0; i < n; i++)
-        px[i] = (uint8_t)(next_u64(&seed) >> 56);
+        px[i] = (uint8_t)(tu_next_u64(&seed) >> 56);
     st = cvae_dataset_set_u8(ds, count, c, h, w, px, NULL);
     if (st != CVAE_OK)
         fail_msg("dataset_set_u8: %s", cvae_dataset_last_error(ds));
@@ -371,7 +272,7 @@ static void grad_fx_init(grad_fx *f)
     spread_latents(f->m);
     CHECK(cvae_model_set(f->m, CVAE_MODEL_BETA, BETA), f->m);
     for (i = 0; i < GN * IMG; i++)
-        f->x[i] = uniform01(&s);
+        f->x[i] = tu_uniform01(&s);
     for (i = 0; i < GN * LAT; i++)
         f->eps[i] = normal01(&s);
 }
@@ -566,7 +467,7 @@ static void test_preset(void **state)
     int c, h, w, l, b;
     (void)state;
     assert_int_equal(preset_count(1, 28, 28, 16), 1688289);
-    m = new_model();
+    m = tu_new_model();
     for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(cvae_model_init_preset(m, bad[i][0], bad[i][1], bad[i][2], 16, 8, 1),
                          CVAE_ERR_SHAPE);
@@ -584,7 +485,7 @@ static void test_preset(void **state)
     assert_true(c == 1 && h == 28 && w == 28 && l == 16 && b == 8);
 
     /* Colour. */
-    m = new_model();
+    m = tu_new_model();
     CHECK(cvae_model_init_preset(m, 3, 32, 32, 8, 2, 5), m);
     assert_int_equal(cvae_model_param_count(m), preset_count(3, 32, 32, 8));
     CHECK(cvae_model_shape(m, &c, &h, &w, &l, &b), m);
@@ -602,7 +503,7 @@ static void test_preset(void **state)
     assert_int_equal(c * h * w, 16);
 
     /* Non-square, 2 channels, and a side of 4 (H/4 = 1): the smallest the preset allows. */
-    m = new_model();
+    m = tu_new_model();
     CHECK(cvae_model_init_preset(m, 2, 4, 8, 3, 1, 5), m);
     assert_int_equal(cvae_model_param_count(m), preset_count(2, 4, 8, 3));
 }
@@ -622,10 +523,10 @@ static void test_training_is_deterministic(void **state)
     size_t n, i, changed = 0;
     int step;
     (void)state;
-    fill_uniform(x, DN * 28 * 28, 99);
-    a = new_model();
-    b = new_model();
-    c = new_model();
+    tu_fill_uniform(x, DN * 28 * 28, 99);
+    a = tu_new_model();
+    b = tu_new_model();
+    c = tu_new_model();
     CHECK(cvae_model_init_preset(a, 1, 28, 28, 16, 8, 2024), a);
     CHECK(cvae_model_init_preset(b, 1, 28, 28, 16, 8, 2024), b);
     CHECK(cvae_model_init_preset(c, 1, 28, 28, 16, 8, 2025), c);
@@ -662,7 +563,7 @@ static void test_sample_seeded(void **state)
     float *a = new_floats(PIX), *b = new_floats(PIX);
     size_t i, differ = 0;
     (void)state;
-    m = new_model();
+    m = tu_new_model();
     CHECK(cvae_model_init_preset(m, 1, 28, 28, 16, 8, 3), m);
     CHECK(cvae_model_sample(m, N, 77, a), m);
     CHECK(cvae_model_sample(m, N, 77, b), m);
@@ -693,7 +594,7 @@ static void test_chunked_calls(void **state)
     int i;
     (void)state;
     spread_latents(m);
-    fill_uniform(x, CN * IMG, 5);
+    tu_fill_uniform(x, CN * IMG, 5);
     CHECK(cvae_model_encode(m, x, CN, mu, lv), m);
     for (i = 0; i < CN; i++)
         CHECK(cvae_model_encode(m, x + i * IMG, 1, one_mu + i * LAT, one_lv + i * LAT), m);
@@ -816,7 +717,7 @@ static void test_evaluate_shape_mismatch(void **state)
     assert_true(cvae_model_last_error(m)[0] != '\0');
     assert_int_equal(cvae_model_evaluate(m, colour, 1, &r, NULL, NULL), CVAE_ERR_SHAPE);
     assert_true(r == -1.0);
-    empty = new_dataset();
+    empty = tu_new_dataset();
     assert_int_equal(cvae_model_evaluate(m, empty, 1, &r, NULL, NULL), CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_model_evaluate(m, NULL, 1, &r, NULL, NULL), CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_model_evaluate(NULL, colour, 1, &r, NULL, NULL), CVAE_ERR_INVALID_ARG);
@@ -881,8 +782,8 @@ static void test_nonfinite_batch(void **state)
     double ra, ka, rb, kb;
     int k;
     (void)state;
-    fill_uniform(x, MAXB * IMG, 1);
-    fill_uniform(y, MAXB * IMG, 2);
+    tu_fill_uniform(x, MAXB * IMG, 1);
+    tu_fill_uniform(y, MAXB * IMG, 2);
     CHECK(cvae_model_train_step(a, oa, x, MAXB, NULL, NULL), a);
     CHECK(cvae_model_train_step(b, ob, x, MAXB, NULL, NULL), b);
     for (k = 0; k < 3; k++) {
@@ -945,7 +846,7 @@ static void test_null_and_empty(void **state)
     assert_int_equal(cvae_model_save(NULL, NULL, "/tmp/x"), CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_model_load(NULL, "/tmp/x", 1), CVAE_ERR_INVALID_ARG);
 
-    m = new_model();
+    m = tu_new_model();
     assert_non_null(m);
     assert_string_equal(cvae_model_last_error(m), "");
     assert_int_equal(cvae_model_shape(m, &c, NULL, NULL, NULL, NULL), CVAE_ERR_STATE);
@@ -960,7 +861,7 @@ static void test_null_and_empty(void **state)
     /* beta is an option of the handle: readable before any architecture. */
     assert_int_equal(cvae_model_get(m, CVAE_MODEL_BETA, &v), CVAE_OK);
     assert_true(v == 1.0);
-    o = new_opt(CVAE_OPTIMIZER_ADAM, 10);
+    o = tu_new_opt(CVAE_OPTIMIZER_ADAM, 10);
     assert_int_equal(cvae_model_train_step(m, o, buf, 1, NULL, NULL), CVAE_ERR_STATE);
     assert_true(cvae_model_last_error(m)[0] != '\0');
     assert_int_equal(cvae_optimizer_steps(o), 0);
@@ -1016,7 +917,7 @@ static void test_init_errors(void **state)
     tiny_stacks(&enc, &dec, 2 * LAT, 3);
     assert_int_equal(cvae_model_init_stacks(NULL, enc, dec, C, H, W, LAT, MAXB, 1),
                      CVAE_ERR_INVALID_ARG);
-    m = new_model();
+    m = tu_new_model();
     /* Encoder output of 5 values, not 2 x 3. */
     tiny_stacks(&enc, &dec, 5, 3);
     assert_int_equal(cvae_model_init_stacks(m, enc, dec, C, H, W, LAT, MAXB, 1), CVAE_ERR_SHAPE);
@@ -1049,7 +950,7 @@ static void test_init_errors(void **state)
     assert_memory_equal(before, cvae_model_params(m, NULL), sizeof before);
     /* Another model may not take m's (built) encoder: refused, m's stack left alone, the
      * fresh decoder freed. */
-    other = new_model();
+    other = tu_new_model();
     tiny_stacks(&enc, &dec, 2 * LAT, 3);
     cvae_stack_destroy(enc);
     assert_int_equal(
@@ -1071,9 +972,9 @@ static void test_call_errors(void **state)
     static model_snap s0, s1;
     float x[(MAXB + 1) * IMG], out[(MAXB + 1) * IMG];
     (void)state;
-    fill_uniform(x, (MAXB + 1) * IMG, 8);
-    small = new_opt(CVAE_OPTIMIZER_ADAM, TINY_PARAMS - 1);
-    big = new_opt(CVAE_OPTIMIZER_SGD, TINY_PARAMS + 1);
+    tu_fill_uniform(x, (MAXB + 1) * IMG, 8);
+    small = tu_new_opt(CVAE_OPTIMIZER_ADAM, TINY_PARAMS - 1);
+    big = tu_new_opt(CVAE_OPTIMIZER_SGD, TINY_PARAMS + 1);
     snap(m, o, &s0);
     assert_int_equal(cvae_model_train_step(m, o, x, MAXB + 1, NULL, NULL), CVAE_ERR_INVALID_ARG);
     assert_true(cvae_model_last_error(m)[0] != '\0');
@@ -1111,22 +1012,22 @@ static void test_call_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_whole_model_gradient, release_all),
-        cmocka_unit_test_teardown(test_loss_value_independent, release_all),
-        cmocka_unit_test_teardown(test_bce_by_hand, release_all),
-        cmocka_unit_test_teardown(test_kl_by_hand, release_all),
-        cmocka_unit_test_teardown(test_preset, release_all),
-        cmocka_unit_test_teardown(test_training_is_deterministic, release_all),
-        cmocka_unit_test_teardown(test_sample_seeded, release_all),
-        cmocka_unit_test_teardown(test_chunked_calls, release_all),
-        cmocka_unit_test_teardown(test_evaluate, release_all),
-        cmocka_unit_test_teardown(test_evaluate_shape_mismatch, release_all),
-        cmocka_unit_test_teardown(test_training_lowers_loss, release_all),
-        cmocka_unit_test_teardown(test_nonfinite_batch, release_all),
-        cmocka_unit_test_teardown(test_null_and_empty, release_all),
-        cmocka_unit_test_teardown(test_beta_option, release_all),
-        cmocka_unit_test_teardown(test_init_errors, release_all),
-        cmocka_unit_test_teardown(test_call_errors, release_all),
+        cmocka_unit_test_teardown(test_whole_model_gradient, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_loss_value_independent, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_bce_by_hand, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_kl_by_hand, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_preset, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_training_is_deterministic, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_sample_seeded, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_chunked_calls, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_evaluate, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_evaluate_shape_mismatch, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_training_lowers_loss, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_nonfinite_batch, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_null_and_empty, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_beta_option, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_init_errors, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_call_errors, tu_release_all_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

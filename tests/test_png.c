@@ -15,7 +15,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -27,25 +26,11 @@
 
 #include "cvae.h"
 #include "cvae_internal.h"
+#include "testutil.h"
 
 #define BORDER_GREY 128
 
 /* ------------------------------------------------------ reference checksums */
-
-/* CRC-32 one bit at a time, straight from the definition (reflected
- * polynomial 0xEDB88320, initial and final complement). */
-static uint32_t ref_crc32(uint32_t crc, const unsigned char *p, size_t n)
-{
-    size_t i;
-    int k;
-    crc = ~crc;
-    for (i = 0; i < n; i++) {
-        crc ^= p[i];
-        for (k = 0; k < 8; k++)
-            crc = (crc & 1) ? (crc >> 1) ^ 0xEDB88320u : crc >> 1;
-    }
-    return ~crc;
-}
 
 /* Adler-32 by RFC 1950's definition, reducing after every byte. */
 static uint32_t ref_adler32(const unsigned char *p, size_t n)
@@ -153,7 +138,7 @@ static void read_png(const char *path, png_image *img)
         assert_true(len <= size - pos - 12);
         type = file + pos + 4;
         data = type + 4;
-        if (be32(data + len) != ref_crc32(0, type, 4 + (size_t)len))
+        if (be32(data + len) != tu_crc32(0, type, 4 + (size_t)len))
             fail_msg("bad CRC on chunk %.4s at offset %zu", (const char *)type, pos);
         if (memcmp(type, "IHDR", 4) == 0) {
             assert_false(seen_ihdr);
@@ -231,8 +216,7 @@ static int setup_dir(void **state)
     tmp *t = calloc(1, sizeof *t);
     if (!t)
         return -1;
-    strcpy(t->dir, "/tmp/test_png.XXXXXX");
-    if (!mkdtemp(t->dir)) {
+    if (tu_tmpdir_make(t->dir, sizeof t->dir, "test_png") != 0) {
         free(t);
         return -1;
     }
@@ -241,41 +225,13 @@ static int setup_dir(void **state)
     return 0;
 }
 
-/* Removes the directory and whatever a test left in it (one level of
- * subdirectories, which some tests create on purpose). */
+/* Removes the directory and whatever a test left in it. */
 static int teardown_dir(void **state)
 {
     tmp *t = *state;
-    DIR *d = opendir(t->dir);
-    struct dirent *e;
-    char p[sizeof t->dir + 1 + 256]; /* d_name holds at most 255 characters */
-    if (d) {
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            snprintf(p, sizeof p, "%s/%s", t->dir, e->d_name);
-            if (unlink(p) != 0)
-                rmdir(p);
-        }
-        closedir(d);
-    }
-    rmdir(t->dir);
+    tu_tmpdir_remove(t->dir);
     free(t);
     return 0;
-}
-
-/* Number of entries in dir, other than . and .. */
-static int count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-    assert_non_null(d);
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            n++;
-    closedir(d);
-    return n;
 }
 
 static void write_text(const char *path, const char *text)
@@ -465,7 +421,7 @@ static void test_checksums(void **state)
     (void)state;
     assert_non_null(buf);
     assert_int_equal(cvi_crc32_update(0, digits, 9), 0xCBF43926u);
-    assert_int_equal(ref_crc32(0, (const unsigned char *)digits, 9), 0xCBF43926u);
+    assert_int_equal(tu_crc32(0, (const unsigned char *)digits, 9), 0xCBF43926u);
     assert_int_equal(cvi_adler32_update(1, wiki, 9), 0x11E60398u);
     assert_int_equal(ref_adler32((const unsigned char *)wiki, 9), 0x11E60398u);
     assert_int_equal(cvi_crc32_update(0, digits, 0), 0);
@@ -475,7 +431,7 @@ static void test_checksums(void **state)
     assert_int_equal(cvi_adler32_update(1, buf, 20000), ref_adler32(buf, 20000));
     for (i = 0; i < 20000; i++)
         buf[i] = (unsigned char)(i * 131 + (i >> 7));
-    assert_int_equal(cvi_crc32_update(0, buf, 20000), ref_crc32(0, buf, 20000));
+    assert_int_equal(cvi_crc32_update(0, buf, 20000), tu_crc32(0, buf, 20000));
     assert_int_equal(cvi_adler32_update(1, buf, 20000), ref_adler32(buf, 20000));
     for (split = 0; split <= 20000; split += 1237) {
         uint32_t crc =
@@ -537,7 +493,7 @@ static void test_bad_arguments(void **state)
     expect_error(p, px, 1, 1, 40000, 40000, 1, CVAE_ERR_TOO_LARGE);     /* 1.6 GB raw */
     expect_error(p, px, 4, 3, 16384, 16384, 2, CVAE_ERR_TOO_LARGE);
     expect_error(p, px, INT_MAX, 3, INT_MAX, INT_MAX, INT_MAX, CVAE_ERR_TOO_LARGE);
-    assert_int_equal(count_entries(t->dir), 0);
+    assert_int_equal(tu_count_entries(t->dir), 0);
 }
 
 /* Fails if the message overruns a short errmsg buffer, is not terminated,
@@ -584,7 +540,7 @@ static void test_missing_directory(void **state)
     if (!strstr(msg, path))
         fail_msg("message \"%s\" does not name %s", msg, path);
     assert_int_equal(cvae_png_write_grid(path, px, 1, 1, 1, 1, 1, NULL, 0), CVAE_ERR_IO);
-    assert_int_equal(count_entries(t->dir), 0);
+    assert_int_equal(tu_count_entries(t->dir), 0);
 }
 
 /* Fails if a failed write damages the file already at the path, or leaves
@@ -606,8 +562,8 @@ static void test_failed_write_keeps_old_file(void **state)
     assert_int_equal(n, strlen("the old picture"));
     assert_memory_equal(back, "the old picture", n);
     free(back);
-    assert_int_equal(count_entries(t->dir), 2);   /* the old file and our directory */
-    assert_int_equal(count_entries(tmp_path), 0); /* nothing written inside it */
+    assert_int_equal(tu_count_entries(t->dir), 2);   /* the old file and our directory */
+    assert_int_equal(tu_count_entries(tmp_path), 0); /* nothing written inside it */
     assert_int_equal(rmdir(tmp_path), 0);
 }
 
@@ -632,7 +588,7 @@ static void test_success_replaces_old_file(void **state)
     errno = 0;
     assert_int_equal(access(tmp_path, F_OK), -1);
     assert_int_equal(errno, ENOENT);
-    assert_int_equal(count_entries(t->dir), 1);
+    assert_int_equal(tu_count_entries(t->dir), 1);
 }
 
 int main(void)

@@ -22,7 +22,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +34,7 @@
 
 #include "cvae.h"
 #include "cvae_internal.h"
+#include "testutil.h"
 
 /* Fails the test with the model's message unless st is CVAE_OK. */
 #define CHECK(st, m)                                                                               \
@@ -70,115 +70,29 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Every model, optimizer, dataset and buffer a test makes is kept here and freed by the
- * teardown, so that a test that fails half-way (cmocka jumps out of it) leaks nothing under
- * LeakSanitizer. */
-typedef enum kept_kind { KEEP_MODEL, KEEP_OPT, KEEP_DATASET, KEEP_MEMORY } kept_kind;
-#define MAX_KEPT 24
-static struct kept {
-    kept_kind kind;
-    void *p;
-} kept[MAX_KEPT];
-static int nkept;
-
-static void release(const struct kept *k)
-{
-    switch (k->kind) {
-    case KEEP_MODEL:
-        cvae_model_destroy((cvae_model *)k->p);
-        break;
-    case KEEP_OPT:
-        cvae_optimizer_destroy((cvae_optimizer *)k->p);
-        break;
-    case KEEP_DATASET:
-        cvae_dataset_destroy((cvae_dataset *)k->p);
-        break;
-    case KEEP_MEMORY:
-        free(k->p);
-        break;
-    }
-}
-
-static void *keep(kept_kind kind, void *p)
-{
-    struct kept k;
-    k.kind = kind;
-    k.p = p;
-    if (!p)
-        fail_msg("out of memory, or a constructor returned NULL");
-    if (nkept == MAX_KEPT) {
-        release(&k);
-        fail_msg("more than %d objects kept", MAX_KEPT);
-    }
-    kept[nkept++] = k;
-    return p;
-}
-
-static void release_all(void)
-{
-    while (nkept > 0)
-        release(&kept[--nkept]);
-}
-
-static uint64_t next_u64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static void fill_uniform(float *v, size_t n, uint64_t seed)
-{
-    size_t i;
-    for (i = 0; i < n; i++)
-        v[i] = (float)(next_u64(&seed) >> 40) * (1.0f / 16777216.0f);
-}
-
-/* Appends the layer a constructor call just made into *l (read after the call). */
-static void add_layer(cvae_stack *s, cvae_status made, cvae_layer **l)
-{
-    assert_int_equal(made, CVAE_OK);
-    assert_int_equal(cvae_stack_add(s, *l), CVAE_OK);
-}
-
 static cvae_model *tiny_model(uint64_t seed)
 {
     cvae_model *m = NULL;
     cvae_stack *enc = NULL, *dec = NULL;
     cvae_layer *l = NULL;
     assert_int_equal(cvae_model_create(&m), CVAE_OK);
-    keep(KEEP_MODEL, m);
+    tu_keep(TU_KEEP_MODEL, m);
     assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
     assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
-    add_layer(enc, cvae_layer_create_conv2d(&l, 2, 3, 2, 2, 1, 1, 0), &l);
-    add_layer(enc, cvae_layer_create_leaky_relu(&l, SLOPE), &l);
-    add_layer(enc, cvae_layer_create_flatten(&l), &l);
-    add_layer(enc, cvae_layer_create_linear(&l, 8), &l);
-    add_layer(enc, cvae_layer_create_relu(&l), &l);
-    add_layer(enc, cvae_layer_create_linear(&l, 2 * LAT), &l);
-    add_layer(dec, cvae_layer_create_linear(&l, 12), &l);
-    add_layer(dec, cvae_layer_create_tanh(&l), &l);
-    add_layer(dec, cvae_layer_create_reshape(&l, 3, 2, 2), &l);
-    add_layer(dec, cvae_layer_create_conv_transpose2d(&l, 1, 5, 2, 2, 2, 1, 0), &l);
-    add_layer(dec, cvae_layer_create_sigmoid(&l), &l);
+    tu_add_layer(enc, cvae_layer_create_conv2d(&l, 2, 3, 2, 2, 1, 1, 0), &l);
+    tu_add_layer(enc, cvae_layer_create_leaky_relu(&l, SLOPE), &l);
+    tu_add_layer(enc, cvae_layer_create_flatten(&l), &l);
+    tu_add_layer(enc, cvae_layer_create_linear(&l, 8), &l);
+    tu_add_layer(enc, cvae_layer_create_relu(&l), &l);
+    tu_add_layer(enc, cvae_layer_create_linear(&l, 2 * LAT), &l);
+    tu_add_layer(dec, cvae_layer_create_linear(&l, 12), &l);
+    tu_add_layer(dec, cvae_layer_create_tanh(&l), &l);
+    tu_add_layer(dec, cvae_layer_create_reshape(&l, 3, 2, 2), &l);
+    tu_add_layer(dec, cvae_layer_create_conv_transpose2d(&l, 1, 5, 2, 2, 2, 1, 0), &l);
+    tu_add_layer(dec, cvae_layer_create_sigmoid(&l), &l);
     CHECK(cvae_model_init_stacks(m, enc, dec, IC, IH, IW, LAT, MAXB, seed), m);
     assert_int_equal(cvae_model_param_count(m), NPARAMS);
     return m;
-}
-
-static cvae_model *empty_model(void)
-{
-    cvae_model *m = NULL;
-    assert_int_equal(cvae_model_create(&m), CVAE_OK);
-    return keep(KEEP_MODEL, m);
-}
-
-static cvae_optimizer *make_opt(cvae_optimizer_kind kind, size_t n)
-{
-    cvae_optimizer *o = NULL;
-    assert_int_equal(cvae_optimizer_create(&o, kind, n), CVAE_OK);
-    return keep(KEEP_OPT, o);
 }
 
 /* k training steps on batches drawn from seed (batch i from seed + i). */
@@ -187,7 +101,7 @@ static void train(cvae_model *m, cvae_optimizer *o, int k, uint64_t seed)
     float x[MAXB * IMG];
     int i;
     for (i = 0; i < k; i++) {
-        fill_uniform(x, MAXB * IMG, seed + (uint64_t)i);
+        tu_fill_uniform(x, MAXB * IMG, seed + (uint64_t)i);
         CHECK(cvae_model_train_step(m, o, x, MAXB, NULL, NULL), m);
     }
 }
@@ -203,7 +117,7 @@ static unsigned char *read_all(const char *path, size_t *len)
     size = ftell(f);
     assert_true(size >= 0);
     assert_int_equal(fseek(f, 0, SEEK_SET), 0);
-    buf = keep(KEEP_MEMORY, malloc((size_t)size + 1));
+    buf = tu_keep(TU_KEEP_MEMORY, malloc((size_t)size + 1));
     assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
     assert_int_equal(fclose(f), 0);
     *len = (size_t)size;
@@ -231,20 +145,6 @@ static void patch_file(const char *path, size_t off, const void *data, size_t n)
     assert_int_equal(fclose(f), 0);
 }
 
-/* CRC-32 (reflected 0xEDB88320, as zlib), bit by bit: independent of the library's table. */
-static uint32_t crc32_ref(const unsigned char *p, size_t n)
-{
-    uint32_t crc = 0xFFFFFFFFu;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        crc ^= p[i];
-        for (k = 0; k < 8; k++)
-            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-    }
-    return ~crc;
-}
-
 static void put_u32(unsigned char *p, uint32_t v)
 {
     p[0] = (unsigned char)v;
@@ -261,7 +161,7 @@ static uint32_t get_u32(const unsigned char *p)
 /* Recomputes the trailing CRC-32 over everything before it. */
 static void fix_crc(unsigned char *buf, size_t len)
 {
-    put_u32(buf + len - 4, crc32_ref(buf, len - 4));
+    put_u32(buf + len - 4, tu_crc32(0, buf, len - 4));
 }
 
 /* Everything an optimizer load may change, for checking that a failed one changed nothing. */
@@ -348,8 +248,7 @@ static int setup_dir(void **state)
     tmp *t = calloc(1, sizeof *t);
     if (!t)
         return -1;
-    strcpy(t->dir, "/tmp/test_serialize.XXXXXX");
-    if (!mkdtemp(t->dir)) {
+    if (tu_tmpdir_make(t->dir, sizeof t->dir, "test_serialize") != 0) {
         free(t);
         return -1;
     }
@@ -359,48 +258,21 @@ static int setup_dir(void **state)
     return 0;
 }
 
-/* Removes the directory and what a test left in it (one level of subdirectories). */
+/* Frees what the test kept, removes the directory and what the test left in it. */
 static int teardown_dir(void **state)
 {
     tmp *t = *state;
-    release_all();
-    DIR *d = opendir(t->dir);
-    struct dirent *e;
-    char p[sizeof t->dir + 1 + 256];
-    if (d) {
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            snprintf(p, sizeof p, "%s/%s", t->dir, e->d_name);
-            if (unlink(p) != 0)
-                rmdir(p);
-        }
-        closedir(d);
-    }
-    rmdir(t->dir);
+    tu_release_all();
+    tu_tmpdir_remove(t->dir);
     free(t);
     return 0;
-}
-
-/* Number of entries in dir, other than . and .. */
-static int count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-    assert_non_null(d);
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            n++;
-    closedir(d);
-    return n;
 }
 
 /* A saved tiny model with 3 steps of Adam (non-default options) and beta 0.35. */
 static void save_trained(const char *path, cvae_model **mout, cvae_optimizer **oout)
 {
     cvae_model *m = tiny_model(5);
-    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *o = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
     CHECK(cvae_model_set(m, CVAE_MODEL_BETA, 0.35), m);
     CHECK_OPT(cvae_optimizer_set(o, CVAE_OPT_LR, 3e-3), o);
     CHECK_OPT(cvae_optimizer_set(o, CVAE_OPT_BETA2, 0.99), o);
@@ -423,8 +295,8 @@ static void save_trained(const char *path, cvae_model **mout, cvae_optimizer **o
 static void test_round_trip_adam(void **state)
 {
     tmp *t = *state;
-    cvae_model *a, *b = empty_model(), *c = empty_model();
-    cvae_optimizer *oa, *ob = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_model *a, *b = tu_new_model(), *c = tu_new_model();
+    cvae_optimizer *oa, *ob = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
     unsigned char *f1, *f2;
     size_t n1, n2;
     double ra, ka, rb, kb;
@@ -451,7 +323,7 @@ static void test_round_trip_adam(void **state)
     /* And trains on identically. */
     for (i = 0; i < 4; i++) {
         float x[MAXB * IMG];
-        fill_uniform(x, MAXB * IMG, 500 + (uint64_t)i);
+        tu_fill_uniform(x, MAXB * IMG, 500 + (uint64_t)i);
         CHECK(cvae_model_train_step(a, oa, x, MAXB, &ra, &ka), a);
         CHECK(cvae_model_train_step(b, ob, x, MAXB, &rb, &kb), b);
         assert_memory_equal(&ra, &rb, sizeof ra);
@@ -468,9 +340,9 @@ static void test_round_trip_adam(void **state)
 static void test_round_trip_sgd_and_model_only(void **state)
 {
     tmp *t = *state;
-    cvae_model *a = tiny_model(9), *b = empty_model(), *c = empty_model();
-    cvae_optimizer *oa = make_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
-    cvae_optimizer *ob = make_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_model *a = tiny_model(9), *b = tu_new_model(), *c = tu_new_model();
+    cvae_optimizer *oa = tu_new_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_optimizer *ob = tu_new_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
     opt_snap before, after;
     CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_MOMENTUM, 0.75), oa);
     CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_LR, 0.05), oa);
@@ -518,18 +390,18 @@ static void train_epochs(cvae_model *m, cvae_optimizer *o, cvae_dataset *ds, int
 static void test_resume_equivalence(void **state)
 {
     tmp *t = *state;
-    cvae_model *straight = tiny_model(77), *first = tiny_model(77), *resumed = empty_model();
-    cvae_optimizer *os = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
-    cvae_optimizer *of = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
-    cvae_optimizer *orr = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_model *straight = tiny_model(77), *first = tiny_model(77), *resumed = tu_new_model();
+    cvae_optimizer *os = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *of = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *orr = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
     cvae_dataset *ds = NULL;
     uint8_t px[RCOUNT * IMG];
     uint64_t s = 31337;
     size_t i;
     for (i = 0; i < sizeof px; i++)
-        px[i] = (uint8_t)(next_u64(&s) >> 56);
+        px[i] = (uint8_t)(tu_next_u64(&s) >> 56);
     assert_int_equal(cvae_dataset_create(&ds), CVAE_OK);
-    keep(KEEP_DATASET, ds);
+    tu_keep(TU_KEEP_DATASET, ds);
     assert_int_equal(cvae_dataset_set_u8(ds, RCOUNT, IC, IH, IW, px, NULL), CVAE_OK);
     CHECK(cvae_model_set(straight, CVAE_MODEL_BETA, 0.5), straight);
     CHECK(cvae_model_set(first, CVAE_MODEL_BETA, 0.5), first);
@@ -568,8 +440,8 @@ static void test_every_byte_flip_rejected(void **state)
 {
     static const unsigned char masks[2] = {0x01, 0x80};
     tmp *t = *state;
-    cvae_model *m = empty_model();
-    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_model *m = tu_new_model();
+    cvae_optimizer *o = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
     static opt_snap before, after;
     unsigned char *good;
     size_t len, off;
@@ -605,7 +477,7 @@ static void test_every_byte_flip_rejected(void **state)
 static void test_truncated_and_trailing(void **state)
 {
     tmp *t = *state;
-    cvae_model *m = empty_model();
+    cvae_model *m = tu_new_model();
     unsigned char *good, *big;
     size_t len, cut;
     char what[64];
@@ -618,7 +490,7 @@ static void test_truncated_and_trailing(void **state)
         if (expect_load_fails(m, t->other, what) != CVAE_ERR_FORMAT)
             fail_msg("%s: not a format error", what);
     }
-    big = keep(KEEP_MEMORY, malloc(2 * len));
+    big = tu_keep(TU_KEEP_MEMORY, malloc(2 * len));
     memcpy(big, good, len);
     memcpy(big + len, good, len);
     write_all(t->other, good, len);
@@ -659,7 +531,7 @@ static void test_header_fields(void **state)
         {20, 1, CVAE_ERR_FORMAT, "payload length + 2^32"},
     };
     tmp *t = *state;
-    cvae_model *m = empty_model(), *plain = tiny_model(3);
+    cvae_model *m = tu_new_model(), *plain = tiny_model(3);
     unsigned char *good, *bad;
     size_t len, i;
     save_trained(t->path, NULL, NULL);
@@ -667,7 +539,7 @@ static void test_header_fields(void **state)
     assert_int_equal(get_u32(good + 8), 1);  /* format version 1 */
     assert_int_equal(get_u32(good + 12), 1); /* optimizer state present */
     assert_true(get_u32(good + 16) == len - 28 && get_u32(good + 20) == 0);
-    bad = keep(KEEP_MEMORY, malloc(len));
+    bad = tu_keep(TU_KEEP_MEMORY, malloc(len));
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cvae_status st;
         memcpy(bad, good, len);
@@ -699,8 +571,8 @@ static void test_header_fields(void **state)
 static void test_bad_values_with_good_crc(void **state)
 {
     tmp *t = *state;
-    cvae_model *m = empty_model();
-    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_model *m = tu_new_model();
+    cvae_optimizer *o = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
     static opt_snap before, after;
     const uint32_t nan_bits = 0x7FC00000u;
     unsigned char *good, *bad;
@@ -709,7 +581,7 @@ static void test_bad_values_with_good_crc(void **state)
     cvae_status st;
     save_trained(t->path, NULL, NULL);
     good = read_all(t->path, &len);
-    bad = keep(KEEP_MEMORY, malloc(len));
+    bad = tu_keep(TU_KEEP_MEMORY, malloc(len));
     opt_at = len - 4 - OPT_SECTION;
     params_at = opt_at - 4 * NPARAMS;
     assert_int_equal(get_u32(good + opt_at), CVAE_OPTIMIZER_ADAM);
@@ -992,7 +864,7 @@ static void test_foreign_missing_directory(void **state)
 {
     const float img[4] = {0.0f, 0.25f, 0.5f, 1.0f};
     tmp *t = *state;
-    cvae_model *m = empty_model();
+    cvae_model *m = tu_new_model();
     char missing[160], errmsg[256];
     unsigned char head[28];
     cvae_status st;
@@ -1022,7 +894,7 @@ static void test_foreign_missing_directory(void **state)
 static void test_load_arguments(void **state)
 {
     tmp *t = *state;
-    cvae_model *m = tiny_model(4), *e = empty_model();
+    cvae_model *m = tiny_model(4), *e = tu_new_model();
     float before[NPARAMS];
     save_trained(t->path, NULL, NULL);
     memcpy(before, cvae_model_params(m, NULL), sizeof before);
@@ -1045,19 +917,19 @@ static void test_load_arguments(void **state)
 static void test_save_errors(void **state)
 {
     tmp *t = *state;
-    cvae_model *m = tiny_model(2), *e = empty_model();
-    cvae_optimizer *o = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS + 1);
+    cvae_model *m = tiny_model(2), *e = tu_new_model();
+    cvae_optimizer *o = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS + 1);
     char missing[160];
     assert_int_equal(cvae_model_save(e, NULL, t->path), CVAE_ERR_STATE);
     assert_int_equal(cvae_model_save(m, o, t->path), CVAE_ERR_SHAPE);
     assert_true(cvae_model_last_error(m)[0] != '\0');
     assert_int_equal(cvae_model_save(m, NULL, NULL), CVAE_ERR_INVALID_ARG);
-    assert_int_equal(count_entries(t->dir), 0);
+    assert_int_equal(tu_count_entries(t->dir), 0);
     snprintf(missing, sizeof missing, "%s/no-such-dir/model.cvae", t->dir);
     assert_int_equal(cvae_model_save(m, NULL, missing), CVAE_ERR_IO);
     if (!strstr(cvae_model_last_error(m), missing))
         fail_msg("message \"%s\" does not name %s", cvae_model_last_error(m), missing);
-    assert_int_equal(count_entries(t->dir), 0);
+    assert_int_equal(tu_count_entries(t->dir), 0);
 }
 
 /* Fails if a save that cannot create its temporary file ("<path>.tmp" is a directory) is not
@@ -1066,13 +938,13 @@ static void test_save_errors(void **state)
 static void test_failed_save_keeps_old_file(void **state)
 {
     tmp *t = *state;
-    cvae_model *m, *b = empty_model();
+    cvae_model *m, *b = tu_new_model();
     cvae_optimizer *o;
     unsigned char *old, *now;
     size_t nold, nnow;
     char tmp_path[160];
     save_trained(t->path, &m, &o);
-    assert_int_equal(count_entries(t->dir), 1); /* model.cvae, no model.cvae.tmp */
+    assert_int_equal(tu_count_entries(t->dir), 1); /* model.cvae, no model.cvae.tmp */
     old = read_all(t->path, &nold);
     train(m, o, 1, 900); /* the next save would write other bytes */
     snprintf(tmp_path, sizeof tmp_path, "%s.tmp", t->path);
@@ -1083,11 +955,11 @@ static void test_failed_save_keeps_old_file(void **state)
     now = read_all(t->path, &nnow);
     assert_int_equal(nnow, nold);
     assert_memory_equal(now, old, nold);
-    assert_int_equal(count_entries(tmp_path), 0);
+    assert_int_equal(tu_count_entries(tmp_path), 0);
     assert_int_equal(rmdir(tmp_path), 0);
     /* Now it works, replaces the file and leaves nothing else. */
     CHECK(cvae_model_save(m, o, t->path), m);
-    assert_int_equal(count_entries(t->dir), 1);
+    assert_int_equal(tu_count_entries(t->dir), 1);
     assert_int_equal(access(tmp_path, F_OK), -1);
     now = read_all(t->path, &nnow);
     assert_int_equal(nnow, nold);
@@ -1104,16 +976,16 @@ static void test_failed_save_keeps_old_file(void **state)
 static void test_optimizer_load_errors(void **state)
 {
     tmp *t = *state;
-    cvae_optimizer *sgd = make_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
-    cvae_optimizer *small = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS - 1);
-    cvae_optimizer *adam = make_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *sgd = tu_new_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_optimizer *small = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS - 1);
+    cvae_optimizer *adam = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
     static opt_snap before, after;
     float p[NPARAMS], g[NPARAMS];
     char missing[160];
     save_trained(t->path, NULL, NULL);
     /* Give the optimizers state of their own, so "unchanged" is not "still zero". */
-    fill_uniform(p, NPARAMS, 1);
-    fill_uniform(g, NPARAMS, 2);
+    tu_fill_uniform(p, NPARAMS, 1);
+    tu_fill_uniform(g, NPARAMS, 2);
     CHECK_OPT(cvae_optimizer_set(sgd, CVAE_OPT_LR, 0.125), sgd);
     CHECK_OPT(cvae_optimizer_step(sgd, p, g, NPARAMS), sgd);
     CHECK_OPT(cvae_optimizer_step(adam, p, g, NPARAMS), adam);

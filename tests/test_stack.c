@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cvae.h"
+#include "testutil.h"
 
 /* Fails the test with the stack's message unless st is CVAE_OK. */
 #define CHECK(st, s)                                                                               \
@@ -166,15 +167,7 @@ static void test_param_block_layout(void **state)
 }
 
 /* An independent xoshiro256** seeded by splitmix64 (Vigna's reference
- * algorithms), to pin the initialisation stream. */
-static uint64_t ref_splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
+ * algorithms, splitmix64 being tu_next_u64), to pin the initialisation stream. */
 static uint64_t ref_next(uint64_t s[4])
 {
     uint64_t r = s[1] * 5;
@@ -209,7 +202,7 @@ static void test_init_stream_is_documented(void **state)
     p = cvae_stack_params(s, &n);
     assert_int_equal(n, 65 + 92);
     for (k = 0; k < 4; k++)
-        st[k] = ref_splitmix(&x);
+        st[k] = tu_next_u64(&x);
     for (i = 0; i < n; i++) {
         float u = (float)(ref_next(st) >> 40) * (1.0f / 16777216.0f);
         float bound = 1.0f / sqrtf(i < 65 ? 12.0f : 18.0f);

@@ -1,0 +1,90 @@
+/*
+ * testutil.h - helpers shared by the test programs (tests/testutil.c): deterministic
+ * generators for test data, temporary directories, a reference CRC-32, and a list of
+ * objects freed by a test's teardown. Names carry the prefix tu_.
+ */
+#ifndef TESTUTIL_H
+#define TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cvae.h"
+
+/* ------------------------------------------------------------ generators */
+
+/* splitmix64: a small deterministic generator for test data. */
+uint64_t tu_next_u64(uint64_t *s);
+
+/* Uniform in [0, 1) with 24 bits, exact in float. */
+float tu_uniform01(uint64_t *s);
+
+/* Fills v[0..n) with tu_uniform01 draws from a splitmix64 stream started at seed. */
+void tu_fill_uniform(float *v, size_t n, uint64_t seed);
+
+/* xorshift64*: a fixed generator, independent of the library's rng. */
+typedef struct tu_rng {
+    uint64_t s;
+} tu_rng;
+
+void tu_rng_init(tu_rng *r, uint64_t seed);
+uint64_t tu_rng_next(tu_rng *r);
+
+/* Uniform on a 2^-23 grid in [-1, 1); every value is exact in float. */
+float tu_rng_sym(tu_rng *r);
+
+/* ----------------------------------------------------- temporary directories */
+
+/* Creates a fresh directory /tmp/<name>.XXXXXX and writes its path into dir (size bytes).
+ * Returns 0, or -1 with dir[0] = '\0' when it cannot. */
+int tu_tmpdir_make(char *dir, size_t size, const char *name);
+
+/* Removes dir and whatever a test left in it (one level of subdirectories, which some tests
+ * create on purpose). */
+void tu_tmpdir_remove(const char *dir);
+
+/* Number of entries in dir, other than . and .. (fails the test if dir cannot be opened). */
+int tu_count_entries(const char *dir);
+
+/* ----------------------------------------------------------------- checksums */
+
+/* CRC-32 one bit at a time, straight from the definition (reflected polynomial 0xEDB88320,
+ * initial and final complement, as zlib): independent of the library's table. Continues from
+ * crc (0 to start). */
+uint32_t tu_crc32(uint32_t crc, const unsigned char *p, size_t n);
+
+/* --------------------------------------------------------------- kept objects */
+
+/* Every model, optimizer, dataset and buffer a test makes may be kept here and freed by the
+ * teardown, so that a test that fails half-way (cmocka jumps out of it) leaks nothing under
+ * LeakSanitizer. */
+typedef enum tu_kept_kind {
+    TU_KEEP_MODEL,
+    TU_KEEP_OPT,
+    TU_KEEP_DATASET,
+    TU_KEEP_MEMORY
+} tu_kept_kind;
+#define TU_MAX_KEPT 24
+
+/* Keeps p (of the given kind) and returns it; fails the test if p is NULL or the list is full
+ * (p is then freed first). */
+void *tu_keep(tu_kept_kind kind, void *p);
+
+/* Frees everything kept, newest first. */
+void tu_release_all(void);
+
+/* tu_release_all as a cmocka teardown. */
+int tu_release_all_teardown(void **state);
+
+/* A new empty model, optimizer (of kind for n parameters) or dataset, kept; fails the test if
+ * the constructor does not return CVAE_OK. */
+cvae_model *tu_new_model(void);
+cvae_optimizer *tu_new_opt(cvae_optimizer_kind kind, size_t n);
+cvae_dataset *tu_new_dataset(void);
+
+/* Appends the layer a constructor call just made into *l to s, failing the test unless both
+ * the constructor (made) and the append return CVAE_OK; *l is read only after the call, since
+ * the order in which arguments are evaluated is unspecified. */
+void tu_add_layer(cvae_stack *s, cvae_status made, cvae_layer **l);
+
+#endif
