@@ -431,6 +431,12 @@ static void draw_eps(cvi_rng *rng, float *eps, size_t n, size_t L)
         cvi_rng_normal(rng, eps + i * L, L);
 }
 
+/* Images in the chunk of n that starts at first: at most the max batch. */
+static size_t chunk(const cvae_model *m, size_t n, size_t first)
+{
+    return n - first < m->max_batch ? n - first : m->max_batch;
+}
+
 /* z = mu + exp(lv / 2) eps for n images; h holds (mu, lv) per image. */
 static void reparameterise(float *z, const float *h, const float *eps, size_t n, size_t L)
 {
@@ -541,7 +547,7 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
     count = (size_t)cvae_dataset_count(ds);
     cvi_rng_seed(&rng, eps_seed);
     for (first = 0; first < count; first += m->max_batch) {
-        size_t n = count - first < m->max_batch ? count - first : m->max_batch;
+        size_t n = chunk(m, count, first);
         const float *hh, *logits;
         cvi_dataset_batch_stored(ds, first, n, m->xbuf);
         cvae_stack_forward(m->enc, m->xbuf, (int)n, &hh);
@@ -585,7 +591,7 @@ CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, flo
     if ((st = check_call(m, "model_encode", x, mu, n, 1)) != CVAE_OK)
         return st;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
-        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        size_t k = chunk(m, (size_t)n, first);
         encode_chunk(m, x + first * m->image, k, mu + first * m->L,
                      logvar ? logvar + first * m->L : NULL);
     }
@@ -609,7 +615,7 @@ CVAE_API cvae_status cvae_model_decode(cvae_model *m, const float *z, int n, flo
     if ((st = check_call(m, "model_decode", z, images, n, 1)) != CVAE_OK)
         return st;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
-        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        size_t k = chunk(m, (size_t)n, first);
         decode_chunk(m, z + first * m->L, k, images + first * m->image);
     }
     return CVAE_OK;
@@ -626,7 +632,7 @@ CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, floa
         return st;
     cvi_rng_seed(&rng, seed);
     for (first = 0; first < (size_t)n; first += m->max_batch) {
-        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        size_t k = chunk(m, (size_t)n, first);
         draw_eps(&rng, m->z, k, m->L);
         decode_chunk(m, m->z, k, images + first * m->image);
     }
@@ -642,7 +648,7 @@ CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n
     if ((st = check_call(m, "model_reconstruct", x, images, n, 1)) != CVAE_OK)
         return st;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
-        size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
+        size_t k = chunk(m, (size_t)n, first);
         encode_chunk(m, x + first * m->image, k, m->z, NULL);
         decode_chunk(m, m->z, k, images + first * m->image);
     }
