@@ -18,6 +18,9 @@
  *  - Threading: there is no global mutable state. Distinct handles may be used
  *    from distinct threads at the same time. One handle (and, for a stack, the
  *    layers it owns) must not be used from two threads at once.
+ *  - Inside a call, a stack or model may use several threads of its own
+ *    (OpenMP, in a build with it): see cvae_stack_set_threads. Results are
+ *    bit-identical whatever the thread count.
  */
 #ifndef CVAE_H
 #define CVAE_H
@@ -33,11 +36,11 @@ extern "C" {
 
 /* The version of this header. The Makefile and pkg-config file read these. */
 #define CVAE_VERSION_MAJOR 0
-#define CVAE_VERSION_MINOR 2
+#define CVAE_VERSION_MINOR 3
 #define CVAE_VERSION_PATCH 0
 #define CVAE_VERSION_NUMBER                                                    \
     (CVAE_VERSION_MAJOR * 10000 + CVAE_VERSION_MINOR * 100 + CVAE_VERSION_PATCH)
-#define CVAE_VERSION_STRING "0.2.0"
+#define CVAE_VERSION_STRING "0.3.0"
 
 /* Marks every exported function. The shared library is built with
  * -fvisibility=hidden, so only functions carrying this macro are exported. */
@@ -297,6 +300,21 @@ CVAE_API int cvae_stack_max_batch(const cvae_stack *stack);
 CVAE_API float *cvae_stack_params(cvae_stack *stack, size_t *count);
 CVAE_API float *cvae_stack_grads(cvae_stack *stack, size_t *count);
 
+/*
+ * The number of threads the stack's calls use: 0 (the default) means
+ * automatic, the OpenMP default (OMP_NUM_THREADS when set, else one per
+ * core), read again at every call; n > 0 means n. The work is split so that
+ * every result is bit-identical for any thread count. In a build without
+ * OpenMP every call runs on the calling thread and the setting is only
+ * stored. Raising the count of a built stack above what it was built for
+ * allocates the extra per-thread buffers here (CVAE_ERR_NOMEM when that
+ * fails; the setting is then unchanged), so that calls never allocate.
+ * CVAE_ERR_INVALID_ARG when threads is not in [0, 256]. Since 0.3.0.
+ */
+CVAE_API cvae_status cvae_stack_set_threads(cvae_stack *stack, int threads);
+/* The setting (0 automatic); 0 for NULL. Since 0.3.0. */
+CVAE_API int cvae_stack_get_threads(const cvae_stack *stack);
+
 /* Sets every gradient to zero. CVAE_ERR_STATE before build. Since 0.1.0. */
 CVAE_API cvae_status cvae_stack_zero_grad(cvae_stack *stack);
 
@@ -512,7 +530,9 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path);
 
 /* Model options (keys in the 300s). */
 typedef enum cvae_model_option {
-    CVAE_MODEL_BETA = 300 /* weight of the KL term, finite, >= 0; default 1 */
+    CVAE_MODEL_BETA = 300,   /* weight of the KL term, finite, >= 0; default 1 */
+    CVAE_MODEL_THREADS = 301 /* threads of the model's calls, an integer in [0, 256]; 0
+                                (default) automatic, as cvae_stack_set_threads. Since 0.3.0 */
 } cvae_model_option;
 
 /* Creates an empty model. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0. */

@@ -58,15 +58,79 @@ float cvi_rng_uniform(cvi_rng *rng);
 
 /* ------------------------------------------------------------------ gemm */
 
-/* Row-major single-precision matrix multiply:
- *   C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C
- * op(X) is X when the trans flag is 0 and X^T when it is 1; lda, ldb, ldc are
- * the row strides of A, B, C as stored. beta == 0 overwrites C without reading
- * it (so C may hold NaN garbage). ws holds cvi_gemm_workspace_floats() floats,
- * 64-byte aligned; the multiply never allocates. */
-size_t cvi_gemm_workspace_floats(void);
-void cvi_gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
-              size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc, float *ws);
+/* Most threads any call uses (a setting above it is clamped). */
+#define CVI_MAX_THREADS 256
+
+/* The number of threads a setting means: n > 0 itself (clamped), 0 the
+ * OpenMP default (OMP_NUM_THREADS, else all cores); always 1 in a build
+ * without OpenMP. */
+int cvi_threads_resolve(int setting);
+
+/* The compiled variants of the multiply; AUTO picks the best this CPU runs. */
+typedef enum cvi_gemm_path {
+    CVI_GEMM_PATH_AUTO = 0,
+    CVI_GEMM_PATH_PORTABLE,
+    CVI_GEMM_PATH_AVX2,
+    CVI_GEMM_PATH_AVX512
+} cvi_gemm_path;
+
+int cvi_gemm_path_available(cvi_gemm_path path); /* compiled in and this CPU runs it */
+cvi_gemm_path cvi_gemm_path_best(void);
+const char *cvi_gemm_path_name(cvi_gemm_path path); /* AUTO: the best's name */
+
+/* Floats of packing workspace a multiply on `threads` threads needs. */
+size_t cvi_gemm_workspace_floats(int threads);
+
+/* Where and how a multiply runs: the variant, the threads (>= 1; the
+ * workspace must hold cvi_gemm_workspace_floats(threads) floats, 64-byte
+ * aligned). */
+typedef struct cvi_gemm_env {
+    cvi_gemm_path path;
+    int threads;
+    float *ws;
+} cvi_gemm_env;
+
+/* A row-major operand. With group_cols != 0 its columns come in groups of
+ * group_cols, group g starting group_stride floats after group 0: element
+ * (r, c) is at data[(c / group_cols) * group_stride + r * ld + c % group_cols].
+ * That views a batch of per-image (rows, P) planes as one (rows, n P) matrix
+ * without copying. Grouped operands are never transposed. */
+typedef struct cvi_operand {
+    const float *data;
+    size_t ld, group_cols, group_stride;
+} cvi_operand;
+
+/* The output, possibly grouped as above; when not NULL, row_bias[i] or
+ * col_bias[j] is added to C(i, j) after the product (the fused bias). */
+typedef struct cvi_gemm_out {
+    float *data;
+    size_t ld, group_cols, group_stride;
+    const float *row_bias, *col_bias;
+} cvi_gemm_out;
+
+/* C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C (+ bias). op(X) is
+ * X when the trans flag is 0 and X^T when it is 1. beta == 0 overwrites C
+ * without reading it (so C may hold NaN garbage). Never allocates. */
+typedef struct cvi_gemm_call {
+    int trans_a, trans_b;
+    size_t M, N, K;
+    float alpha, beta;
+    cvi_operand a, b;
+    cvi_gemm_out c;
+} cvi_gemm_call;
+
+void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *call);
+
+/* The call for ungrouped operands with row strides lda, ldb, ldc and no
+ * bias, for callers to adjust (groups, bias) before cvi_gemm_ex. */
+cvi_gemm_call cvi_gemm_plain(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                             const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                             float *C, size_t ldc);
+
+/* The plain case: ungrouped operands with row strides lda, ldb, ldc, no bias. */
+void cvi_gemm(const cvi_gemm_env *env, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+              float alpha, const float *A, size_t lda, const float *B, size_t ldb, float beta,
+              float *C, size_t ldc);
 
 /* The specification the fast multiply must match: a plain triple loop with a
  * double accumulator. Same arguments, no workspace. */
@@ -84,13 +148,21 @@ typedef struct cvi_conv_geom {
     size_t OH, OW;
 } cvi_conv_geom;
 
-/* col (C*KH*KW, OH*OW) = the patches of img (C, H, W); padding reads as 0. */
-void cvi_im2col(float *col, const float *img, const cvi_conv_geom *g);
+/* col (C*KH*KW, OH*OW) = the patches of img (C, H, W); padding reads as 0.
+ * Row r of col starts at col + r * ldcol (ldcol >= OH*OW). */
+void cvi_im2col(float *col, size_t ldcol, const float *img, const cvi_conv_geom *g);
 /* img (C, H, W) += the adjoint of im2col applied to col (C*KH*KW, OH*OW). */
-void cvi_col2im_add(float *img, const float *col, const cvi_conv_geom *g);
-/* 1 when every output position reads exactly one pixel (1x1 kernel, stride
- * 1, no padding): then the columns are the image itself and im2col is skipped. */
-int cvi_conv_is_pointwise(const cvi_conv_geom *g);
+void cvi_col2im_add(float *img, const float *col, size_t ldcol, const cvi_conv_geom *g);
+/* The columns of n images (C, H, W), image i's in columns [i P, (i+1) P) of
+ * col (C*KH*KW, n P) where P = OH*OW; and the adjoint, which overwrites the n
+ * images. Images are spread over `threads` threads. */
+void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
+                      int threads);
+void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
+                      int threads);
+/* The operand (rows, n P) made of the (rows, P) planes of consecutive
+ * images `image` floats apart: one multiply covers a batch without copies. */
+cvi_operand cvi_planes(const float *data, size_t P, size_t image);
 
 /* ---------------------------------------------------------------- layers */
 
@@ -111,13 +183,22 @@ void cvi_bias_grad_planes(float *db, const float *dy, size_t F, size_t P);
 typedef struct cvi_conv_hp {
     size_t out_channels, kh, kw, sh, sw, ph, pw;
     cvi_conv_geom geom; /* filled at bind */
+    size_t group;       /* images per multiply, fixed by the geometry (bind) */
 } cvi_conv_hp;
+
+/* Columns of a group of images stay under this many floats (1 MiB, so
+ * they stay in a core's L2 cache between im2col and the multiply): one
+ * multiply per group instead of per image, with a bounded workspace. The
+ * group depends only on the layer's geometry, never on the batch, so that
+ * results do not depend on the max batch a stack was built for. */
+#define CVI_COL_GROUP_FLOATS ((size_t)1 << 18)
+size_t cvi_conv_group(size_t col_floats_per_image);
 
 /* Scratch memory a layer may use during one call: the gemm's packing
  * buffers and the layer's own ws_floats (for instance im2col columns). Both
  * belong to the stack and are sized at build. */
 typedef struct cvi_workspace {
-    float *gemm;
+    cvi_gemm_env gemm; /* gemm.threads is also the layers' own thread count */
     float *scratch;
 } cvi_workspace;
 
@@ -147,7 +228,7 @@ struct cvae_layer {
     cvi_shape in, out;
     size_t nparams;
     float *params, *grads; /* views into the owner's blocks */
-    cvi_workspace ws;      /* the owner's workspace, for cvae_layer_forward */
+    cvi_workspace *ws;     /* the owner's workspace, for cvae_layer_forward */
     size_t max_batch;      /* the owner's */
     size_t ws_floats;
     union {
@@ -187,6 +268,11 @@ cvae_status cvi_stack_build_shared(cvae_stack *stack, int channels, int height, 
                                    int max_batch, float *params, float *grads);
 void cvi_stack_init_rng(cvae_stack *stack, cvi_rng *rng);
 int cvi_stack_is_built(const cvae_stack *stack);
+/* Threads the stack's calls use, as cvae_stack_set_threads. */
+int cvi_stack_threads(const cvae_stack *stack);
+/* Points the workspace at the threads to use now: the setting resolved,
+ * but no more than the packing buffers were sized for. */
+void cvi_stack_prepare_threads(cvae_stack *stack);
 
 /* PyTorch's default initialisation for a weight with fan_in inputs per
  * output: weight and bias uniform in +-1/sqrt(fan_in). */
@@ -242,6 +328,10 @@ typedef struct cvi_optimizer_state {
 } cvi_optimizer_state;
 
 void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st);
+/* cvae_optimizer_step on `threads` threads (the result does not depend on
+ * how many). */
+cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
+                               size_t nparams, int threads);
 char *cvi_optimizer_err(cvae_optimizer *opt);
 
 /* ------------------------------------------------------------------ loss */
@@ -271,6 +361,7 @@ struct cvae_model {
     float *denc;           /* (B, 2L) */
     float *dlogits, *xbuf; /* (B, I) */
     double beta;
+    int threads; /* the setting, applied to both stacks */
     uint64_t steps;
     cvi_rng rng; /* eps draws; continues the initialisation stream */
     char err[CVI_ERRMSG_SIZE];

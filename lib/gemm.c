@@ -1,180 +1,270 @@
 /*
  * gemm.c - single-precision matrix multiply, row-major, with the transposes
- * the layers need (NN for conv forward, NT for weight gradients, TN for
- * data gradients; TT for completeness).
+ * the layers need (NN, NT, TN; TT for completeness), column groups for
+ * batched convolutions, a bias epilogue, threads, and the choice of compiled
+ * variant at run time.
  *
- * The fast path follows the usual blocked scheme: op(B) is packed into
- * panels NR columns wide and op(A) into panels MR rows tall, a KC-deep slice
- * at a time, and a fixed MR x NR register tile with constant trip counts runs
- * over the packed panels so that compilers vectorise it. Packing absorbs the
- * transposes and zero-pads the tails, so the tile loop has no edge cases;
- * edge tiles are only clipped when written back. cvi_gemm_naive is the
- * specification both are tested against.
+ * The blocked algorithm itself is in gemm_kernel.h, compiled here once per
+ * instruction set with the register tile that suits it:
+ *   avx512   12 x 16 (12 zmm accumulators, B broadcast from memory)
+ *   avx2      4 x 16 (8 ymm accumulators; needs FMA too)
+ *   portable  4 x 8  (8 accumulators of 4-float SSE2 or NEON vectors)
+ * chosen by measurement with gcc -O2: larger tiles made gcc keep part of
+ * the accumulators or the broadcasts on the stack.
+ * The first two only on x86-64 with GCC or clang; the CPU decides at run
+ * time. All three are plain C that the compiler vectorises; no intrinsics.
  *
- * The tile is plain C compiled several times by the compiler
- * (target_clones: AVX-512, AVX2 with FMA, baseline) and chosen at load time
- * by the CPU, so a portable build still uses the machine's vectors. Results
- * are deterministic on a machine, but a machine with FMA rounds differently
- * from one without. No threads, no intrinsics.
+ * Threads (OpenMP, when built with it) split C into contiguous blocks of
+ * whole tiles, by columns when C is wider than tall, else by rows. Every
+ * element of C is computed by the same sequence of operations whatever the
+ * number of threads, so results do not depend on it; they do depend on the
+ * variant (FMA rounds once, a separate multiply and add twice).
+ *
+ * cvi_gemm_naive is the specification every variant is tested against.
  */
 #include "cvae_internal.h"
 
-/* A 6 x 16 tile: 12 AVX2 accumulators (or 6 AVX-512 ones) plus the
- * operands fit the 16 vector registers. tile() spells out its MR rows. */
-#define MR 6
-#define NR 16
-#define KC 256
-#define MC 144  /* multiple of MR */
-#define NC 1024 /* multiple of NR */
+#include <string.h>
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && defined(__ELF__) &&       \
-    !defined(CVAE_NO_DISPATCH)
-#define TILE_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define TILE_CLONES
+#ifdef _OPENMP
+#include <omp.h>
 #endif
 
-size_t cvi_gemm_workspace_floats(void)
+#define CVI_KC 256
+#define CVI_MC 144  /* multiple of every MR */
+#define CVI_NC 1024 /* multiple of every NR */
+/* Per-thread packing buffers, in floats (a multiple of 16: 64-byte aligned). */
+#define PER_THREAD ((size_t)CVI_MC * CVI_KC + (size_t)CVI_KC * CVI_NC)
+/* Below this many multiply-adds a product runs on one thread: waking the
+ * others costs more than it saves. */
+#define MIN_MACS_PER_THREAD ((size_t)1 << 16)
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(CVAE_NO_DISPATCH)
+#define HAVE_X86_VARIANTS 1
+#endif
+
+#define GK(name) name##_portable
+#define GK_MR 4
+#define GK_VL 4
+#define GK_NV 2
+#define GK_NR 8
+#define GK_ATTR
+#include "gemm_kernel.h"
+
+#ifdef HAVE_X86_VARIANTS
+#if defined(__clang__)
+#define WIDE_VECTORS __attribute__((min_vector_width(512)))
+#else
+#define WIDE_VECTORS
+#endif
+
+#define GK(name) name##_avx2
+#define GK_MR 4
+#define GK_VL 8
+#define GK_NV 2
+#define GK_NR 16
+#define GK_ATTR __attribute__((target("avx2,fma")))
+#include "gemm_kernel.h"
+
+#define GK(name) name##_avx512
+#define GK_MR 12
+#define GK_VL 16
+#define GK_NV 1
+#define GK_NR 16
+#define GK_ATTR __attribute__((target("avx512f,fma"))) WIDE_VECTORS
+#include "gemm_kernel.h"
+#endif
+
+const char *cvi_gemm_path_name(cvi_gemm_path path)
 {
-    return (size_t)MC * KC + (size_t)KC * NC;
+    switch (path) {
+    case CVI_GEMM_PATH_PORTABLE:
+        return "portable";
+    case CVI_GEMM_PATH_AVX2:
+        return "avx2+fma";
+    case CVI_GEMM_PATH_AVX512:
+        return "avx512";
+    case CVI_GEMM_PATH_AUTO:
+        break;
+    }
+    return cvi_gemm_path_name(cvi_gemm_path_best());
+}
+
+int cvi_gemm_path_available(cvi_gemm_path path)
+{
+    switch (path) {
+    case CVI_GEMM_PATH_AUTO:
+    case CVI_GEMM_PATH_PORTABLE:
+        return 1;
+#ifdef HAVE_X86_VARIANTS
+    case CVI_GEMM_PATH_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case CVI_GEMM_PATH_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+    case CVI_GEMM_PATH_AVX2:
+    case CVI_GEMM_PATH_AVX512:
+        return 0;
+#endif
+    }
+    return 0;
+}
+
+cvi_gemm_path cvi_gemm_path_best(void)
+{
+    if (cvi_gemm_path_available(CVI_GEMM_PATH_AVX512))
+        return CVI_GEMM_PATH_AVX512;
+    if (cvi_gemm_path_available(CVI_GEMM_PATH_AVX2))
+        return CVI_GEMM_PATH_AVX2;
+    return CVI_GEMM_PATH_PORTABLE;
+}
+
+size_t cvi_gemm_workspace_floats(int threads)
+{
+    return PER_THREAD * (size_t)(threads < 1 ? 1 : threads);
+}
+
+int cvi_threads_resolve(int setting)
+{
+#ifdef _OPENMP
+    int n = setting > 0 ? setting : omp_get_max_threads();
+    return n < 1 ? 1 : n > CVI_MAX_THREADS ? CVI_MAX_THREADS : n;
+#else
+    (void)setting;
+    return 1;
+#endif
+}
+
+static void run_slice(cvi_gemm_path path, const cvi_gemm_call *g, size_t i_lo, size_t i_hi,
+                      size_t j_lo, size_t j_hi, float *ws)
+{
+    float *pa = ws, *pb = ws + (size_t)CVI_MC * CVI_KC;
+    switch (path) {
+#ifdef HAVE_X86_VARIANTS
+    case CVI_GEMM_PATH_AVX512:
+        gemm_run_avx512(g, i_lo, i_hi, j_lo, j_hi, pa, pb);
+        return;
+    case CVI_GEMM_PATH_AVX2:
+        gemm_run_avx2(g, i_lo, i_hi, j_lo, j_hi, pa, pb);
+        return;
+#endif
+    default:
+        gemm_run_portable(g, i_lo, i_hi, j_lo, j_hi, pa, pb);
+        return;
+    }
+}
+
+/* C = beta C (+ bias): the whole product when K or alpha is 0. */
+static void scale_c(const cvi_gemm_call *g)
+{
+    const cvi_gemm_out *c = &g->c;
+    size_t i, j;
+    for (i = 0; i < g->M; i++)
+        for (j = 0; j < g->N; j++) {
+            float *e = c->data + (c->group_cols ? (j / c->group_cols) * c->group_stride +
+                                                      j % c->group_cols
+                                                : j) +
+                       i * c->ld;
+            float v = g->beta == 0.0f ? 0.0f : g->beta * *e;
+            if (c->row_bias)
+                v += c->row_bias[i];
+            if (c->col_bias)
+                v += c->col_bias[j];
+            *e = v;
+        }
+}
+
+/* Rows or columns [lo, hi) of part t of n parts of `len`, cut at multiples
+ * of `unit` (32: whole tiles of every variant). */
+static void cut(size_t len, size_t unit, int t, int n, size_t *lo, size_t *hi)
+{
+    size_t units = (len + unit - 1) / unit;
+    size_t a = units * (size_t)t / (size_t)n, b = units * (size_t)(t + 1) / (size_t)n;
+    *lo = a * unit < len ? a * unit : len;
+    *hi = b * unit < len ? b * unit : len;
+}
+
+void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
+{
+    cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
+    int by_cols = g->N >= g->M, nt = env->threads < 1 ? 1 : env->threads;
+    size_t macs = g->M * g->N, span = by_cols ? g->N : g->M, units = (span + 31) / 32;
+    if (g->M == 0 || g->N == 0)
+        return;
+    if (g->K == 0 || g->alpha == 0.0f) {
+        scale_c(g);
+        return;
+    }
+    macs = macs > ((size_t)-1) / g->K ? (size_t)-1 : macs * g->K;
+    if ((size_t)nt > units)
+        nt = (int)units;
+    if ((size_t)nt > macs / MIN_MACS_PER_THREAD)
+        nt = (int)(macs / MIN_MACS_PER_THREAD);
+    if (nt <= 1) {
+        run_slice(path, g, 0, g->M, 0, g->N, env->ws);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        size_t lo, hi;
+        cut(span, 32, t, n, &lo, &hi);
+        if (lo < hi) {
+            float *ws = env->ws + PER_THREAD * (size_t)t;
+            if (by_cols)
+                run_slice(path, g, 0, g->M, lo, hi, ws);
+            else
+                run_slice(path, g, lo, hi, 0, g->N, ws);
+        }
+    }
+#else
+    {
+        int t;
+        for (t = 0; t < nt; t++) {
+            size_t lo, hi;
+            cut(span, 32, t, nt, &lo, &hi);
+            if (by_cols)
+                run_slice(path, g, 0, g->M, lo, hi, env->ws);
+            else
+                run_slice(path, g, lo, hi, 0, g->N, env->ws);
+        }
+    }
+#endif
+}
+
+cvi_gemm_call cvi_gemm_plain(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                             const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                             float *C, size_t ldc)
+{
+    cvi_gemm_call g;
+    memset(&g, 0, sizeof g);
+    g.trans_a = trans_a;
+    g.trans_b = trans_b;
+    g.M = M;
+    g.N = N;
+    g.K = K;
+    g.alpha = alpha;
+    g.beta = beta;
+    g.a.data = A;
+    g.a.ld = lda;
+    g.b.data = B;
+    g.b.ld = ldb;
+    g.c.data = C;
+    g.c.ld = ldc;
+    return g;
+}
+
+void cvi_gemm(const cvi_gemm_env *env, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+              float alpha, const float *A, size_t lda, const float *B, size_t ldb, float beta,
+              float *C, size_t ldc)
+{
+    cvi_gemm_call g = cvi_gemm_plain(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    cvi_gemm_ex(env, &g);
 }
 
 /* Element (i, k) of op(X) where X is stored with row stride ld. */
 #define OP(X, trans, ld, i, k) ((trans) ? (X)[(size_t)(k) * (ld) + (i)] : (X)[(size_t)(i) * (ld) + (k)])
-
-/* Packs rows x kc of a matrix whose element (r, k) is at X[r * rs + k * ks]
- * into a panel of width w, k-major: p[k][r], rows past `rows` zero. The two
- * loop orders keep the reads contiguous whichever stride is 1. */
-static void pack_panel(float *restrict p, const float *X, size_t rs, size_t ks, size_t rows,
-                       size_t kc, size_t w)
-{
-    size_t k, r;
-    if (ks == 1) {
-        for (r = 0; r < rows; r++)
-            for (k = 0; k < kc; k++)
-                p[k * w + r] = X[r * rs + k];
-    } else {
-        for (k = 0; k < kc; k++)
-            for (r = 0; r < rows; r++)
-                p[k * w + r] = X[k * ks + r];
-    }
-    for (k = 0; k < kc; k++)
-        for (r = rows; r < w; r++)
-            p[k * w + r] = 0.0f;
-}
-
-/* Packs op(A)[i0 .. i0+mc) x [k0 .. k0+kc) as MR-row panels pa[panel][k][r]. */
-static void pack_a(float *restrict pa, const float *A, size_t lda, int trans, size_t i0, size_t mc,
-                   size_t k0, size_t kc)
-{
-    size_t ip;
-    for (ip = 0; ip < mc; ip += MR) {
-        size_t rows = mc - ip < MR ? mc - ip : MR, i = i0 + ip;
-        if (trans) /* op(A)(i, k) = A[k][i] */
-            pack_panel(pa, A + k0 * lda + i, 1, lda, rows, kc, MR);
-        else
-            pack_panel(pa, A + i * lda + k0, lda, 1, rows, kc, MR);
-        pa += kc * MR;
-    }
-}
-
-/* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels pb[panel][k][c]. */
-static void pack_b(float *restrict pb, const float *B, size_t ldb, int trans, size_t k0, size_t kc,
-                   size_t j0, size_t nc)
-{
-    size_t jp;
-    for (jp = 0; jp < nc; jp += NR) {
-        size_t cols = nc - jp < NR ? nc - jp : NR, j = j0 + jp;
-        if (trans) /* op(B)(k, j) = B[j][k] */
-            pack_panel(pb, B + j * ldb + k0, ldb, 1, cols, kc, NR);
-        else
-            pack_panel(pb, B + k0 * ldb + j, 1, ldb, cols, kc, NR);
-        pb += kc * NR;
-    }
-}
-
-/* acc (MR, NR) = sum over k of pa[k][:] outer pb[k][:]. One named
- * accumulator row per tile row, each a constant-length loop, so that the
- * compiler keeps all six rows in vector registers for the whole k loop. */
-TILE_CLONES static void tile(size_t kc, const float *restrict pa, const float *restrict pb,
-                             float acc[MR][NR])
-{
-    float c0[NR] = {0}, c1[NR] = {0}, c2[NR] = {0}, c3[NR] = {0}, c4[NR] = {0}, c5[NR] = {0};
-    size_t k, j;
-    for (k = 0; k < kc; k++) {
-        const float *b = pb + k * NR, *a = pa + k * MR;
-        for (j = 0; j < NR; j++) {
-            c0[j] += a[0] * b[j];
-            c1[j] += a[1] * b[j];
-            c2[j] += a[2] * b[j];
-            c3[j] += a[3] * b[j];
-            c4[j] += a[4] * b[j];
-            c5[j] += a[5] * b[j];
-        }
-    }
-    for (j = 0; j < NR; j++) {
-        acc[0][j] = c0[j];
-        acc[1][j] = c1[j];
-        acc[2][j] = c2[j];
-        acc[3][j] = c3[j];
-        acc[4][j] = c4[j];
-        acc[5][j] = c5[j];
-    }
-}
-
-/* C = beta * C, with beta == 0 writing zeros without reading C. */
-static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc)
-{
-    size_t i, j;
-    for (i = 0; i < M; i++)
-        for (j = 0; j < N; j++)
-            C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-}
-
-void cvi_gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
-              size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc, float *ws)
-{
-    float *pa = ws, *pb = ws + (size_t)MC * KC;
-    size_t i0, j0, k0;
-    if (M == 0 || N == 0)
-        return;
-    if (K == 0 || alpha == 0.0f) {
-        scale_c(M, N, beta, C, ldc);
-        return;
-    }
-    for (j0 = 0; j0 < N; j0 += NC) {
-        size_t nc = N - j0 < NC ? N - j0 : NC;
-        for (k0 = 0; k0 < K; k0 += KC) {
-            size_t kc = K - k0 < KC ? K - k0 : KC;
-            /* The first k-slice applies beta; later slices accumulate. */
-            float b = k0 == 0 ? beta : 1.0f;
-            pack_b(pb, B, ldb, trans_b, k0, kc, j0, nc);
-            for (i0 = 0; i0 < M; i0 += MC) {
-                size_t mc = M - i0 < MC ? M - i0 : MC;
-                size_t ip, jp;
-                pack_a(pa, A, lda, trans_a, i0, mc, k0, kc);
-                for (jp = 0; jp < nc; jp += NR) {
-                    size_t cols = nc - jp < NR ? nc - jp : NR;
-                    for (ip = 0; ip < mc; ip += MR) {
-                        size_t rows = mc - ip < MR ? mc - ip : MR;
-                        float acc[MR][NR];
-                        size_t r, c;
-                        tile(kc, pa + ip * kc, pb + jp * kc, acc);
-                        for (r = 0; r < rows; r++) {
-                            float *crow = C + (i0 + ip + r) * ldc + j0 + jp;
-                            if (b == 0.0f)
-                                for (c = 0; c < cols; c++)
-                                    crow[c] = alpha * acc[r][c];
-                            else
-                                for (c = 0; c < cols; c++)
-                                    crow[c] = alpha * acc[r][c] + b * crow[c];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
 
 void cvi_gemm_naive(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                     const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,

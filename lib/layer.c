@@ -198,9 +198,10 @@ CVAE_API cvae_status cvae_layer_forward(cvae_layer *layer, const float *in, floa
     }
     if ((st = check_call(layer, "forward", n)) != CVAE_OK)
         return st;
-    if (layer->ops->forward)
-        layer->ops->forward(layer, out, in, (size_t)n, &layer->ws);
-    else
+    if (layer->ops->forward) {
+        cvi_stack_prepare_threads(layer->owner);
+        layer->ops->forward(layer, out, in, (size_t)n, layer->ws);
+    } else
         memmove(out, in, (size_t)n * cvi_shape_size(layer->in) * sizeof(float));
     layer->err[0] = '\0';
     return CVAE_OK;
@@ -219,9 +220,10 @@ CVAE_API cvae_status cvae_layer_backward(cvae_layer *layer, const float *in, con
     }
     if ((st = check_call(layer, "backward", n)) != CVAE_OK)
         return st;
-    if (layer->ops->backward)
-        layer->ops->backward(layer, din, dout, in, out, (size_t)n, &layer->ws);
-    else if (din)
+    if (layer->ops->backward) {
+        cvi_stack_prepare_threads(layer->owner);
+        layer->ops->backward(layer, din, dout, in, out, (size_t)n, layer->ws);
+    } else if (din)
         memmove(din, dout, (size_t)n * cvi_shape_size(layer->in) * sizeof(float));
     layer->err[0] = '\0';
     return CVAE_OK;

@@ -33,8 +33,10 @@ static void relu_forward(cvae_layer *l, float *out, const float *in, size_t n,
 {
     size_t i, count = n * cvi_shape_size(l->in);
     (void)ws;
-    for (i = 0; i < count; i++)
-        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+    for (i = 0; i < count; i++) {
+        float x = in[i];
+        out[i] = x > 0.0f ? x : 0.0f;
+    }
 }
 
 static void relu_backward(cvae_layer *l, float *din, const float *dout, const float *in,
@@ -42,9 +44,12 @@ static void relu_backward(cvae_layer *l, float *din, const float *dout, const fl
 {
     size_t i, count = n * cvi_shape_size(l->in);
     (void)in, (void)ws;
+    /* Both loads unconditional, so that the loop vectorises as a blend. */
     if (din)
-        for (i = 0; i < count; i++)
-            din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+        for (i = 0; i < count; i++) {
+            float d = dout[i];
+            din[i] = out[i] > 0.0f ? d : 0.0f;
+        }
 }
 
 static void leaky_forward(cvae_layer *l, float *out, const float *in, size_t n,
@@ -53,8 +58,10 @@ static void leaky_forward(cvae_layer *l, float *out, const float *in, size_t n,
     size_t i, count = n * cvi_shape_size(l->in);
     float slope = l->hp.leaky.slope;
     (void)ws;
-    for (i = 0; i < count; i++)
-        out[i] = in[i] > 0.0f ? in[i] : slope * in[i];
+    for (i = 0; i < count; i++) {
+        float x = in[i];
+        out[i] = x > 0.0f ? x : slope * x;
+    }
 }
 
 static void leaky_backward(cvae_layer *l, float *din, const float *dout, const float *in,
@@ -64,8 +71,10 @@ static void leaky_backward(cvae_layer *l, float *din, const float *dout, const f
     float slope = l->hp.leaky.slope;
     (void)out, (void)ws;
     if (din)
-        for (i = 0; i < count; i++)
-            din[i] = in[i] > 0.0f ? dout[i] : slope * dout[i];
+        for (i = 0; i < count; i++) {
+            float d = dout[i];
+            din[i] = in[i] > 0.0f ? d : slope * d;
+        }
 }
 
 static void sigmoid_forward(cvae_layer *l, float *out, const float *in, size_t n,

@@ -3,9 +3,11 @@
  *
  * B batch, C in channels, F filters, P = OH*OW output positions,
  * CKK = C*KH*KW. x (B,C,H,W) y (B,F,OH,OW) w (F,CKK) b (F) col (CKK,P).
- * Forward, per image: col = im2col(x); y = w * col + b.
- * Backward, per image: db += rowsum(dy); dw += dy * col^T; dx = col2im(w^T dy).
- * A 1x1 kernel with stride 1 and no padding needs no columns: col is x.
+ * Forward: col = im2col(x); y = w * col + b.
+ * Backward: db += rowsum(dy); dw += dy * col^T; dx = col2im(w^T dy).
+ * Each product covers a group of images at once (see CVI_COL_GROUP_FLOATS):
+ * the multiply reads dy and writes y image by image through column groups,
+ * so no activation is copied or transposed.
  * Also holds the hyper-parameter checks both convolution kinds share.
  */
 #include "cvae_internal.h"
@@ -82,7 +84,8 @@ static cvae_status conv2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size
     out->h = g->OH;
     out->w = g->OW;
     *nparams = wcount + hp->out_channels;
-    *ws_floats = cvi_conv_is_pointwise(g) ? 0 : cols;
+    hp->group = cvi_conv_group(cols);
+    *ws_floats = (hp->group < l->max_batch ? hp->group : l->max_batch) * cols;
     return CVAE_OK;
 }
 
@@ -93,23 +96,23 @@ static void conv2d_init(cvae_layer *l, cvi_rng *rng)
     cvi_init_uniform_fan_in(l->params, F * ckk, l->params + F * ckk, F, ckk, rng);
 }
 
+/* Images are taken hp->group at a time: the columns of a group side by side
+ * in the scratch (CKK, g P), one multiply per group. */
 static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
                            const cvi_workspace *ws)
 {
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
-    const float *w = l->params, *bias = l->params + F * ckk;
-    size_t b;
-    for (b = 0; b < n; b++) {
-        const float *x = in + b * g->C * g->H * g->W;
-        float *y = out + b * F * P;
-        const float *col = x;
-        if (!cvi_conv_is_pointwise(g)) {
-            cvi_im2col(ws->scratch, x, g);
-            col = ws->scratch;
-        }
-        cvi_gemm(0, 0, F, P, ckk, 1.0f, w, ckk, col, P, 0.0f, y, P, ws->gemm);
-        cvi_bias_add_planes(y, bias, F, P);
+    size_t image = g->C * g->H * g->W, b0;
+    for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
+        size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
+        cvi_gemm_call c = cvi_gemm_plain(0, 0, F, gn * P, ckk, 1.0f, l->params, ckk, ws->scratch,
+                                         gn * P, 0.0f, out + b0 * F * P, P);
+        cvi_im2col_batch(ws->scratch, in + b0 * image, gn, g, ws->gemm.threads);
+        c.c.group_cols = P; /* y image by image, bias fused */
+        c.c.group_stride = F * P;
+        c.c.row_bias = l->params + F * ckk;
+        cvi_gemm_ex(&ws->gemm, &c);
     }
 }
 
@@ -118,30 +121,28 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
 {
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
-    size_t image = g->C * g->H * g->W;
-    const float *w = l->params;
+    size_t image = g->C * g->H * g->W, b0, b;
     float *dw = l->grads, *db = l->grads + F * ckk;
-    size_t b;
     (void)out;
-    for (b = 0; b < n; b++) {
-        const float *x = in + b * image, *dy = dout + b * F * P;
-        const float *col = x;
-        cvi_bias_grad_planes(db, dy, F, P);
-        if (!cvi_conv_is_pointwise(g)) {
-            cvi_im2col(ws->scratch, x, g);
-            col = ws->scratch;
-        }
-        cvi_gemm(0, 1, F, ckk, P, 1.0f, dy, P, col, P, 1.0f, dw, ckk, ws->gemm);
+    for (b = 0; b < n; b++)
+        cvi_bias_grad_planes(db, dout + b * F * P, F, P);
+    for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
+        size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
+        const float *dy = dout + b0 * F * P;
+        cvi_gemm_call c = cvi_gemm_plain(0, 1, F, ckk, gn * P, 1.0f, NULL, 0, ws->scratch,
+                                         gn * P, 1.0f, dw, ckk);
+        /* dw += dy (F, gn P) col^T */
+        cvi_im2col_batch(ws->scratch, in + b0 * image, gn, g, ws->gemm.threads);
+        c.a = cvi_planes(dy, P, F * P);
+        cvi_gemm_ex(&ws->gemm, &c);
         if (!din)
             continue;
-        if (cvi_conv_is_pointwise(g)) {
-            cvi_gemm(1, 0, ckk, P, F, 1.0f, w, ckk, dy, P, 0.0f, din + b * image, P, ws->gemm);
-        } else {
-            /* The columns are spent: reuse their space for dcol = w^T dy. */
-            cvi_gemm(1, 0, ckk, P, F, 1.0f, w, ckk, dy, P, 0.0f, ws->scratch, P, ws->gemm);
-            memset(din + b * image, 0, image * sizeof(float));
-            cvi_col2im_add(din + b * image, ws->scratch, g);
-        }
+        /* The columns are spent: dcol = w^T dy in their place, then col2im. */
+        c = cvi_gemm_plain(1, 0, ckk, gn * P, F, 1.0f, l->params, ckk, NULL, 0, 0.0f,
+                           ws->scratch, gn * P);
+        c.b = cvi_planes(dy, P, F * P);
+        cvi_gemm_ex(&ws->gemm, &c);
+        cvi_col2im_batch(din + b0 * image, ws->scratch, gn, g, ws->gemm.threads);
     }
 }
 

@@ -6,9 +6,9 @@
  * FKK = F*KH*KW. x (B,C,H,W) y (B,F,OH,OW) w (C,FKK) b (F) col (FKK,HW).
  * The geometry g describes the conv2d that maps y's shape back to x's:
  * g.C = F, g.H x g.W = OH x OW, g.OH x g.OW = H x W.
- * Forward, per image: col = w^T x; y = col2im(col) + b.
- * Backward, per image: db += rowsum(dy); col = im2col(dy); dw += x col^T;
- * dx = w col.
+ * Forward: col = w^T x; y = col2im(col) + b.
+ * Backward: db += rowsum(dy); col = im2col(dy); dw += x col^T; dx = w col.
+ * Each product covers a group of images (see CVI_COL_GROUP_FLOATS).
  */
 #include "cvae_internal.h"
 
@@ -80,7 +80,8 @@ static cvae_status convt2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, siz
     out->h = oh;
     out->w = ow;
     *nparams = wcount + hp->out_channels;
-    *ws_floats = cvi_conv_is_pointwise(g) ? 0 : cols;
+    hp->group = cvi_conv_group(cols);
+    *ws_floats = (hp->group < l->max_batch ? hp->group : l->max_batch) * cols;
     return CVAE_OK;
 }
 
@@ -92,26 +93,26 @@ static void convt2d_init(cvae_layer *l, cvi_rng *rng)
     cvi_init_uniform_fan_in(l->params, wcount, l->params + wcount, g->C, fkk, rng);
 }
 
+/* Images are taken hp->group at a time, their columns side by side in the
+ * scratch (FKK, g HW), one multiply per group (as conv2d). */
 static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
                             const cvi_workspace *ws)
 {
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
-    size_t P = g->H * g->W;
-    const float *w = l->params, *bias = l->params + C * fkk;
-    size_t b;
-    for (b = 0; b < n; b++) {
-        const float *x = in + b * C * HW;
-        float *y = out + b * F * P;
-        if (cvi_conv_is_pointwise(g)) {
-            cvi_gemm(1, 0, fkk, HW, C, 1.0f, w, fkk, x, HW, 0.0f, y, HW, ws->gemm);
-        } else {
-            cvi_gemm(1, 0, fkk, HW, C, 1.0f, w, fkk, x, HW, 0.0f, ws->scratch, HW, ws->gemm);
-            memset(y, 0, F * P * sizeof(float));
-            cvi_col2im_add(y, ws->scratch, g);
-        }
-        cvi_bias_add_planes(y, bias, F, P);
+    size_t P = g->H * g->W, b0, b;
+    const float *bias = l->params + C * fkk;
+    for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
+        size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
+        /* col = w^T x */
+        cvi_gemm_call c = cvi_gemm_plain(1, 0, fkk, gn * HW, C, 1.0f, l->params, fkk, NULL, 0,
+                                         0.0f, ws->scratch, gn * HW);
+        c.b = cvi_planes(in + b0 * C * HW, HW, C * HW);
+        cvi_gemm_ex(&ws->gemm, &c);
+        cvi_col2im_batch(out + b0 * F * P, ws->scratch, gn, g, ws->gemm.threads);
     }
+    for (b = 0; b < n; b++)
+        cvi_bias_add_planes(out + b * F * P, bias, F, P);
 }
 
 static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const float *in,
@@ -119,23 +120,27 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
 {
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
-    size_t P = g->H * g->W;
-    const float *w = l->params;
+    size_t P = g->H * g->W, b0, b;
     float *dw = l->grads, *db = l->grads + C * fkk;
-    size_t b;
     (void)out;
-    for (b = 0; b < n; b++) {
-        const float *x = in + b * C * HW, *dy = dout + b * F * P;
-        const float *col = dy;
-        cvi_bias_grad_planes(db, dy, F, P);
-        if (!cvi_conv_is_pointwise(g)) {
-            cvi_im2col(ws->scratch, dy, g);
-            col = ws->scratch;
-        }
-        cvi_gemm(0, 1, C, fkk, HW, 1.0f, x, HW, col, HW, 1.0f, dw, fkk, ws->gemm);
-        if (din)
-            cvi_gemm(0, 0, C, HW, fkk, 1.0f, w, fkk, col, HW, 0.0f, din + b * C * HW, HW,
-                     ws->gemm);
+    for (b = 0; b < n; b++)
+        cvi_bias_grad_planes(db, dout + b * F * P, F, P);
+    for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
+        size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
+        /* dw += x (C, gn HW) col^T */
+        cvi_gemm_call c = cvi_gemm_plain(0, 1, C, fkk, gn * HW, 1.0f, NULL, 0, ws->scratch,
+                                         gn * HW, 1.0f, dw, fkk);
+        cvi_im2col_batch(ws->scratch, dout + b0 * F * P, gn, g, ws->gemm.threads);
+        c.a = cvi_planes(in + b0 * C * HW, HW, C * HW);
+        cvi_gemm_ex(&ws->gemm, &c);
+        if (!din)
+            continue;
+        /* dx = w col, written image by image */
+        c = cvi_gemm_plain(0, 0, C, gn * HW, fkk, 1.0f, l->params, fkk, ws->scratch, gn * HW,
+                           0.0f, din + b0 * C * HW, HW);
+        c.c.group_cols = HW;
+        c.c.group_stride = C * HW;
+        cvi_gemm_ex(&ws->gemm, &c);
     }
 }
 

@@ -49,12 +49,10 @@ static void linear_init(cvae_layer *l, cvi_rng *rng)
 static void linear_forward(cvae_layer *l, float *out, const float *in, size_t n,
                            const cvi_workspace *ws)
 {
-    size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features, b, o;
-    const float *w = l->params, *bias = l->params + O * I;
-    cvi_gemm(0, 1, n, O, I, 1.0f, in, I, w, I, 0.0f, out, O, ws->gemm);
-    for (b = 0; b < n; b++)
-        for (o = 0; o < O; o++)
-            out[b * O + o] += bias[o];
+    size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features;
+    cvi_gemm_call c = cvi_gemm_plain(0, 1, n, O, I, 1.0f, in, I, l->params, I, 0.0f, out, O);
+    c.c.col_bias = l->params + O * I; /* fused into the product's output pass */
+    cvi_gemm_ex(&ws->gemm, &c);
 }
 
 static void linear_backward(cvae_layer *l, float *din, const float *dout, const float *in,
@@ -66,9 +64,9 @@ static void linear_backward(cvae_layer *l, float *din, const float *dout, const 
     for (b = 0; b < n; b++)
         for (o = 0; o < O; o++)
             db[o] += dout[b * O + o];
-    cvi_gemm(1, 0, O, I, n, 1.0f, dout, O, in, I, 1.0f, dw, I, ws->gemm);
+    cvi_gemm(&ws->gemm, 1, 0, O, I, n, 1.0f, dout, O, in, I, 1.0f, dw, I);
     if (din)
-        cvi_gemm(0, 0, n, I, O, 1.0f, dout, O, l->params, I, 0.0f, din, I, ws->gemm);
+        cvi_gemm(&ws->gemm, 0, 0, n, I, O, 1.0f, dout, O, l->params, I, 0.0f, din, I);
 }
 
 const cvi_layer_ops cvi_linear_ops = {CVAE_LAYER_LINEAR, "linear",       linear_bind,

@@ -30,11 +30,12 @@ CVAE_API cvae_status cvae_model_create(cvae_model **out)
     return CVAE_OK;
 }
 
-/* Frees the architecture and returns the model to empty (beta and the
- * message are kept). */
+/* Frees the architecture and returns the model to empty (the options and
+ * the message are kept). */
 void cvi_model_clear(cvae_model *m)
 {
     double beta = m->beta;
+    int threads = m->threads;
     char err[CVI_ERRMSG_SIZE];
     memcpy(err, m->err, sizeof err);
     cvae_stack_destroy(m->enc);
@@ -49,6 +50,7 @@ void cvi_model_clear(cvae_model *m)
     cvi_free_floats(m->xbuf);
     memset(m, 0, sizeof *m);
     m->beta = beta;
+    m->threads = threads;
     memcpy(m->err, err, sizeof err);
 }
 
@@ -155,6 +157,10 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
     }
     m->enc = enc;
     m->dec = dec;
+    if (enc && dec) { /* before they are built: sizes their per-thread buffers */
+        cvae_stack_set_threads(enc, m->threads);
+        cvae_stack_set_threads(dec, m->threads);
+    }
     if (!enc || !dec || channels < 1 || height < 1 || width < 1 || latent < 1 || max_batch < 1) {
         cvi_set_error(m->err, "model: %s", !enc || !dec ? "a stack is NULL"
                                           : "image sides, latent and max batch must be >= 1");
@@ -347,8 +353,25 @@ CVAE_API cvae_stack *cvae_model_decoder(cvae_model *m)
 
 CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double value)
 {
+    cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
+    if (key == CVAE_MODEL_THREADS) {
+        if (!(value >= 0.0 && value <= CVI_MAX_THREADS) || value != floor(value)) {
+            cvi_set_error(m->err, "model: threads %g is not an integer in [0, %d]", value,
+                          CVI_MAX_THREADS);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        if (m->enc && ((st = cvae_stack_set_threads(m->enc, (int)value)) != CVAE_OK ||
+                       (st = cvae_stack_set_threads(m->dec, (int)value)) != CVAE_OK)) {
+            cvae_stack_set_threads(m->enc, m->threads); /* never fails: no growth */
+            cvi_set_error(m->err, "model: threads %d: out of memory for the buffers",
+                          (int)value);
+            return st;
+        }
+        m->threads = (int)value;
+        return CVAE_OK;
+    }
     if (key != CVAE_MODEL_BETA) {
         cvi_set_error(m->err, "model: no option with key %d", (int)key);
         return CVAE_ERR_INVALID_ARG;
@@ -363,19 +386,19 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
 
 CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, double *value)
 {
-    if (!m || !value || key != CVAE_MODEL_BETA)
+    if (!m || !value || (key != CVAE_MODEL_BETA && key != CVAE_MODEL_THREADS))
         return CVAE_ERR_INVALID_ARG;
-    *value = m->beta;
+    *value = key == CVAE_MODEL_BETA ? m->beta : (double)m->threads;
     return CVAE_OK;
 }
 
 CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option key, double *min,
                                        double *max)
 {
-    if (!m || !min || !max || key != CVAE_MODEL_BETA)
+    if (!m || !min || !max || (key != CVAE_MODEL_BETA && key != CVAE_MODEL_THREADS))
         return CVAE_ERR_INVALID_ARG;
     *min = 0.0;
-    *max = DBL_MAX;
+    *max = key == CVAE_MODEL_BETA ? DBL_MAX : (double)CVI_MAX_THREADS;
     return CVAE_OK;
 }
 
@@ -508,7 +531,8 @@ CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, c
                       rsum / n, ksum / n);
         return CVAE_ERR_NUMERIC;
     }
-    if ((st = cvae_optimizer_step(opt, m->params, m->grads, m->nparams)) != CVAE_OK) {
+    if ((st = cvi_optimizer_step(opt, m->params, m->grads, m->nparams,
+                                 cvi_threads_resolve(m->threads))) != CVAE_OK) {
         m->rng = before;
         cvi_set_error(m->err, "model_train_step: %s", cvae_optimizer_last_error(opt));
         return st;

@@ -15,6 +15,10 @@
 #include <math.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 struct cvae_optimizer {
     cvae_optimizer_kind kind;
     size_t n;
@@ -171,7 +175,10 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
     return CVAE_OK;
 }
 
-static void adam_update(cvae_optimizer *o, float *p, const float *g, float scale)
+/* The updates run over [lo, hi) so that threads can share them; every
+ * element's arithmetic is the same on any thread. */
+static void adam_update(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
+                        size_t hi)
 {
     /* PyTorch: bias corrections in double, the rest in float. */
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
@@ -181,34 +188,70 @@ static void adam_update(cvae_optimizer *o, float *p, const float *g, float scale
     float c1 = (float)(1.0 - o->beta1), c2 = (float)(1.0 - o->beta2);
     float step = (float)(o->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     float decay = (float)(1.0 - o->lr * o->weight_decay);
-    float *m = o->m, *v = o->v;
+    float *restrict m = o->m, *restrict v = o->v, *restrict pp = p;
+    const float *restrict gg = g;
     size_t i;
-    for (i = 0; i < o->n; i++) {
-        float gi = g[i] * scale;
-        m[i] = b1 * m[i] + c1 * gi;
-        v[i] = b2 * v[i] + c2 * gi * gi;
-        p[i] = p[i] * decay - step * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+    for (i = lo; i < hi; i++) {
+        float gi = gg[i] * scale;
+        float mi = b1 * m[i] + c1 * gi, vi = b2 * v[i] + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        pp[i] = pp[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
     }
 }
 
-static void sgd_update(cvae_optimizer *o, float *p, const float *g, float scale)
+static void sgd_update(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
+                       size_t hi)
 {
     float lr = (float)o->lr, mom = (float)o->momentum, wd = (float)o->weight_decay;
-    float *b = o->m;
+    float *restrict b = o->m, *restrict pp = p;
+    const float *restrict gg = g;
     size_t i;
-    for (i = 0; i < o->n; i++) {
-        float d = g[i] * scale + wd * p[i];
-        b[i] = o->t == 1 ? d : mom * b[i] + d;
-        p[i] -= lr * b[i];
+    for (i = lo; i < hi; i++) {
+        float d = gg[i] * scale + wd * pp[i];
+        float bi = o->t == 1 ? d : mom * b[i] + d;
+        b[i] = bi;
+        pp[i] -= lr * bi;
     }
 }
 
-CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
-                                         size_t nparams)
+/* Sum of squares of g, in double, in a fixed order whatever the threads:
+ * NORM_CHUNKS contiguous chunks, each summed in 8 interleaved lanes (which
+ * vectorise), the chunks then added in order. */
+#define NORM_CHUNKS 64
+#define NORM_LANES 8
+static double sum_squares(const float *g, size_t n, int threads)
 {
-    double sumsq = 0.0, norm;
+    double part[NORM_CHUNKS], sum = 0.0;
+    size_t per = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
+    ptrdiff_t c;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) if (threads > 1 && n > 65536)
+#endif
+    for (c = 0; c < NORM_CHUNKS; c++) {
+        size_t lo = (size_t)c * per < n ? (size_t)c * per : n;
+        size_t hi = lo + per < n ? lo + per : n, i, j;
+        double lane[NORM_LANES] = {0};
+        for (i = lo; i + NORM_LANES <= hi; i += NORM_LANES)
+            for (j = 0; j < NORM_LANES; j++)
+                lane[j] += (double)g[i + j] * g[i + j];
+        for (; i < hi; i++)
+            lane[0] += (double)g[i] * g[i];
+        part[c] = 0.0;
+        for (j = 0; j < NORM_LANES; j++)
+            part[c] += lane[j];
+    }
+    for (c = 0; c < NORM_CHUNKS; c++)
+        sum += part[c];
+    return sum;
+}
+
+cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
+                               size_t nparams, int threads)
+{
+    double norm;
     float scale = 1.0f;
-    size_t i;
     if (!opt)
         return CVAE_ERR_INVALID_ARG;
     if (!params || !grads) {
@@ -220,9 +263,7 @@ CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, con
                       nparams, opt->n);
         return CVAE_ERR_SHAPE;
     }
-    for (i = 0; i < nparams; i++)
-        sumsq += (double)grads[i] * grads[i];
-    norm = sqrt(sumsq);
+    norm = sqrt(sum_squares(grads, nparams, threads));
     if (!isfinite(norm)) {
         cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
         return CVAE_ERR_NUMERIC;
@@ -230,11 +271,31 @@ CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, con
     if (opt->clip_norm > 0.0 && norm > opt->clip_norm)
         scale = (float)(opt->clip_norm / norm);
     opt->t++;
-    if (opt->kind == CVAE_OPTIMIZER_ADAM)
-        adam_update(opt, params, grads, scale);
-    else
-        sgd_update(opt, params, grads, scale);
+    if (threads < 2 || nparams < 65536) {
+        if (opt->kind == CVAE_OPTIMIZER_ADAM)
+            adam_update(opt, params, grads, scale, 0, nparams);
+        else
+            sgd_update(opt, params, grads, scale, 0, nparams);
+        return CVAE_OK;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        size_t lo = nparams * t / nt, hi = nparams * (t + 1) / nt;
+        if (opt->kind == CVAE_OPTIMIZER_ADAM)
+            adam_update(opt, params, grads, scale, lo, hi);
+        else
+            sgd_update(opt, params, grads, scale, lo, hi);
+    }
+#endif
     return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
+                                         size_t nparams)
+{
+    return cvi_optimizer_step(opt, params, grads, nparams, 1);
 }
 
 /* For the model file: the optimizer's whole state, read and restored. */

@@ -26,7 +26,10 @@ struct cvae_stack {
     float *acts;        /* input copy, then each non-view layer's output */
     float **act;        /* act[i] is layer i's input, act[count] the output */
     float *dbuf[2];     /* ping-pong activation gradients */
-    float *ws_block;    /* gemm packing, then layer scratch */
+    float *gemm_ws;     /* the multiply's packing buffers, for gemm_threads */
+    float *scratch;     /* the largest layer's scratch */
+    int gemm_threads;   /* threads the packing buffers are sized for */
+    int threads;        /* the setting: 0 automatic, else a count */
     cvi_workspace ws;
     size_t first_param; /* index of the first layer with parameters, or count */
     size_t first_op;    /* index of the first layer that is not a view, or count */
@@ -34,8 +37,6 @@ struct cvae_stack {
     char err[CVI_ERRMSG_SIZE];
 };
 
-/* Scratch starts on a 64-byte boundary after the gemm buffers. */
-#define ROUND16(x) (((x) + 15) / 16 * 16)
 
 CVAE_API cvae_status cvae_stack_create(cvae_stack **out)
 {
@@ -59,7 +60,8 @@ static void free_blocks(cvae_stack *s)
     cvi_free_floats(s->acts);
     cvi_free_floats(s->dbuf[0]);
     cvi_free_floats(s->dbuf[1]);
-    cvi_free_floats(s->ws_block);
+    cvi_free_floats(s->gemm_ws);
+    cvi_free_floats(s->scratch);
     cvi_free(s->act);
 }
 
@@ -153,7 +155,7 @@ static cvae_status too_large(cvae_stack *s, const char *what)
 }
 
 /* Binds every layer in turn to the shape its predecessor produces. */
-static cvae_status bind_layers(cvae_stack *s, cvi_shape in, plan *p)
+static cvae_status bind_layers(cvae_stack *s, cvi_shape in, size_t max_batch, plan *p)
 {
     cvi_shape shape = in;
     size_t i;
@@ -163,7 +165,9 @@ static cvae_status bind_layers(cvae_stack *s, cvi_shape in, plan *p)
         cvae_layer *l = s->layers[i];
         cvi_shape out;
         size_t np = 0, ws = 0, size;
-        cvae_status st = l->ops->bind(l, shape, &out, &np, &ws);
+        cvae_status st;
+        l->max_batch = max_batch; /* bind may size the scratch by it */
+        st = l->ops->bind(l, shape, &out, &np, &ws);
         if (st != CVAE_OK) {
             cvi_set_error(s->err, "layer %zu (%s) on input %zux%zux%zu: %s", i, l->ops->name,
                           shape.c, shape.h, shape.w, l->err);
@@ -202,11 +206,11 @@ static cvae_status bind_layers(cvae_stack *s, cvi_shape in, plan *p)
  * parameter and gradient blocks only when the stack owns them. */
 static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, int own_params)
 {
-    size_t acts, grad, ws;
+    size_t acts, grad;
+    int threads = cvi_threads_resolve(s->threads);
     if (cvi_mul_overflow(p->act, max_batch, &acts) || acts > CVI_MAX_ELEMS ||
         cvi_mul_overflow(p->widest, max_batch, &grad) || grad > CVI_MAX_ELEMS)
         return too_large(s, "the activation block for this batch");
-    ws = ROUND16(cvi_gemm_workspace_floats()) + p->scratch;
     s->owns_params = own_params;
     if (own_params) {
         s->params = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
@@ -215,17 +219,19 @@ static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, 
     s->acts = cvi_alloc_floats(acts);
     s->dbuf[0] = cvi_alloc_floats(grad);
     s->dbuf[1] = cvi_alloc_floats(grad);
-    s->ws_block = cvi_alloc_floats(ws);
+    s->gemm_ws = cvi_alloc_floats(cvi_gemm_workspace_floats(threads));
+    s->scratch = p->scratch ? cvi_alloc_floats(p->scratch) : NULL;
     s->act = cvi_calloc(s->count + 1, sizeof *s->act);
-    if ((own_params && p->nparams && (!s->params || !s->grads)) || !s->acts || !s->dbuf[0] || !s->dbuf[1] ||
-        !s->ws_block || !s->act) {
+    if ((own_params && p->nparams && (!s->params || !s->grads)) || !s->acts || !s->dbuf[0] ||
+        !s->dbuf[1] || !s->gemm_ws || (p->scratch && !s->scratch) || !s->act) {
         free_blocks(s);
         s->owns_params = 0;
-        s->params = s->grads = s->acts = s->dbuf[0] = s->dbuf[1] = s->ws_block = NULL;
+        s->params = s->grads = s->acts = s->dbuf[0] = s->dbuf[1] = s->gemm_ws = s->scratch = NULL;
         s->act = NULL;
         cvi_set_error(s->err, "stack_build: out of memory (%zu floats of activations)", acts);
         return CVAE_ERR_NOMEM;
     }
+    s->gemm_threads = threads;
     return CVAE_OK;
 }
 
@@ -254,7 +260,7 @@ static cvae_status check_and_bind(cvae_stack *stack, int channels, int height, i
     if (cvi_mul_overflow(in->c, in->h, &size) || cvi_mul_overflow(size, in->w, &size) ||
         size > CVI_MAX_ELEMS)
         return too_large(stack, "the input shape");
-    return bind_layers(stack, *in, p);
+    return bind_layers(stack, *in, (size_t)max_batch, p);
 }
 
 /* Points every layer at its slices of the blocks and marks the stack built. */
@@ -265,8 +271,10 @@ static void place_layers(cvae_stack *stack, cvi_shape in, const plan *p, size_t 
     stack->in = in;
     stack->max_batch = max_batch;
     stack->nparams = p->nparams;
-    stack->ws.gemm = stack->ws_block;
-    stack->ws.scratch = stack->ws_block + ROUND16(cvi_gemm_workspace_floats());
+    stack->ws.gemm.path = CVI_GEMM_PATH_AUTO;
+    stack->ws.gemm.threads = stack->gemm_threads;
+    stack->ws.gemm.ws = stack->gemm_ws;
+    stack->ws.scratch = stack->scratch;
     stack->first_param = stack->first_op = stack->count;
     stack->act[0] = stack->acts;
     next = stack->acts + cvi_shape_size(in) * stack->max_batch;
@@ -275,7 +283,7 @@ static void place_layers(cvae_stack *stack, cvi_shape in, const plan *p, size_t 
         l->params = l->nparams ? stack->params + offset : NULL;
         l->grads = l->nparams ? stack->grads + offset : NULL;
         offset += l->nparams;
-        l->ws = stack->ws;
+        l->ws = &stack->ws;
         l->max_batch = stack->max_batch;
         l->bound = 1;
         if (l->nparams && stack->first_param == stack->count)
@@ -441,6 +449,7 @@ CVAE_API cvae_status cvae_stack_forward(cvae_stack *stack, const float *in, int 
         cvi_set_error(stack->err, "stack_forward: in is NULL");
         return CVAE_ERR_INVALID_ARG;
     }
+    cvi_stack_prepare_threads(stack);
     memcpy(stack->act[0], in, (size_t)n * cvi_shape_size(stack->in) * sizeof(float));
     for (i = 0; i < stack->count; i++) {
         cvae_layer *l = stack->layers[i];
@@ -478,6 +487,7 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
                       n, stack->last_n);
         return CVAE_ERR_STATE;
     }
+    cvi_stack_prepare_threads(stack);
     g = dout;
     for (i = stack->count; i-- > 0;) {
         cvae_layer *l = stack->layers[i];
@@ -501,4 +511,48 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
         memmove(din, g, (size_t)n * cvi_shape_size(stack->in) * sizeof(float));
     stack->err[0] = '\0';
     return CVAE_OK;
+}
+
+void cvi_stack_prepare_threads(cvae_stack *stack)
+{
+    int n = cvi_threads_resolve(stack->threads);
+    stack->ws.gemm.threads = n < stack->gemm_threads ? n : stack->gemm_threads;
+}
+
+int cvi_stack_threads(const cvae_stack *stack)
+{
+    return stack->threads;
+}
+
+CVAE_API cvae_status cvae_stack_set_threads(cvae_stack *stack, int threads)
+{
+    int n;
+    if (!stack)
+        return CVAE_ERR_INVALID_ARG;
+    if (threads < 0 || threads > CVI_MAX_THREADS) {
+        cvi_set_error(stack->err, "stack_set_threads: %d threads is not in [0, %d]", threads,
+                      CVI_MAX_THREADS);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    n = cvi_threads_resolve(threads);
+    if (stack->built && n > stack->gemm_threads) {
+        /* More threads than the packing buffers were sized for: grow them
+         * now, so that no later call allocates. */
+        float *ws = cvi_alloc_floats(cvi_gemm_workspace_floats(n));
+        if (!ws) {
+            cvi_set_error(stack->err, "stack_set_threads: out of memory for %d threads", n);
+            return CVAE_ERR_NOMEM;
+        }
+        cvi_free_floats(stack->gemm_ws);
+        stack->gemm_ws = stack->ws.gemm.ws = ws;
+        stack->gemm_threads = n;
+    }
+    stack->threads = threads;
+    stack->err[0] = '\0';
+    return CVAE_OK;
+}
+
+CVAE_API int cvae_stack_get_threads(const cvae_stack *stack)
+{
+    return stack ? stack->threads : 0;
 }

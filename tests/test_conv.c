@@ -573,7 +573,7 @@ static void test_im2col_matches_definition(void **state)
         fill_sym(img, img_len(&g), &r);
         for (i = 0; i < col_len(&g); i++)
             col[i] = NAN;
-        cvi_im2col(col, img, &g);
+        cvi_im2col(col, g.OH * g.OW, img, &g);
 
         rows = g.C * g.KH * g.KW;
         cols = g.OH * g.OW;
@@ -642,7 +642,7 @@ static void test_col2im_add_matches_definition(void **state)
                     mag[dst] += fabs((double)col[i * cols + j]);
                 }
             }
-        cvi_col2im_add(img, col, &g);
+        cvi_col2im_add(img, col, g.OH * g.OW, &g);
 
         rel = (double)(g.KH * g.KW + 2) * FLT_EPSILON;
         for (i = 0; i < img_len(&g); i++)
@@ -695,8 +695,8 @@ static void test_im2col_col2im_adjoint(void **state)
         fill_sym(x, img_len(&g), &r);
         fill_sym(y, col_len(&g), &r);
 
-        cvi_im2col(col, x, &g);
-        cvi_col2im_add(img, y, &g);
+        cvi_im2col(col, g.OH * g.OW, x, &g);
+        cvi_col2im_add(img, y, g.OH * g.OW, &g);
         for (i = 0; i < col_len(&g); i++) {
             lhs += (double)col[i] * y[i];
             mag += fabs((double)col[i] * y[i]);

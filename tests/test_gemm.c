@@ -10,7 +10,10 @@
  * so reading it poisons the result, and padding of C must not be written);
  * beta == 0 over a C full of NaN. Buffers end exactly after the last row, so
  * AddressSanitizer sees any read or write past an operand.
- * Not covered: speed, threading (the gemm has none).
+ * Every case runs on each compiled variant this CPU can run (portable, AVX2,
+ * AVX-512) and on 1, 2 and 3 threads, which must agree bit for bit. Grouped
+ * operands and the fused biases have their own test.
+ * Not covered: speed (cvae-bench measures it).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,22 +206,53 @@ static double fast_rel(const gemm_case *c)
 
 #define NAIVE_REL (8.0 * FLT_EPSILON)
 
-/* Runs one case through the fast gemm and, when also_naive, the naive one,
- * each starting from the same C0; fails with the first bad entry. */
+/* Floats of C including row padding, as make_operands lays it out. */
+static size_t o_size_hint(const gemm_case *c)
+{
+    return tight_len(c->M, c->N, c->N + c->pad_c);
+}
+
+/* Threads each case runs on; 3 leaves a remainder when C is cut in parts. */
+static const int thread_counts[] = {1, 2, 3};
+#define MAX_TEST_THREADS 3
+
+/* Runs one case through the fast gemm on every variant this CPU runs and on
+ * 1, 2 and 3 threads, and, when also_naive, through the naive one, each
+ * starting from the same C0; fails with the first bad entry. Also fails if
+ * one variant gives different bits on different thread counts. */
 static void run_case(const gemm_case *c, float *ws, int also_naive, uint64_t seed)
 {
     operands o;
-    char msg[320];
-    size_t bad;
+    char msg[320], who[64];
+    size_t bad = 0, t;
+    int path;
+    float *first = malloc(o_size_hint(c) * sizeof *first);
 
+    assert_non_null(first);
     make_operands(&o, c, seed);
     reference(&o, c);
-
-    memcpy(o.C, o.C0, o.nc * sizeof *o.C);
-    cvi_gemm(c->ta, c->tb, c->M, c->N, c->K, c->alpha, o.A, o.lda, o.B, o.ldb, c->beta, o.C,
-             o.ldc, ws);
-    bad = count_bad(&o, c, fast_rel(c), "cvi_gemm", msg, sizeof msg);
-
+    for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512 && bad == 0; path++) {
+        if (!cvi_gemm_path_available((cvi_gemm_path)path))
+            continue;
+        for (t = 0; t < sizeof thread_counts / sizeof thread_counts[0] && bad == 0; t++) {
+            cvi_gemm_env env;
+            env.path = (cvi_gemm_path)path;
+            env.threads = thread_counts[t];
+            env.ws = ws;
+            memcpy(o.C, o.C0, o.nc * sizeof *o.C);
+            cvi_gemm(&env, c->ta, c->tb, c->M, c->N, c->K, c->alpha, o.A, o.lda, o.B, o.ldb,
+                     c->beta, o.C, o.ldc);
+            snprintf(who, sizeof who, "cvi_gemm[%s, %d threads]",
+                     cvi_gemm_path_name(env.path), env.threads);
+            bad = count_bad(&o, c, fast_rel(c), who, msg, sizeof msg);
+            if (t == 0)
+                memcpy(first, o.C, o.nc * sizeof *o.C);
+            else if (bad == 0 && memcmp(first, o.C, o.nc * sizeof *o.C) != 0) {
+                bad = 1;
+                snprintf(msg, sizeof msg, "%s: bits differ from 1 thread", who);
+            }
+        }
+    }
     if (bad == 0 && also_naive) {
         memcpy(o.C, o.C0, o.nc * sizeof *o.C);
         cvi_gemm_naive(c->ta, c->tb, c->M, c->N, c->K, c->alpha, o.A, o.lda, o.B, o.ldb,
@@ -226,6 +260,7 @@ static void run_case(const gemm_case *c, float *ws, int also_naive, uint64_t see
         bad = count_bad(&o, c, NAIVE_REL, "cvi_gemm_naive", msg, sizeof msg);
     }
     free_operands(&o);
+    free(first);
     if (bad != 0)
         fail_msg("%zu bad entries; first: %s", bad, msg);
 }
@@ -235,7 +270,7 @@ static void run_case(const gemm_case *c, float *ws, int also_naive, uint64_t see
 /* The fixture owns the gemm workspace, allocated as the library sizes it. */
 static int setup_workspace(void **state)
 {
-    size_t n = cvi_gemm_workspace_floats();
+    size_t n = cvi_gemm_workspace_floats(MAX_TEST_THREADS);
     float *ws = cvi_alloc_floats(n);
 
     if (ws == NULL && n > 0)
@@ -334,8 +369,12 @@ static void test_gemm_tolerance_rejects_swapped_index(void **state)
     o.A[3] = 0.75f; /* A[0][3] and A[0][200] differ by 1.25 */
     o.A[200] = -0.5f;
     memcpy(o.C, o.C0, o.nc * sizeof *o.C);
-    cvi_gemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A, o.lda, o.B, o.ldb, c.beta, o.C, o.ldc,
-             *state);
+    {
+        cvi_gemm_env env = {CVI_GEMM_PATH_AUTO, 1, NULL};
+        env.ws = *state;
+        cvi_gemm(&env, c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A, o.lda, o.B, o.ldb, c.beta, o.C,
+                 o.ldc);
+    }
 
     reference(&o, &c);
     bad_true = count_bad(&o, &c, fast_rel(&c), "cvi_gemm", msg, sizeof msg);
@@ -354,6 +393,107 @@ static void test_gemm_tolerance_rejects_swapped_index(void **state)
     assert_true(bad_swapped > 0);
 }
 
+/* Element (r, c) of a grouped operand (see cvi_operand). */
+static size_t grouped_at(size_t r, size_t c, size_t ld, size_t gcols, size_t gstride)
+{
+    return (c / gcols) * gstride + r * ld + c % gcols;
+}
+
+/* Fails if grouped operands (A grouped along K, B and C along N, as the
+ * batched convolutions use them) or the fused row and column biases are
+ * indexed wrongly, on any variant and thread count, or if anything between
+ * C's groups is written. Groups of 7, 13 and 5 columns straddle every tile;
+ * the reference gathers the plain matrices first. */
+static void test_gemm_grouped_operands_and_bias(void **state)
+{
+    enum { M = 37, N = 5 * 13 + 4, K = 7 * 9 + 3 };
+    const size_t ga = 7, gb = 13, gc = 5, lda = 9, ldb = 15, ldc = 6;
+    const size_t sa = M * lda + 3, sb = K * ldb + 1, sc = M * ldc + 2;
+    size_t na = (K / ga + 1) * sa, nb = (N / gb + 1) * sb, nc = (N / gc + 1) * sc;
+    float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B), *C = malloc(nc * sizeof *C);
+    float *C0 = malloc(nc * sizeof *C0), rb[M], cb[N];
+    double *ref = malloc((size_t)M * N * sizeof *ref);
+    tu_rng r;
+    size_t i, j, k, t;
+    int path, bias;
+
+    assert_true(A && B && C && C0 && ref);
+    tu_rng_init(&r, 77);
+    for (i = 0; i < na; i++)
+        A[i] = tu_rng_sym(&r);
+    for (i = 0; i < nb; i++)
+        B[i] = tu_rng_sym(&r);
+    for (i = 0; i < nc; i++)
+        C0[i] = tu_rng_sym(&r);
+    for (i = 0; i < M; i++)
+        rb[i] = tu_rng_sym(&r);
+    for (j = 0; j < N; j++)
+        cb[j] = tu_rng_sym(&r);
+    for (bias = 0; bias < 2; bias++) {
+        const float alpha = 0.75f, beta = bias ? 0.5f : 0.0f;
+        for (i = 0; i < M; i++)
+            for (j = 0; j < N; j++) {
+                double sum = 0.0;
+                for (k = 0; k < K; k++)
+                    sum += (double)A[grouped_at(i, k, lda, ga, sa)] *
+                           B[grouped_at(k, j, ldb, gb, sb)];
+                ref[i * N + j] = alpha * sum + beta * C0[grouped_at(i, j, ldc, gc, sc)] +
+                                 (bias ? (double)rb[i] + cb[j] : 0.0);
+            }
+        for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
+            if (!cvi_gemm_path_available((cvi_gemm_path)path))
+                continue;
+            for (t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+                cvi_gemm_env env;
+                cvi_gemm_call g;
+                size_t touched = 0;
+                memset(&g, 0, sizeof g);
+                env.path = (cvi_gemm_path)path;
+                env.threads = thread_counts[t];
+                env.ws = *state;
+                g.M = M;
+                g.N = N;
+                g.K = K;
+                g.alpha = alpha;
+                g.beta = beta;
+                g.a.data = A;
+                g.a.ld = lda;
+                g.a.group_cols = ga;
+                g.a.group_stride = sa;
+                g.b.data = B;
+                g.b.ld = ldb;
+                g.b.group_cols = gb;
+                g.b.group_stride = sb;
+                g.c.data = C;
+                g.c.ld = ldc;
+                g.c.group_cols = gc;
+                g.c.group_stride = sc;
+                g.c.row_bias = bias ? rb : NULL;
+                g.c.col_bias = bias ? cb : NULL;
+                memcpy(C, C0, nc * sizeof *C);
+                cvi_gemm_ex(&env, &g);
+                for (i = 0; i < M; i++)
+                    for (j = 0; j < N; j++) {
+                        size_t at = grouped_at(i, j, ldc, gc, sc);
+                        if (!(fabs(C[at] - ref[i * N + j]) <= (K + 8) * FLT_EPSILON * (K + 3)))
+                            fail_msg("%s, %d threads, bias %d: C(%zu,%zu) = %.9g, want %.9g",
+                                     cvi_gemm_path_name(env.path), env.threads, bias, i, j,
+                                     (double)C[at], ref[i * N + j]);
+                    }
+                for (i = 0; i < nc; i++)
+                    touched += memcmp(&C[i], &C0[i], sizeof *C) != 0;
+                /* Every C element of the view changes (random data), nothing else. */
+                assert_int_equal(touched, (size_t)M * N);
+            }
+        }
+    }
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+    free(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +505,8 @@ int main(void)
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_tolerance_rejects_swapped_index,
                                         setup_workspace, teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_grouped_operands_and_bias, setup_workspace,
+                                        teardown_workspace),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -889,8 +889,8 @@ static void test_beta_option(void **state)
         CHECK(cvae_model_get(m, CVAE_MODEL_BETA, &v), m);
         assert_true(v == 0.375);
     }
-    assert_int_equal(cvae_model_set(m, (cvae_model_option)301, 1.0), CVAE_ERR_INVALID_ARG);
-    assert_int_equal(cvae_model_get(m, (cvae_model_option)301, &v), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_set(m, (cvae_model_option)399, 1.0), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_get(m, (cvae_model_option)399, &v), CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_model_get(m, CVAE_MODEL_BETA, NULL), CVAE_ERR_INVALID_ARG);
     CHECK(cvae_model_set(m, CVAE_MODEL_BETA, 0.0), m);
     CHECK(cvae_model_get(m, CVAE_MODEL_BETA, &v), m);
@@ -900,7 +900,7 @@ static void test_beta_option(void **state)
     assert_true(lo == 0.0);
     assert_true(hi == DBL_MAX);
     CHECK(cvae_model_set(m, CVAE_MODEL_BETA, hi), m);
-    assert_int_equal(cvae_model_bounds(m, (cvae_model_option)301, &lo, &hi), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_bounds(m, (cvae_model_option)399, &lo, &hi), CVAE_ERR_INVALID_ARG);
 }
 
 /* Fails if a second architecture is accepted (CVAE_ERR_STATE) or disturbs the first, if

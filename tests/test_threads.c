@@ -1,0 +1,187 @@
+/*
+ * test_threads.c - the thread-count setting of models and stacks, and the
+ * promise that goes with it: the same seed gives bit-identical parameters,
+ * losses and outputs on 1, 2 or 3 threads (the multiply splits C into blocks
+ * that each thread computes exactly as one thread would; every reduction has
+ * a fixed order). In a build without OpenMP (make OPENMP=0) every count runs
+ * on one thread and the comparisons hold trivially; the option checks still
+ * apply.
+ *
+ * The model is the preset (convolutions, linear layers, transposed
+ * convolutions) on 1 x 16 x 16 images, small enough for a quick test yet
+ * with products large enough that the multiply really splits them.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cvae.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SIDE 16
+#define LATENT 4
+#define BATCH 24
+#define STEPS 4
+#define PIXELS (SIDE * SIDE)
+
+#define CHECK(call, m)                                                                             \
+    do {                                                                                           \
+        cvae_status st_ = (call);                                                                  \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_model_last_error(m));     \
+    } while (0)
+
+/* What a run produced, for comparison bit for bit. */
+typedef struct run_result {
+    float *params;
+    size_t nparams;
+    double recon[STEPS], kl[STEPS];
+    float mu[BATCH * LATENT], logvar[BATCH * LATENT], images[BATCH * PIXELS];
+    double eval_recon, eval_kl, eval_total;
+} run_result;
+
+/* Trains a fresh preset model for STEPS steps on `threads` threads (set
+ * before or after the architecture, as asked), then encodes, samples and
+ * evaluates. */
+static void train_run(int threads, int set_after_init, run_result *r)
+{
+    cvae_model *m = tu_new_model();
+    cvae_optimizer *opt;
+    cvae_dataset *ds = tu_new_dataset();
+    float *x = tu_keep(TU_KEEP_MEMORY, malloc(sizeof(float) * BATCH * PIXELS));
+    uint8_t *px = tu_keep(TU_KEEP_MEMORY, malloc(BATCH * PIXELS));
+    float *p;
+    int i;
+
+    tu_fill_uniform(x, (size_t)BATCH * PIXELS, 5);
+    for (i = 0; i < BATCH * PIXELS; i++)
+        px[i] = (uint8_t)(x[i] * 255.0f);
+    if (cvae_dataset_set_u8(ds, BATCH, 1, SIDE, SIDE, px, NULL) != CVAE_OK)
+        fail_msg("dataset_set_u8: %s", cvae_dataset_last_error(ds));
+    if (!set_after_init)
+        CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, threads), m);
+    CHECK(cvae_model_init_preset(m, 1, SIDE, SIDE, LATENT, BATCH, 77), m);
+    if (set_after_init)
+        CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, threads), m);
+    opt = tu_new_opt(CVAE_OPTIMIZER_ADAM, cvae_model_param_count(m));
+    for (i = 0; i < STEPS; i++)
+        CHECK(cvae_model_train_step(m, opt, x, BATCH, &r->recon[i], &r->kl[i]), m);
+    CHECK(cvae_model_encode(m, x, BATCH, r->mu, r->logvar), m);
+    CHECK(cvae_model_sample(m, BATCH, 3, r->images), m);
+    CHECK(cvae_model_evaluate(m, ds, 9, &r->eval_recon, &r->eval_kl, &r->eval_total), m);
+    p = cvae_model_params(m, &r->nparams);
+    r->params = malloc(r->nparams * sizeof *r->params);
+    assert_non_null(r->params);
+    memcpy(r->params, p, r->nparams * sizeof *p);
+    tu_release_all();
+}
+
+static void assert_same_run(const run_result *a, const run_result *b, const char *what)
+{
+    assert_int_equal(a->nparams, b->nparams);
+    if (memcmp(a->params, b->params, a->nparams * sizeof *a->params) != 0)
+        fail_msg("%s: parameters after %d steps differ", what, STEPS);
+    if (memcmp(a->recon, b->recon, sizeof a->recon) || memcmp(a->kl, b->kl, sizeof a->kl))
+        fail_msg("%s: training losses differ", what);
+    if (memcmp(a->mu, b->mu, sizeof a->mu) || memcmp(a->logvar, b->logvar, sizeof a->logvar))
+        fail_msg("%s: encodings differ", what);
+    if (memcmp(a->images, b->images, sizeof a->images))
+        fail_msg("%s: samples differ", what);
+    if (a->eval_recon != b->eval_recon || a->eval_kl != b->eval_kl ||
+        a->eval_total != b->eval_total)
+        fail_msg("%s: evaluations differ", what);
+}
+
+/* Fails if 2 or 3 threads (set before the architecture or after it, which
+ * grows the per-thread buffers) change a single bit of what one thread
+ * computes: training, encoding, sampling or evaluation. */
+static void test_thread_count_does_not_change_results(void **state)
+{
+    run_result one, other;
+    static const struct {
+        int threads, after;
+        const char *what;
+    } runs[] = {{2, 0, "2 threads"}, {3, 0, "3 threads"}, {3, 1, "3 threads set after init"},
+                {0, 0, "automatic threads"}};
+    size_t i;
+    (void)state;
+    train_run(1, 0, &one);
+    assert_true(isfinite(one.recon[STEPS - 1]) && one.recon[STEPS - 1] < one.recon[0]);
+    for (i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        train_run(runs[i].threads, runs[i].after, &other);
+        assert_same_run(&one, &other, runs[i].what);
+        free(other.params);
+    }
+    free(one.params);
+}
+
+/* Fails if the option accepts what it must refuse (negative, above 256, not
+ * an integer, NaN) or does not keep and report what it accepts. */
+static void test_threads_option(void **state)
+{
+    static const double bad[] = {-1.0, 257.0, 1.5, NAN, INFINITY};
+    cvae_model *m = tu_new_model();
+    double v = -1.0, lo = -1.0, hi = -1.0;
+    size_t i;
+    (void)state;
+    CHECK(cvae_model_get(m, CVAE_MODEL_THREADS, &v), m);
+    assert_true(v == 0.0); /* automatic by default */
+    CHECK(cvae_model_bounds(m, CVAE_MODEL_THREADS, &lo, &hi), m);
+    assert_true(lo == 0.0 && hi == 256.0);
+    CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, 2), m);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(cvae_model_set(m, CVAE_MODEL_THREADS, bad[i]), CVAE_ERR_INVALID_ARG);
+        assert_non_null(strstr(cvae_model_last_error(m), "threads"));
+        CHECK(cvae_model_get(m, CVAE_MODEL_THREADS, &v), m);
+        assert_true(v == 2.0);
+    }
+    /* Kept through an architecture, and applied to both stacks. */
+    CHECK(cvae_model_init_preset(m, 1, SIDE, SIDE, LATENT, 4, 1), m);
+    CHECK(cvae_model_get(m, CVAE_MODEL_THREADS, &v), m);
+    assert_true(v == 2.0);
+    assert_int_equal(cvae_stack_get_threads(cvae_model_encoder(m)), 2);
+    assert_int_equal(cvae_stack_get_threads(cvae_model_decoder(m)), 2);
+    CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, 256), m);
+    assert_int_equal(cvae_stack_get_threads(cvae_model_decoder(m)), 256);
+    tu_release_all();
+}
+
+/* Fails if a stack's setting refuses valid counts, accepts invalid ones or
+ * crashes on NULL. */
+static void test_stack_threads(void **state)
+{
+    cvae_stack *s = NULL;
+    cvae_layer *l = NULL;
+    (void)state;
+    assert_int_equal(cvae_stack_set_threads(NULL, 1), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_stack_get_threads(NULL), 0);
+    assert_int_equal(cvae_stack_create(&s), CVAE_OK);
+    assert_int_equal(cvae_stack_set_threads(s, -1), CVAE_ERR_INVALID_ARG);
+    assert_non_null(strstr(cvae_stack_last_error(s), "threads"));
+    assert_int_equal(cvae_stack_set_threads(s, 257), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_stack_set_threads(s, 3), CVAE_OK);
+    assert_int_equal(cvae_stack_get_threads(s), 3);
+    tu_add_layer(s, cvae_layer_create_linear(&l, 5), &l);
+    assert_int_equal(cvae_stack_build(s, 1, 4, 4, 2, 1), CVAE_OK);
+    assert_int_equal(cvae_stack_set_threads(s, 8), CVAE_OK); /* grows the buffers */
+    assert_int_equal(cvae_stack_get_threads(s), 8);
+    assert_int_equal(cvae_stack_set_threads(s, 0), CVAE_OK);
+    cvae_stack_destroy(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_thread_count_does_not_change_results,
+                                  tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_threads_option, tu_release_all_teardown),
+        cmocka_unit_test(test_stack_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
