@@ -4,6 +4,7 @@
 #   make check            build and run every test
 #   make deps             install what building and testing need, when missing
 #   make NATIVE=1         add -march=native (the default binary runs anywhere)
+#   make bench            speed table (training, layers, multiply, sampling)
 #   make SANITIZE=1       build everything with AddressSanitizer + UBSan
 #   make OPENMP=0         build without OpenMP (every call on the caller's thread)
 #   make install PREFIX=/usr/local DESTDIR=   /   make uninstall   /   make clean
@@ -174,6 +175,16 @@ demo: examples data
 	$(B)/bin/cvae-reconstruct --model demo/model.cvae --data data/mnist --out demo/recon.png
 	$(B)/bin/cvae-interpolate --model demo/model.cvae --data data/mnist --out demo/interp.png
 	@echo "demo: pictures in demo/ (samples.png recon.png interp.png loss.svg)"
+
+# ------------------------------------------------------------------ bench
+
+# The speed table of docs/PERFORMANCE.md. Run it on a quiet machine: no
+# build, test or other heavy process beside it. BENCH_FLAGS=--quick for a
+# smoke run; see build/bin/cvae-bench --help.
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: examples
+	$(B)/bin/cvae-bench $(BENCH_FLAGS)
 
 # ------------------------------------------------------------------ checks
 

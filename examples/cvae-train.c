@@ -26,7 +26,7 @@
 
 struct options {
     const char *data, *out, *resume, *log, *plot;
-    int epochs, batch, latent;
+    int epochs, batch, latent, threads;
     double lr, beta;
     int lr_set, beta_set; /* given on the command line (they override a checkpoint) */
     uint64_t seed;
@@ -56,6 +56,8 @@ static void usage(FILE *f)
                "  --latent L       latent dimensions (default 16)\n"
                "  --beta B         weight of the KL term in the training loss (default 1)\n"
                "  --seed S         seed of initialisation and shuffling (default 1)\n"
+               "  --threads N      threads to train on (default 0: OMP_NUM_THREADS when set,\n"
+               "                   else all cores); results are the same for any N\n"
                "  --out FILE       checkpoint written after every epoch (default cvae-model.bin)\n"
                "  --resume FILE    continue training from a checkpoint\n"
                "  --log FILE.csv   append each epoch's figures to a CSV file\n"
@@ -102,6 +104,8 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->beta_set = 1;
         } else if (ex_option(argc, argv, &i, "--seed", &v))
             o->seed = ex_parse_u64("--seed", v);
+        else if (ex_option(argc, argv, &i, "--threads", &v))
+            o->threads = (int)ex_parse_long("--threads", v, 0, 256);
         else if (ex_option(argc, argv, &i, "--out", &v))
             o->out = v;
         else if (ex_option(argc, argv, &i, "--resume", &v))
@@ -363,6 +367,8 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
         if ((st = cvae_model_init_preset(*m, c, h, w, o->latent, o->batch, o->seed)) != CVAE_OK)
             return ex_status_error("building the model", st, cvae_model_last_error(*m));
     }
+    if ((st = cvae_model_set(*m, CVAE_MODEL_THREADS, o->threads)) != CVAE_OK)
+        return ex_status_error("--threads", st, cvae_model_last_error(*m));
     if ((!o->resume || o->beta_set) &&
         (st = cvae_model_set(*m, CVAE_MODEL_BETA, o->beta)) != CVAE_OK)
         return ex_status_error("--beta", st, cvae_model_last_error(*m));

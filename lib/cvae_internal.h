@@ -157,9 +157,17 @@ void cvi_col2im_add(float *img, const float *col, size_t ldcol, const cvi_conv_g
  * col (C*KH*KW, n P) where P = OH*OW; and the adjoint, which overwrites the n
  * images. Images are spread over `threads` threads. */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
-                      int threads);
+                      const int32_t *idx, int threads);
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      int threads);
+                      const int32_t *idx, int threads);
+/* The index table the batch functions take: for each kernel tap (ky, kx)
+ * and output position p, the offset of the pixel it reads in a channel
+ * plane, or -1 in the padding (KH*KW*OH*OW entries). It is the same for
+ * every channel and image, so the loops need no bounds tests. Entries fit
+ * in int32 because layers refuse planes of more than 2^31 pixels. */
+void cvi_conv_index(int32_t *idx, const cvi_conv_geom *g);
+/* Floats of scratch that hold the table (rounded up to 16). */
+size_t cvi_conv_index_floats(const cvi_conv_geom *g);
 /* The operand (rows, n P) made of the (rows, P) planes of consecutive
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);
@@ -186,12 +194,12 @@ typedef struct cvi_conv_hp {
     size_t group;       /* images per multiply, fixed by the geometry (bind) */
 } cvi_conv_hp;
 
-/* Columns of a group of images stay under this many floats (1 MiB, so
+/* Columns of a group of images stay under this many floats (512 KiB, so
  * they stay in a core's L2 cache between im2col and the multiply): one
  * multiply per group instead of per image, with a bounded workspace. The
  * group depends only on the layer's geometry, never on the batch, so that
  * results do not depend on the max batch a stack was built for. */
-#define CVI_COL_GROUP_FLOATS ((size_t)1 << 18)
+#define CVI_COL_GROUP_FLOATS ((size_t)1 << 17)
 size_t cvi_conv_group(size_t col_floats_per_image);
 
 /* Scratch memory a layer may use during one call: the gemm's packing

@@ -6,7 +6,8 @@
  *
  * The blocked algorithm itself is in gemm_kernel.h, compiled here once per
  * instruction set with the register tile that suits it:
- *   avx512   12 x 16 (12 zmm accumulators, B broadcast from memory)
+ *   avx512    8 x 16 (8 zmm accumulators, A broadcast from memory; 8 rows
+ *                     divide the model's 32, 64, 128 ... rows exactly)
  *   avx2      4 x 16 (8 ymm accumulators; needs FMA too)
  *   portable  4 x 8  (8 accumulators of 4-float SSE2 or NEON vectors)
  * chosen by measurement with gcc -O2: larger tiles made gcc keep part of
@@ -67,7 +68,7 @@
 #include "gemm_kernel.h"
 
 #define GK(name) name##_avx512
-#define GK_MR 12
+#define GK_MR 8
 #define GK_VL 16
 #define GK_NV 1
 #define GK_NR 16

@@ -80,12 +80,17 @@ static cvae_status conv2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size
                       in.c, in.h, in.w, hp->out_channels, hp->kh, hp->kw);
         return CVAE_ERR_TOO_LARGE;
     }
+    if (cvi_mul_overflow(in.h, in.w, &p) || p > INT32_MAX) { /* int32 plane offsets */
+        cvi_set_error(l->err, "conv2d: input planes of %zux%zu pixels exceed 2^31", in.h, in.w);
+        return CVAE_ERR_TOO_LARGE;
+    }
     out->c = hp->out_channels;
     out->h = g->OH;
     out->w = g->OW;
     *nparams = wcount + hp->out_channels;
     hp->group = cvi_conv_group(cols);
-    *ws_floats = (hp->group < l->max_batch ? hp->group : l->max_batch) * cols;
+    /* The index table, then the columns of a group. */
+    *ws_floats = cvi_conv_index_floats(g) + (hp->group < l->max_batch ? hp->group : l->max_batch) * cols;
     return CVAE_OK;
 }
 
@@ -104,11 +109,14 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
     size_t image = g->C * g->H * g->W, b0;
+    int32_t *idx = (int32_t *)ws->scratch; /* see cvi_conv_index */
+    float *col = ws->scratch + cvi_conv_index_floats(g);
+    cvi_conv_index(idx, g);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
-        cvi_gemm_call c = cvi_gemm_plain(0, 0, F, gn * P, ckk, 1.0f, l->params, ckk, ws->scratch,
+        cvi_gemm_call c = cvi_gemm_plain(0, 0, F, gn * P, ckk, 1.0f, l->params, ckk, col,
                                          gn * P, 0.0f, out + b0 * F * P, P);
-        cvi_im2col_batch(ws->scratch, in + b0 * image, gn, g, ws->gemm.threads);
+        cvi_im2col_batch(col, in + b0 * image, gn, g, idx, ws->gemm.threads);
         c.c.group_cols = P; /* y image by image, bias fused */
         c.c.group_stride = F * P;
         c.c.row_bias = l->params + F * ckk;
@@ -126,23 +134,26 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
     (void)out;
     for (b = 0; b < n; b++)
         cvi_bias_grad_planes(db, dout + b * F * P, F, P);
+    int32_t *idx = (int32_t *)ws->scratch; /* see cvi_conv_index */
+    float *col = ws->scratch + cvi_conv_index_floats(g);
+    cvi_conv_index(idx, g);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         const float *dy = dout + b0 * F * P;
-        cvi_gemm_call c = cvi_gemm_plain(0, 1, F, ckk, gn * P, 1.0f, NULL, 0, ws->scratch,
+        cvi_gemm_call c = cvi_gemm_plain(0, 1, F, ckk, gn * P, 1.0f, NULL, 0, col,
                                          gn * P, 1.0f, dw, ckk);
         /* dw += dy (F, gn P) col^T */
-        cvi_im2col_batch(ws->scratch, in + b0 * image, gn, g, ws->gemm.threads);
+        cvi_im2col_batch(col, in + b0 * image, gn, g, idx, ws->gemm.threads);
         c.a = cvi_planes(dy, P, F * P);
         cvi_gemm_ex(&ws->gemm, &c);
         if (!din)
             continue;
         /* The columns are spent: dcol = w^T dy in their place, then col2im. */
         c = cvi_gemm_plain(1, 0, ckk, gn * P, F, 1.0f, l->params, ckk, NULL, 0, 0.0f,
-                           ws->scratch, gn * P);
+                           col, gn * P);
         c.b = cvi_planes(dy, P, F * P);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(din + b0 * image, ws->scratch, gn, g, ws->gemm.threads);
+        cvi_col2im_batch(din + b0 * image, col, gn, g, idx, ws->gemm.threads);
     }
 }
 
