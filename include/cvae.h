@@ -308,8 +308,11 @@ CVAE_API float *cvae_stack_grads(cvae_stack *stack, size_t *count);
  * OpenMP every call runs on the calling thread and the setting is only
  * stored. Raising the count of a built stack above what it was built for
  * allocates the extra per-thread buffers here (CVAE_ERR_NOMEM when that
- * fails; the setting is then unchanged), so that calls never allocate.
- * CVAE_ERR_INVALID_ARG when threads is not in [0, 256]. Since 0.3.0.
+ * fails; the setting is then unchanged), so that calls never allocate. The
+ * stacks of a model share their buffers with each other: set the model's
+ * CVAE_MODEL_THREADS instead (CVAE_ERR_STATE when this call would have to
+ * grow them). CVAE_ERR_INVALID_ARG when threads is not in [0, 256].
+ * Since 0.3.0.
  */
 CVAE_API cvae_status cvae_stack_set_threads(cvae_stack *stack, int threads);
 /* The setting (0 automatic); 0 for NULL. Since 0.3.0. */

@@ -266,14 +266,28 @@ extern const cvi_layer_ops cvi_flatten_ops;
 extern const cvi_layer_ops cvi_reshape_ops;
 
 /* Stacks whose parameters live in a model's block: plan binds the layers
- * for the input shape and reports the parameter count without allocating;
+ * for the input shape and reports the parameter count and the floats of
+ * the blocks a model may share between its stacks (each of the two
+ * activation-gradient blocks, and the scratch) without allocating;
  * build_shared then builds the stack over the caller's params/grads
- * (nparams floats each, owned by the caller, not initialised here).
- * init_rng initialises every layer in order from rng. */
+ * (nparams floats each, owned by the caller, not initialised here) and the
+ * caller's shared blocks. init_rng initialises every layer in order from
+ * rng. */
+typedef struct cvi_stack_blocks {
+    float *dbuf[2];    /* activation gradients, dbuf_floats[k] each */
+    float *scratch;    /* layer scratch, scratch_floats (may be NULL if 0) */
+    float *gemm_ws;    /* packing buffers for gemm_threads threads */
+    int gemm_threads;
+    size_t dbuf_floats[2], scratch_floats;
+} cvi_stack_blocks;
+
 cvae_status cvi_stack_plan(cvae_stack *stack, int channels, int height, int width, int max_batch,
-                           size_t *nparams, cvi_shape *out);
+                           size_t *nparams, cvi_shape *out, cvi_stack_blocks *needs);
 cvae_status cvi_stack_build_shared(cvae_stack *stack, int channels, int height, int width,
-                                   int max_batch, float *params, float *grads);
+                                   int max_batch, float *params, float *grads,
+                                   const cvi_stack_blocks *shared);
+/* Points a model's stack at new packing buffers (after the model grew them). */
+void cvi_stack_use_gemm_ws(cvae_stack *stack, float *ws, int threads);
 void cvi_stack_init_rng(cvae_stack *stack, cvi_rng *rng);
 int cvi_stack_is_built(const cvae_stack *stack);
 /* Threads the stack's calls use, as cvae_stack_set_threads. */
@@ -368,6 +382,7 @@ struct cvae_model {
     float *eps, *z, *dz;   /* (B, L) */
     float *denc;           /* (B, 2L) */
     float *dlogits, *xbuf; /* (B, I) */
+    cvi_stack_blocks shared; /* the blocks both stacks use in turn */
     double beta;
     int threads; /* the setting, applied to both stacks */
     uint64_t steps;

@@ -33,7 +33,7 @@
 
 #define CVI_KC 256
 #define CVI_MC 144  /* multiple of every MR */
-#define CVI_NC 1024 /* multiple of every NR */
+#define CVI_NC 512  /* multiple of every NR */
 /* Per-thread packing buffers, in floats (a multiple of 16: 64-byte aligned). */
 #define PER_THREAD ((size_t)CVI_MC * CVI_KC + (size_t)CVI_KC * CVI_NC)
 /* Below this many multiply-adds a product runs on one thread: waking the

@@ -48,6 +48,10 @@ void cvi_model_clear(cvae_model *m)
     cvi_free_floats(m->denc);
     cvi_free_floats(m->dlogits);
     cvi_free_floats(m->xbuf);
+    cvi_free_floats(m->shared.gemm_ws);
+    cvi_free_floats(m->shared.dbuf[0]);
+    cvi_free_floats(m->shared.dbuf[1]);
+    cvi_free_floats(m->shared.scratch);
     memset(m, 0, sizeof *m);
     m->beta = beta;
     m->threads = threads;
@@ -72,12 +76,14 @@ static cvae_status plan_stacks(cvae_model *m, int c, int h, int w, int latent, i
                                size_t *enc_n, size_t *dec_n)
 {
     cvi_shape eo, doo;
+    cvi_stack_blocks en, dn;
     cvae_status st;
-    if ((st = cvi_stack_plan(m->enc, c, h, w, max_batch, enc_n, &eo)) != CVAE_OK) {
+    int k;
+    if ((st = cvi_stack_plan(m->enc, c, h, w, max_batch, enc_n, &eo, &en)) != CVAE_OK) {
         cvi_set_error(m->err, "encoder: %s", cvae_stack_last_error(m->enc));
         return st;
     }
-    if ((st = cvi_stack_plan(m->dec, latent, 1, 1, max_batch, dec_n, &doo)) != CVAE_OK) {
+    if ((st = cvi_stack_plan(m->dec, latent, 1, 1, max_batch, dec_n, &doo, &dn)) != CVAE_OK) {
         cvi_set_error(m->err, "decoder: %s", cvae_stack_last_error(m->dec));
         return st;
     }
@@ -91,6 +97,14 @@ static cvae_status plan_stacks(cvae_model *m, int c, int h, int w, int latent, i
                       doo.h, doo.w, c, h, w);
         return CVAE_ERR_SHAPE;
     }
+    /* The stacks run one after the other: one set of gradient, scratch and
+     * packing blocks, sized for the larger, serves both. */
+    memset(&m->shared, 0, sizeof m->shared);
+    for (k = 0; k < 2; k++)
+        m->shared.dbuf_floats[k] =
+            en.dbuf_floats[k] > dn.dbuf_floats[k] ? en.dbuf_floats[k] : dn.dbuf_floats[k];
+    m->shared.scratch_floats =
+        en.scratch_floats > dn.scratch_floats ? en.scratch_floats : dn.scratch_floats;
     return CVAE_OK;
 }
 
@@ -113,21 +127,29 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
     m->denc = cvi_alloc_floats(B * 2 * L);
     m->dlogits = cvi_alloc_floats(io);
     m->xbuf = cvi_alloc_floats(io);
+    m->shared.gemm_threads = cvi_threads_resolve(m->threads);
+    m->shared.gemm_ws = cvi_alloc_floats(cvi_gemm_workspace_floats(m->shared.gemm_threads));
+    /* A block no layer writes still gets a float: NULL means failure. */
+    m->shared.dbuf[0] = cvi_alloc_floats(m->shared.dbuf_floats[0] ? m->shared.dbuf_floats[0] : 1);
+    m->shared.dbuf[1] = cvi_alloc_floats(m->shared.dbuf_floats[1] ? m->shared.dbuf_floats[1] : 1);
+    m->shared.scratch =
+        m->shared.scratch_floats ? cvi_alloc_floats(m->shared.scratch_floats) : NULL;
     if (!m->params || !m->grads || !m->eps || !m->z || !m->dz || !m->denc || !m->dlogits ||
-        !m->xbuf) {
+        !m->xbuf || !m->shared.gemm_ws || !m->shared.dbuf[0] || !m->shared.dbuf[1] ||
+        (m->shared.scratch_floats && !m->shared.scratch)) {
         cvi_set_error(m->err, "model: out of memory for %zu parameters and batch %d",
                       m->nparams, max_batch);
         return CVAE_ERR_NOMEM;
     }
     memset(m->grads, 0, m->nparams * sizeof(float));
-    if ((st = cvi_stack_build_shared(m->enc, c, h, w, max_batch, m->params, m->grads)) !=
-        CVAE_OK) {
+    if ((st = cvi_stack_build_shared(m->enc, c, h, w, max_batch, m->params, m->grads,
+                                     &m->shared)) != CVAE_OK) {
         cvi_set_error(m->err, "encoder: %s", cvae_stack_last_error(m->enc));
         return st;
     }
     if ((st = cvi_stack_build_shared(m->dec, latent, 1, 1, max_batch,
-                                     m->params + m->enc_nparams, m->grads + m->enc_nparams)) !=
-        CVAE_OK) {
+                                     m->params + m->enc_nparams, m->grads + m->enc_nparams,
+                                     &m->shared)) != CVAE_OK) {
         cvi_set_error(m->err, "decoder: %s", cvae_stack_last_error(m->dec));
         return st;
     }
@@ -353,7 +375,6 @@ CVAE_API cvae_stack *cvae_model_decoder(cvae_model *m)
 
 CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double value)
 {
-    cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
     if (key == CVAE_MODEL_THREADS) {
@@ -362,12 +383,23 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
                           CVI_MAX_THREADS);
             return CVAE_ERR_INVALID_ARG;
         }
-        if (m->enc && ((st = cvae_stack_set_threads(m->enc, (int)value)) != CVAE_OK ||
-                       (st = cvae_stack_set_threads(m->dec, (int)value)) != CVAE_OK)) {
-            cvae_stack_set_threads(m->enc, m->threads); /* never fails: no growth */
-            cvi_set_error(m->err, "model: threads %d: out of memory for the buffers",
-                          (int)value);
-            return st;
+        if (m->enc && cvi_threads_resolve((int)value) > m->shared.gemm_threads) {
+            /* Grow the stacks' shared packing buffers now: calls never allocate. */
+            int n = cvi_threads_resolve((int)value);
+            float *ws = cvi_alloc_floats(cvi_gemm_workspace_floats(n));
+            if (!ws) {
+                cvi_set_error(m->err, "model: out of memory for the buffers of %d threads", n);
+                return CVAE_ERR_NOMEM;
+            }
+            cvi_free_floats(m->shared.gemm_ws);
+            m->shared.gemm_ws = ws;
+            m->shared.gemm_threads = n;
+            cvi_stack_use_gemm_ws(m->enc, ws, n);
+            cvi_stack_use_gemm_ws(m->dec, ws, n);
+        }
+        if (m->enc) { /* cannot fail now: no growth, valid count */
+            cvae_stack_set_threads(m->enc, (int)value);
+            cvae_stack_set_threads(m->dec, (int)value);
         }
         m->threads = (int)value;
         return CVAE_OK;

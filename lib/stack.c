@@ -4,7 +4,8 @@
  * Building does all the allocation there will ever be: one parameter block
  * and a mirror gradient block (layer after layer, each layer's weight then
  * bias), one activation block holding the copied input and every layer's
- * output for max_batch images (shape-only layers alias their input), two
+ * output for max_batch images (shape-only layers alias their input, and so
+ * do most relus: see relu_in_place), two
  * ping-pong blocks for activation gradients, and one workspace sized for the
  * largest layer plus the gemm's packing buffers. Forward and backward then
  * only index into those blocks.
@@ -29,6 +30,7 @@ struct cvae_stack {
     float *gemm_ws;     /* the multiply's packing buffers, for gemm_threads */
     float *scratch;     /* the largest layer's scratch */
     int gemm_threads;   /* threads the packing buffers are sized for */
+    int borrowed;       /* dbuf, gemm_ws and scratch belong to a model */
     int threads;        /* the setting: 0 automatic, else a count */
     cvi_workspace ws;
     size_t first_param; /* index of the first layer with parameters, or count */
@@ -58,10 +60,12 @@ static void free_blocks(cvae_stack *s)
         cvi_free_floats(s->grads);
     }
     cvi_free_floats(s->acts);
-    cvi_free_floats(s->dbuf[0]);
-    cvi_free_floats(s->dbuf[1]);
-    cvi_free_floats(s->gemm_ws);
-    cvi_free_floats(s->scratch);
+    if (!s->borrowed) {
+        cvi_free_floats(s->dbuf[0]);
+        cvi_free_floats(s->dbuf[1]);
+        cvi_free_floats(s->gemm_ws);
+        cvi_free_floats(s->scratch);
+    }
     cvi_free(s->act);
 }
 
@@ -145,6 +149,7 @@ typedef struct plan {
     size_t nparams;   /* total parameters */
     size_t act;       /* floats per image: input plus every non-view output */
     size_t widest;    /* largest activation of one image, input included */
+    size_t dbuf[2];   /* floats per image each gradient block needs (dbuf_sizes) */
     size_t scratch;   /* largest layer scratch */
 } plan;
 
@@ -152,6 +157,71 @@ static cvae_status too_large(cvae_stack *s, const char *what)
 {
     cvi_set_error(s->err, "stack_build: %s is too large", what);
     return CVAE_ERR_TOO_LARGE;
+}
+
+/* 1 when layer i writes its output over its input: every relu. Nothing
+ * needs the values it overwrites. The layer before may read its own output
+ * in backward (relu, sigmoid, tanh do, elementwise), but only where the
+ * relu changed it, to negative values, does the value differ, and there the
+ * relu passes back a zero gradient, so the product is zero either way.
+ * conv, linear and leaky_relu read their input, not their output. A future
+ * kind whose backward reads its output across elements would have to be
+ * excluded here. Saves one activation per relu, the largest memory item of
+ * a stack. */
+static int relu_in_place(const cvae_stack *s, size_t i)
+{
+    return s->layers[i]->ops->kind == CVAE_LAYER_RELU;
+}
+
+/* The first layer with parameters and the first that computes (not a
+ * view); count when there is none. */
+static void first_layers(const cvae_stack *s, size_t *first_param, size_t *first_op)
+{
+    size_t i;
+    *first_param = *first_op = s->count;
+    for (i = s->count; i-- > 0;) {
+        if (s->layers[i]->nparams)
+            *first_param = i;
+        if (s->layers[i]->ops->forward)
+            *first_op = i;
+    }
+}
+
+/* Where backward writes layer i's input gradient, given where its output
+ * gradient g is: GRAD_DIN (the caller's din), or dbuf 0 or 1. A relu works in
+ * place on a dbuf; other layers alternate between the two. GRAD_DOUT is the
+ * caller's dout, never written. */
+enum { GRAD_DOUT = -2, GRAD_DIN = -1 };
+static int grad_target(const cvae_stack *s, size_t i, int g, int din_given)
+{
+    if (i == s->first_op && din_given)
+        return GRAD_DIN;
+    if (relu_in_place(s, i) && g >= 0)
+        return g;
+    return g == 0 ? 1 : 0;
+}
+
+/* Floats per image each dbuf must hold: backward replayed on the shapes
+ * alone, with and without a din, keeping the largest input gradient each
+ * buffer receives. */
+static void dbuf_sizes(const cvae_stack *s, size_t sizes[2])
+{
+    int din_given, g, t;
+    size_t i;
+    sizes[0] = sizes[1] = 0;
+    for (din_given = 0; din_given < 2; din_given++) {
+        g = GRAD_DOUT;
+        for (i = s->count; i-- > 0;) {
+            if (!s->layers[i]->ops->backward)
+                continue;
+            if (!din_given && i <= s->first_param)
+                break;
+            t = grad_target(s, i, g, din_given);
+            if (t >= 0 && cvi_shape_size(s->layers[i]->in) > sizes[t])
+                sizes[t] = cvi_shape_size(s->layers[i]->in);
+            g = t;
+        }
+    }
 }
 
 /* Binds every layer in turn to the shape its predecessor produces. */
@@ -186,7 +256,7 @@ static cvae_status bind_layers(cvae_stack *s, cvi_shape in, size_t max_batch, pl
         l->nparams = np;
         l->ws_floats = ws;
         if ((cvi_add_overflow(p->nparams, np, &p->nparams) || p->nparams > CVI_MAX_ELEMS) ||
-            (l->ops->forward &&
+            (l->ops->forward && !relu_in_place(s, i) &&
              (cvi_add_overflow(p->act, size, &p->act) || p->act > CVI_MAX_ELEMS))) {
             cvi_set_error(s->err, "layer %zu (%s): the stack's %s block would be too large", i,
                           l->ops->name, p->nparams > CVI_MAX_ELEMS ? "parameter" : "activation");
@@ -199,17 +269,34 @@ static cvae_status bind_layers(cvae_stack *s, cvi_shape in, size_t max_batch, pl
         shape = out;
     }
     s->out = shape;
+    first_layers(s, &s->first_param, &s->first_op);
+    dbuf_sizes(s, p->dbuf);
+    return CVAE_OK;
+}
+
+/* Floats of the two activation-gradient blocks for max_batch images;
+ * CVAE_ERR_TOO_LARGE with a message when too large. */
+static cvae_status dbuf_floats(cvae_stack *s, const plan *p, size_t max_batch, size_t out[2])
+{
+    int k;
+    for (k = 0; k < 2; k++)
+        if (cvi_mul_overflow(p->dbuf[k], max_batch, &out[k]) || out[k] > CVI_MAX_ELEMS)
+            return too_large(s, "the gradient block for this batch");
     return CVAE_OK;
 }
 
 /* Allocates the blocks of plan p for max_batch images, all or nothing; the
- * parameter and gradient blocks only when the stack owns them. */
-static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, int own_params)
+ * parameter and gradient blocks only when the stack owns them, the shared
+ * blocks only when no model lends them. */
+static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, int own_params,
+                                const cvi_stack_blocks *borrow)
 {
-    size_t acts, grad;
+    size_t acts, grad[2];
     int threads = cvi_threads_resolve(s->threads);
-    if (cvi_mul_overflow(p->act, max_batch, &acts) || acts > CVI_MAX_ELEMS ||
-        cvi_mul_overflow(p->widest, max_batch, &grad) || grad > CVI_MAX_ELEMS)
+    cvae_status st = dbuf_floats(s, p, max_batch, grad);
+    if (st != CVAE_OK)
+        return st;
+    if (cvi_mul_overflow(p->act, max_batch, &acts) || acts > CVI_MAX_ELEMS)
         return too_large(s, "the activation block for this batch");
     s->owns_params = own_params;
     if (own_params) {
@@ -217,15 +304,25 @@ static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, 
         s->grads = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
     }
     s->acts = cvi_alloc_floats(acts);
-    s->dbuf[0] = cvi_alloc_floats(grad);
-    s->dbuf[1] = cvi_alloc_floats(grad);
-    s->gemm_ws = cvi_alloc_floats(cvi_gemm_workspace_floats(threads));
-    s->scratch = p->scratch ? cvi_alloc_floats(p->scratch) : NULL;
     s->act = cvi_calloc(s->count + 1, sizeof *s->act);
+    s->borrowed = borrow != NULL;
+    if (borrow) {
+        s->dbuf[0] = borrow->dbuf[0];
+        s->dbuf[1] = borrow->dbuf[1];
+        s->gemm_ws = borrow->gemm_ws;
+        s->scratch = borrow->scratch;
+        threads = borrow->gemm_threads;
+    } else {
+        /* A block no layer writes still gets a float: NULL means failure. */
+        s->dbuf[0] = cvi_alloc_floats(grad[0] ? grad[0] : 1);
+        s->dbuf[1] = cvi_alloc_floats(grad[1] ? grad[1] : 1);
+        s->gemm_ws = cvi_alloc_floats(cvi_gemm_workspace_floats(threads));
+        s->scratch = p->scratch ? cvi_alloc_floats(p->scratch) : NULL;
+    }
     if ((own_params && p->nparams && (!s->params || !s->grads)) || !s->acts || !s->dbuf[0] ||
         !s->dbuf[1] || !s->gemm_ws || (p->scratch && !s->scratch) || !s->act) {
         free_blocks(s);
-        s->owns_params = 0;
+        s->owns_params = s->borrowed = 0;
         s->params = s->grads = s->acts = s->dbuf[0] = s->dbuf[1] = s->gemm_ws = s->scratch = NULL;
         s->act = NULL;
         cvi_set_error(s->err, "stack_build: out of memory (%zu floats of activations)", acts);
@@ -275,7 +372,6 @@ static void place_layers(cvae_stack *stack, cvi_shape in, const plan *p, size_t 
     stack->ws.gemm.threads = stack->gemm_threads;
     stack->ws.gemm.ws = stack->gemm_ws;
     stack->ws.scratch = stack->scratch;
-    stack->first_param = stack->first_op = stack->count;
     stack->act[0] = stack->acts;
     next = stack->acts + cvi_shape_size(in) * stack->max_batch;
     for (i = 0; i < stack->count; i++) {
@@ -286,11 +382,7 @@ static void place_layers(cvae_stack *stack, cvi_shape in, const plan *p, size_t 
         l->ws = &stack->ws;
         l->max_batch = stack->max_batch;
         l->bound = 1;
-        if (l->nparams && stack->first_param == stack->count)
-            stack->first_param = i;
-        if (l->ops->forward && stack->first_op == stack->count)
-            stack->first_op = i;
-        if (l->ops->forward) {
+        if (l->ops->forward && !relu_in_place(stack, i)) {
             stack->act[i + 1] = next;
             next += cvi_shape_size(l->out) * stack->max_batch;
         } else {
@@ -311,7 +403,7 @@ CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int heigh
     if (!stack)
         return CVAE_ERR_INVALID_ARG;
     if ((st = check_and_bind(stack, channels, height, width, max_batch, &in, &p)) != CVAE_OK ||
-        (st = alloc_blocks(stack, &p, (size_t)max_batch, 1)) != CVAE_OK)
+        (st = alloc_blocks(stack, &p, (size_t)max_batch, 1, NULL)) != CVAE_OK)
         return st;
     place_layers(stack, in, &p, (size_t)max_batch);
     cvae_stack_init_params(stack, seed);
@@ -320,29 +412,41 @@ CVAE_API cvae_status cvae_stack_build(cvae_stack *stack, int channels, int heigh
 }
 
 cvae_status cvi_stack_plan(cvae_stack *stack, int channels, int height, int width, int max_batch,
-                           size_t *nparams, cvi_shape *out)
+                           size_t *nparams, cvi_shape *out, cvi_stack_blocks *needs)
 {
     cvi_shape in;
     plan p;
     cvae_status st = check_and_bind(stack, channels, height, width, max_batch, &in, &p);
+    memset(needs, 0, sizeof *needs);
     *nparams = st == CVAE_OK ? p.nparams : 0;
     *out = stack->out;
+    if (st == CVAE_OK) {
+        st = dbuf_floats(stack, &p, (size_t)max_batch, needs->dbuf_floats);
+        needs->scratch_floats = p.scratch;
+    }
     return st;
 }
 
 cvae_status cvi_stack_build_shared(cvae_stack *stack, int channels, int height, int width,
-                                   int max_batch, float *params, float *grads)
+                                   int max_batch, float *params, float *grads,
+                                   const cvi_stack_blocks *shared)
 {
     cvi_shape in;
     plan p;
     cvae_status st;
     if ((st = check_and_bind(stack, channels, height, width, max_batch, &in, &p)) != CVAE_OK ||
-        (st = alloc_blocks(stack, &p, (size_t)max_batch, 0)) != CVAE_OK)
+        (st = alloc_blocks(stack, &p, (size_t)max_batch, 0, shared)) != CVAE_OK)
         return st;
     stack->params = params;
     stack->grads = grads;
     place_layers(stack, in, &p, (size_t)max_batch);
     return CVAE_OK;
+}
+
+void cvi_stack_use_gemm_ws(cvae_stack *stack, float *ws, int threads)
+{
+    stack->gemm_ws = stack->ws.gemm.ws = ws;
+    stack->gemm_threads = threads;
 }
 
 void cvi_stack_init_rng(cvae_stack *stack, cvi_rng *rng)
@@ -473,6 +577,7 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
     cvae_status st;
     const float *g;
     size_t i;
+    int gi;
     if (!stack)
         return CVAE_ERR_INVALID_ARG;
     if ((st = require_built(stack, "stack_backward")) != CVAE_OK ||
@@ -489,6 +594,7 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
     }
     cvi_stack_prepare_threads(stack);
     g = dout;
+    gi = GRAD_DOUT;
     for (i = stack->count; i-- > 0;) {
         cvae_layer *l = stack->layers[i];
         /* An input gradient is wanted if the caller asked for it or an
@@ -501,9 +607,8 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
             l->ops->backward(l, NULL, g, stack->act[i], stack->act[i + 1], (size_t)n, &stack->ws);
             break;
         }
-        target = (i == stack->first_op && din) ? din
-                 : g == stack->dbuf[0]         ? stack->dbuf[1]
-                                               : stack->dbuf[0];
+        gi = grad_target(stack, i, gi, din != NULL);
+        target = gi == GRAD_DIN ? din : stack->dbuf[gi];
         l->ops->backward(l, target, g, stack->act[i], stack->act[i + 1], (size_t)n, &stack->ws);
         g = target;
     }
@@ -535,6 +640,11 @@ CVAE_API cvae_status cvae_stack_set_threads(cvae_stack *stack, int threads)
         return CVAE_ERR_INVALID_ARG;
     }
     n = cvi_threads_resolve(threads);
+    if (stack->built && n > stack->gemm_threads && stack->borrowed) {
+        cvi_set_error(stack->err, "stack_set_threads: the stack's buffers belong to its model, "
+                                  "which sets its threads (CVAE_MODEL_THREADS)");
+        return CVAE_ERR_STATE;
+    }
     if (stack->built && n > stack->gemm_threads) {
         /* More threads than the packing buffers were sized for: grow them
          * now, so that no later call allocates. */

@@ -28,7 +28,7 @@
 
 #define BATCH 3     /* images per forward: never 1, so batch indexing is exercised */
 #define MAX_BATCH 5 /* built for more than BATCH, so code using max_batch for n shows */
-#define MAX_LAYERS 6
+#define MAX_LAYERS 7
 
 /*
  * Finite-difference step h = 1e-2. Everything is float, so each L carries rounding errors of
@@ -99,6 +99,7 @@ enum {
     CASE_ENCODER,
     CASE_DECODER,
     CASE_DENSE_DECODER,
+    CASE_RELU_CHAINS,
     NCASES
 };
 
@@ -154,6 +155,12 @@ static const grad_case cases[NCASES] = {
     {"dense_decoder", 2, 3, 4, 0.0f, 1.0f, 0.0, 4,
      {SHAPED(CVAE_LAYER_LINEAR, 30, 0, 0), SHAPED(CVAE_LAYER_RESHAPE, 2, 3, 5),
       CONV(CVAE_LAYER_CONV_TRANSPOSE2D, 3, 3, 2, 2, 2, 1, 1), PLAIN(CVAE_LAYER_SIGMOID)}},
+    /* 2x3x4 -> linear 8 -> tanh -> relu -> linear 6 -> sigmoid -> relu -> relu: stacks run
+     * relus in place, over the outputs a tanh's or sigmoid's backward reads. */
+    {"relu_chains", 2, 3, 4, 0.0f, 1.0f, 0.1, 7,
+     {SHAPED(CVAE_LAYER_LINEAR, 8, 0, 0), PLAIN(CVAE_LAYER_TANH), PLAIN(CVAE_LAYER_RELU),
+      SHAPED(CVAE_LAYER_LINEAR, 6, 0, 0), PLAIN(CVAE_LAYER_SIGMOID), PLAIN(CVAE_LAYER_RELU),
+      PLAIN(CVAE_LAYER_RELU)}},
 };
 /* clang-format on */
 
@@ -655,6 +662,13 @@ static void test_grad_dense_decoder_stack(void **state)
     check_gradients(case_fixture(state, CASE_DENSE_DECODER));
 }
 
+/* Fails if a relu run in place over the output of a tanh or sigmoid (which their backward
+ * reads) changes a gradient, or relus in a row go wrong. */
+static void test_grad_relu_chains(void **state)
+{
+    check_gradients(case_fixture(state, CASE_RELU_CHAINS));
+}
+
 /* Backward three times after one forward: the gradient block must hold 1x, 2x, 3x the first
  * gradient, and din (pre-filled with +-garbage, or NULL) must come out the same each time. */
 static void check_accumulation(fixture *fx)
@@ -737,6 +751,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_grad_leaky_relu, setup_all, teardown_all),
         cmocka_unit_test_setup_teardown(test_grad_sigmoid, setup_all, teardown_all),
         cmocka_unit_test_setup_teardown(test_grad_tanh, setup_all, teardown_all),
+        cmocka_unit_test_setup_teardown(test_grad_relu_chains, setup_all, teardown_all),
         cmocka_unit_test_setup_teardown(test_grad_flatten, setup_all, teardown_all),
         cmocka_unit_test_setup_teardown(test_grad_reshape, setup_all, teardown_all),
         cmocka_unit_test_setup_teardown(test_grad_encoder_stack, setup_all, teardown_all),
