@@ -6,7 +6,8 @@
 #   make NATIVE=1         add -march=native (the default binary runs anywhere)
 #   make bench            speed table (training, layers, multiply, sampling)
 #   make SANITIZE=1       build everything with AddressSanitizer + UBSan
-#   make OPENMP=0         build without OpenMP (every call on the caller's thread)
+#   make OPENMP=0         build without OpenMP (every call on the caller's thread;
+#                         the default uses OpenMP when the compiler has it)
 #   make install PREFIX=/usr/local DESTDIR=   /   make uninstall   /   make clean
 
 B := build
@@ -58,8 +59,12 @@ ifeq ($(SANITIZE),1)
   SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
 endif
 # Threads inside a call come from OpenMP pragmas; without them the code is
-# the same, serial.
-OPENMP ?= 1
+# the same, serial. By default OpenMP is used when the compiler can build
+# and link an OpenMP program (clang needs libomp-dev: `make deps`).
+ifeq ($(OPENMP),)
+  OPENMP := $(shell printf '\043include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n' | \
+	$(CC) -fopenmp -x c - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
+endif
 ifeq ($(OPENMP),1)
   OMPFLAGS := -fopenmp
 endif
@@ -202,7 +207,7 @@ check: all $(if $(MNIST_DIR),data)
 	@echo "== all checks passed"
 
 # Installs what building and testing need, where it is missing.
-DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang
+DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev
 deps:
 	@missing=""; \
 	command -v $(firstword $(CC)) >/dev/null 2>&1 || missing="$$missing build-essential"; \
@@ -210,6 +215,8 @@ deps:
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
 	command -v nm >/dev/null 2>&1 || missing="$$missing binutils"; \
+	printf '#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n' \
+		| clang -fopenmp -x c - -o /dev/null >/dev/null 2>&1 || missing="$$missing libomp-dev"; \
 	printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void){return 0;}\n' \
 		| $(CC) -x c - -o /dev/null -lcmocka >/dev/null 2>&1 || missing="$$missing libcmocka-dev"; \
 	if [ -z "$$missing" ]; then echo "deps: everything needed is installed"; exit 0; fi; \
