@@ -148,14 +148,11 @@ typedef struct cvi_conv_geom {
     size_t OH, OW;
 } cvi_conv_geom;
 
-/* col (C*KH*KW, OH*OW) = the patches of img (C, H, W); padding reads as 0.
- * Row r of col starts at col + r * ldcol (ldcol >= OH*OW). */
-void cvi_im2col(float *col, size_t ldcol, const float *img, const cvi_conv_geom *g);
-/* img (C, H, W) += the adjoint of im2col applied to col (C*KH*KW, OH*OW). */
-void cvi_col2im_add(float *img, const float *col, size_t ldcol, const cvi_conv_geom *g);
 /* The columns of n images (C, H, W), image i's in columns [i P, (i+1) P) of
- * col (C*KH*KW, n P) where P = OH*OW; and the adjoint, which overwrites the n
- * images. Images are spread over `threads` threads. */
+ * col (C*KH*KW, n P) where P = OH*OW: row (c*KH + ky)*KW + kx, column
+ * (oy, ox) holds pixel (c, oy*SH - PH + ky, ox*SW - PW + kx), 0 in the
+ * padding. col2im is the adjoint and overwrites the n images. Images are
+ * spread over `threads` threads. */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
                       const int32_t *idx, int threads);
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,

@@ -10,7 +10,7 @@
  *                     divide the model's 32, 64, 128 ... rows exactly)
  *   avx2      4 x 16 (8 ymm accumulators; needs FMA too)
  *   portable  4 x 8  (8 accumulators of 4-float SSE2 or NEON vectors)
- * chosen by measurement with gcc -O2: larger tiles made gcc keep part of
+ * chosen by measurement with gcc 12: larger tiles made gcc keep part of
  * the accumulators or the broadcasts on the stack.
  * The first two only on x86-64 with GCC or clang; the CPU decides at run
  * time. All three are plain C that the compiler vectorises; no intrinsics.

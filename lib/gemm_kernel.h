@@ -1,7 +1,7 @@
 /*
  * gemm_kernel.h - one compiled variant of the blocked multiply; gemm.c
  * includes this file once per instruction set, each time with:
- *   GK_MR          rows of the register tile (6 or 12)
+ *   GK_MR          rows of the register tile (4, 6, 8 or 12)
  *   GK_VL, GK_NV   its columns: GK_NV (1 or 2) vectors of GK_VL floats
  *   GK_NR          GK_VL * GK_NV
  *   GK_ATTR        function attributes (the target instruction set) or empty
@@ -13,7 +13,7 @@
  * rows tall, a CVI_KC-deep slice at a time; a fixed GK_MR x GK_NR tile with
  * constant trip counts then runs over the packed panels, so that compilers
  * keep the tile in vector registers. Packing absorbs the transposes, the
- * column groups (see cvi_gemm_grouped) and the zero padding of the tails, so
+ * column groups (see cvi_operand) and the zero padding of the tails, so
  * the tile has no edge cases; edge tiles are only clipped when written back.
  */
 

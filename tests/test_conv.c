@@ -544,6 +544,30 @@ static void note_geom(coverage *cv, const cvi_conv_geom *g)
     cv->out_channels = 1;
 }
 
+/* The library's im2col and col2im take an index table and a batch; these
+ * run them on one image, or on n images side by side. */
+static int32_t *index_table(const cvi_conv_geom *g)
+{
+    int32_t *idx = malloc(cvi_conv_index_floats(g) * sizeof(float));
+    assert_non_null(idx);
+    cvi_conv_index(idx, g);
+    return idx;
+}
+
+static void im2col_n(float *col, const float *imgs, size_t n, const cvi_conv_geom *g, int threads)
+{
+    int32_t *idx = index_table(g);
+    cvi_im2col_batch(col, imgs, n, g, idx, threads);
+    free(idx);
+}
+
+static void col2im_n(float *imgs, const float *col, size_t n, const cvi_conv_geom *g, int threads)
+{
+    int32_t *idx = index_table(g);
+    cvi_col2im_batch(imgs, col, n, g, idx, threads);
+    free(idx);
+}
+
 #define N_GEOMS 24
 
 /* Fails if any im2col entry is not exactly the image pixel its row (c, ky,
@@ -573,7 +597,7 @@ static void test_im2col_matches_definition(void **state)
         fill_sym(img, img_len(&g), &r);
         for (i = 0; i < col_len(&g); i++)
             col[i] = NAN;
-        cvi_im2col(col, g.OH * g.OW, img, &g);
+        im2col_n(col, img, 1, &g, 1);
 
         rows = g.C * g.KH * g.KW;
         cols = g.OH * g.OW;
@@ -599,11 +623,12 @@ static void test_im2col_matches_definition(void **state)
     assert_coverage(&cv);
 }
 
-/* Fails if col2im_add does not add every column entry into the pixel im2col
- * would have read it from (dropping padding), or overwrites instead of
- * adding: img starts with random values. Tolerance: each pixel sums at most
- * KH*KW + 1 floats, so (KH*KW + 2) * FLT_EPSILON * (sum of their |values|). */
-static void test_col2im_add_matches_definition(void **state)
+/* Fails if col2im does not sum every column entry into the pixel im2col
+ * would have read it from (dropping padding), or adds to what img held
+ * before (random values) instead of overwriting it. Tolerance: each pixel
+ * sums at most KH*KW floats, so (KH*KW + 2) * FLT_EPSILON * (sum of their
+ * |values|). */
+static void test_col2im_matches_definition(void **state)
 {
     tu_rng r;
     int k;
@@ -628,10 +653,8 @@ static void test_col2im_add_matches_definition(void **state)
         assert_non_null(mag);
         fill_sym(img, img_len(&g), &r);
         fill_sym(col, col_len(&g), &r);
-        for (i = 0; i < img_len(&g); i++) {
-            ref[i] = img[i];
-            mag[i] = fabs((double)img[i]);
-        }
+        for (i = 0; i < img_len(&g); i++) /* col2im overwrites img's random start */
+            ref[i] = mag[i] = 0.0;
         rows = g.C * g.KH * g.KW;
         cols = g.OH * g.OW;
         for (i = 0; i < rows; i++)
@@ -642,7 +665,7 @@ static void test_col2im_add_matches_definition(void **state)
                     mag[dst] += fabs((double)col[i * cols + j]);
                 }
             }
-        cvi_col2im_add(img, col, g.OH * g.OW, &g);
+        col2im_n(img, col, 1, &g, 1);
 
         rel = (double)(g.KH * g.KW + 2) * FLT_EPSILON;
         for (i = 0; i < img_len(&g); i++)
@@ -685,7 +708,7 @@ static void test_im2col_col2im_adjoint(void **state)
         draw_geom(&r, &g);
         note_geom(&cv, &g);
         x = malloc(img_len(&g) * sizeof *x);
-        img = calloc(img_len(&g), sizeof *img); /* col2im_add adds: start at 0 */
+        img = malloc(img_len(&g) * sizeof *img); /* col2im overwrites it */
         y = malloc(col_len(&g) * sizeof *y);
         col = malloc(col_len(&g) * sizeof *col);
         assert_non_null(x);
@@ -695,8 +718,8 @@ static void test_im2col_col2im_adjoint(void **state)
         fill_sym(x, img_len(&g), &r);
         fill_sym(y, col_len(&g), &r);
 
-        cvi_im2col(col, g.OH * g.OW, x, &g);
-        cvi_col2im_add(img, y, g.OH * g.OW, &g);
+        im2col_n(col, x, 1, &g, 1);
+        col2im_n(img, y, 1, &g, 1);
         for (i = 0; i < col_len(&g); i++) {
             lhs += (double)col[i] * y[i];
             mag += fabs((double)col[i] * y[i]);
@@ -716,6 +739,56 @@ static void test_im2col_col2im_adjoint(void **state)
     assert_coverage(&cv);
 }
 
+/* Fails if im2col or col2im of 5 images side by side, on 1 or 3 threads,
+ * differ in a single bit from the same functions on each image alone: a
+ * wrong column offset or row stride of the batched layout, or an image
+ * handled by two threads. */
+static void test_im2col_col2im_batched(void **state)
+{
+    enum { NB = 5 };
+    tu_rng r;
+    int k, threads;
+
+    (void)state;
+    tu_rng_init(&r, 66);
+    for (k = 0; k < 8; k++) {
+        cvi_conv_geom g;
+        size_t il, P, rows, i, row;
+        float *img, *col, *one, *back, *back1;
+        draw_geom(&r, &g);
+        il = img_len(&g);
+        P = g.OH * g.OW;
+        rows = g.C * g.KH * g.KW;
+        img = malloc(NB * il * sizeof *img);
+        col = malloc(NB * col_len(&g) * sizeof *col);
+        one = malloc(col_len(&g) * sizeof *one);
+        back = malloc(NB * il * sizeof *back);
+        back1 = malloc(il * sizeof *back1);
+        assert_true(img && col && one && back && back1);
+        fill_sym(img, NB * il, &r);
+        for (threads = 1; threads <= 3; threads += 2) {
+            im2col_n(col, img, NB, &g, threads);
+            col2im_n(back, col, NB, &g, threads);
+            for (i = 0; i < NB; i++) {
+                im2col_n(one, img + i * il, 1, &g, 1);
+                for (row = 0; row < rows; row++)
+                    if (memcmp(col + row * NB * P + i * P, one + row * P, P * sizeof *one))
+                        fail_msg("geometry %d, %d threads: image %zu, column row %zu differs", k,
+                                 threads, i, row);
+                col2im_n(back1, one, 1, &g, 1);
+                if (memcmp(back + i * il, back1, il * sizeof *back1))
+                    fail_msg("geometry %d, %d threads: col2im of image %zu differs", k, threads,
+                             i);
+            }
+        }
+        free(img);
+        free(col);
+        free(one);
+        free(back);
+        free(back1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -724,8 +797,9 @@ int main(void)
         cmocka_unit_test(test_conv_hand_worked_examples),
         cmocka_unit_test(test_conv_shape_errors_reported),
         cmocka_unit_test(test_im2col_matches_definition),
-        cmocka_unit_test(test_col2im_add_matches_definition),
+        cmocka_unit_test(test_col2im_matches_definition),
         cmocka_unit_test(test_im2col_col2im_adjoint),
+        cmocka_unit_test(test_im2col_col2im_batched),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
