@@ -148,23 +148,34 @@ typedef struct cvi_conv_geom {
     size_t OH, OW;
 } cvi_conv_geom;
 
+/* What im2col and col2im index by, built per call in a layer's scratch:
+ * gather[t][p], for kernel tap t = ky*KW + kx and output position p, is the
+ * offset in a channel plane of the pixel the tap reads, or -1 in the padding
+ * (the same for every channel and image, so the loops test no bounds);
+ * start/from list, for each pixel in tap order, where in the columns the
+ * entries that read it are (t * ldcol + p), so that col2im is a gather that
+ * writes each pixel once. Offsets fit in int32 because layers refuse planes
+ * of more than 2^31 pixels. */
+typedef struct cvi_conv_tables {
+    const int32_t *gather; /* (KH*KW, OH*OW) */
+    const int32_t *start;  /* (H*W + 1) */
+    const int64_t *from;
+    size_t ldcol;          /* row stride of the columns they were built for */
+} cvi_conv_tables;
+
+size_t cvi_conv_tables_floats(const cvi_conv_geom *g);
+/* Builds the tables in mem (cvi_conv_tables_floats floats, 64-byte aligned). */
+void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *g, size_t ldcol);
+
 /* The columns of n images (C, H, W), image i's in columns [i P, (i+1) P) of
- * col (C*KH*KW, n P) where P = OH*OW: row (c*KH + ky)*KW + kx, column
- * (oy, ox) holds pixel (c, oy*SH - PH + ky, ox*SW - PW + kx), 0 in the
+ * col (C*KH*KW rows, t->ldcol apart) where P = OH*OW: row (c*KH + ky)*KW + kx,
+ * column (oy, ox) holds pixel (c, oy*SH - PH + ky, ox*SW - PW + kx), 0 in the
  * padding. col2im is the adjoint and overwrites the n images. Images are
  * spread over `threads` threads. */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
-                      const int32_t *idx, int threads);
+                      const cvi_conv_tables *t, int threads);
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      const int32_t *idx, int threads);
-/* The index table the batch functions take: for each kernel tap (ky, kx)
- * and output position p, the offset of the pixel it reads in a channel
- * plane, or -1 in the padding (KH*KW*OH*OW entries). It is the same for
- * every channel and image, so the loops need no bounds tests. Entries fit
- * in int32 because layers refuse planes of more than 2^31 pixels. */
-void cvi_conv_index(int32_t *idx, const cvi_conv_geom *g);
-/* Floats of scratch that hold the table (rounded up to 16). */
-size_t cvi_conv_index_floats(const cvi_conv_geom *g);
+                      const cvi_conv_tables *t, int threads);
 /* The operand (rows, n P) made of the (rows, P) planes of consecutive
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);
@@ -198,6 +209,13 @@ typedef struct cvi_conv_hp {
  * results do not depend on the max batch a stack was built for. */
 #define CVI_COL_GROUP_FLOATS ((size_t)1 << 17)
 size_t cvi_conv_group(size_t col_floats_per_image);
+/* A convolution layer's scratch: its tables, then the columns of one group
+ * (col_floats_per_image each). prepare builds the tables for this call and
+ * returns where the columns go; their row stride is t->ldcol. */
+size_t cvi_conv_scratch_floats(const cvi_conv_hp *hp, size_t col_floats_per_image,
+                               size_t max_batch);
+float *cvi_conv_prepare(const cvi_conv_hp *hp, size_t max_batch, float *scratch,
+                        cvi_conv_tables *t);
 
 /* Scratch memory a layer may use during one call: the gemm's packing
  * buffers and the layer's own ws_floats (for instance im2col columns). Both

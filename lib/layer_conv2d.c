@@ -90,7 +90,7 @@ static cvae_status conv2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size
     *nparams = wcount + hp->out_channels;
     hp->group = cvi_conv_group(cols);
     /* The index table, then the columns of a group. */
-    *ws_floats = cvi_conv_index_floats(g) + (hp->group < l->max_batch ? hp->group : l->max_batch) * cols;
+    *ws_floats = cvi_conv_scratch_floats(hp, cols, l->max_batch);
     return CVAE_OK;
 }
 
@@ -109,14 +109,13 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
     size_t image = g->C * g->H * g->W, b0;
-    int32_t *idx = (int32_t *)ws->scratch; /* see cvi_conv_index */
-    float *col = ws->scratch + cvi_conv_index_floats(g);
-    cvi_conv_index(idx, g);
+    cvi_conv_tables t;
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         cvi_gemm_call c = cvi_gemm_plain(0, 0, F, gn * P, ckk, 1.0f, l->params, ckk, col,
-                                         gn * P, 0.0f, out + b0 * F * P, P);
-        cvi_im2col_batch(col, in + b0 * image, gn, g, idx, ws->gemm.threads);
+                                         t.ldcol, 0.0f, out + b0 * F * P, P);
+        cvi_im2col_batch(col, in + b0 * image, gn, g, &t, ws->gemm.threads);
         c.c.group_cols = P; /* y image by image, bias fused */
         c.c.group_stride = F * P;
         c.c.row_bias = l->params + F * ckk;
@@ -134,26 +133,25 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
     (void)out;
     for (b = 0; b < n; b++)
         cvi_bias_grad_planes(db, dout + b * F * P, F, P);
-    int32_t *idx = (int32_t *)ws->scratch; /* see cvi_conv_index */
-    float *col = ws->scratch + cvi_conv_index_floats(g);
-    cvi_conv_index(idx, g);
+    cvi_conv_tables t;
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         const float *dy = dout + b0 * F * P;
         cvi_gemm_call c = cvi_gemm_plain(0, 1, F, ckk, gn * P, 1.0f, NULL, 0, col,
-                                         gn * P, 1.0f, dw, ckk);
+                                         t.ldcol, 1.0f, dw, ckk);
         /* dw += dy (F, gn P) col^T */
-        cvi_im2col_batch(col, in + b0 * image, gn, g, idx, ws->gemm.threads);
+        cvi_im2col_batch(col, in + b0 * image, gn, g, &t, ws->gemm.threads);
         c.a = cvi_planes(dy, P, F * P);
         cvi_gemm_ex(&ws->gemm, &c);
         if (!din)
             continue;
         /* The columns are spent: dcol = w^T dy in their place, then col2im. */
         c = cvi_gemm_plain(1, 0, ckk, gn * P, F, 1.0f, l->params, ckk, NULL, 0, 0.0f,
-                           col, gn * P);
+                           col, t.ldcol);
         c.b = cvi_planes(dy, P, F * P);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(din + b0 * image, col, gn, g, idx, ws->gemm.threads);
+        cvi_col2im_batch(din + b0 * image, col, gn, g, &t, ws->gemm.threads);
     }
 }
 

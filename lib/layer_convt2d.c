@@ -76,7 +76,7 @@ static cvae_status convt2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, siz
                       in.c, in.h, in.w, hp->out_channels, hp->kh, hp->kw);
         return CVAE_ERR_TOO_LARGE;
     }
-    if (ycount / hp->out_channels > INT32_MAX) { /* int32 plane offsets (cvi_conv_index) */
+    if (ycount / hp->out_channels > INT32_MAX) { /* int32 plane offsets (cvi_conv_tables) */
         cvi_set_error(l->err, "conv_transpose2d: output planes of %zux%zu pixels exceed 2^31",
                       oh, ow);
         return CVAE_ERR_TOO_LARGE;
@@ -87,7 +87,7 @@ static cvae_status convt2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, siz
     *nparams = wcount + hp->out_channels;
     hp->group = cvi_conv_group(cols);
     /* The index table, then the columns of a group. */
-    *ws_floats = cvi_conv_index_floats(g) + (hp->group < l->max_batch ? hp->group : l->max_batch) * cols;
+    *ws_floats = cvi_conv_scratch_floats(hp, cols, l->max_batch);
     return CVAE_OK;
 }
 
@@ -108,17 +108,16 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
     size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
     size_t P = g->H * g->W, b0, b;
     const float *bias = l->params + C * fkk;
-    int32_t *idx = (int32_t *)ws->scratch; /* see cvi_conv_index */
-    float *col = ws->scratch + cvi_conv_index_floats(g);
-    cvi_conv_index(idx, g);
+    cvi_conv_tables t;
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         /* col = w^T x */
         cvi_gemm_call c = cvi_gemm_plain(1, 0, fkk, gn * HW, C, 1.0f, l->params, fkk, NULL, 0,
-                                         0.0f, col, gn * HW);
+                                         0.0f, col, t.ldcol);
         c.b = cvi_planes(in + b0 * C * HW, HW, C * HW);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(out + b0 * F * P, col, gn, g, idx, ws->gemm.threads);
+        cvi_col2im_batch(out + b0 * F * P, col, gn, g, &t, ws->gemm.threads);
     }
     for (b = 0; b < n; b++)
         cvi_bias_add_planes(out + b * F * P, bias, F, P);
@@ -134,21 +133,20 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
     (void)out;
     for (b = 0; b < n; b++)
         cvi_bias_grad_planes(db, dout + b * F * P, F, P);
-    int32_t *idx = (int32_t *)ws->scratch; /* see cvi_conv_index */
-    float *col = ws->scratch + cvi_conv_index_floats(g);
-    cvi_conv_index(idx, g);
+    cvi_conv_tables t;
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         /* dw += x (C, gn HW) col^T */
         cvi_gemm_call c = cvi_gemm_plain(0, 1, C, fkk, gn * HW, 1.0f, NULL, 0, col,
-                                         gn * HW, 1.0f, dw, fkk);
-        cvi_im2col_batch(col, dout + b0 * F * P, gn, g, idx, ws->gemm.threads);
+                                         t.ldcol, 1.0f, dw, fkk);
+        cvi_im2col_batch(col, dout + b0 * F * P, gn, g, &t, ws->gemm.threads);
         c.a = cvi_planes(in + b0 * C * HW, HW, C * HW);
         cvi_gemm_ex(&ws->gemm, &c);
         if (!din)
             continue;
         /* dx = w col, written image by image */
-        c = cvi_gemm_plain(0, 0, C, gn * HW, fkk, 1.0f, l->params, fkk, col, gn * HW,
+        c = cvi_gemm_plain(0, 0, C, gn * HW, fkk, 1.0f, l->params, fkk, col, t.ldcol,
                            0.0f, din + b0 * C * HW, HW);
         c.c.group_cols = HW;
         c.c.group_stride = C * HW;

@@ -544,28 +544,31 @@ static void note_geom(coverage *cv, const cvi_conv_geom *g)
     cv->out_channels = 1;
 }
 
-/* The library's im2col and col2im take an index table and a batch; these
- * run them on one image, or on n images side by side. */
-static int32_t *index_table(const cvi_conv_geom *g)
+/* The library's im2col and col2im take tables and a batch; these run them
+ * on n images side by side (n = 1: one image alone). */
+static void with_tables(const cvi_conv_geom *g, size_t n, float **mem, cvi_conv_tables *t)
 {
-    int32_t *idx = malloc(cvi_conv_index_floats(g) * sizeof(float));
-    assert_non_null(idx);
-    cvi_conv_index(idx, g);
-    return idx;
+    *mem = cvi_alloc_floats(cvi_conv_tables_floats(g));
+    assert_non_null(*mem);
+    cvi_conv_tables_build(t, *mem, g, n * g->OH * g->OW);
 }
 
 static void im2col_n(float *col, const float *imgs, size_t n, const cvi_conv_geom *g, int threads)
 {
-    int32_t *idx = index_table(g);
-    cvi_im2col_batch(col, imgs, n, g, idx, threads);
-    free(idx);
+    cvi_conv_tables t;
+    float *mem;
+    with_tables(g, n, &mem, &t);
+    cvi_im2col_batch(col, imgs, n, g, &t, threads);
+    cvi_free_floats(mem);
 }
 
 static void col2im_n(float *imgs, const float *col, size_t n, const cvi_conv_geom *g, int threads)
 {
-    int32_t *idx = index_table(g);
-    cvi_col2im_batch(imgs, col, n, g, idx, threads);
-    free(idx);
+    cvi_conv_tables t;
+    float *mem;
+    with_tables(g, n, &mem, &t);
+    cvi_col2im_batch(imgs, col, n, g, &t, threads);
+    cvi_free_floats(mem);
 }
 
 #define N_GEOMS 24
