@@ -382,6 +382,8 @@ double cvi_bce_logits(const float *logits, const float *target, size_t n, float 
 double cvi_kl_normal(const float *mu, const float *logvar, size_t n, float *dmu, float *dlogvar,
                      float scale);
 void cvi_sigmoid(float *out, const float *logits, size_t n);
+/* log(1 + u) for u in [0, 1], within a few float ulps, tiny u included. */
+float cvi_log1p01(float u);
 /* n draws from N(0, 1) (Box-Muller). */
 void cvi_rng_normal(cvi_rng *rng, float *out, size_t n);
 

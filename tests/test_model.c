@@ -353,6 +353,30 @@ static void test_loss_value_independent(void **state)
 
 /* Fails if the binary cross-entropy on logits or its gradient departs from the closed forms,
  * or if an extreme logit overflows, loses its exact value or produces a NaN. */
+/* Fails if the library's log1p on [0, 1] (which the loss uses per pixel) is more than 4 float
+ * ulps from double log1p anywhere, loses tiny arguments, or is not exact at 0. */
+static void test_log1p01_accuracy(void **state)
+{
+    double worst = 0.0, worst_u = 0.0;
+    int i;
+    (void)state;
+    assert_true(cvi_log1p01(0.0f) == 0.0f);
+    /* A denormal comes back within one step of the denormal grid (u / 2 rounds there). */
+    assert_true(fabs((double)cvi_log1p01(1e-44f) - 1e-44) <= 1.5e-45);
+    for (i = 0; i <= 1000000; i++) {
+        /* Uniform steps on [0, 1] and a geometric sweep down to 1e-38. */
+        float u = i % 2 ? (float)i / 1000000.0f : (float)pow(10.0, -38.0 * i / 1000000.0);
+        double want = log1p((double)u), got = cvi_log1p01(u);
+        double ulp = want > 0.0 ? ldexp(1.0, ilogb(want) - 23) : 1e-45;
+        if (fabs(got - want) / ulp > worst) {
+            worst = fabs(got - want) / ulp;
+            worst_u = u;
+        }
+    }
+    if (!(worst <= 4.0))
+        fail_msg("log1p01(%.9g) is %.2f ulps off", worst_u, worst);
+}
+
 static void test_bce_by_hand(void **state)
 {
     /* Per pixel: l(x, t) = max(x, 0) - x t + log(1 + e^-|x|); dl/dx = sigmoid(x) - t. */
@@ -1014,6 +1038,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_whole_model_gradient, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_loss_value_independent, tu_release_all_teardown),
+        cmocka_unit_test(test_log1p01_accuracy),
         cmocka_unit_test_teardown(test_bce_by_hand, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_kl_by_hand, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_preset, tu_release_all_teardown),
