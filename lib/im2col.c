@@ -75,66 +75,70 @@ void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *
     t->ldcol = ldcol;
 }
 
-/* im2col of one image: one flat loop over the P positions per column row. */
-static void im2col_one(float *col, const float *img, const cvi_conv_geom *g,
-                       const cvi_conv_tables *t)
+/* im2col of channel c of one image: one flat loop over the P positions per
+ * column row. */
+static void im2col_channel(float *col, const float *img, size_t c, const cvi_conv_geom *g,
+                           const cvi_conv_tables *t)
 {
-    size_t c, k, p, P = g->OH * g->OW, taps = g->KH * g->KW;
-    for (c = 0; c < g->C; c++) {
-        const float *plane = img + c * g->H * g->W;
-        for (k = 0; k < taps; k++) {
-            const int32_t *ix = t->gather + k * P;
-            float *dst = col + (c * taps + k) * t->ldcol;
-            for (p = 0; p < P; p++)
-                dst[p] = ix[p] >= 0 ? plane[ix[p]] : 0.0f;
-        }
+    size_t k, p, P = g->OH * g->OW, taps = g->KH * g->KW;
+    const float *plane = img + c * g->H * g->W;
+    for (k = 0; k < taps; k++) {
+        const int32_t *ix = t->gather + k * P;
+        float *dst = col + (c * taps + k) * t->ldcol;
+        for (p = 0; p < P; p++)
+            dst[p] = ix[p] >= 0 ? plane[ix[p]] : 0.0f;
     }
 }
 
-/* col2im of one image as a gather: each pixel sums the column entries that
- * read it, in tap order, and is written once (no read-modify-write chains,
- * no zeroing first). */
-static void col2im_one(float *img, const float *col, const cvi_conv_geom *g,
-                       const cvi_conv_tables *t)
+/* col2im of channel c of one image as a gather: each pixel sums the column
+ * entries that read it, in tap order, and is written once (no
+ * read-modify-write chains, no zeroing first). */
+static void col2im_channel(float *img, const float *col, size_t c, const cvi_conv_geom *g,
+                           const cvi_conv_tables *t)
 {
-    size_t c, q, pixels = g->H * g->W, taps = g->KH * g->KW;
-    for (c = 0; c < g->C; c++) {
-        float *plane = img + c * pixels;
-        const float *base = col + c * taps * t->ldcol;
-        for (q = 0; q < pixels; q++) {
-            float sum = 0.0f;
-            int32_t e;
-            for (e = t->start[q]; e < t->start[q + 1]; e++)
-                sum += base[t->from[e]];
-            plane[q] = sum;
-        }
+    size_t q, pixels = g->H * g->W, taps = g->KH * g->KW;
+    float *plane = img + c * pixels;
+    const float *base = col + c * taps * t->ldcol;
+    for (q = 0; q < pixels; q++) {
+        float sum = 0.0f;
+        int32_t e;
+        for (e = t->start[q]; e < t->start[q + 1]; e++)
+            sum += base[t->from[e]];
+        plane[q] = sum;
     }
 }
 
+/* Both spread the n * C (image, channel) pairs over the threads: channels
+ * are independent in both directions, and a group may hold fewer images
+ * than there are threads. */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
                       const cvi_conv_tables *t, int threads)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
-    ptrdiff_t i;
+    ptrdiff_t w, work = (ptrdiff_t)(n * g->C);
     (void)threads;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) if (threads > 1 && n > 1)
+#pragma omp parallel for num_threads(threads) if (threads > 1 && work > 1)
 #endif
-    for (i = 0; i < (ptrdiff_t)n; i++)
-        im2col_one(col + (size_t)i * P, imgs + (size_t)i * image, g, t);
+    for (w = 0; w < work; w++) {
+        size_t i = (size_t)w / g->C, c = (size_t)w % g->C;
+        im2col_channel(col + i * P, imgs + i * image, c, g, t);
+    }
 }
 
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
                       const cvi_conv_tables *t, int threads)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
-    ptrdiff_t i;
+    ptrdiff_t w, work = (ptrdiff_t)(n * g->C);
     (void)threads;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) if (threads > 1 && n > 1)
+#pragma omp parallel for num_threads(threads) if (threads > 1 && work > 1)
 #endif
-    for (i = 0; i < (ptrdiff_t)n; i++)
-        col2im_one(imgs + (size_t)i * image, col + (size_t)i * P, g, t);
+    for (w = 0; w < work; w++) {
+        size_t i = (size_t)w / g->C, c = (size_t)w % g->C;
+        col2im_channel(imgs + i * image, col + i * P, c, g, t);
+    }
 }
 
 /* Images per group in a call of a layer built for max_batch: the columns'
