@@ -190,10 +190,11 @@ size_t cvi_shape_size(cvi_shape s); /* c*h*w; callers checked it at build */
 /* Writes s's sides to whichever of c, h, w is not NULL. */
 void cvi_shape_out(cvi_shape s, int *c, int *h, int *w);
 
-/* Per-channel bias of a (F, P) plane: y[f][p] += b[f], and its gradient
- * db[f] += sum over p of dy[f][p]. */
+/* Per-channel bias of a (F, P) plane: y[f][p] += b[f]; and its gradient
+ * over n images of (F, P) planes, db[f] += sum over images and p of dy,
+ * channels shared among `threads` threads. */
 void cvi_bias_add_planes(float *y, const float *b, size_t F, size_t P);
-void cvi_bias_grad_planes(float *db, const float *dy, size_t F, size_t P);
+void cvi_bias_grad_planes(float *db, const float *dy, size_t n, size_t F, size_t P, int threads);
 
 /* Hyper-parameters of the convolution kinds (conv2d, conv_transpose2d). */
 typedef struct cvi_conv_hp {

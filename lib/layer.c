@@ -31,14 +31,23 @@ void cvi_bias_add_planes(float *y, const float *b, size_t F, size_t P)
             y[f * P + p] += b[f];
 }
 
-void cvi_bias_grad_planes(float *db, const float *dy, size_t F, size_t P)
+void cvi_bias_grad_planes(float *db, const float *dy, size_t n, size_t F, size_t P, int threads)
 {
-    size_t f, p;
-    for (f = 0; f < F; f++) {
-        float sum = 0.0f;
-        for (p = 0; p < P; p++)
-            sum += dy[f * P + p];
-        db[f] += sum;
+    ptrdiff_t f;
+    (void)threads;
+    /* Channels are independent; each keeps the order images, then positions. */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) if (threads > 1 && n * F * P > 65536)
+#endif
+    for (f = 0; f < (ptrdiff_t)F; f++) {
+        size_t b, p;
+        for (b = 0; b < n; b++) {
+            const float *plane = dy + (b * F + (size_t)f) * P;
+            float sum = 0.0f;
+            for (p = 0; p < P; p++)
+                sum += plane[p];
+            db[f] += sum;
+        }
     }
 }
 

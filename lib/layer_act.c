@@ -31,8 +31,10 @@ static cvae_status create(cvae_layer **out, const cvi_layer_ops *ops)
 static void relu_forward(cvae_layer *l, float *out, const float *in, size_t n,
                          const cvi_workspace *ws)
 {
-    size_t i, count = n * cvi_shape_size(l->in);
-    (void)ws;
+    ptrdiff_t i, count = (ptrdiff_t)(n * cvi_shape_size(l->in));
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(ws->gemm.threads) if (ws->gemm.threads > 1 && count > 65536)
+#endif
     for (i = 0; i < count; i++) {
         float x = in[i];
         out[i] = x > 0.0f ? x : 0.0f;
@@ -42,14 +44,19 @@ static void relu_forward(cvae_layer *l, float *out, const float *in, size_t n,
 static void relu_backward(cvae_layer *l, float *din, const float *dout, const float *in,
                           const float *out, size_t n, const cvi_workspace *ws)
 {
-    size_t i, count = n * cvi_shape_size(l->in);
-    (void)in, (void)ws;
-    /* Both loads unconditional, so that the loop vectorises as a blend. */
-    if (din)
-        for (i = 0; i < count; i++) {
-            float d = dout[i];
-            din[i] = out[i] > 0.0f ? d : 0.0f;
-        }
+    ptrdiff_t i, count = (ptrdiff_t)(n * cvi_shape_size(l->in));
+    (void)in;
+    if (!din)
+        return;
+    /* Both loads unconditional, so that the loop vectorises as a blend; in
+     * place (din == dout) is fine, element by element. */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(ws->gemm.threads) if (ws->gemm.threads > 1 && count > 65536)
+#endif
+    for (i = 0; i < count; i++) {
+        float d = dout[i];
+        din[i] = out[i] > 0.0f ? d : 0.0f;
+    }
 }
 
 static void leaky_forward(cvae_layer *l, float *out, const float *in, size_t n,

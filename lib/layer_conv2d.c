@@ -128,11 +128,10 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
 {
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
-    size_t image = g->C * g->H * g->W, b0, b;
+    size_t image = g->C * g->H * g->W, b0;
     float *dw = l->grads, *db = l->grads + F * ckk;
     (void)out;
-    for (b = 0; b < n; b++)
-        cvi_bias_grad_planes(db, dout + b * F * P, F, P);
+    cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;
     float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
