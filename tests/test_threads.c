@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "cvae.h"
+#include "cvae_internal.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -149,6 +150,20 @@ static void test_threads_option(void **state)
     assert_int_equal(cvae_stack_get_threads(cvae_model_decoder(m)), 2);
     CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, 256), m);
     assert_int_equal(cvae_stack_get_threads(cvae_model_decoder(m)), 256);
+    tu_release_all();
+
+    /* A model's stacks share its buffers: growing them goes through the model. */
+    m = tu_new_model();
+    CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, 1), m);
+    CHECK(cvae_model_init_preset(m, 1, SIDE, SIDE, LATENT, 4, 1), m);
+    if (cvi_threads_resolve(4) > 1) { /* an OpenMP build: 4 threads need more buffers */
+        assert_int_equal(cvae_stack_set_threads(cvae_model_encoder(m), 4), CVAE_ERR_STATE);
+        assert_non_null(strstr(cvae_stack_last_error(cvae_model_encoder(m)), "CVAE_MODEL_THREADS"));
+        assert_int_equal(cvae_stack_get_threads(cvae_model_encoder(m)), 1);
+    }
+    CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, 4), m);
+    assert_int_equal(cvae_stack_get_threads(cvae_model_encoder(m)), 4);
+    assert_int_equal(cvae_stack_set_threads(cvae_model_encoder(m), 2), CVAE_OK); /* fits */
     tu_release_all();
 }
 
