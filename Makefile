@@ -5,6 +5,7 @@
 #   make deps             install what building and testing need, when missing
 #   make NATIVE=1         add -march=native (the default binary runs anywhere)
 #   make bench            speed table (training, layers, multiply, sampling)
+#   make abi-check        the shared library against lib/libcvae.abi
 #   make SANITIZE=1       build everything with AddressSanitizer + UBSan
 #   make OPENMP=0         build without OpenMP (every call on the caller's thread;
 #                         the default uses OpenMP when the compiler has it)
@@ -191,6 +192,26 @@ BENCH_FLAGS ?=
 bench: examples
 	$(B)/bin/cvae-bench $(BENCH_FLAGS)
 
+# -------------------------------------------------------------------- ABI
+
+# lib/libcvae.abi is abidw's description of the last release's shared
+# library (Debian: abigail-tools). abi-check builds the library with debug
+# information in $(B)/abi and compares: a removed or changed function or
+# public type fails; added functions are fine. abi-dump rewrites the file
+# when a release is cut (docs/ABI.md).
+ABI_B := $(B)/abi
+ABI_LIB := $(ABI_B)/libcvae.so.$(VERSION)
+ABI_HEADERS := --headers-dir1 include --headers-dir2 include
+.PHONY: abi-check abi-dump
+abi-check:
+	@$(MAKE) --no-print-directory B=$(ABI_B) CFLAGS=-g lib
+	abidiff --no-added-syms $(ABI_HEADERS) lib/libcvae.abi $(ABI_LIB) || \
+		{ echo "abi-check: the ABI of lib/libcvae.abi changed (see above)" >&2; exit 1; }
+	@echo "abi-check: nothing removed or changed since lib/libcvae.abi"
+abi-dump:
+	@$(MAKE) --no-print-directory B=$(ABI_B) CFLAGS=-g lib
+	abidw --headers-dir include --no-corpus-path $(ABI_LIB) --out-file lib/libcvae.abi
+
 # ------------------------------------------------------------------ checks
 
 # Tests that train on real digits use data/mnist when it exists; fetch it
@@ -207,7 +228,7 @@ check: all $(if $(MNIST_DIR),data)
 	@echo "== all checks passed"
 
 # Installs what building and testing need, where it is missing.
-DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev
+DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev abigail-tools
 deps:
 	@missing=""; \
 	command -v $(firstword $(CC)) >/dev/null 2>&1 || missing="$$missing build-essential"; \
@@ -215,6 +236,7 @@ deps:
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
 	command -v nm >/dev/null 2>&1 || missing="$$missing binutils"; \
+	command -v abidiff >/dev/null 2>&1 || missing="$$missing abigail-tools"; \
 	printf '#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n' \
 		| clang -fopenmp -x c - -o /dev/null >/dev/null 2>&1 || missing="$$missing libomp-dev"; \
 	printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void){return 0;}\n' \
