@@ -6,6 +6,7 @@
 #   make NATIVE=1         add -march=native (the default binary runs anywhere)
 #   make bench            speed table (training, layers, multiply, sampling)
 #   make abi-check        the shared library against lib/libcvae.abi
+#   make fuzz-run         fuzz the file loaders (tests/fuzz/README.md)
 #   make SANITIZE=1       build everything with AddressSanitizer + UBSan
 #   make OPENMP=0         build without OpenMP (every call on the caller's thread;
 #                         the default uses OpenMP when the compiler has it)
@@ -212,6 +213,12 @@ abi-dump:
 	@$(MAKE) --no-print-directory B=$(ABI_B) CFLAGS=-g lib
 	abidw --headers-dir include --no-corpus-path $(ABI_LIB) --out-file lib/libcvae.abi
 
+# ------------------------------------------------------------------- fuzz
+
+# libFuzzer targets for the IDX and model loaders (clang and its libFuzzer
+# runtime: make fuzz / fuzz-run / fuzz-regress; see tests/fuzz/README.md).
+include tests/fuzz/fuzz.mk
+
 # ------------------------------------------------------------------ checks
 
 # Tests that train on real digits use data/mnist when it exists; fetch it
@@ -228,7 +235,7 @@ check: all $(if $(MNIST_DIR),data)
 	@echo "== all checks passed"
 
 # Installs what building and testing need, where it is missing.
-DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev abigail-tools
+DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev abigail-tools libclang-rt-dev
 deps:
 	@missing=""; \
 	command -v $(firstword $(CC)) >/dev/null 2>&1 || missing="$$missing build-essential"; \
@@ -237,6 +244,8 @@ deps:
 	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
 	command -v nm >/dev/null 2>&1 || missing="$$missing binutils"; \
 	command -v abidiff >/dev/null 2>&1 || missing="$$missing abigail-tools"; \
+	printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n{ (void)d; (void)n; return 0; }\n' \
+		| clang -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 || missing="$$missing libclang-rt-dev"; \
 	printf '#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n' \
 		| clang -fopenmp -x c - -o /dev/null >/dev/null 2>&1 || missing="$$missing libomp-dev"; \
 	printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void){return 0;}\n' \

@@ -495,8 +495,11 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
  *   Adam: t += 1; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  *         p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p
  *   SGD:  g += wd * p; b = momentum * b + g (b = g at the first step); p -= lr * b
- * A non-finite gradient returns CVAE_ERR_NUMERIC and changes nothing.
- * CVAE_ERR_SHAPE if nparams differs from the optimizer's. Since 0.2.0.
+ * A non-finite gradient returns CVAE_ERR_NUMERIC and changes nothing; so
+ * does a finite one that would make the float state infinite: a norm
+ * (after clipping) above 1e19 for Adam (whose g^2 would overflow), above
+ * 1e30 for SGD (since 0.3.0). CVAE_ERR_SHAPE if nparams differs from the
+ * optimizer's. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                          size_t nparams);

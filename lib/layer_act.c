@@ -32,6 +32,7 @@ static void relu_forward(cvae_layer *l, float *out, const float *in, size_t n,
                          const cvi_workspace *ws)
 {
     ptrdiff_t i, count = (ptrdiff_t)(n * cvi_shape_size(l->in));
+    (void)ws; /* its thread count, with OpenMP */
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(ws->gemm.threads) if (ws->gemm.threads > 1 && count > 65536)
 #endif
@@ -45,7 +46,7 @@ static void relu_backward(cvae_layer *l, float *din, const float *dout, const fl
                           const float *out, size_t n, const cvi_workspace *ws)
 {
     ptrdiff_t i, count = (ptrdiff_t)(n * cvi_shape_size(l->in));
-    (void)in;
+    (void)in, (void)ws;
     if (!din)
         return;
     /* Both loads unconditional, so that the loop vectorises as a blend; in

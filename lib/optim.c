@@ -247,6 +247,10 @@ static double sum_squares(const float *g, size_t n, int threads)
     return sum;
 }
 
+/* Largest gradient norm (after clipping) a step accepts; see below. */
+#define ADAM_MAX_NORM 1e19
+#define SGD_MAX_NORM 1e30
+
 cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                size_t nparams, int threads)
 {
@@ -270,6 +274,18 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
     }
     if (opt->clip_norm > 0.0 && norm > opt->clip_norm)
         scale = (float)(opt->clip_norm / norm);
+    /* The state is float: Adam squares each gradient element (beyond 1.8e19
+     * the square overflows to inf), SGD adds them up in its momentum. A
+     * finite gradient that would make the state infinite is refused like a
+     * non-finite one, before anything changes; the norm bounds every
+     * element. */
+    if (norm * scale > (opt->kind == CVAE_OPTIMIZER_ADAM ? ADAM_MAX_NORM : SGD_MAX_NORM)) {
+        cvi_set_error(opt->err,
+                      "optimizer_step: the gradient (norm %g) is too large for the optimizer's "
+                      "float state (at most %g)",
+                      norm * scale, opt->kind == CVAE_OPTIMIZER_ADAM ? ADAM_MAX_NORM : SGD_MAX_NORM);
+        return CVAE_ERR_NUMERIC;
+    }
     opt->t++;
     if (threads < 2 || nparams < 65536) {
         if (opt->kind == CVAE_OPTIMIZER_ADAM)

@@ -684,6 +684,23 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path)
             st = CVAE_ERR_NUMERIC;
         }
     }
+    if (st == CVAE_OK && os.v) {
+        /* Adam's second moments are sums of squares: a negative one would
+         * make the next step's square root NaN (found by fuzzing). */
+        const unsigned char *v = r.p + orec.moments_at + 4 * os.n;
+        size_t k;
+        for (k = 0; k < os.n; k++) {
+            uint32_t bits = cvi_get_u32le(v + 4 * k);
+            float x;
+            memcpy(&x, &bits, 4);
+            if (x < 0.0f) {
+                cvi_set_error(err, "%s: Adam second moment %zu is negative (%g)", path, k,
+                              (double)x);
+                st = CVAE_ERR_NUMERIC;
+                break;
+            }
+        }
+    }
     if (st == CVAE_OK) {
         mr_reader.pos = orec.moments_at;
         get_floats(&mr_reader, os.m, os.n);

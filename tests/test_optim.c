@@ -328,6 +328,45 @@ static void test_nonfinite_gradient(void **state)
     }
 }
 
+/* Fails if a finite gradient whose square (Adam) or sum (SGD) would overflow the float state
+ * is taken (found by fuzzing: Adam's v became +inf and the saved file no longer loaded), if
+ * the refused step changes anything, or if a large gradient that clipping brings down, or one
+ * just under the bound, is refused. */
+static void test_gradient_too_large_for_state(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    const float too_big[2] = {2e19f, 2e30f}, fits[2] = {5e18f, 5e29f};
+    int k, i;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_optimizer *o = make_opt(kinds[k], NP);
+        float p[NP], g[NP];
+        snapshot before;
+        memcpy(p, p_start, sizeof p);
+        CHECK(cvae_optimizer_step(o, p, g_steps[0], NP), o);
+        memcpy(g, g_steps[1], sizeof g);
+        g[1] = too_big[k];
+        take_snapshot(o, p, &before);
+        assert_int_equal(cvae_optimizer_step(o, p, g, NP), CVAE_ERR_NUMERIC);
+        assert_non_null(strstr(cvae_optimizer_last_error(o), "too large"));
+        expect_unchanged(o, p, &before);
+        /* Clipped to norm 1 first: taken. */
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_CLIP_NORM, 1.0), o);
+        CHECK(cvae_optimizer_step(o, p, g, NP), o);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_CLIP_NORM, 0.0), o);
+        /* Just under the bound: taken, and the state stays finite. */
+        g[1] = fits[k];
+        CHECK(cvae_optimizer_step(o, p, g, NP), o);
+        for (i = 0; i < NP; i++)
+            assert_true(isfinite(p[i]));
+        memcpy(g, g_steps[0], sizeof g);
+        CHECK(cvae_optimizer_step(o, p, g, NP), o);
+        for (i = 0; i < NP; i++)
+            assert_true(isfinite(p[i]));
+        drop(o);
+    }
+}
+
 /* Fails if a step over a block of another length is not refused with CVAE_ERR_SHAPE before
  * anything changes, or if NULL blocks are not refused. */
 static void test_wrong_size(void **state)
@@ -623,6 +662,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sgd_momentum_by_hand, destroy_owned),
         cmocka_unit_test_teardown(test_clip_norm, destroy_owned),
         cmocka_unit_test_teardown(test_nonfinite_gradient, destroy_owned),
+        cmocka_unit_test_teardown(test_gradient_too_large_for_state, destroy_owned),
         cmocka_unit_test_teardown(test_wrong_size, destroy_owned),
         cmocka_unit_test_teardown(test_create_and_null, destroy_owned),
         cmocka_unit_test_teardown(test_defaults, destroy_owned),

@@ -603,13 +603,31 @@ static void test_bad_values_with_good_crc(void **state)
     assert_memory_equal(&before, &after, sizeof before);
 
     memcpy(bad, good, len);
-    put_u32(bad + opt_at + 84 + 4 * (NPARAMS + 3), nan_bits); /* v[3] */
+    put_u32(bad + opt_at + 76 + 4 * (NPARAMS + 3), nan_bits); /* v[3] */
     fix_crc(bad, len);
     write_all(t->other, bad, len);
     st = cvae_optimizer_load(o, t->other);
     assert_true(st == CVAE_ERR_FORMAT || st == CVAE_ERR_NUMERIC);
     snap_opt(o, &after);
     assert_memory_equal(&before, &after, sizeof before);
+
+    /* A negative Adam second moment (found by fuzzing: the next step took the square root of
+     * it and left NaN parameters behind a CVAE_OK). */
+    memcpy(bad, good, len);
+    put_u32(bad + opt_at + 76 + 4 * (NPARAMS + 5), 0xBF800000u); /* v[5] = -1 */
+    fix_crc(bad, len);
+    write_all(t->other, bad, len);
+    assert_int_equal(cvae_optimizer_load(o, t->other), CVAE_ERR_NUMERIC);
+    if (!strstr(cvae_optimizer_last_error(o), "second moment 5 is negative"))
+        fail_msg("message: %s", cvae_optimizer_last_error(o));
+    snap_opt(o, &after);
+    assert_memory_equal(&before, &after, sizeof before);
+    /* -0.0 is a sum of squares that underflowed: accepted. */
+    memcpy(bad, good, len);
+    put_u32(bad + opt_at + 76 + 4 * (NPARAMS + 5), 0x80000000u);
+    fix_crc(bad, len);
+    write_all(t->other, bad, len);
+    assert_int_equal(cvae_optimizer_load(o, t->other), CVAE_OK);
 }
 
 /*
