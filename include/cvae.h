@@ -498,8 +498,10 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
  * A non-finite gradient returns CVAE_ERR_NUMERIC and changes nothing; so
  * does a finite one that would make the float state infinite: a norm
  * (after clipping) above 1e19 for Adam (whose g^2 would overflow), above
- * 1e30 for SGD (since 0.3.0). CVAE_ERR_SHAPE if nparams differs from the
- * optimizer's. Since 0.2.0.
+ * 1e30 for SGD, and any update that would make a parameter or the state
+ * non-finite (absurd options: a learning rate of 1e100 is accepted by
+ * cvae_optimizer_set but refused here) (since 0.3.0). CVAE_ERR_SHAPE if
+ * nparams differs from the optimizer's. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                          size_t nparams);

@@ -175,10 +175,14 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
     return CVAE_OK;
 }
 
-/* The updates run over [lo, hi) so that threads can share them; every
- * element's arithmetic is the same on any thread. */
-static void adam_update(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                        size_t hi)
+/* One pass of an update over [lo, hi) (threads share the range; every
+ * element's arithmetic is the same on any thread). With store == 0 it only
+ * computes the new parameters and state and returns 1 if any is not finite
+ * (absurd options such as a learning rate of 1e100 do that from finite
+ * values): the step runs it first, so that a refused step changes nothing.
+ * With store == 1 it writes them and returns 0. */
+static int adam_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
+                     size_t hi, int store)
 {
     /* PyTorch: bias corrections in double, the rest in float. */
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
@@ -191,28 +195,62 @@ static void adam_update(cvae_optimizer *o, float *p, const float *g, float scale
     float *restrict m = o->m, *restrict v = o->v, *restrict pp = p;
     const float *restrict gg = g;
     size_t i;
+    int bad = 0;
     for (i = lo; i < hi; i++) {
         float gi = gg[i] * scale;
         float mi = b1 * m[i] + c1 * gi, vi = b2 * v[i] + c2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        pp[i] = pp[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+        float pi = pp[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+        if (store) {
+            m[i] = mi;
+            v[i] = vi;
+            pp[i] = pi;
+        } else {
+            bad |= !(fabsf(mi) <= FLT_MAX) | !(vi <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX);
+        }
     }
+    return bad;
 }
 
-static void sgd_update(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                       size_t hi)
+static int sgd_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
+                    size_t hi, int store)
 {
     float lr = (float)o->lr, mom = (float)o->momentum, wd = (float)o->weight_decay;
     float *restrict b = o->m, *restrict pp = p;
     const float *restrict gg = g;
     size_t i;
+    int bad = 0;
     for (i = lo; i < hi; i++) {
         float d = gg[i] * scale + wd * pp[i];
         float bi = o->t == 1 ? d : mom * b[i] + d;
-        b[i] = bi;
-        pp[i] -= lr * bi;
+        float pi = pp[i] - lr * bi;
+        if (store) {
+            b[i] = bi;
+            pp[i] = pi;
+        } else {
+            bad |= !(fabsf(bi) <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX);
+        }
     }
+    return bad;
+}
+
+static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale, int threads,
+                       int store)
+{
+    size_t n = o->n;
+    int bad = 0;
+    if (threads < 2 || n < 65536)
+        return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, 0, n, store)
+                                              : sgd_pass(o, p, g, scale, 0, n, store);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(| : bad)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        size_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        bad |= o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, lo, hi, store)
+                                               : sgd_pass(o, p, g, scale, lo, hi, store);
+    }
+#endif
+    return bad;
 }
 
 /* Sum of squares of g, in double, in a fixed order whatever the threads:
@@ -287,24 +325,15 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
         return CVAE_ERR_NUMERIC;
     }
     opt->t++;
-    if (threads < 2 || nparams < 65536) {
-        if (opt->kind == CVAE_OPTIMIZER_ADAM)
-            adam_update(opt, params, grads, scale, 0, nparams);
-        else
-            sgd_update(opt, params, grads, scale, 0, nparams);
-        return CVAE_OK;
+    if (update_pass(opt, params, grads, scale, threads, 0)) {
+        opt->t--;
+        cvi_set_error(opt->err,
+                      "optimizer_step: the update would make a parameter or the optimizer's "
+                      "state non-finite (learning rate %g, weight decay %g)",
+                      opt->lr, opt->weight_decay);
+        return CVAE_ERR_NUMERIC;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    {
-        size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
-        size_t lo = nparams * t / nt, hi = nparams * (t + 1) / nt;
-        if (opt->kind == CVAE_OPTIMIZER_ADAM)
-            adam_update(opt, params, grads, scale, lo, hi);
-        else
-            sgd_update(opt, params, grads, scale, lo, hi);
-    }
-#endif
+    update_pass(opt, params, grads, scale, threads, 1);
     return CVAE_OK;
 }
 

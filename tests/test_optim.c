@@ -367,6 +367,32 @@ static void test_gradient_too_large_for_state(void **state)
     }
 }
 
+/* Fails if an update that would make a parameter or the state infinite from finite values
+ * (a learning rate of 1e100, which the option accepts; found by fuzzing a model file) is taken,
+ * or if the refused step changes anything or leaves the optimizer unusable. */
+static void test_update_overflow_refused(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    int k;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_optimizer *o = make_opt(kinds[k], NP);
+        float p[NP];
+        snapshot before;
+        memcpy(p, p_start, sizeof p);
+        CHECK(cvae_optimizer_step(o, p, g_steps[0], NP), o);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, 1e100), o);
+        take_snapshot(o, p, &before);
+        assert_int_equal(cvae_optimizer_step(o, p, g_steps[1], NP), CVAE_ERR_NUMERIC);
+        assert_non_null(strstr(cvae_optimizer_last_error(o), "non-finite"));
+        expect_unchanged(o, p, &before);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, 1e-3), o);
+        CHECK(cvae_optimizer_step(o, p, g_steps[1], NP), o);
+        assert_int_equal(cvae_optimizer_steps(o), 2);
+        drop(o);
+    }
+}
+
 /* Fails if a step over a block of another length is not refused with CVAE_ERR_SHAPE before
  * anything changes, or if NULL blocks are not refused. */
 static void test_wrong_size(void **state)
@@ -663,6 +689,7 @@ int main(void)
         cmocka_unit_test_teardown(test_clip_norm, destroy_owned),
         cmocka_unit_test_teardown(test_nonfinite_gradient, destroy_owned),
         cmocka_unit_test_teardown(test_gradient_too_large_for_state, destroy_owned),
+        cmocka_unit_test_teardown(test_update_overflow_refused, destroy_owned),
         cmocka_unit_test_teardown(test_wrong_size, destroy_owned),
         cmocka_unit_test_teardown(test_create_and_null, destroy_owned),
         cmocka_unit_test_teardown(test_defaults, destroy_owned),
