@@ -8,6 +8,7 @@
 #   make abi-check        the shared library against lib/libcvae.abi
 #   make fuzz-run         fuzz the file loaders (tests/fuzz/README.md)
 #   make SANITIZE=1       build everything with AddressSanitizer + UBSan
+#   make TSAN=1           build everything with ThreadSanitizer (without OpenMP)
 #   make OPENMP=0         build without OpenMP (every call on the caller's thread;
 #                         the default uses OpenMP when the compiler has it)
 #   make install PREFIX=/usr/local DESTDIR=   /   make uninstall   /   make clean
@@ -59,6 +60,14 @@ endif
 ifeq ($(SANITIZE),1)
   OPT := -O1 -g -fno-omit-frame-pointer
   SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+# ThreadSanitizer: the library's own threads are OpenMP's, whose runtime is
+# not instrumented (it would report its own barriers), so TSAN=1 builds
+# without OpenMP and checks what callers' threads do (tests/test_threads.c).
+ifeq ($(TSAN),1)
+  OPT := -O1 -g -fno-omit-frame-pointer
+  SANFLAGS := -fsanitize=thread
+  OPENMP := 0
 endif
 # Threads inside a call come from OpenMP pragmas; without them the code is
 # the same, serial. By default OpenMP is used when the compiler can build
@@ -143,6 +152,9 @@ $(TEST_COMMON_OBJ): $(B)/obj/tests/%.o: tests/%.c $(FLAGS_STAMP)
 $(B)/tests/%: tests/%.c $(TEST_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(TEST_COMMON_OBJ) $(STATIC) -lcmocka $(LIBS)
+
+# test_threads runs models from two threads of its own.
+$(B)/tests/test_threads: BASE_LDFLAGS += -pthread
 
 # test_noalloc counts the library's allocator calls through the linker.
 $(B)/tests/test_noalloc: BASE_LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free

@@ -22,6 +22,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,6 +191,73 @@ static void test_stack_threads(void **state)
     cvae_stack_destroy(s);
 }
 
+/* Two models trained at the same time from two threads of the caller. */
+typedef struct concurrent_job {
+    uint64_t seed;
+    float params_out[8]; /* a digest: the first parameters after training */
+    double recon, kl;
+    cvae_status status;
+} concurrent_job;
+
+static void *concurrent_train(void *arg)
+{
+    concurrent_job *job = arg;
+    cvae_model *m = NULL;
+    cvae_optimizer *opt = NULL;
+    float x[BATCH * PIXELS];
+    size_t n = 0;
+    int i;
+    tu_fill_uniform(x, (size_t)BATCH * PIXELS, job->seed + 100);
+    job->status = cvae_model_create(&m);
+    if (job->status == CVAE_OK)
+        job->status = cvae_model_set(m, CVAE_MODEL_THREADS, 1);
+    if (job->status == CVAE_OK)
+        job->status = cvae_model_init_preset(m, 1, SIDE, SIDE, LATENT, BATCH, job->seed);
+    if (job->status == CVAE_OK)
+        job->status = cvae_optimizer_create(&opt, CVAE_OPTIMIZER_ADAM, cvae_model_param_count(m));
+    for (i = 0; job->status == CVAE_OK && i < STEPS; i++)
+        job->status = cvae_model_train_step(m, opt, x, BATCH, &job->recon, &job->kl);
+    if (job->status == CVAE_OK) {
+        const float *p = cvae_model_params(m, &n);
+        /* parameters spread over the whole block, encoder and decoder */
+        for (i = 0; i < 8; i++)
+            job->params_out[i] = p[(size_t)i * (n / 8)];
+    }
+    cvae_optimizer_destroy(opt);
+    cvae_model_destroy(m);
+    return NULL;
+}
+
+/* Fails if two models trained at the same time in two threads (no global state, each handle
+ * its own buffers) do not give exactly what each gives trained alone, one after the other. */
+static void test_models_in_two_threads(void **state)
+{
+    concurrent_job alone[2], together[2];
+    pthread_t th[2];
+    int k;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        memset(&alone[k], 0, sizeof alone[k]);
+        alone[k].seed = 11 + (uint64_t)k;
+        concurrent_train(&alone[k]);
+        assert_int_equal(alone[k].status, CVAE_OK);
+        memset(&together[k], 0, sizeof together[k]);
+        together[k].seed = alone[k].seed;
+    }
+    for (k = 0; k < 2; k++)
+        assert_int_equal(pthread_create(&th[k], NULL, concurrent_train, &together[k]), 0);
+    for (k = 0; k < 2; k++)
+        assert_int_equal(pthread_join(th[k], NULL), 0);
+    for (k = 0; k < 2; k++) {
+        assert_int_equal(together[k].status, CVAE_OK);
+        assert_memory_equal(together[k].params_out, alone[k].params_out,
+                            sizeof alone[k].params_out);
+        assert_true(together[k].recon == alone[k].recon && together[k].kl == alone[k].kl);
+    }
+    /* The two seeds did train differently: the comparison can fail. */
+    assert_memory_not_equal(alone[0].params_out, alone[1].params_out, sizeof alone[0].params_out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +265,7 @@ int main(void)
                                   tu_release_all_teardown),
         cmocka_unit_test_teardown(test_threads_option, tu_release_all_teardown),
         cmocka_unit_test(test_stack_threads),
+        cmocka_unit_test(test_models_in_two_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
