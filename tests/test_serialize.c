@@ -14,7 +14,10 @@
  * the previous file intact and no temporary file behind.
  *
  * Left out: the numerical content of the parameters (test_model.c), the optimizer formulas
- * (test_optim.c). Saving to a full disk (/dev/full) is not simulated.
+ * (test_optim.c).
+ *
+ * Write failures: a full device (the temporary file a symlink to /dev/full) and writes that
+ * fail half-way (RLIMIT_FSIZE in a child) must fail as I/O errors like any other failed save.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +26,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -986,6 +990,73 @@ static void test_failed_save_keeps_old_file(void **state)
     expect_same_model(m, b);
 }
 
+/* Fails if a save onto a full device (the temporary file is a symlink to /dev/full, so every
+ * write fails with ENOSPC once the stream flushes) is not an I/O error that names the problem,
+ * changes the previous file, or leaves the temporary name behind. */
+static void test_save_to_full_device(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m;
+    cvae_optimizer *o;
+    unsigned char *old, *now;
+    size_t nold, nnow;
+    char tmp_path[160];
+    if (access("/dev/full", W_OK) != 0)
+        skip();
+    save_trained(t->path, &m, &o);
+    old = read_all(t->path, &nold);
+    train(m, o, 1, 901);
+    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", t->path);
+    assert_int_equal(symlink("/dev/full", tmp_path), 0);
+    assert_int_equal(cvae_model_save(m, o, t->path), CVAE_ERR_IO);
+    if (!strstr(cvae_model_last_error(m), "No space"))
+        fail_msg("message \"%s\" does not say the device is full", cvae_model_last_error(m));
+    now = read_all(t->path, &nnow);
+    assert_int_equal(nnow, nold);
+    assert_memory_equal(now, old, nold);
+    assert_int_equal(access(tmp_path, F_OK), -1); /* the temporary name is gone */
+    assert_int_equal(access("/dev/full", F_OK), 0); /* and the device is still there */
+    assert_int_equal(tu_count_entries(t->dir), 1);
+}
+
+/* Fails if a save whose writes start failing half-way (a child process with RLIMIT_FSIZE
+ * at half the file's size: writes past it fail with EFBIG) is not an I/O error, or changes
+ * the previous file, or leaves a temporary file. The child reports by its exit status. */
+static void test_save_failing_half_way(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m;
+    cvae_optimizer *o;
+    unsigned char *old, *now;
+    size_t nold, nnow;
+    int status = 0;
+    pid_t pid;
+    save_trained(t->path, &m, &o);
+    old = read_all(t->path, &nold);
+    train(m, o, 1, 902);
+    fflush(NULL); /* nothing buffered to be written twice by the child */
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl;
+        signal(SIGXFSZ, SIG_IGN); /* the write then fails with EFBIG instead of killing us */
+        rl.rlim_cur = rl.rlim_max = (rlim_t)(nold / 2);
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(3);
+        _exit(cvae_model_save(m, o, t->path) == CVAE_ERR_IO &&
+                      strstr(cvae_model_last_error(m), "write failed") != NULL
+                  ? 0
+                  : 4);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    now = read_all(t->path, &nnow);
+    assert_int_equal(nnow, nold);
+    assert_memory_equal(now, old, nold);
+    assert_int_equal(tu_count_entries(t->dir), 1);
+}
+
 /* ------------------------------------------------------------------ optimizer load */
 
 /* Fails if cvae_optimizer_load accepts an optimizer of another kind or size (CVAE_ERR_SHAPE),
@@ -1055,6 +1126,8 @@ int main(void)
         T(test_load_arguments),
         T(test_save_errors),
         T(test_failed_save_keeps_old_file),
+        T(test_save_to_full_device),
+        T(test_save_failing_half_way),
         T(test_optimizer_load_errors),
     };
 #undef T
