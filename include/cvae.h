@@ -496,12 +496,11 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
  *         p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p
  *   SGD:  g += wd * p; b = momentum * b + g (b = g at the first step); p -= lr * b
  * A non-finite gradient returns CVAE_ERR_NUMERIC and changes nothing; so
- * does a finite one that would make the float state infinite: a norm
- * (after clipping) above 1e19 for Adam (whose g^2 would overflow), above
- * 1e30 for SGD, and any update that would make a parameter or the state
- * non-finite (absurd options: a learning rate of 1e100 is accepted by
- * cvae_optimizer_set but refused here) (since 0.3.0). CVAE_ERR_SHAPE if
- * nparams differs from the optimizer's. Since 0.2.0.
+ * does (since 0.3.0) any update that would make a parameter or the state
+ * non-finite: a finite gradient whose square overflows Adam's float v, or
+ * absurd options (a learning rate of 1e100 is accepted by
+ * cvae_optimizer_set but refused here). CVAE_ERR_SHAPE if nparams differs
+ * from the optimizer's. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                          size_t nparams);

@@ -177,9 +177,11 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
 
 /* One pass of an update over [lo, hi) (threads share the range; every
  * element's arithmetic is the same on any thread). With store == 0 it only
- * computes the new parameters and state and returns 1 if any is not finite
- * (absurd options such as a learning rate of 1e100 do that from finite
- * values): the step runs it first, so that a refused step changes nothing.
+ * computes the new parameters and state and returns 1 if any is not finite:
+ * a finite gradient can still overflow the float state (Adam squares it,
+ * SGD's momentum adds it up) and absurd options such as a learning rate of
+ * 1e100 overflow the parameters. The step runs this pass first, so that a
+ * refused step changes nothing.
  * With store == 1 it writes them and returns 0. */
 static int adam_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
                      size_t hi, int store)
@@ -285,10 +287,6 @@ static double sum_squares(const float *g, size_t n, int threads)
     return sum;
 }
 
-/* Largest gradient norm (after clipping) a step accepts; see below. */
-#define ADAM_MAX_NORM 1e19
-#define SGD_MAX_NORM 1e30
-
 cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                size_t nparams, int threads)
 {
@@ -312,18 +310,6 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
     }
     if (opt->clip_norm > 0.0 && norm > opt->clip_norm)
         scale = (float)(opt->clip_norm / norm);
-    /* The state is float: Adam squares each gradient element (beyond 1.8e19
-     * the square overflows to inf), SGD adds them up in its momentum. A
-     * finite gradient that would make the state infinite is refused like a
-     * non-finite one, before anything changes; the norm bounds every
-     * element. */
-    if (norm * scale > (opt->kind == CVAE_OPTIMIZER_ADAM ? ADAM_MAX_NORM : SGD_MAX_NORM)) {
-        cvi_set_error(opt->err,
-                      "optimizer_step: the gradient (norm %g) is too large for the optimizer's "
-                      "float state (at most %g)",
-                      norm * scale, opt->kind == CVAE_OPTIMIZER_ADAM ? ADAM_MAX_NORM : SGD_MAX_NORM);
-        return CVAE_ERR_NUMERIC;
-    }
     opt->t++;
     if (update_pass(opt, params, grads, scale, threads, 0)) {
         opt->t--;

@@ -36,28 +36,15 @@
 
 static const char *file_path, *copy_path;
 
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 /* The header repairs described above, in place. */
 static void repair(uint8_t *buf, size_t size)
 {
     if (size < 28)
         return;
-    if (le32(buf + 20) == 0)
-        put_le32(buf + 16, (uint32_t)(size - 28));
+    if (cvi_get_u32le(buf + 20) == 0)
+        cvi_put_u32le(buf + 16, (uint32_t)(size - 28));
     if ((buf[size - 4] & 0x0F) != 0x0F)
-        put_le32(buf + size - 4, cvi_crc32_update(0, buf, size - 4));
+        cvi_put_u32le(buf + size - 4, cvi_crc32_update(0, buf, size - 4));
 }
 
 static int is_file_status(cvae_status st)

@@ -18,6 +18,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "cvae.h"
+#include "cvae_internal.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -59,24 +60,8 @@ static void add(buf *b, const void *data, size_t n)
 static void add_be32(buf *b, uint32_t v)
 {
     uint8_t x[4];
-    x[0] = (uint8_t)(v >> 24);
-    x[1] = (uint8_t)(v >> 16);
-    x[2] = (uint8_t)(v >> 8);
-    x[3] = (uint8_t)v;
+    cvi_put_u32be(x, v);
     add(b, x, 4);
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
 }
 
 static buf copy_of(const buf *src)
@@ -319,26 +304,12 @@ static buf save(cvae_model *m, cvae_optimizer *opt, const char *name)
     return b;
 }
 
-/* CRC-32 (ISO-HDLC), bit by bit: independent of the library's. */
-static uint32_t crc32(const uint8_t *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        c ^= p[i];
-        for (k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0xEDB88320u : c >> 1;
-    }
-    return ~c;
-}
-
 /* Makes the payload length and the CRC right again after an edit. */
 static void seal(buf *b)
 {
-    put_le32(b->p + 16, (uint32_t)(b->n - 28));
-    put_le32(b->p + 20, 0);
-    put_le32(b->p + b->n - 4, crc32(b->p, b->n - 4));
+    cvi_put_u32le(b->p + 16, (uint32_t)(b->n - 28));
+    cvi_put_u32le(b->p + 20, 0);
+    cvi_put_u32le(b->p + b->n - 4, cvi_crc32_update(0, b->p, b->n - 4));
 }
 
 static void remove_at(buf *b, size_t at, size_t n)
@@ -365,10 +336,10 @@ typedef struct offsets {
 
 static size_t skip_stack(const uint8_t *p, size_t at)
 {
-    uint32_t n = le32(p + at), i;
+    uint32_t n = cvi_get_u32le(p + at), i;
     at += 4;
     for (i = 0; i < n; i++)
-        at += 8 + 4 * (size_t)le32(p + at + 4);
+        at += 8 + 4 * (size_t)cvi_get_u32le(p + at + 4);
     return at;
 }
 
@@ -379,7 +350,7 @@ static offsets locate(const buf *b)
     o.dec = skip_stack(b->p, o.enc);
     o.nparams = skip_stack(b->p, o.dec);
     o.params = o.nparams + 8;
-    o.opt = o.params + 4 * (size_t)le32(b->p + o.nparams);
+    o.opt = o.params + 4 * (size_t)cvi_get_u32le(b->p + o.nparams);
     return o;
 }
 
@@ -430,24 +401,24 @@ static void make_models(void)
     write_buf("model", "bad-magic.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + 8, 2);
+    cvi_put_u32le(b.p + 8, 2);
     seal(&b);
     write_buf("model", "bad-version-2.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + 8, 0);
+    cvi_put_u32le(b.p + 8, 0);
     seal(&b);
     write_buf("model", "bad-version-0.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + 12, 6);
+    cvi_put_u32le(b.p + 12, 6);
     seal(&b);
     write_buf("model", "bad-flags.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + 20, 1); /* payload length + 2^32 */
+    cvi_put_u32le(b.p + 20, 1); /* payload length + 2^32 */
     seal(&b);
-    put_le32(b.p + 20, 1);
+    cvi_put_u32le(b.p + 20, 1);
     write_buf("model", "bad-length.cvae", &b);
 
     b = copy_of(&a);
@@ -464,68 +435,68 @@ static void make_models(void)
 
     /* Model section. */
     b = copy_of(&a);
-    put_le32(b.p + 36, 0);
+    cvi_put_u32le(b.p + 36, 0);
     seal(&b);
     write_buf("model", "bad-latent-0.cvae", &b);
 
     b = copy_of(&a);
     memcpy(&bits, &minus_one, 8);
-    put_le32(b.p + 40, (uint32_t)bits);
-    put_le32(b.p + 44, (uint32_t)(bits >> 32));
+    cvi_put_u32le(b.p + 40, (uint32_t)bits);
+    cvi_put_u32le(b.p + 44, (uint32_t)(bits >> 32));
     seal(&b);
     write_buf("model", "bad-beta.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + o.enc, 5000);
+    cvi_put_u32le(b.p + o.enc, 5000);
     seal(&b);
     write_buf("model", "bad-layer-count.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + o.enc + 4, 10);
+    cvi_put_u32le(b.p + o.enc + 4, 10);
     seal(&b);
     write_buf("model", "bad-layer-kind.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + o.enc + 12 + 4, 2); /* linear with 2 hyper-parameters */
+    cvi_put_u32le(b.p + o.enc + 12 + 4, 2); /* linear with 2 hyper-parameters */
     seal(&b);
     write_buf("model", "bad-hp-count.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + o.enc + 12 + 8, 5); /* linear(5): encoder gives 5, not 4 */
+    cvi_put_u32le(b.p + o.enc + 12 + 8, 5); /* linear(5): encoder gives 5, not 4 */
     seal(&b);
     write_buf("model", "bad-arch.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + o.enc + 12 + 8, 0x80000000u); /* linear(2^31) */
+    cvi_put_u32le(b.p + o.enc + 12 + 8, 0x80000000u); /* linear(2^31) */
     seal(&b);
     write_buf("model", "bad-hp-range.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + o.nparams, le32(b.p + o.nparams) - 1);
+    cvi_put_u32le(b.p + o.nparams, cvi_get_u32le(b.p + o.nparams) - 1);
     remove_at(&b, o.opt - 4, 4);
     seal(&b);
     write_buf("model", "bad-nparams.cvae", &b);
 
     b = copy_of(&a);
-    put_le32(b.p + o.params + 8, nan_bits);
+    cvi_put_u32le(b.p + o.params + 8, nan_bits);
     seal(&b);
     write_buf("model", "bad-nan-param.cvae", &b);
 
     /* Optimizer section. */
     b = copy_of(&ao);
-    put_le32(b.p + oo.opt, 3);
+    cvi_put_u32le(b.p + oo.opt, 3);
     seal(&b);
     write_buf("model", "bad-opt-kind.cvae", &b);
 
     b = copy_of(&ao);
     memcpy(&bits, &minus_one, 8);
-    put_le32(b.p + oo.opt + 4, (uint32_t)bits); /* lr = -1 */
-    put_le32(b.p + oo.opt + 8, (uint32_t)(bits >> 32));
+    cvi_put_u32le(b.p + oo.opt + 4, (uint32_t)bits); /* lr = -1 */
+    cvi_put_u32le(b.p + oo.opt + 8, (uint32_t)(bits >> 32));
     seal(&b);
     write_buf("model", "bad-opt-lr.cvae", &b);
 
     b = copy_of(&ao);
-    put_le32(b.p + oo.opt + 4 + 56 + 16 + 4, nan_bits); /* m[1] */
+    cvi_put_u32le(b.p + oo.opt + 4 + 56 + 16 + 4, nan_bits); /* m[1] */
     seal(&b);
     write_buf("model", "bad-opt-nan-moment.cvae", &b);
 
@@ -535,7 +506,7 @@ static void make_models(void)
     write_buf("model", "bad-opt-short.cvae", &b);
 
     b = copy_of(&ao);
-    put_le32(b.p + 12, 0); /* optimizer section not flagged */
+    cvi_put_u32le(b.p + 12, 0); /* optimizer section not flagged */
     seal(&b);
     write_buf("model", "bad-opt-unflagged.cvae", &b);
 
