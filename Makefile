@@ -103,6 +103,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 # Helpers shared by the tests (tests/testutil.c: no test_ prefix, so not a test program).
 TEST_COMMON_OBJ := $(B)/obj/tests/testutil.o
+TEST_WRAP_OBJ := $(B)/obj/tests/testwrap.o
 EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(B)/bin/%)
 EXAMPLE_COMMON := $(sort $(wildcard examples/common/*.c))
@@ -144,20 +145,24 @@ $(B)/libcvae.so: $(B)/$(SONAME)
 	ln -sf $(SONAME) $@
 
 # Tests link the static library, so they may also call internal cvi_ kernels.
-$(TEST_COMMON_OBJ): $(B)/obj/tests/%.o: tests/%.c $(FLAGS_STAMP)
+$(TEST_COMMON_OBJ) $(TEST_WRAP_OBJ): $(B)/obj/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -MMD -MP -c $< -o $@
 
-.SECONDARY: $(TEST_COMMON_OBJ)
+.SECONDARY: $(TEST_COMMON_OBJ) $(TEST_WRAP_OBJ)
 $(B)/tests/%: tests/%.c $(TEST_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(TEST_COMMON_OBJ) $(STATIC) -lcmocka $(LIBS)
+	$(CC) $(BASE_CFLAGS) -MMD -MP $< -o $@ $(BASE_LDFLAGS) $(TEST_EXTRA_OBJ) $(TEST_COMMON_OBJ) $(STATIC) -lcmocka $(LIBS)
 
 # test_threads runs models from two threads of its own.
 $(B)/tests/test_threads: BASE_LDFLAGS += -pthread
 
-# test_noalloc counts the library's allocator calls through the linker.
-$(B)/tests/test_noalloc: BASE_LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
+# test_noalloc and test_oom count the library's own calls to malloc and
+# friends through the linker.
+WRAP_MALLOC := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
+$(B)/tests/test_noalloc $(B)/tests/test_oom: BASE_LDFLAGS += $(WRAP_MALLOC)
+$(B)/tests/test_noalloc $(B)/tests/test_oom: TEST_EXTRA_OBJ = $(TEST_WRAP_OBJ)
+$(B)/tests/test_noalloc $(B)/tests/test_oom: $(TEST_WRAP_OBJ)
 
 # Examples are linked statically: self-contained programs, installable as is.
 $(B)/obj/examples/common/%.o: examples/common/%.c $(FLAGS_STAMP)

@@ -776,11 +776,11 @@ static int bench_gemm(const struct options *o)
     }
     for (t = 0; t < o->nthreads; t++)
         max_threads = o->threads[t] > max_threads ? o->threads[t] : max_threads;
-    block = cvi_alloc_floats(a_size + b_size + c_size);
-    ws = cvi_alloc_floats(cvi_gemm_workspace_floats(max_threads));
+    block = cvi_alloc_floats(NULL, a_size + b_size + c_size);
+    ws = cvi_alloc_floats(NULL, cvi_gemm_workspace_floats(max_threads));
     if (!block || !ws) {
-        cvi_free_floats(block);
-        cvi_free_floats(ws);
+        cvi_free_floats(NULL, block);
+        cvi_free_floats(NULL, ws);
         return ex_error("out of memory");
     }
     random_fill(block, a_size + b_size, 0, &rng);
@@ -797,8 +797,8 @@ static int bench_gemm(const struct options *o)
             time_products(&env, block, block + a_size, block + a_size + b_size, o, median[ncombos],
                           &total[ncombos]);
         }
-    cvi_free_floats(block);
-    cvi_free_floats(ws);
+    cvi_free_floats(NULL, block);
+    cvi_free_floats(NULL, ws);
 
     printf("\n== matrix multiply on the seed model's products, batch %d: median GFLOP/s\n",
            LAYER_BATCH);

@@ -18,6 +18,8 @@
  *  - Threading: there is no global mutable state. Distinct handles may be used
  *    from distinct threads at the same time. One handle (and, for a stack, the
  *    layers it owns) must not be used from two threads at once.
+ *  - Memory comes from malloc and free unless a handle was created with an
+ *    allocator of its own: see cvae_allocator.
  *  - Inside a call, a stack or model may use several threads of its own
  *    (OpenMP, in a build with it): see cvae_stack_set_threads. Results are
  *    bit-identical whatever the thread count.
@@ -36,11 +38,11 @@ extern "C" {
 
 /* The version of this header. The Makefile and pkg-config file read these. */
 #define CVAE_VERSION_MAJOR 0
-#define CVAE_VERSION_MINOR 3
+#define CVAE_VERSION_MINOR 4
 #define CVAE_VERSION_PATCH 0
 #define CVAE_VERSION_NUMBER                                                    \
     (CVAE_VERSION_MAJOR * 10000 + CVAE_VERSION_MINOR * 100 + CVAE_VERSION_PATCH)
-#define CVAE_VERSION_STRING "0.3.0"
+#define CVAE_VERSION_STRING "0.4.0"
 
 /* Marks every exported function. The shared library is built with
  * -fvisibility=hidden, so only functions carrying this macro are exported. */
@@ -89,6 +91,38 @@ typedef struct cvae_stack cvae_stack;         /* a sequence of layers, built for
 typedef struct cvae_model cvae_model;         /* a VAE: encoder, decoder, loss */
 typedef struct cvae_optimizer cvae_optimizer; /* Adam or SGD over a parameter block */
 typedef struct cvae_dataset cvae_dataset;     /* images (uint8) and labels */
+
+/* -------------------------------------------------------------- allocator */
+
+/*
+ * Where a handle's memory comes from. By default every handle uses the C
+ * library's malloc and free. A program that must place or bound the
+ * library's memory (an arena, a pool, a budget, a test injecting failures)
+ * passes its own allocator to a *_with constructor:
+ *  - alloc_fn(user, size) returns size bytes aligned as malloc's are, or NULL;
+ *    the call that needed them then fails with CVAE_ERR_NOMEM and leaves the
+ *    handle as it was. size is never 0.
+ *  - free_fn(user, ptr) releases a block alloc_fn returned; ptr is never NULL.
+ *  - user is passed to both, untouched.
+ * The handle keeps a copy of the struct. Everything later done on the handle
+ * allocates and frees through it (build, load, set_threads, a dataset's
+ * split), and its destructor frees through it, so both functions must stay
+ * valid until then. A model gives its allocator to the stacks and layers it
+ * creates itself (preset, load); a stack frees each of its layers through
+ * the allocator that layer was created with. The functions are only called
+ * from inside libcvae calls on that handle, never from worker threads, so a
+ * handle used by one thread at a time needs no locking in them.
+ * Not covered: the C library's own buffers behind fopen (load and save).
+ * Saving a model and cvae_png_write_grid allocate nothing.
+ * A NULL allocator means malloc and free; an allocator with a NULL function
+ * is refused with CVAE_ERR_INVALID_ARG. This struct is frozen: a later
+ * release that needs more will add a new type. Since 0.4.0.
+ */
+typedef struct cvae_allocator {
+    void *(*alloc_fn)(void *user, size_t size);
+    void (*free_fn)(void *user, void *ptr);
+    void *user;
+} cvae_allocator;
 
 /* ----------------------------------------------------------------- layers */
 
@@ -156,6 +190,32 @@ CVAE_API cvae_status cvae_layer_create_tanh(cvae_layer **out);
 CVAE_API cvae_status cvae_layer_create_flatten(cvae_layer **out);
 CVAE_API cvae_status cvae_layer_create_reshape(cvae_layer **out, int channels, int height,
                                                int width);
+
+/* The same constructors, with the allocator the layer is allocated from and
+ * freed through (NULL: malloc and free; see cvae_allocator). Since 0.4.0. */
+CVAE_API cvae_status cvae_layer_create_conv2d_with(cvae_layer **out, int out_channels,
+                                                   int kernel_h, int kernel_w, int stride_h,
+                                                   int stride_w, int pad_h, int pad_w,
+                                                   const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_conv_transpose2d_with(cvae_layer **out, int out_channels,
+                                                             int kernel_h, int kernel_w,
+                                                             int stride_h, int stride_w,
+                                                             int pad_h, int pad_w,
+                                                             const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_linear_with(cvae_layer **out, int out_features,
+                                                   const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_relu_with(cvae_layer **out,
+                                                 const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_leaky_relu_with(cvae_layer **out, float slope,
+                                                       const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_sigmoid_with(cvae_layer **out,
+                                                    const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_tanh_with(cvae_layer **out,
+                                                 const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_flatten_with(cvae_layer **out,
+                                                    const cvae_allocator *allocator);
+CVAE_API cvae_status cvae_layer_create_reshape_with(cvae_layer **out, int channels, int height,
+                                                    int width, const cvae_allocator *allocator);
 
 /* Frees a layer that no stack owns. NULL is a no-op, and so is a layer owned
  * by a stack: the stack frees its layers when it is destroyed. Since 0.1.0. */
@@ -243,6 +303,11 @@ CVAE_API cvae_status cvae_layer_backward(cvae_layer *layer, const float *in, con
 
 /* Creates an empty stack. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.1.0. */
 CVAE_API cvae_status cvae_stack_create(cvae_stack **out);
+
+/* Creates an empty stack whose blocks (built by cvae_stack_build and
+ * cvae_stack_set_threads) come from allocator; NULL means malloc and free.
+ * CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.4.0. */
+CVAE_API cvae_status cvae_stack_create_with(cvae_stack **out, const cvae_allocator *allocator);
 
 /* Frees the stack and every layer it owns. NULL is a no-op. Since 0.1.0. */
 CVAE_API void cvae_stack_destroy(cvae_stack *stack);
@@ -361,6 +426,12 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
 /* Creates an empty dataset. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0. */
 CVAE_API cvae_status cvae_dataset_create(cvae_dataset **out);
 
+/* Creates an empty dataset whose content (and the two datasets of
+ * cvae_dataset_split) is allocated through allocator; NULL means malloc and
+ * free. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.4.0. */
+CVAE_API cvae_status cvae_dataset_create_with(cvae_dataset **out,
+                                              const cvae_allocator *allocator);
+
 /* Frees the dataset. NULL is a no-op. Since 0.2.0. */
 CVAE_API void cvae_dataset_destroy(cvae_dataset *ds);
 
@@ -468,6 +539,12 @@ typedef enum cvae_optimizer_option {
 CVAE_API cvae_status cvae_optimizer_create(cvae_optimizer **out, cvae_optimizer_kind kind,
                                            size_t nparams);
 
+/* cvae_optimizer_create with the allocator of the optimizer and its state
+ * (NULL: malloc and free; see cvae_allocator). Since 0.4.0. */
+CVAE_API cvae_status cvae_optimizer_create_with(cvae_optimizer **out, cvae_optimizer_kind kind,
+                                                size_t nparams,
+                                                const cvae_allocator *allocator);
+
 /* Frees the optimizer. NULL is a no-op. Since 0.2.0. */
 CVAE_API void cvae_optimizer_destroy(cvae_optimizer *opt);
 
@@ -538,12 +615,32 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path);
 /* Model options (keys in the 300s). */
 typedef enum cvae_model_option {
     CVAE_MODEL_BETA = 300,   /* weight of the KL term, finite, >= 0; default 1 */
-    CVAE_MODEL_THREADS = 301 /* threads of the model's calls, an integer in [0, 256]; 0
-                                (default) automatic, as cvae_stack_set_threads. Since 0.3.0 */
+    CVAE_MODEL_THREADS = 301, /* threads of the model's calls, an integer in [0, 256]; 0
+                                 (default) automatic, as cvae_stack_set_threads. Since 0.3.0 */
+    CVAE_MODEL_MAX_MEMORY = 302 /* bytes an architecture may allocate, a whole number in
+                                   [0, 2^62]; 0 means no limit. Default 4294967296 (4 GiB). */
 } cvae_model_option;
+
+/*
+ * CVAE_MODEL_MAX_MEMORY bounds what cvae_model_init_preset, init_stacks and
+ * load may allocate for the architecture (parameters, gradients, activations
+ * for max_batch images, workspaces): the total is computed from the shapes
+ * before anything is allocated, and an architecture over the limit is
+ * refused with CVAE_ERR_TOO_LARGE and a message giving both figures. So a
+ * model file of a few bytes cannot make a program ask for gigabytes. The
+ * option applies to the next architecture; the current one is kept.
+ * Since 0.4.0.
+ */
 
 /* Creates an empty model. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0. */
 CVAE_API cvae_status cvae_model_create(cvae_model **out);
+
+/* Creates an empty model that allocates through allocator: itself, its
+ * blocks, and the stacks and layers of cvae_model_init_preset and
+ * cvae_model_load (stacks given to cvae_model_init_stacks keep their own).
+ * NULL means malloc and free. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM.
+ * Since 0.4.0. */
+CVAE_API cvae_status cvae_model_create_with(cvae_model **out, const cvae_allocator *allocator);
 
 /* Frees the model and its stacks. NULL is a no-op. Since 0.2.0. */
 CVAE_API void cvae_model_destroy(cvae_model *m);

@@ -35,13 +35,18 @@ int cvi_mul_overflow(size_t a, size_t b, size_t *out);
 /* *out = a + b; returns 0 on success, 1 on overflow. */
 int cvi_add_overflow(size_t a, size_t b, size_t *out);
 
-/* Every allocation of the library goes through these (one place for the
- * allocator hook of a later release). cvi_alloc_floats returns 64-byte
- * aligned memory for the kernels; free it with cvi_free_floats. */
-void *cvi_calloc(size_t count, size_t size);
-void cvi_free(void *p);
-float *cvi_alloc_floats(size_t count);
-void cvi_free_floats(float *p);
+/* Every allocation of the library goes through these, to the allocator of
+ * the handle it is for. allocator_init copies src, or the default (malloc
+ * and free) when src is NULL; CVAE_ERR_INVALID_ARG if a function is NULL.
+ * cvi_calloc zeroes its block; NULL for a zero or overflowing size.
+ * cvi_alloc_floats returns 64-byte aligned memory for the kernels (not
+ * zeroed); free it with cvi_free_floats. The frees accept a NULL block.
+ * A NULL allocator means the default (for tests and tools). */
+cvae_status cvi_allocator_init(cvae_allocator *dst, const cvae_allocator *src);
+void *cvi_calloc(const cvae_allocator *a, size_t count, size_t size);
+void cvi_free(const cvae_allocator *a, void *p);
+float *cvi_alloc_floats(const cvae_allocator *a, size_t count);
+void cvi_free_floats(const cvae_allocator *a, float *p);
 
 /* ------------------------------------------------------------------- rng */
 
@@ -60,6 +65,10 @@ float cvi_rng_uniform(cvi_rng *rng);
 
 /* Most threads any call uses (a setting above it is clamped). */
 #define CVI_MAX_THREADS 256
+
+/* CVAE_MODEL_MAX_MEMORY: its default (4 GiB) and its largest value (2^62). */
+#define CVI_MODEL_MAX_MEMORY 4294967296.0
+#define CVI_MODEL_MAX_MEMORY_CAP 4611686018427387904.0
 
 /* The number of threads a setting means: n > 0 itself (clamped), 0 the
  * OpenMP default (OMP_NUM_THREADS, else all cores); always 1 in a build
@@ -246,6 +255,7 @@ typedef struct cvi_layer_ops {
 } cvi_layer_ops;
 
 struct cvae_layer {
+    cvae_allocator mem; /* the layer struct's own */
     const cvi_layer_ops *ops;
     cvae_stack *owner; /* NULL until added to a stack */
     int bound;         /* shapes known, params placed */
@@ -268,8 +278,12 @@ struct cvae_layer {
     char err[CVI_ERRMSG_SIZE];
 };
 
-/* Allocates a layer of the given kind with zeroed hyper-parameters. */
-cvae_status cvi_layer_new(cvae_layer **out, const cvi_layer_ops *ops);
+/* Allocates a layer of the given kind with zeroed hyper-parameters through
+ * allocator (NULL: malloc and free); CVAE_ERR_INVALID_ARG if it is bad. */
+cvae_status cvi_layer_new(cvae_layer **out, const cvi_layer_ops *ops,
+                          const cvae_allocator *allocator);
+/* Frees a layer through its allocator, whoever owns it. */
+void cvi_layer_free(cvae_layer *layer);
 
 extern const cvi_layer_ops cvi_conv2d_ops;
 extern const cvi_layer_ops cvi_conv_transpose2d_ops;
@@ -295,6 +309,7 @@ typedef struct cvi_stack_blocks {
     float *gemm_ws;    /* packing buffers for gemm_threads threads */
     int gemm_threads;
     size_t dbuf_floats[2], scratch_floats;
+    size_t act_floats; /* from plan: the stack's own activation block */
 } cvi_stack_blocks;
 
 cvae_status cvi_stack_plan(cvae_stack *stack, int channels, int height, int width, int max_batch,
@@ -320,7 +335,7 @@ void cvi_init_uniform_fan_in(float *w, size_t nw, float *b, size_t nb, size_t fa
 /* Shared by the convolution kinds: validates hyper-parameters at creation. */
 cvae_status cvi_conv_create(cvae_layer **out, const cvi_layer_ops *ops, int out_channels,
                             int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
-                            int pad_w);
+                            int pad_w, const cvae_allocator *allocator);
 
 
 /* ------------------------------------------------------------- checksums */
@@ -335,11 +350,14 @@ uint32_t cvi_adler32_update(uint32_t adler, const void *data, size_t n);
  * (and any failed step of commit) removes the temporary and leaves path
  * untouched. Messages go to err (CVI_ERRMSG_SIZE bytes) and name the file;
  * after a failed write, later writes fail at once and commit aborts. */
+/* The longest path written to (Linux's PATH_MAX, terminator included, is
+ * 4096); a longer one is CVAE_ERR_INVALID_ARG. */
+#define CVI_PATH_MAX 4091
 typedef struct cvi_afile {
     FILE *f;
-    char *tmp_path;
-    const char *path;
+    const char *path; /* NULL when nothing is open */
     int failed;
+    char tmp_path[CVI_PATH_MAX + 5];
 } cvi_afile;
 
 cvae_status cvi_afile_open(cvi_afile *af, const char *path, char *err);
@@ -358,6 +376,7 @@ uint32_t cvi_get_u32be(const unsigned char *p);
  * key order (lr, beta1, beta2, eps, weight decay, momentum, clip norm). */
 #define CVI_OPT_NOPTIONS 7
 typedef struct cvi_optimizer_state {
+    const cvae_allocator *mem; /* the optimizer's allocator */
     cvae_optimizer_kind kind;
     size_t n;
     uint64_t *t;
@@ -393,6 +412,7 @@ void cvi_rng_normal(cvi_rng *rng, float *out, size_t n);
 /* B max batch, L latent, I = C*H*W pixels per image. enc maps I to 2L
  * (mu, then logvar, per image), dec maps L to I logits. */
 struct cvae_model {
+    cvae_allocator mem;
     cvae_stack *enc, *dec; /* NULL until an architecture is set */
     size_t C, H, W, L, max_batch, image;
     size_t nparams, enc_nparams;
@@ -402,6 +422,7 @@ struct cvae_model {
     float *dlogits, *xbuf; /* (B, I) */
     cvi_stack_blocks shared; /* the blocks both stacks use in turn */
     double beta;
+    double max_memory; /* bytes an architecture may take; 0: no limit */
     int threads; /* the setting, applied to both stacks */
     uint64_t steps;
     cvi_rng rng; /* eps draws; continues the initialisation stream */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 struct cvae_dataset {
+    cvae_allocator mem;
     uint8_t *pixels; /* (count, c, h, w), NULL when empty */
     uint8_t *labels; /* (count), NULL when there are none */
     size_t count, c, h, w;
@@ -26,32 +27,44 @@ struct cvae_dataset {
 #define IDX_TYPE_U8 0x08u
 #define IDX_MAX_DIMS 3
 
-CVAE_API cvae_status cvae_dataset_create(cvae_dataset **out)
+CVAE_API cvae_status cvae_dataset_create_with(cvae_dataset **out,
+                                              const cvae_allocator *allocator)
 {
+    cvae_allocator mem;
     cvae_dataset *ds;
     if (!out)
         return CVAE_ERR_INVALID_ARG;
     *out = NULL;
-    ds = cvi_calloc(1, sizeof *ds);
+    if (cvi_allocator_init(&mem, allocator) != CVAE_OK)
+        return CVAE_ERR_INVALID_ARG;
+    ds = cvi_calloc(&mem, 1, sizeof *ds);
     if (!ds)
         return CVAE_ERR_NOMEM;
+    ds->mem = mem;
     *out = ds;
     return CVAE_OK;
 }
 
+CVAE_API cvae_status cvae_dataset_create(cvae_dataset **out)
+{
+    return cvae_dataset_create_with(out, NULL);
+}
+
 static void free_content(cvae_dataset *ds)
 {
-    cvi_free(ds->pixels);
-    cvi_free(ds->labels);
-    cvi_free(ds->order);
+    cvi_free(&ds->mem, ds->pixels);
+    cvi_free(&ds->mem, ds->labels);
+    cvi_free(&ds->mem, ds->order);
 }
 
 CVAE_API void cvae_dataset_destroy(cvae_dataset *ds)
 {
+    cvae_allocator mem;
     if (!ds)
         return;
     free_content(ds);
-    cvi_free(ds);
+    mem = ds->mem; /* not read from the block being freed */
+    cvi_free(&mem, ds);
 }
 
 CVAE_API const char *cvae_dataset_last_error(const cvae_dataset *ds)
@@ -61,18 +74,25 @@ CVAE_API const char *cvae_dataset_last_error(const cvae_dataset *ds)
 
 /* ----------------------------------------------------------- filling */
 
-/* New content built aside, so that a failed fill leaves the old one. */
+/* New content built aside, so that a failed fill leaves the old one; its
+ * blocks come from the allocator of the dataset it is for. */
 typedef struct content {
+    const cvae_allocator *mem;
     uint8_t *pixels, *labels;
     size_t count, c, h, w;
     size_t *order;
 } content;
 
+/* Safe to call twice: the pointers are cleared. */
 static void content_free(content *ct)
 {
-    cvi_free(ct->pixels);
-    cvi_free(ct->labels);
-    cvi_free(ct->order);
+    if (!ct->mem)
+        return;
+    cvi_free(ct->mem, ct->pixels);
+    cvi_free(ct->mem, ct->labels);
+    cvi_free(ct->mem, ct->order);
+    ct->pixels = ct->labels = NULL;
+    ct->order = NULL;
 }
 
 static void identity(size_t *order, size_t count)
@@ -94,20 +114,23 @@ static void install(cvae_dataset *ds, content *ct)
     ds->h = ct->h;
     ds->w = ct->w;
     identity(ds->order, ds->count);
-    memset(ct, 0, sizeof *ct);
+    ct->pixels = ct->labels = NULL;
+    ct->order = NULL;
     ds->err[0] = '\0';
 }
 
 /* Copies count images of c x h x w pixels (and labels, when not NULL) into
  * a new content. The caller checked the sizes. */
-static cvae_status content_copy(content *ct, size_t count, size_t c, size_t h, size_t w,
-                                const uint8_t *pixels, const uint8_t *labels, char *err)
+static cvae_status content_copy(content *ct, const cvae_allocator *a, size_t count, size_t c,
+                                size_t h, size_t w, const uint8_t *pixels, const uint8_t *labels,
+                                char *err)
 {
     size_t total = count * c * h * w;
     memset(ct, 0, sizeof *ct);
-    ct->pixels = cvi_calloc(total, 1);
-    ct->labels = labels ? cvi_calloc(count, 1) : NULL;
-    ct->order = cvi_calloc(count, sizeof *ct->order);
+    ct->mem = a;
+    ct->pixels = cvi_calloc(a, total, 1);
+    ct->labels = labels ? cvi_calloc(a, count, 1) : NULL;
+    ct->order = cvi_calloc(a, count, sizeof *ct->order);
     if (!ct->pixels || (labels && !ct->labels) || !ct->order) {
         cvi_set_error(err, "out of memory for %zu images of %zux%zux%zu", count, c, h, w);
         content_free(ct);
@@ -147,7 +170,7 @@ CVAE_API cvae_status cvae_dataset_set_u8(cvae_dataset *ds, int count, int channe
                       channels, height, width, CVI_MAX_ELEMS);
         return CVAE_ERR_TOO_LARGE;
     }
-    st = content_copy(&ct, (size_t)count, (size_t)channels, (size_t)height, (size_t)width, pixels,
+    st = content_copy(&ct, &ds->mem, (size_t)count, (size_t)channels, (size_t)height, (size_t)width, pixels,
                       labels, ds->err);
     if (st != CVAE_OK)
         return st;
@@ -159,6 +182,7 @@ CVAE_API cvae_status cvae_dataset_set_u8(cvae_dataset *ds, int count, int channe
 
 /* One IDX file read whole: its sizes and its data (product of sizes bytes). */
 typedef struct idx_file {
+    const cvae_allocator *mem;
     size_t ndims;
     size_t size[IDX_MAX_DIMS];
     size_t bytes;
@@ -167,10 +191,10 @@ typedef struct idx_file {
 
 /* The open failed: say why, and when only a gzipped copy is there, how to
  * decompress it (the MNIST files are distributed as .gz). */
-static cvae_status open_error(const char *path, int err_no, char *err)
+static cvae_status open_error(const cvae_allocator *a, const char *path, int err_no, char *err)
 {
     size_t len = strlen(path);
-    char *gz = cvi_calloc(len + 4, 1);
+    char *gz = cvi_calloc(a, len + 4, 1);
     FILE *f = NULL;
     const char *why = err_no ? strerror(err_no) : "fopen failed";
     if (gz) {
@@ -187,7 +211,7 @@ static cvae_status open_error(const char *path, int err_no, char *err)
     } else {
         cvi_set_error(err, "%s: cannot open: %s", path, why);
     }
-    cvi_free(gz);
+    cvi_free(a, gz);
     return CVAE_ERR_IO;
 }
 
@@ -297,35 +321,37 @@ static cvae_status idx_read_open(FILE *f, idx_file *idx, const char *path, char 
                       CVI_MAX_ELEMS);
         return CVAE_ERR_TOO_LARGE;
     }
-    idx->data = cvi_calloc(idx->bytes, 1);
+    idx->data = cvi_calloc(idx->mem, idx->bytes, 1);
     if (!idx->data) {
         cvi_set_error(err, "%s: out of memory for %zu bytes", path, idx->bytes);
         return CVAE_ERR_NOMEM;
     }
     if ((st = read_exact(f, idx->data, idx->bytes, path, "data", err)) != CVAE_OK) {
-        cvi_free(idx->data);
+        cvi_free(idx->mem, idx->data);
         idx->data = NULL;
     }
     return st;
 }
 
-static cvae_status idx_read(const char *path, size_t ndims, idx_file *idx, char *err)
+static cvae_status idx_read(const cvae_allocator *a, const char *path, size_t ndims,
+                            idx_file *idx, char *err)
 {
     FILE *f;
     cvae_status st;
     memset(idx, 0, sizeof *idx);
+    idx->mem = a;
     idx->ndims = ndims;
     errno = 0;
     f = fopen(path, "rb");
     if (!f)
-        return open_error(path, errno, err);
+        return open_error(a, path, errno, err);
     st = idx_read_open(f, idx, path, err);
     /* Nothing was written, so a failed close loses nothing; it is still
      * reported, as every other stream error is. */
     errno = 0;
     if (fclose(f) != 0 && st == CVAE_OK) {
         cvi_set_error(err, "%s: close failed: %s", path, errno ? strerror(errno) : "fclose");
-        cvi_free(idx->data);
+        cvi_free(a, idx->data);
         idx->data = NULL;
         st = CVAE_ERR_IO;
     }
@@ -356,15 +382,17 @@ CVAE_API cvae_status cvae_dataset_load_idx(cvae_dataset *ds, const char *images_
     idx_file img, lab;
     content ct;
     cvae_status st;
-    memset(&lab, 0, sizeof lab);
     memset(&ct, 0, sizeof ct);
+    memset(&img, 0, sizeof img);
+    memset(&lab, 0, sizeof lab);
     if (!ds)
         return CVAE_ERR_INVALID_ARG;
+    ct.mem = &ds->mem;
     if (!images_path) {
         cvi_set_error(ds->err, "dataset_load_idx: images_path is NULL");
         return CVAE_ERR_INVALID_ARG;
     }
-    if ((st = idx_read(images_path, 3, &img, ds->err)) != CVAE_OK)
+    if ((st = idx_read(&ds->mem, images_path, 3, &img, ds->err)) != CVAE_OK)
         return st;
     /* count() and shape() answer in int. */
     if (img.size[0] > INT_MAX || img.size[1] > INT_MAX || img.size[2] > INT_MAX) {
@@ -374,12 +402,12 @@ CVAE_API cvae_status cvae_dataset_load_idx(cvae_dataset *ds, const char *images_
         goto done;
     }
     if (labels_path) {
-        if ((st = idx_read(labels_path, 1, &lab, ds->err)) != CVAE_OK)
+        if ((st = idx_read(&ds->mem, labels_path, 1, &lab, ds->err)) != CVAE_OK)
             goto done;
         if ((st = check_labels(&lab, img.size[0], labels_path, ds->err)) != CVAE_OK)
             goto done;
     }
-    ct.order = cvi_calloc(img.size[0], sizeof *ct.order);
+    ct.order = cvi_calloc(&ds->mem, img.size[0], sizeof *ct.order);
     if (!ct.order) {
         cvi_set_error(ds->err, "%s: out of memory for %zu images", images_path, img.size[0]);
         st = CVAE_ERR_NOMEM;
@@ -395,8 +423,8 @@ CVAE_API cvae_status cvae_dataset_load_idx(cvae_dataset *ds, const char *images_
     ct.w = img.size[2];
     install(ds, &ct);
 done:
-    cvi_free(img.data);
-    cvi_free(lab.data);
+    cvi_free(&ds->mem, img.data);
+    cvi_free(&ds->mem, lab.data);
     return st;
 }
 
@@ -532,9 +560,10 @@ static cvae_status subset(content *ct, const cvae_dataset *ds, const uint8_t *pi
 {
     size_t image = ds->c * ds->h * ds->w, i, k = 0;
     memset(ct, 0, sizeof *ct);
-    ct->pixels = cvi_calloc(count, image);
-    ct->labels = ds->labels ? cvi_calloc(count, 1) : NULL;
-    ct->order = cvi_calloc(count, sizeof *ct->order);
+    ct->mem = &ds->mem;
+    ct->pixels = cvi_calloc(ct->mem, count, image);
+    ct->labels = ds->labels ? cvi_calloc(ct->mem, count, 1) : NULL;
+    ct->order = cvi_calloc(ct->mem, count, sizeof *ct->order);
     if (!ct->pixels || (ds->labels && !ct->labels) || !ct->order) {
         cvi_set_error(err, "dataset_split: out of memory for %zu images", count);
         content_free(ct);
@@ -585,8 +614,8 @@ CVAE_API cvae_status cvae_dataset_split(cvae_dataset *ds, int validation_count, 
         return CVAE_ERR_INVALID_ARG;
     }
     nval = (size_t)validation_count;
-    perm = cvi_calloc(ds->count, sizeof *perm);
-    pick = cvi_calloc(ds->count, 1);
+    perm = cvi_calloc(&ds->mem, ds->count, sizeof *perm);
+    pick = cvi_calloc(&ds->mem, ds->count, 1);
     if (!perm || !pick) {
         cvi_set_error(ds->err, "dataset_split: out of memory for %zu images", ds->count);
         st = CVAE_ERR_NOMEM;
@@ -600,7 +629,8 @@ CVAE_API cvae_status cvae_dataset_split(cvae_dataset *ds, int validation_count, 
     if ((st = subset(&tr, ds, pick, 0, ds->count - nval, ds->err)) != CVAE_OK ||
         (st = subset(&va, ds, pick, 1, nval, ds->err)) != CVAE_OK)
         goto done;
-    if ((st = cvae_dataset_create(&t)) != CVAE_OK || (st = cvae_dataset_create(&v)) != CVAE_OK) {
+    if ((st = cvae_dataset_create_with(&t, &ds->mem)) != CVAE_OK ||
+        (st = cvae_dataset_create_with(&v, &ds->mem)) != CVAE_OK) {
         cvi_set_error(ds->err, "dataset_split: out of memory for the new handles");
         goto done;
     }
@@ -615,7 +645,7 @@ done:
     cvae_dataset_destroy(v);
     content_free(&tr);
     content_free(&va);
-    cvi_free(perm);
-    cvi_free(pick);
+    cvi_free(&ds->mem, perm);
+    cvi_free(&ds->mem, pick);
     return st;
 }

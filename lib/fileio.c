@@ -3,7 +3,8 @@
  * one: write "<path>.tmp", flush and close it (checking every step), then
  * rename it over the path. A failure removes the temporary file and leaves
  * the target as it was. rename() replaces the target atomically on POSIX
- * systems. Also little-endian encoding helpers for the model file.
+ * systems. The temporary name lives in the struct: saving allocates
+ * nothing of its own (stdio's buffer is the C library's). Also little-endian encoding helpers for the model file.
  */
 #include "cvae_internal.h"
 
@@ -15,22 +16,22 @@ cvae_status cvi_afile_open(cvi_afile *af, const char *path, char *err)
 {
     size_t len = strlen(path);
     memset(af, 0, sizeof *af);
-    af->path = path;
-    af->tmp_path = cvi_calloc(len + 5, 1);
-    if (!af->tmp_path) {
-        cvi_set_error(err, "%s: out of memory", path);
-        return CVAE_ERR_NOMEM;
+    if (len > CVI_PATH_MAX) {
+        cvi_set_error(err, "a path of %zu bytes is longer than the %d this library writes to",
+                      len, CVI_PATH_MAX);
+        return CVAE_ERR_INVALID_ARG;
     }
+    af->path = path;
     memcpy(af->tmp_path, path, len);
     memcpy(af->tmp_path + len, ".tmp", 5);
     errno = 0;
     af->f = fopen(af->tmp_path, "wb");
     if (!af->f) {
+        int no_memory = errno == ENOMEM;
         cvi_set_error(err, "%s: cannot create: %s", af->tmp_path,
                       errno ? strerror(errno) : "fopen failed");
-        cvi_free(af->tmp_path);
-        af->tmp_path = NULL;
-        return CVAE_ERR_IO;
+        af->path = NULL;
+        return no_memory ? CVAE_ERR_NOMEM : CVAE_ERR_IO;
     }
     return CVAE_OK;
 }
@@ -53,9 +54,8 @@ void cvi_afile_abort(cvi_afile *af)
 {
     if (af->f)
         fclose(af->f);
-    if (af->tmp_path)
+    if (af->path)
         remove(af->tmp_path);
-    cvi_free(af->tmp_path);
     memset(af, 0, sizeof *af);
 }
 
@@ -83,7 +83,6 @@ cvae_status cvi_afile_commit(cvi_afile *af, char *err)
         cvi_afile_abort(af);
         return CVAE_ERR_IO;
     }
-    cvi_free(af->tmp_path);
     memset(af, 0, sizeof *af);
     return CVAE_OK;
 }

@@ -51,11 +51,17 @@ void cvi_bias_grad_planes(float *db, const float *dy, size_t n, size_t F, size_t
     }
 }
 
-cvae_status cvi_layer_new(cvae_layer **out, const cvi_layer_ops *ops)
+cvae_status cvi_layer_new(cvae_layer **out, const cvi_layer_ops *ops,
+                          const cvae_allocator *allocator)
 {
-    cvae_layer *l = cvi_calloc(1, sizeof *l);
+    cvae_allocator mem;
+    cvae_layer *l;
+    if (cvi_allocator_init(&mem, allocator) != CVAE_OK)
+        return CVAE_ERR_INVALID_ARG;
+    l = cvi_calloc(&mem, 1, sizeof *l);
     if (!l)
         return CVAE_ERR_NOMEM;
+    l->mem = mem;
     l->ops = ops;
     *out = l;
     return CVAE_OK;
@@ -76,12 +82,18 @@ void cvi_init_uniform_fan_in(float *w, size_t nw, float *b, size_t nb, size_t fa
         b[i] = (2.0f * cvi_rng_uniform(rng) - 1.0f) * bound;
 }
 
+void cvi_layer_free(cvae_layer *layer)
+{
+    cvae_allocator mem = layer->mem; /* not read from the block being freed */
+    cvi_free(&mem, layer);
+}
+
 CVAE_API void cvae_layer_destroy(cvae_layer *layer)
 {
     /* A stack's layers die with the stack; freeing one here would leave the
      * stack a dangling pointer. */
     if (layer && !layer->owner)
-        cvi_free(layer);
+        cvi_layer_free(layer);
 }
 
 CVAE_API cvae_layer_kind cvae_layer_get_kind(const cvae_layer *layer)

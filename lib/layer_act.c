@@ -20,12 +20,13 @@ static cvae_status act_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size_t 
     return CVAE_OK;
 }
 
-static cvae_status create(cvae_layer **out, const cvi_layer_ops *ops)
+static cvae_status create(cvae_layer **out, const cvi_layer_ops *ops,
+                          const cvae_allocator *allocator)
 {
     if (!out)
         return CVAE_ERR_INVALID_ARG;
     *out = NULL;
-    return cvi_layer_new(out, ops);
+    return cvi_layer_new(out, ops, allocator);
 }
 
 static void relu_forward(cvae_layer *l, float *out, const float *in, size_t n,
@@ -135,12 +136,19 @@ const cvi_layer_ops cvi_sigmoid_ops = {CVAE_LAYER_SIGMOID, "sigmoid", act_bind, 
 const cvi_layer_ops cvi_tanh_ops = {CVAE_LAYER_TANH, "tanh", act_bind, NULL, tanh_forward,
                                     tanh_backward};
 
-CVAE_API cvae_status cvae_layer_create_relu(cvae_layer **out)
+CVAE_API cvae_status cvae_layer_create_relu_with(cvae_layer **out,
+                                                 const cvae_allocator *allocator)
 {
-    return create(out, &cvi_relu_ops);
+    return create(out, &cvi_relu_ops, allocator);
 }
 
-CVAE_API cvae_status cvae_layer_create_leaky_relu(cvae_layer **out, float slope)
+CVAE_API cvae_status cvae_layer_create_relu(cvae_layer **out)
+{
+    return cvae_layer_create_relu_with(out, NULL);
+}
+
+CVAE_API cvae_status cvae_layer_create_leaky_relu_with(cvae_layer **out, float slope,
+                                                       const cvae_allocator *allocator)
 {
     cvae_status st;
     if (!out)
@@ -148,18 +156,35 @@ CVAE_API cvae_status cvae_layer_create_leaky_relu(cvae_layer **out, float slope)
     *out = NULL;
     if (!(slope >= 0.0f && slope < 1.0f))
         return CVAE_ERR_INVALID_ARG;
-    if ((st = create(out, &cvi_leaky_relu_ops)) != CVAE_OK)
+    if ((st = create(out, &cvi_leaky_relu_ops, allocator)) != CVAE_OK)
         return st;
     (*out)->hp.leaky.slope = slope;
     return CVAE_OK;
 }
 
+CVAE_API cvae_status cvae_layer_create_leaky_relu(cvae_layer **out, float slope)
+{
+    return cvae_layer_create_leaky_relu_with(out, slope, NULL);
+}
+
+CVAE_API cvae_status cvae_layer_create_sigmoid_with(cvae_layer **out,
+                                                    const cvae_allocator *allocator)
+{
+    return create(out, &cvi_sigmoid_ops, allocator);
+}
+
 CVAE_API cvae_status cvae_layer_create_sigmoid(cvae_layer **out)
 {
-    return create(out, &cvi_sigmoid_ops);
+    return cvae_layer_create_sigmoid_with(out, NULL);
+}
+
+CVAE_API cvae_status cvae_layer_create_tanh_with(cvae_layer **out,
+                                                 const cvae_allocator *allocator)
+{
+    return create(out, &cvi_tanh_ops, allocator);
 }
 
 CVAE_API cvae_status cvae_layer_create_tanh(cvae_layer **out)
 {
-    return create(out, &cvi_tanh_ops);
+    return cvae_layer_create_tanh_with(out, NULL);
 }

@@ -16,7 +16,7 @@
 
 cvae_status cvi_conv_create(cvae_layer **out, const cvi_layer_ops *ops, int out_channels,
                             int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
-                            int pad_w)
+                            int pad_w, const cvae_allocator *allocator)
 {
     cvae_status st;
     cvae_layer *l;
@@ -26,7 +26,7 @@ cvae_status cvi_conv_create(cvae_layer **out, const cvi_layer_ops *ops, int out_
     if (out_channels < 1 || kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 ||
         pad_h < 0 || pad_w < 0)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = cvi_layer_new(&l, ops)) != CVAE_OK)
+    if ((st = cvi_layer_new(&l, ops, allocator)) != CVAE_OK)
         return st;
     l->hp.conv.out_channels = (size_t)out_channels;
     l->hp.conv.kh = (size_t)kernel_h;
@@ -39,12 +39,21 @@ cvae_status cvi_conv_create(cvae_layer **out, const cvi_layer_ops *ops, int out_
     return CVAE_OK;
 }
 
+CVAE_API cvae_status cvae_layer_create_conv2d_with(cvae_layer **out, int out_channels,
+                                                   int kernel_h, int kernel_w, int stride_h,
+                                                   int stride_w, int pad_h, int pad_w,
+                                                   const cvae_allocator *allocator)
+{
+    return cvi_conv_create(out, &cvi_conv2d_ops, out_channels, kernel_h, kernel_w, stride_h,
+                           stride_w, pad_h, pad_w, allocator);
+}
+
 CVAE_API cvae_status cvae_layer_create_conv2d(cvae_layer **out, int out_channels, int kernel_h,
                                               int kernel_w, int stride_h, int stride_w, int pad_h,
                                               int pad_w)
 {
-    return cvi_conv_create(out, &cvi_conv2d_ops, out_channels, kernel_h, kernel_w, stride_h,
-                           stride_w, pad_h, pad_w);
+    return cvae_layer_create_conv2d_with(out, out_channels, kernel_h, kernel_w, stride_h,
+                                         stride_w, pad_h, pad_w, NULL);
 }
 
 static cvae_status conv2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size_t *nparams,

@@ -14,12 +14,22 @@
 
 #include <string.h>
 
+CVAE_API cvae_status cvae_layer_create_conv_transpose2d_with(cvae_layer **out, int out_channels,
+                                                             int kernel_h, int kernel_w,
+                                                             int stride_h, int stride_w,
+                                                             int pad_h, int pad_w,
+                                                             const cvae_allocator *allocator)
+{
+    return cvi_conv_create(out, &cvi_conv_transpose2d_ops, out_channels, kernel_h, kernel_w,
+                           stride_h, stride_w, pad_h, pad_w, allocator);
+}
+
 CVAE_API cvae_status cvae_layer_create_conv_transpose2d(cvae_layer **out, int out_channels,
                                                         int kernel_h, int kernel_w, int stride_h,
                                                         int stride_w, int pad_h, int pad_w)
 {
-    return cvi_conv_create(out, &cvi_conv_transpose2d_ops, out_channels, kernel_h, kernel_w,
-                           stride_h, stride_w, pad_h, pad_w);
+    return cvae_layer_create_conv_transpose2d_with(out, out_channels, kernel_h, kernel_w,
+                                                   stride_h, stride_w, pad_h, pad_w, NULL);
 }
 
 /* (in - 1) * stride + kernel - 2 * pad: 0 if that is not positive,

@@ -7,7 +7,8 @@
  */
 #include "cvae_internal.h"
 
-CVAE_API cvae_status cvae_layer_create_linear(cvae_layer **out, int out_features)
+CVAE_API cvae_status cvae_layer_create_linear_with(cvae_layer **out, int out_features,
+                                                   const cvae_allocator *allocator)
 {
     cvae_status st;
     cvae_layer *l;
@@ -16,11 +17,16 @@ CVAE_API cvae_status cvae_layer_create_linear(cvae_layer **out, int out_features
     *out = NULL;
     if (out_features < 1)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = cvi_layer_new(&l, &cvi_linear_ops)) != CVAE_OK)
+    if ((st = cvi_layer_new(&l, &cvi_linear_ops, allocator)) != CVAE_OK)
         return st;
     l->hp.linear.out_features = (size_t)out_features;
     *out = l;
     return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_layer_create_linear(cvae_layer **out, int out_features)
+{
+    return cvae_layer_create_linear_with(out, out_features, NULL);
 }
 
 static cvae_status linear_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size_t *nparams,

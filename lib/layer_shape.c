@@ -40,16 +40,22 @@ const cvi_layer_ops cvi_flatten_ops = {CVAE_LAYER_FLATTEN, "flatten", flatten_bi
 const cvi_layer_ops cvi_reshape_ops = {CVAE_LAYER_RESHAPE, "reshape", reshape_bind, NULL, NULL,
                                        NULL};
 
-CVAE_API cvae_status cvae_layer_create_flatten(cvae_layer **out)
+CVAE_API cvae_status cvae_layer_create_flatten_with(cvae_layer **out,
+                                                    const cvae_allocator *allocator)
 {
     if (!out)
         return CVAE_ERR_INVALID_ARG;
     *out = NULL;
-    return cvi_layer_new(out, &cvi_flatten_ops);
+    return cvi_layer_new(out, &cvi_flatten_ops, allocator);
 }
 
-CVAE_API cvae_status cvae_layer_create_reshape(cvae_layer **out, int channels, int height,
-                                               int width)
+CVAE_API cvae_status cvae_layer_create_flatten(cvae_layer **out)
+{
+    return cvae_layer_create_flatten_with(out, NULL);
+}
+
+CVAE_API cvae_status cvae_layer_create_reshape_with(cvae_layer **out, int channels, int height,
+                                                    int width, const cvae_allocator *allocator)
 {
     cvae_status st;
     if (!out)
@@ -57,10 +63,16 @@ CVAE_API cvae_status cvae_layer_create_reshape(cvae_layer **out, int channels, i
     *out = NULL;
     if (channels < 1 || height < 1 || width < 1)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = cvi_layer_new(out, &cvi_reshape_ops)) != CVAE_OK)
+    if ((st = cvi_layer_new(out, &cvi_reshape_ops, allocator)) != CVAE_OK)
         return st;
     (*out)->hp.reshape.c = (size_t)channels;
     (*out)->hp.reshape.h = (size_t)height;
     (*out)->hp.reshape.w = (size_t)width;
     return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_layer_create_reshape(cvae_layer **out, int channels, int height,
+                                               int width)
+{
+    return cvae_layer_create_reshape_with(out, channels, height, width, NULL);
 }

@@ -16,44 +16,57 @@
 #include <math.h>
 #include <string.h>
 
-CVAE_API cvae_status cvae_model_create(cvae_model **out)
+CVAE_API cvae_status cvae_model_create_with(cvae_model **out, const cvae_allocator *allocator)
 {
+    cvae_allocator mem;
     cvae_model *m;
     if (!out)
         return CVAE_ERR_INVALID_ARG;
     *out = NULL;
-    m = cvi_calloc(1, sizeof *m);
+    if (cvi_allocator_init(&mem, allocator) != CVAE_OK)
+        return CVAE_ERR_INVALID_ARG;
+    m = cvi_calloc(&mem, 1, sizeof *m);
     if (!m)
         return CVAE_ERR_NOMEM;
+    m->mem = mem;
     m->beta = 1.0;
+    m->max_memory = CVI_MODEL_MAX_MEMORY;
     *out = m;
     return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_create(cvae_model **out)
+{
+    return cvae_model_create_with(out, NULL);
 }
 
 /* Frees the architecture and returns the model to empty (the options and
  * the message are kept). */
 void cvi_model_clear(cvae_model *m)
 {
-    double beta = m->beta;
+    cvae_allocator mem = m->mem;
+    double beta = m->beta, max_memory = m->max_memory;
     int threads = m->threads;
     char err[CVI_ERRMSG_SIZE];
     memcpy(err, m->err, sizeof err);
     cvae_stack_destroy(m->enc);
     cvae_stack_destroy(m->dec);
-    cvi_free_floats(m->params);
-    cvi_free_floats(m->grads);
-    cvi_free_floats(m->eps);
-    cvi_free_floats(m->z);
-    cvi_free_floats(m->dz);
-    cvi_free_floats(m->denc);
-    cvi_free_floats(m->dlogits);
-    cvi_free_floats(m->xbuf);
-    cvi_free_floats(m->shared.gemm_ws);
-    cvi_free_floats(m->shared.dbuf[0]);
-    cvi_free_floats(m->shared.dbuf[1]);
-    cvi_free_floats(m->shared.scratch);
+    cvi_free_floats(&m->mem, m->params);
+    cvi_free_floats(&m->mem, m->grads);
+    cvi_free_floats(&m->mem, m->eps);
+    cvi_free_floats(&m->mem, m->z);
+    cvi_free_floats(&m->mem, m->dz);
+    cvi_free_floats(&m->mem, m->denc);
+    cvi_free_floats(&m->mem, m->dlogits);
+    cvi_free_floats(&m->mem, m->xbuf);
+    cvi_free_floats(&m->mem, m->shared.gemm_ws);
+    cvi_free_floats(&m->mem, m->shared.dbuf[0]);
+    cvi_free_floats(&m->mem, m->shared.dbuf[1]);
+    cvi_free_floats(&m->mem, m->shared.scratch);
     memset(m, 0, sizeof *m);
+    m->mem = mem;
     m->beta = beta;
+    m->max_memory = max_memory;
     m->threads = threads;
     memcpy(m->err, err, sizeof err);
 }
@@ -62,8 +75,10 @@ CVAE_API void cvae_model_destroy(cvae_model *m)
 {
     if (!m)
         return;
+    cvae_allocator mem;
     cvi_model_clear(m);
-    cvi_free(m);
+    mem = m->mem; /* not read from the block being freed */
+    cvi_free(&mem, m);
 }
 
 CVAE_API const char *cvae_model_last_error(const cvae_model *m)
@@ -73,7 +88,7 @@ CVAE_API const char *cvae_model_last_error(const cvae_model *m)
 
 /* Plans both stacks and checks that they fit the image and latent shapes. */
 static cvae_status plan_stacks(cvae_model *m, int c, int h, int w, int latent, int max_batch,
-                               size_t *enc_n, size_t *dec_n)
+                               size_t *enc_n, size_t *dec_n, size_t *acts)
 {
     cvi_shape eo, doo;
     cvi_stack_blocks en, dn;
@@ -105,13 +120,37 @@ static cvae_status plan_stacks(cvae_model *m, int c, int h, int w, int latent, i
             en.dbuf_floats[k] > dn.dbuf_floats[k] ? en.dbuf_floats[k] : dn.dbuf_floats[k];
     m->shared.scratch_floats =
         en.scratch_floats > dn.scratch_floats ? en.scratch_floats : dn.scratch_floats;
+    *acts = en.act_floats + dn.act_floats; /* each at most 2^32 */
     return CVAE_OK;
 }
 
-/* Allocates the model's blocks and buffers and builds both stacks on them. */
-static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int max_batch)
+/* Floats of every block allocate() and the stacks' builds ask for (the
+ * small arrays aside), or SIZE_MAX when the sum overflows. */
+static size_t planned_floats(const cvae_model *m, size_t acts, int threads)
 {
-    size_t B = (size_t)max_batch, L = (size_t)latent, io;
+    size_t B = m->max_batch, L = m->L, terms[12], total = 0;
+    size_t i;
+    terms[0] = terms[1] = m->nparams;                    /* params, grads */
+    terms[2] = terms[3] = terms[4] = B * L;              /* eps, z, dz */
+    terms[5] = 2 * B * L;                                /* denc */
+    terms[6] = terms[7] = B * m->image;                  /* dlogits, xbuf */
+    terms[8] = cvi_gemm_workspace_floats(threads);
+    terms[9] = m->shared.dbuf_floats[0] + m->shared.dbuf_floats[1] + 2;
+    terms[10] = m->shared.scratch_floats;
+    terms[11] = acts;
+    for (i = 0; i < 12; i++)
+        if (cvi_add_overflow(total, terms[i], &total))
+            return SIZE_MAX;
+    return total;
+}
+
+/* Allocates the model's blocks and buffers and builds both stacks on them,
+ * once the whole is known to fit the model's memory limit. */
+static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int max_batch,
+                            size_t acts)
+{
+    size_t B = (size_t)max_batch, L = (size_t)latent, io, floats;
+    double bytes;
     cvae_status st;
     if (cvi_mul_overflow(B, m->image, &io) || io > CVI_MAX_ELEMS ||
         B * 2 * L > CVI_MAX_ELEMS) {
@@ -119,21 +158,31 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
                       w);
         return CVAE_ERR_TOO_LARGE;
     }
-    m->params = cvi_alloc_floats(m->nparams);
-    m->grads = cvi_alloc_floats(m->nparams);
-    m->eps = cvi_alloc_floats(B * L);
-    m->z = cvi_alloc_floats(B * L);
-    m->dz = cvi_alloc_floats(B * L);
-    m->denc = cvi_alloc_floats(B * 2 * L);
-    m->dlogits = cvi_alloc_floats(io);
-    m->xbuf = cvi_alloc_floats(io);
+    floats = planned_floats(m, acts, cvi_threads_resolve(m->threads));
+    bytes = floats == SIZE_MAX ? HUGE_VAL : (double)floats * sizeof(float);
+    if (m->max_memory > 0.0 && bytes > m->max_memory) {
+        cvi_set_error(m->err,
+                      "model: %dx%dx%d images, latent %d, batch %d and %zu parameters need "
+                      "%.0f MB, more than the model's limit of %.0f MB (CVAE_MODEL_MAX_MEMORY)",
+                      c, h, w, latent, max_batch, m->nparams, bytes / 1e6,
+                      m->max_memory / 1e6);
+        return CVAE_ERR_TOO_LARGE;
+    }
+    m->params = cvi_alloc_floats(&m->mem, m->nparams);
+    m->grads = cvi_alloc_floats(&m->mem, m->nparams);
+    m->eps = cvi_alloc_floats(&m->mem, B * L);
+    m->z = cvi_alloc_floats(&m->mem, B * L);
+    m->dz = cvi_alloc_floats(&m->mem, B * L);
+    m->denc = cvi_alloc_floats(&m->mem, B * 2 * L);
+    m->dlogits = cvi_alloc_floats(&m->mem, io);
+    m->xbuf = cvi_alloc_floats(&m->mem, io);
     m->shared.gemm_threads = cvi_threads_resolve(m->threads);
-    m->shared.gemm_ws = cvi_alloc_floats(cvi_gemm_workspace_floats(m->shared.gemm_threads));
+    m->shared.gemm_ws = cvi_alloc_floats(&m->mem, cvi_gemm_workspace_floats(m->shared.gemm_threads));
     /* A block no layer writes still gets a float: NULL means failure. */
-    m->shared.dbuf[0] = cvi_alloc_floats(m->shared.dbuf_floats[0] ? m->shared.dbuf_floats[0] : 1);
-    m->shared.dbuf[1] = cvi_alloc_floats(m->shared.dbuf_floats[1] ? m->shared.dbuf_floats[1] : 1);
+    m->shared.dbuf[0] = cvi_alloc_floats(&m->mem, m->shared.dbuf_floats[0] ? m->shared.dbuf_floats[0] : 1);
+    m->shared.dbuf[1] = cvi_alloc_floats(&m->mem, m->shared.dbuf_floats[1] ? m->shared.dbuf_floats[1] : 1);
     m->shared.scratch =
-        m->shared.scratch_floats ? cvi_alloc_floats(m->shared.scratch_floats) : NULL;
+        m->shared.scratch_floats ? cvi_alloc_floats(&m->mem, m->shared.scratch_floats) : NULL;
     if (!m->params || !m->grads || !m->eps || !m->z || !m->dz || !m->denc || !m->dlogits ||
         !m->xbuf || !m->shared.gemm_ws || !m->shared.dbuf[0] || !m->shared.dbuf[1] ||
         (m->shared.scratch_floats && !m->shared.scratch)) {
@@ -160,7 +209,7 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
                             int height, int width, int latent, int max_batch,
                             size_t expect_nparams)
 {
-    size_t enc_n = 0, dec_n = 0;
+    size_t enc_n = 0, dec_n = 0, acts = 0;
     cvae_status st;
     if (m->enc) {
         cvae_stack_destroy(enc);
@@ -189,8 +238,8 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
         cvi_model_clear(m);
         return CVAE_ERR_INVALID_ARG;
     }
-    if ((st = plan_stacks(m, channels, height, width, latent, max_batch, &enc_n, &dec_n)) !=
-        CVAE_OK) {
+    if ((st = plan_stacks(m, channels, height, width, latent, max_batch, &enc_n, &dec_n,
+                          &acts)) != CVAE_OK) {
         cvi_model_clear(m);
         return st;
     }
@@ -209,7 +258,7 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
     m->enc_nparams = enc_n;
     m->nparams = enc_n + dec_n;
     m->steps = 0;
-    if ((st = allocate(m, channels, height, width, latent, max_batch)) != CVAE_OK) {
+    if ((st = allocate(m, channels, height, width, latent, max_batch, acts)) != CVAE_OK) {
         cvi_model_clear(m);
         return st;
     }
@@ -252,45 +301,46 @@ static cvae_status add(cvae_stack *s, cvae_status made, cvae_layer **l)
     return cvae_stack_add(s, *l);
 }
 
-static cvae_status preset_encoder(cvae_stack *s, int latent)
+static cvae_status preset_encoder(cvae_stack *s, int latent, const cvae_allocator *a)
 {
     cvae_layer *l = NULL;
-    cvae_status st = add(s, cvae_layer_create_conv2d(&l, 32, 4, 4, 2, 2, 1, 1), &l);
+    cvae_status st = add(s, cvae_layer_create_conv2d_with(&l, 32, 4, 4, 2, 2, 1, 1, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_relu(&l), &l);
+        st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_conv2d(&l, 64, 4, 4, 2, 2, 1, 1), &l);
+        st = add(s, cvae_layer_create_conv2d_with(&l, 64, 4, 4, 2, 2, 1, 1, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_relu(&l), &l);
+        st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_flatten(&l), &l);
+        st = add(s, cvae_layer_create_flatten_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_linear(&l, 256), &l);
+        st = add(s, cvae_layer_create_linear_with(&l, 256, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_relu(&l), &l);
+        st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_linear(&l, 2 * latent), &l);
+        st = add(s, cvae_layer_create_linear_with(&l, 2 * latent, a), &l);
     return st;
 }
 
-static cvae_status preset_decoder(cvae_stack *s, int channels, int h4, int w4)
+static cvae_status preset_decoder(cvae_stack *s, int channels, int h4, int w4,
+                                  const cvae_allocator *a)
 {
     cvae_layer *l = NULL;
-    cvae_status st = add(s, cvae_layer_create_linear(&l, 256), &l);
+    cvae_status st = add(s, cvae_layer_create_linear_with(&l, 256, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_relu(&l), &l);
+        st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_linear(&l, 64 * h4 * w4), &l);
+        st = add(s, cvae_layer_create_linear_with(&l, 64 * h4 * w4, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_relu(&l), &l);
+        st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_reshape(&l, 64, h4, w4), &l);
+        st = add(s, cvae_layer_create_reshape_with(&l, 64, h4, w4, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_conv_transpose2d(&l, 32, 4, 4, 2, 2, 1, 1), &l);
+        st = add(s, cvae_layer_create_conv_transpose2d_with(&l, 32, 4, 4, 2, 2, 1, 1, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_relu(&l), &l);
+        st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_conv_transpose2d(&l, channels, 4, 4, 2, 2, 1, 1), &l);
+        st = add(s, cvae_layer_create_conv_transpose2d_with(&l, channels, 4, 4, 2, 2, 1, 1, a), &l);
     return st;
 }
 
@@ -323,9 +373,10 @@ CVAE_API cvae_status cvae_model_init_preset(cvae_model *m, int channels, int hei
         cvi_set_error(m->err, "model_init_preset: latent %d is too large", latent);
         return CVAE_ERR_TOO_LARGE;
     }
-    if ((st = cvae_stack_create(&enc)) != CVAE_OK || (st = cvae_stack_create(&dec)) != CVAE_OK ||
-        (st = preset_encoder(enc, latent)) != CVAE_OK ||
-        (st = preset_decoder(dec, channels, height / 4, width / 4)) != CVAE_OK) {
+    if ((st = cvae_stack_create_with(&enc, &m->mem)) != CVAE_OK ||
+        (st = cvae_stack_create_with(&dec, &m->mem)) != CVAE_OK ||
+        (st = preset_encoder(enc, latent, &m->mem)) != CVAE_OK ||
+        (st = preset_decoder(dec, channels, height / 4, width / 4, &m->mem)) != CVAE_OK) {
         cvi_set_error(m->err, "model_init_preset: %s", cvae_status_string(st));
         cvae_stack_destroy(enc);
         cvae_stack_destroy(dec);
@@ -386,12 +437,12 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
         if (m->enc && cvi_threads_resolve((int)value) > m->shared.gemm_threads) {
             /* Grow the stacks' shared packing buffers now: calls never allocate. */
             int n = cvi_threads_resolve((int)value);
-            float *ws = cvi_alloc_floats(cvi_gemm_workspace_floats(n));
+            float *ws = cvi_alloc_floats(&m->mem, cvi_gemm_workspace_floats(n));
             if (!ws) {
                 cvi_set_error(m->err, "model: out of memory for the buffers of %d threads", n);
                 return CVAE_ERR_NOMEM;
             }
-            cvi_free_floats(m->shared.gemm_ws);
+            cvi_free_floats(&m->mem, m->shared.gemm_ws);
             m->shared.gemm_ws = ws;
             m->shared.gemm_threads = n;
             cvi_stack_use_gemm_ws(m->enc, ws, n);
@@ -402,6 +453,15 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
             cvae_stack_set_threads(m->dec, (int)value);
         }
         m->threads = (int)value;
+        return CVAE_OK;
+    }
+    if (key == CVAE_MODEL_MAX_MEMORY) {
+        if (!(value >= 0.0 && value <= CVI_MODEL_MAX_MEMORY_CAP) || value != floor(value)) {
+            cvi_set_error(m->err, "model: max memory %g is not a whole number of bytes in [0, %g]",
+                          value, CVI_MODEL_MAX_MEMORY_CAP);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        m->max_memory = value;
         return CVAE_OK;
     }
     if (key != CVAE_MODEL_BETA) {
@@ -418,19 +478,30 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
 
 CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, double *value)
 {
-    if (!m || !value || (key != CVAE_MODEL_BETA && key != CVAE_MODEL_THREADS))
+    if (!m || !value)
         return CVAE_ERR_INVALID_ARG;
-    *value = key == CVAE_MODEL_BETA ? m->beta : (double)m->threads;
-    return CVAE_OK;
+    switch (key) {
+    case CVAE_MODEL_BETA: *value = m->beta; return CVAE_OK;
+    case CVAE_MODEL_THREADS: *value = (double)m->threads; return CVAE_OK;
+    case CVAE_MODEL_MAX_MEMORY: *value = m->max_memory; return CVAE_OK;
+    default: return CVAE_ERR_INVALID_ARG;
+    }
 }
 
 CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option key, double *min,
                                        double *max)
 {
-    if (!m || !min || !max || (key != CVAE_MODEL_BETA && key != CVAE_MODEL_THREADS))
+    double hi;
+    if (!m || !min || !max)
         return CVAE_ERR_INVALID_ARG;
+    switch (key) {
+    case CVAE_MODEL_BETA: hi = DBL_MAX; break;
+    case CVAE_MODEL_THREADS: hi = (double)CVI_MAX_THREADS; break;
+    case CVAE_MODEL_MAX_MEMORY: hi = CVI_MODEL_MAX_MEMORY_CAP; break;
+    default: return CVAE_ERR_INVALID_ARG;
+    }
     *min = 0.0;
-    *max = key == CVAE_MODEL_BETA ? DBL_MAX : (double)CVI_MAX_THREADS;
+    *max = hi;
     return CVAE_OK;
 }
 

@@ -20,6 +20,7 @@
 #endif
 
 struct cvae_optimizer {
+    cvae_allocator mem;
     cvae_optimizer_kind kind;
     size_t n;
     double lr, beta1, beta2, eps, weight_decay, momentum, clip_norm;
@@ -28,20 +29,24 @@ struct cvae_optimizer {
     char err[CVI_ERRMSG_SIZE];
 };
 
-CVAE_API cvae_status cvae_optimizer_create(cvae_optimizer **out, cvae_optimizer_kind kind,
-                                           size_t nparams)
+CVAE_API cvae_status cvae_optimizer_create_with(cvae_optimizer **out, cvae_optimizer_kind kind,
+                                                size_t nparams,
+                                                const cvae_allocator *allocator)
 {
+    cvae_allocator mem;
     cvae_optimizer *o;
     if (!out)
         return CVAE_ERR_INVALID_ARG;
     *out = NULL;
-    if ((kind != CVAE_OPTIMIZER_ADAM && kind != CVAE_OPTIMIZER_SGD) || nparams == 0)
+    if ((kind != CVAE_OPTIMIZER_ADAM && kind != CVAE_OPTIMIZER_SGD) || nparams == 0 ||
+        cvi_allocator_init(&mem, allocator) != CVAE_OK)
         return CVAE_ERR_INVALID_ARG;
     if (nparams > CVI_MAX_ELEMS)
         return CVAE_ERR_TOO_LARGE;
-    o = cvi_calloc(1, sizeof *o);
+    o = cvi_calloc(&mem, 1, sizeof *o);
     if (!o)
         return CVAE_ERR_NOMEM;
+    o->mem = mem;
     o->kind = kind;
     o->n = nparams;
     o->lr = kind == CVAE_OPTIMIZER_ADAM ? 1e-3 : 1e-2;
@@ -49,8 +54,8 @@ CVAE_API cvae_status cvae_optimizer_create(cvae_optimizer **out, cvae_optimizer_
     o->beta2 = 0.999;
     o->eps = 1e-8;
     o->momentum = 0.9;
-    o->m = cvi_alloc_floats(nparams);
-    o->v = kind == CVAE_OPTIMIZER_ADAM ? cvi_alloc_floats(nparams) : NULL;
+    o->m = cvi_alloc_floats(&mem, nparams);
+    o->v = kind == CVAE_OPTIMIZER_ADAM ? cvi_alloc_floats(&mem, nparams) : NULL;
     if (!o->m || (kind == CVAE_OPTIMIZER_ADAM && !o->v)) {
         cvae_optimizer_destroy(o);
         return CVAE_ERR_NOMEM;
@@ -62,13 +67,21 @@ CVAE_API cvae_status cvae_optimizer_create(cvae_optimizer **out, cvae_optimizer_
     return CVAE_OK;
 }
 
+CVAE_API cvae_status cvae_optimizer_create(cvae_optimizer **out, cvae_optimizer_kind kind,
+                                           size_t nparams)
+{
+    return cvae_optimizer_create_with(out, kind, nparams, NULL);
+}
+
 CVAE_API void cvae_optimizer_destroy(cvae_optimizer *opt)
 {
+    cvae_allocator mem;
     if (!opt)
         return;
-    cvi_free_floats(opt->m);
-    cvi_free_floats(opt->v);
-    cvi_free(opt);
+    mem = opt->mem; /* not read from the block being freed */
+    cvi_free_floats(&mem, opt->m);
+    cvi_free_floats(&mem, opt->v);
+    cvi_free(&mem, opt);
 }
 
 CVAE_API const char *cvae_optimizer_last_error(const cvae_optimizer *opt)
@@ -332,6 +345,7 @@ CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, con
 /* For the model file: the optimizer's whole state, read and restored. */
 void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st)
 {
+    st->mem = &opt->mem;
     st->kind = opt->kind;
     st->n = opt->n;
     st->t = &opt->t;

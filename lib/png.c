@@ -5,8 +5,9 @@
  * the CRC-32 of each chunk and the Adler-32 of the stream come from crc32.c.
  *
  * The raw image (a filter byte 0, meaning "none", before every scanline) is
- * built in memory once, then streamed through the atomic file writer as one
- * IDAT chunk whose CRC is updated as the stored blocks go out. Left out: real
+ * produced a few kilobytes at a time straight from the float images and
+ * streamed through the atomic file writer as one IDAT chunk whose CRC and
+ * Adler-32 are updated as it goes: writing allocates nothing. Left out: real
  * compression, filters other than none, palettes, alpha, 16-bit samples,
  * interlacing and ancillary chunks (gamma, text, time).
  *
@@ -95,31 +96,27 @@ static cvae_status grid_plan(grid *g, const char *path, int count, int channels,
     return CVAE_OK;
 }
 
-/* Copies image n (channels planes of height x width) into its cell of raw,
- * interleaving the planes into RGB triples when there are three. */
-static void place_image(unsigned char *raw, const grid *g, const float *img, size_t n)
+/* Byte col of scanline y of the raw image: the filter byte 0 at col 0, then
+ * grid_w pixels of channels samples, each border colour or a sample of the
+ * image whose cell holds it. */
+static unsigned char raw_byte(const grid *g, const float *images, size_t y, size_t col)
 {
-    size_t plane = g->height * g->width;
-    size_t x0 = BORDER + (n % g->columns) * (g->width + BORDER);
-    size_t y0 = BORDER + (n / g->columns) * (g->height + BORDER);
-    size_t y, x, c;
-    for (y = 0; y < g->height; y++) {
-        unsigned char *dst = raw + (y0 + y) * g->row_bytes + 1 + x0 * g->channels;
-        for (x = 0; x < g->width; x++)
-            for (c = 0; c < g->channels; c++)
-                dst[x * g->channels + c] = to_byte(img[c * plane + y * g->width + x]);
-    }
-}
-
-/* The scanlines: filter byte 0, then grid_w pixels of border or image. */
-static void fill_raw(unsigned char *raw, const grid *g, const float *images)
-{
-    size_t n, y, image_size = g->channels * g->height * g->width;
-    memset(raw, BORDER_VALUE, g->raw_bytes);
-    for (y = 0; y < g->grid_h; y++)
-        raw[y * g->row_bytes] = 0;
-    for (n = 0; n < g->count; n++)
-        place_image(raw, g, images + n * image_size, n);
+    size_t sample, x, cx, cy, ox, oy, c, n;
+    if (col == 0)
+        return 0;
+    sample = col - 1;
+    x = sample / g->channels;
+    c = sample % g->channels;
+    if (x < BORDER || y < BORDER)
+        return BORDER_VALUE;
+    cx = (x - BORDER) / (g->width + BORDER);
+    ox = (x - BORDER) % (g->width + BORDER);
+    cy = (y - BORDER) / (g->height + BORDER);
+    oy = (y - BORDER) % (g->height + BORDER);
+    n = cy * g->columns + cx;
+    if (ox >= g->width || oy >= g->height || cx >= g->columns || n >= g->count)
+        return BORDER_VALUE;
+    return to_byte(images[((n * g->channels + c) * g->height + oy) * g->width + ox]);
 }
 
 /* Writes bytes inside a chunk's data (or type), folding them into its CRC. */
@@ -163,9 +160,13 @@ static cvae_status write_ihdr(png_out *o, const grid *g)
     return chunk_end(o);
 }
 
-/* One IDAT holding the whole zlib stream: header, stored blocks, Adler-32. */
-static cvae_status write_idat(png_out *o, const unsigned char *raw, size_t raw_bytes)
+/* One IDAT holding the whole zlib stream: header, stored blocks, Adler-32.
+ * The raw bytes are made piece by piece in buf, at position (y, col). */
+static cvae_status write_idat(png_out *o, const grid *g, const float *images)
 {
+    unsigned char buf[4096];
+    size_t raw_bytes = g->raw_bytes, y = 0, col = 0;
+    uint32_t adler_sum = 1;
     /* CMF 0x78: deflate with a 32 KiB window; FLG 0x01 makes CMF*256+FLG a
      * multiple of 31, with no preset dictionary and "fastest" level. */
     static const unsigned char zlib_header[2] = {0x78, 0x01};
@@ -185,21 +186,35 @@ static cvae_status write_idat(png_out *o, const unsigned char *raw, size_t raw_b
         h[2] = (unsigned char)(len >> 8);
         h[3] = (unsigned char)(~len & 0xff);
         h[4] = (unsigned char)((~len >> 8) & 0xff);
-        if ((st = put(o, h, 5)) != CVAE_OK || (st = put(o, raw + done, len)) != CVAE_OK)
+        if ((st = put(o, h, 5)) != CVAE_OK)
             return st;
         done += len;
+        while (len > 0) {
+            size_t k, piece = len < sizeof buf ? len : sizeof buf;
+            for (k = 0; k < piece; k++) {
+                buf[k] = raw_byte(g, images, y, col);
+                if (++col == g->row_bytes) {
+                    col = 0;
+                    y++;
+                }
+            }
+            adler_sum = cvi_adler32_update(adler_sum, buf, piece);
+            if ((st = put(o, buf, piece)) != CVAE_OK)
+                return st;
+            len -= piece;
+        }
     }
-    cvi_put_u32be(adler, cvi_adler32_update(1, raw, raw_bytes));
+    cvi_put_u32be(adler, adler_sum);
     if ((st = put(o, adler, 4)) != CVAE_OK)
         return st;
     return chunk_end(o);
 }
 
-static cvae_status write_png(png_out *o, const grid *g, const unsigned char *raw)
+static cvae_status write_png(png_out *o, const grid *g, const float *images)
 {
     cvae_status st;
     if ((st = cvi_afile_write(&o->af, png_signature, sizeof png_signature, o->err)) != CVAE_OK ||
-        (st = write_ihdr(o, g)) != CVAE_OK || (st = write_idat(o, raw, g->raw_bytes)) != CVAE_OK ||
+        (st = write_ihdr(o, g)) != CVAE_OK || (st = write_idat(o, g, images)) != CVAE_OK ||
         (st = chunk_begin(o, "IEND", 0)) != CVAE_OK)
         return st;
     return chunk_end(o);
@@ -245,7 +260,6 @@ CVAE_API cvae_status cvae_png_write_grid(const char *path, const float *images, 
                                          char *errmsg, size_t errsize)
 {
     char err[CVI_ERRMSG_SIZE] = "";
-    unsigned char *raw = NULL;
     png_out o;
     grid g;
     cvae_status st;
@@ -256,23 +270,15 @@ CVAE_API cvae_status cvae_png_write_grid(const char *path, const float *images, 
         st = grid_plan(&g, path, count, channels, height, width, columns, err);
     if (st != CVAE_OK)
         goto done;
-    raw = cvi_calloc(g.raw_bytes, 1);
-    if (!raw) {
-        cvi_set_error(err, "%s: out of memory for %zu bytes of pixels", path, g.raw_bytes);
-        st = CVAE_ERR_NOMEM;
-        goto done;
-    }
-    fill_raw(raw, &g, images);
     if ((st = cvi_afile_open(&o.af, path, err)) != CVAE_OK)
         goto done;
-    st = write_png(&o, &g, raw);
+    st = write_png(&o, &g, images);
     /* Any failure removes the temporary file and leaves path as it was. */
     if (st == CVAE_OK)
         st = cvi_afile_commit(&o.af, err);
     else
         cvi_afile_abort(&o.af);
 done:
-    cvi_free(raw);
     if (st != CVAE_OK)
         copy_message(errmsg, errsize, err);
     return st;

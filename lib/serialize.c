@@ -276,7 +276,8 @@ static size_t get_floats(reader *r, float *out, size_t n)
 
 /* The whole file, after checking its header, exact length and CRC. The
  * caller frees *data. */
-static cvae_status read_file(const char *path, unsigned char **data, size_t *len, char *err)
+static cvae_status read_file(const cvae_allocator *a, const char *path, unsigned char **data,
+                             size_t *len, char *err)
 {
     FILE *f;
     long size;
@@ -308,7 +309,7 @@ static cvae_status read_file(const char *path, unsigned char **data, size_t *len
         fclose(f);
         return size == 0 || (size_t)size <= MAX_FILE ? CVAE_ERR_FORMAT : CVAE_ERR_TOO_LARGE;
     }
-    buf = cvi_calloc((size_t)size, 1);
+    buf = cvi_calloc(a, (size_t)size, 1);
     if (!buf) {
         cvi_set_error(err, "%s: out of memory for %ld bytes", path, size);
         fclose(f);
@@ -318,13 +319,13 @@ static cvae_status read_file(const char *path, unsigned char **data, size_t *len
     if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
         cvi_set_error(err, "%s: read failed: %s", path, errno ? strerror(errno) : "short read");
         fclose(f);
-        cvi_free(buf);
+        cvi_free(a, buf);
         return CVAE_ERR_IO;
     }
     fclose(f);
     if (memcmp(buf, MAGIC, 8) != 0) {
         cvi_set_error(err, "%s: not a libcvae model file (bad magic at offset 0)", path);
-        cvi_free(buf);
+        cvi_free(a, buf);
         return CVAE_ERR_FORMAT;
     }
     version = cvi_get_u32le(buf + 8);
@@ -333,7 +334,7 @@ static cvae_status read_file(const char *path, unsigned char **data, size_t *len
     if (version > FORMAT_VERSION) {
         cvi_set_error(err, "%s: format version %u is newer than this library's %u", path,
                       (unsigned)version, FORMAT_VERSION);
-        cvi_free(buf);
+        cvi_free(a, buf);
         return CVAE_ERR_VERSION;
     }
     if (version == 0 || (flags & ~FLAG_OPTIMIZER) != 0 ||
@@ -341,12 +342,12 @@ static cvae_status read_file(const char *path, unsigned char **data, size_t *len
         cvi_set_error(err, "%s: bad header (version %u, flags 0x%x, payload %llu bytes in a "
                       "%ld-byte file)",
                       path, (unsigned)version, (unsigned)flags, (unsigned long long)payload, size);
-        cvi_free(buf);
+        cvi_free(a, buf);
         return CVAE_ERR_FORMAT;
     }
     if (cvi_crc32_update(0, buf, (size_t)size - 4) != cvi_get_u32le(buf + size - 4)) {
         cvi_set_error(err, "%s: checksum mismatch: the file is corrupt", path);
-        cvi_free(buf);
+        cvi_free(a, buf);
         return CVAE_ERR_FORMAT;
     }
     *data = buf;
@@ -386,7 +387,8 @@ static uint32_t expected_hp(uint32_t kind)
 }
 
 /* Reads the model section up to and past the parameters (not copied). */
-static cvae_status read_model_rec(reader *r, model_rec *mr, const char *path, char *err)
+static cvae_status read_model_rec(const cvae_allocator *a, reader *r, model_rec *mr,
+                                  const char *path, char *err)
 {
     int s, i;
     memset(mr, 0, sizeof *mr);
@@ -412,7 +414,7 @@ static cvae_status read_model_rec(reader *r, model_rec *mr, const char *path, ch
                           s ? "decoder" : "encoder", (unsigned)n);
             return CVAE_ERR_FORMAT;
         }
-        mr->layers[s] = cvi_calloc(n, sizeof(layer_rec));
+        mr->layers[s] = cvi_calloc(a, n, sizeof(layer_rec));
         if (!mr->layers[s]) {
             cvi_set_error(err, "%s: out of memory", path);
             return CVAE_ERR_NOMEM;
@@ -446,15 +448,15 @@ static cvae_status read_model_rec(reader *r, model_rec *mr, const char *path, ch
     return CVAE_OK;
 }
 
-static void free_model_rec(model_rec *mr)
+static void free_model_rec(const cvae_allocator *a, model_rec *mr)
 {
-    cvi_free(mr->layers[0]);
-    cvi_free(mr->layers[1]);
+    cvi_free(a, mr->layers[0]);
+    cvi_free(a, mr->layers[1]);
 }
 
 /* Makes one layer from its record; hyper-parameters go through the public
  * constructors, which check their ranges. */
-static cvae_status make_layer(const layer_rec *lr, cvae_layer **out)
+static cvae_status make_layer(const cvae_allocator *a, const layer_rec *lr, cvae_layer **out)
 {
     const uint32_t *hp = lr->hp;
     int v[MAX_HP];
@@ -465,34 +467,35 @@ static cvae_status make_layer(const layer_rec *lr, cvae_layer **out)
         v[k] = hp[k] > INT_MAX ? -1 : (int)hp[k];
     switch (lr->kind) {
     case CVAE_LAYER_CONV2D:
-        return cvae_layer_create_conv2d(out, v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+        return cvae_layer_create_conv2d_with(out, v[0], v[1], v[2], v[3], v[4], v[5], v[6], a);
     case CVAE_LAYER_CONV_TRANSPOSE2D:
-        return cvae_layer_create_conv_transpose2d(out, v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+        return cvae_layer_create_conv_transpose2d_with(out, v[0], v[1], v[2], v[3], v[4], v[5], v[6], a);
     case CVAE_LAYER_LINEAR:
-        return cvae_layer_create_linear(out, v[0]);
+        return cvae_layer_create_linear_with(out, v[0], a);
     case CVAE_LAYER_RELU:
-        return cvae_layer_create_relu(out);
+        return cvae_layer_create_relu_with(out, a);
     case CVAE_LAYER_LEAKY_RELU:
         memcpy(&slope, &hp[0], 4);
-        return cvae_layer_create_leaky_relu(out, slope);
+        return cvae_layer_create_leaky_relu_with(out, slope, a);
     case CVAE_LAYER_SIGMOID:
-        return cvae_layer_create_sigmoid(out);
+        return cvae_layer_create_sigmoid_with(out, a);
     case CVAE_LAYER_TANH:
-        return cvae_layer_create_tanh(out);
+        return cvae_layer_create_tanh_with(out, a);
     case CVAE_LAYER_FLATTEN:
-        return cvae_layer_create_flatten(out);
+        return cvae_layer_create_flatten_with(out, a);
     default:
-        return cvae_layer_create_reshape(out, v[0], v[1], v[2]);
+        return cvae_layer_create_reshape_with(out, v[0], v[1], v[2], a);
     }
 }
 
-static cvae_status make_stack(const layer_rec *recs, uint32_t n, cvae_stack **out)
+static cvae_status make_stack(const cvae_allocator *a, const layer_rec *recs, uint32_t n,
+                              cvae_stack **out)
 {
-    cvae_status st = cvae_stack_create(out);
+    cvae_status st = cvae_stack_create_with(out, a);
     uint32_t i;
     for (i = 0; st == CVAE_OK && i < n; i++) {
         cvae_layer *l;
-        st = make_layer(&recs[i], &l);
+        st = make_layer(a, &recs[i], &l);
         if (st == CVAE_OK)
             st = cvae_stack_add(*out, l);
     }
@@ -512,8 +515,8 @@ static cvae_status build_model(cvae_model *m, reader *r, const model_rec *mr, in
     reader pr;
     size_t bad;
     int i;
-    if ((st = make_stack(mr->layers[0], mr->count[0], &enc)) != CVAE_OK ||
-        (st = make_stack(mr->layers[1], mr->count[1], &dec)) != CVAE_OK) {
+    if ((st = make_stack(&m->mem, mr->layers[0], mr->count[0], &enc)) != CVAE_OK ||
+        (st = make_stack(&m->mem, mr->layers[1], mr->count[1], &dec)) != CVAE_OK) {
         cvae_stack_destroy(enc);
         cvi_set_error(m->err, "%s: %s in a layer's hyper-parameters", path,
                       st == CVAE_ERR_NOMEM ? "out of memory" : "bad value");
@@ -582,11 +585,11 @@ static cvae_status read_optim_rec(reader *r, optim_rec *orec, const char *path, 
 
 /* Reads and checks a whole file: the model record, and the optimizer
  * record when there is one (*has_opt). */
-static cvae_status parse_file(const char *path, unsigned char **data, reader *r, model_rec *mr,
-                              optim_rec *orec, int *has_opt, char *err)
+static cvae_status parse_file(const cvae_allocator *a, const char *path, unsigned char **data,
+                              reader *r, model_rec *mr, optim_rec *orec, int *has_opt, char *err)
 {
     size_t len;
-    cvae_status st = read_file(path, data, &len, err);
+    cvae_status st = read_file(a, path, data, &len, err);
     memset(mr, 0, sizeof *mr);
     if (st != CVAE_OK)
         return st;
@@ -595,7 +598,7 @@ static cvae_status parse_file(const char *path, unsigned char **data, reader *r,
     r->pos = HEADER_SIZE;
     r->overrun = 0;
     *has_opt = (cvi_get_u32le(*data + 12) & FLAG_OPTIMIZER) != 0;
-    if ((st = read_model_rec(r, mr, path, err)) != CVAE_OK)
+    if ((st = read_model_rec(a, r, mr, path, err)) != CVAE_OK)
         return st;
     if (*has_opt && (st = read_optim_rec(r, orec, path, err)) != CVAE_OK)
         return st;
@@ -625,11 +628,11 @@ CVAE_API cvae_status cvae_model_load(cvae_model *m, const char *path, int max_ba
         cvi_set_error(m->err, "model_load: the model already has an architecture");
         return CVAE_ERR_STATE;
     }
-    st = parse_file(path, &data, &r, &mr, &orec, &has_opt, m->err);
+    st = parse_file(&m->mem, path, &data, &r, &mr, &orec, &has_opt, m->err);
     if (st == CVAE_OK && (st = build_model(m, &r, &mr, max_batch, path)) != CVAE_OK)
         cvi_model_clear(m);
-    free_model_rec(&mr);
-    cvi_free(data);
+    free_model_rec(&m->mem, &mr);
+    cvi_free(&m->mem, data);
     return st;
 }
 
@@ -652,7 +655,7 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path)
         return CVAE_ERR_INVALID_ARG;
     }
     cvi_optimizer_get_state(opt, &os);
-    st = parse_file(path, &data, &r, &mr, &orec, &has_opt, err);
+    st = parse_file(os.mem, path, &data, &r, &mr, &orec, &has_opt, err);
     if (st == CVAE_OK && !has_opt) {
         cvi_set_error(err, "%s: the file holds no optimizer state", path);
         st = CVAE_ERR_STATE;
@@ -710,7 +713,7 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path)
             *os.options[i] = orec.options[i];
         *os.t = orec.t;
     }
-    free_model_rec(&mr);
-    cvi_free(data);
+    free_model_rec(os.mem, &mr);
+    cvi_free(os.mem, data);
     return st;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 struct cvae_stack {
+    cvae_allocator mem;
     cvae_layer **layers;
     size_t count, capacity;
     int built;
@@ -40,45 +41,56 @@ struct cvae_stack {
 };
 
 
-CVAE_API cvae_status cvae_stack_create(cvae_stack **out)
+CVAE_API cvae_status cvae_stack_create_with(cvae_stack **out, const cvae_allocator *allocator)
 {
+    cvae_allocator mem;
     cvae_stack *s;
     if (!out)
         return CVAE_ERR_INVALID_ARG;
     *out = NULL;
-    s = cvi_calloc(1, sizeof *s);
+    if (cvi_allocator_init(&mem, allocator) != CVAE_OK)
+        return CVAE_ERR_INVALID_ARG;
+    s = cvi_calloc(&mem, 1, sizeof *s);
     if (!s)
         return CVAE_ERR_NOMEM;
+    s->mem = mem;
     *out = s;
     return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_stack_create(cvae_stack **out)
+{
+    return cvae_stack_create_with(out, NULL);
 }
 
 static void free_blocks(cvae_stack *s)
 {
     if (s->owns_params) {
-        cvi_free_floats(s->params);
-        cvi_free_floats(s->grads);
+        cvi_free_floats(&s->mem, s->params);
+        cvi_free_floats(&s->mem, s->grads);
     }
-    cvi_free_floats(s->acts);
+    cvi_free_floats(&s->mem, s->acts);
     if (!s->borrowed) {
-        cvi_free_floats(s->dbuf[0]);
-        cvi_free_floats(s->dbuf[1]);
-        cvi_free_floats(s->gemm_ws);
-        cvi_free_floats(s->scratch);
+        cvi_free_floats(&s->mem, s->dbuf[0]);
+        cvi_free_floats(&s->mem, s->dbuf[1]);
+        cvi_free_floats(&s->mem, s->gemm_ws);
+        cvi_free_floats(&s->mem, s->scratch);
     }
-    cvi_free(s->act);
+    cvi_free(&s->mem, s->act);
 }
 
 CVAE_API void cvae_stack_destroy(cvae_stack *stack)
 {
+    cvae_allocator mem;
     size_t i;
     if (!stack)
         return;
     for (i = 0; i < stack->count; i++)
-        cvi_free(stack->layers[i]);
-    cvi_free(stack->layers);
+        cvi_layer_free(stack->layers[i]);
+    cvi_free(&stack->mem, stack->layers);
     free_blocks(stack);
-    cvi_free(stack);
+    mem = stack->mem; /* not read from the block being freed */
+    cvi_free(&mem, stack);
 }
 
 CVAE_API const char *cvae_stack_last_error(const cvae_stack *stack)
@@ -109,7 +121,7 @@ CVAE_API cvae_status cvae_stack_add(cvae_stack *stack, cvae_layer *layer)
     }
     if (stack->count == stack->capacity) {
         size_t cap = stack->capacity ? 2 * stack->capacity : 8;
-        cvae_layer **grown = cvi_calloc(cap, sizeof *grown);
+        cvae_layer **grown = cvi_calloc(&stack->mem, cap, sizeof *grown);
         if (!grown) {
             cvi_set_error(stack->err, "stack_add: out of memory for %zu layers", cap);
             cvae_layer_destroy(layer);
@@ -117,7 +129,7 @@ CVAE_API cvae_status cvae_stack_add(cvae_stack *stack, cvae_layer *layer)
         }
         if (stack->count)
             memcpy(grown, stack->layers, stack->count * sizeof *grown);
-        cvi_free(stack->layers);
+        cvi_free(&stack->mem, stack->layers);
         stack->layers = grown;
         stack->capacity = cap;
     }
@@ -300,11 +312,11 @@ static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, 
         return too_large(s, "the activation block for this batch");
     s->owns_params = own_params;
     if (own_params) {
-        s->params = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
-        s->grads = p->nparams ? cvi_alloc_floats(p->nparams) : NULL;
+        s->params = p->nparams ? cvi_alloc_floats(&s->mem, p->nparams) : NULL;
+        s->grads = p->nparams ? cvi_alloc_floats(&s->mem, p->nparams) : NULL;
     }
-    s->acts = cvi_alloc_floats(acts);
-    s->act = cvi_calloc(s->count + 1, sizeof *s->act);
+    s->acts = cvi_alloc_floats(&s->mem, acts);
+    s->act = cvi_calloc(&s->mem, s->count + 1, sizeof *s->act);
     s->borrowed = borrow != NULL;
     if (borrow) {
         s->dbuf[0] = borrow->dbuf[0];
@@ -314,10 +326,10 @@ static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, 
         threads = borrow->gemm_threads;
     } else {
         /* A block no layer writes still gets a float: NULL means failure. */
-        s->dbuf[0] = cvi_alloc_floats(grad[0] ? grad[0] : 1);
-        s->dbuf[1] = cvi_alloc_floats(grad[1] ? grad[1] : 1);
-        s->gemm_ws = cvi_alloc_floats(cvi_gemm_workspace_floats(threads));
-        s->scratch = p->scratch ? cvi_alloc_floats(p->scratch) : NULL;
+        s->dbuf[0] = cvi_alloc_floats(&s->mem, grad[0] ? grad[0] : 1);
+        s->dbuf[1] = cvi_alloc_floats(&s->mem, grad[1] ? grad[1] : 1);
+        s->gemm_ws = cvi_alloc_floats(&s->mem, cvi_gemm_workspace_floats(threads));
+        s->scratch = p->scratch ? cvi_alloc_floats(&s->mem, p->scratch) : NULL;
     }
     if ((own_params && p->nparams && (!s->params || !s->grads)) || !s->acts || !s->dbuf[0] ||
         !s->dbuf[1] || !s->gemm_ws || (p->scratch && !s->scratch) || !s->act) {
@@ -424,6 +436,9 @@ cvae_status cvi_stack_plan(cvae_stack *stack, int channels, int height, int widt
         st = dbuf_floats(stack, &p, (size_t)max_batch, needs->dbuf_floats);
         needs->scratch_floats = p.scratch;
     }
+    if (st == CVAE_OK && (cvi_mul_overflow(p.act, (size_t)max_batch, &needs->act_floats) ||
+                          needs->act_floats > CVI_MAX_ELEMS))
+        st = too_large(stack, "the activation block for this batch");
     return st;
 }
 
@@ -648,12 +663,12 @@ CVAE_API cvae_status cvae_stack_set_threads(cvae_stack *stack, int threads)
     if (stack->built && n > stack->gemm_threads) {
         /* More threads than the packing buffers were sized for: grow them
          * now, so that no later call allocates. */
-        float *ws = cvi_alloc_floats(cvi_gemm_workspace_floats(n));
+        float *ws = cvi_alloc_floats(&stack->mem, cvi_gemm_workspace_floats(n));
         if (!ws) {
             cvi_set_error(stack->err, "stack_set_threads: out of memory for %d threads", n);
             return CVAE_ERR_NOMEM;
         }
-        cvi_free_floats(stack->gemm_ws);
+        cvi_free_floats(&stack->mem, stack->gemm_ws);
         stack->gemm_ws = stack->ws.gemm.ws = ws;
         stack->gemm_threads = n;
     }

@@ -548,7 +548,7 @@ static void note_geom(coverage *cv, const cvi_conv_geom *g)
  * on n images side by side (n = 1: one image alone). */
 static void with_tables(const cvi_conv_geom *g, size_t n, float **mem, cvi_conv_tables *t)
 {
-    *mem = cvi_alloc_floats(cvi_conv_tables_floats(g));
+    *mem = cvi_alloc_floats(NULL, cvi_conv_tables_floats(g));
     assert_non_null(*mem);
     cvi_conv_tables_build(t, *mem, g, n * g->OH * g->OW);
 }
@@ -559,7 +559,7 @@ static void im2col_n(float *col, const float *imgs, size_t n, const cvi_conv_geo
     float *mem;
     with_tables(g, n, &mem, &t);
     cvi_im2col_batch(col, imgs, n, g, &t, threads);
-    cvi_free_floats(mem);
+    cvi_free_floats(NULL, mem);
 }
 
 static void col2im_n(float *imgs, const float *col, size_t n, const cvi_conv_geom *g, int threads)
@@ -568,7 +568,7 @@ static void col2im_n(float *imgs, const float *col, size_t n, const cvi_conv_geo
     float *mem;
     with_tables(g, n, &mem, &t);
     cvi_col2im_batch(imgs, col, n, g, &t, threads);
-    cvi_free_floats(mem);
+    cvi_free_floats(NULL, mem);
 }
 
 #define N_GEOMS 24

@@ -271,7 +271,7 @@ static void run_case(const gemm_case *c, float *ws, int also_naive, uint64_t see
 static int setup_workspace(void **state)
 {
     size_t n = cvi_gemm_workspace_floats(MAX_TEST_THREADS);
-    float *ws = cvi_alloc_floats(n);
+    float *ws = cvi_alloc_floats(NULL, n);
 
     if (ws == NULL && n > 0)
         return -1;
@@ -281,7 +281,7 @@ static int setup_workspace(void **state)
 
 static int teardown_workspace(void **state)
 {
-    cvi_free_floats(*state);
+    cvi_free_floats(NULL, *state);
     return 0;
 }
 

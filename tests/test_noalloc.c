@@ -13,42 +13,7 @@
 #include <stdlib.h>
 
 #include "cvae.h"
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t count, size_t size);
-void *__real_realloc(void *p, size_t size);
-void __real_free(void *p);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t count, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-void __wrap_free(void *p);
-
-static unsigned long calls; /* allocator calls made by the library */
-
-void *__wrap_malloc(size_t size)
-{
-    calls++;
-    return __real_malloc(size);
-}
-
-void *__wrap_calloc(size_t count, size_t size)
-{
-    calls++;
-    return __real_calloc(count, size);
-}
-
-void *__wrap_realloc(void *p, size_t size)
-{
-    calls++;
-    return __real_realloc(p, size);
-}
-
-void __wrap_free(void *p)
-{
-    if (p)
-        calls++;
-    __real_free(p);
-}
+#include "testwrap.h"
 
 /* Fails if a training step, evaluation, sampling, encoding or a stack pass
  * calls the allocator, or if the wrap does not see the library's set-up
@@ -69,16 +34,16 @@ static void test_steps_do_not_allocate(void **state)
         pixels[i] = (uint8_t)(i * 37 % 251);
     for (i = 0; i < B * 16 * 12; i++)
         x[i] = (float)(i % 7) / 7.0f;
-    before = calls;
+    before = tw_libc_calls();
     assert_int_equal(cvae_model_create(&m), CVAE_OK);
     assert_int_equal(cvae_model_init_preset(m, 1, 16, 12, 3, B, 1), CVAE_OK);
     assert_int_equal(cvae_optimizer_create(&opt, CVAE_OPTIMIZER_ADAM, cvae_model_param_count(m)),
                      CVAE_OK);
     assert_int_equal(cvae_dataset_create(&ds), CVAE_OK);
     assert_int_equal(cvae_dataset_set_u8(ds, N, 1, 16, 12, pixels, NULL), CVAE_OK);
-    assert_true(calls > before + 10);
+    assert_true(tw_libc_calls() > before + 10);
 
-    before = calls;
+    before = tw_libc_calls();
     for (i = 0; i < 3; i++)
         assert_int_equal(cvae_model_train_step(m, opt, x, B, &r, &k), CVAE_OK);
     assert_int_equal(cvae_model_evaluate(m, ds, 1, &r, &k, &t), CVAE_OK);
@@ -88,8 +53,8 @@ static void test_steps_do_not_allocate(void **state)
     assert_int_equal(cvae_dataset_shuffle(ds, 2), CVAE_OK);
     assert_int_equal(cvae_dataset_batch(ds, 0, B, x, NULL), CVAE_OK);
     assert_int_equal(cvae_model_train_step(m, opt, x, B, &r, &k), CVAE_OK);
-    if (calls != before)
-        fail_msg("%lu allocator calls during steps and passes", calls - before);
+    if (tw_libc_calls() != before)
+        fail_msg("%lu allocator calls during steps and passes", tw_libc_calls() - before);
 
     cvae_dataset_destroy(ds);
     cvae_optimizer_destroy(opt);

@@ -808,6 +808,158 @@ static void test_oversized_architecture(void **state)
     run_limited(t, child_oversized_architecture);
 }
 
+/* A strided model whose shapes scale with the image but whose parameters do
+ * not: a 1x1 convolution of stride S-1 takes an S x S image to 2 x 2, and a
+ * 1x1 transposed one of the same stride takes 2 x 2 back to S x S. */
+static cvae_model *strided_model(int side)
+{
+    cvae_model *m = NULL;
+    cvae_stack *enc = NULL, *dec = NULL;
+    cvae_layer *l = NULL;
+    assert_int_equal(cvae_model_create(&m), CVAE_OK);
+    assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
+    assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
+    assert_int_equal(cvae_layer_create_conv2d(&l, 1, 1, 1, side - 1, side - 1, 0, 0), CVAE_OK);
+    assert_int_equal(cvae_stack_add(enc, l), CVAE_OK);
+    assert_int_equal(cvae_layer_create_flatten(&l), CVAE_OK);
+    assert_int_equal(cvae_stack_add(enc, l), CVAE_OK);
+    assert_int_equal(cvae_layer_create_linear(&l, 4), CVAE_OK);
+    assert_int_equal(cvae_stack_add(dec, l), CVAE_OK);
+    assert_int_equal(cvae_layer_create_reshape(&l, 1, 2, 2), CVAE_OK);
+    assert_int_equal(cvae_stack_add(dec, l), CVAE_OK);
+    assert_int_equal(cvae_layer_create_conv_transpose2d(&l, 1, 1, 1, side - 1, side - 1, 0, 0),
+                     CVAE_OK);
+    assert_int_equal(cvae_stack_add(dec, l), CVAE_OK);
+    CHECK(cvae_model_init_stacks(m, enc, dec, 1, side, side, 2, 1, 3), m);
+    return m;
+}
+
+/* Rewrites a saved strided_model file for another side: the image height
+ * and width and the strides of both convolutions (found by walking the
+ * layer records), then the checksum. */
+static void resize_strided_file(unsigned char *buf, size_t n, uint32_t side)
+{
+    size_t at = 24 + 16 + 8 + 8 + 32; /* the encoder's layer count */
+    int s, found = 0;
+    put_u32(buf + 24 + 4, side);
+    put_u32(buf + 24 + 8, side);
+    for (s = 0; s < 2; s++) {
+        uint32_t count = get_u32(buf + at), i;
+        at += 4;
+        for (i = 0; i < count; i++) {
+            uint32_t kind = get_u32(buf + at), nhp = get_u32(buf + at + 4);
+            if (kind == CVAE_LAYER_CONV2D || kind == CVAE_LAYER_CONV_TRANSPOSE2D) {
+                put_u32(buf + at + 8 + 12, side - 1); /* stride h, w: hyper-parameters 3, 4 */
+                put_u32(buf + at + 8 + 16, side - 1);
+                found++;
+            }
+            at += 8 + 4 * (size_t)nhp;
+        }
+    }
+    assert_int_equal(found, 2);
+    fix_crc(buf, n);
+}
+
+static int load_huge_image(tmp *t, double max_memory, cvae_status want, const char *say,
+                           char *msg, size_t len)
+{
+    cvae_model *m = NULL;
+    cvae_status st;
+    if (cvae_model_create(&m) != CVAE_OK ||
+        cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, max_memory) != CVAE_OK) {
+        snprintf(msg, len, "model_create or set failed");
+        cvae_model_destroy(m);
+        return 1;
+    }
+    st = cvae_model_load(m, t->other, 1);
+    if (st != want || !strstr(cvae_model_last_error(m), say) || cvae_model_param_count(m) != 0) {
+        snprintf(msg, len, "a 32768x32768 architecture with limit %.0f gave %s (%s), expected %s",
+                 max_memory, cvae_status_string(st), cvae_model_last_error(m),
+                 cvae_status_string(want));
+        cvae_model_destroy(m);
+        return 1;
+    }
+    cvae_model_destroy(m);
+    return 0;
+}
+
+static int child_huge_activations(tmp *t, char *msg, size_t len)
+{
+    /* Refused by the default limit before anything large is allocated;
+     * without the limit, the allocation itself fails under the child's cap. */
+    if (load_huge_image(t, 4294967296.0, CVAE_ERR_TOO_LARGE, "CVAE_MODEL_MAX_MEMORY", msg, len))
+        return 1;
+    return load_huge_image(t, 0.0, CVAE_ERR_NOMEM, "out of memory", msg, len);
+}
+
+/* A file of a few hundred bytes with 16 parameters whose image is
+ * 32768 x 32768: its activations would take 24 GiB. Loading it is refused
+ * by CVAE_MODEL_MAX_MEMORY before the allocation. */
+static void test_huge_activations_refused(void **state)
+{
+    tmp *t = *state;
+    cvae_model *m = strided_model(8), *back = NULL;
+    size_t n;
+    unsigned char *buf;
+    float x[64], y[64];
+    int i;
+    assert_int_equal(cvae_model_param_count(m), 16);
+    for (i = 0; i < 64; i++)
+        x[i] = (float)i / 64.0f;
+    CHECK(cvae_model_reconstruct(m, x, 1, x), m);
+    CHECK(cvae_model_save(m, NULL, t->path), m);
+    /* The walker finds the strides: resized to the same side, the file
+     * loads back to the same model. */
+    buf = read_all(t->path, &n);
+    resize_strided_file(buf, n, 8);
+    write_all(t->other, buf, n);
+    assert_int_equal(cvae_model_create(&back), CVAE_OK);
+    CHECK(cvae_model_load(back, t->other, 1), back);
+    for (i = 0; i < 64; i++)
+        x[i] = (float)i / 64.0f;
+    CHECK(cvae_model_reconstruct(back, x, 1, y), back);
+    CHECK(cvae_model_reconstruct(m, x, 1, x), m);
+    assert_memory_equal(x, y, sizeof x);
+    cvae_model_destroy(back);
+    cvae_model_destroy(m);
+    resize_strided_file(buf, n, 32768);
+    write_all(t->other, buf, n);
+    run_limited(t, child_huge_activations);
+}
+
+/* The option itself: default, range, and that it is applied to the next
+ * architecture only. */
+static void test_max_memory_option(void **state)
+{
+    cvae_model *m = NULL;
+    double v = 0, lo = -1, hi = -1;
+    (void)state;
+    assert_int_equal(cvae_model_create(&m), CVAE_OK);
+    assert_int_equal(cvae_model_get(m, CVAE_MODEL_MAX_MEMORY, &v), CVAE_OK);
+    assert_true(v == 4294967296.0);
+    assert_int_equal(cvae_model_bounds(m, CVAE_MODEL_MAX_MEMORY, &lo, &hi), CVAE_OK);
+    assert_true(lo == 0.0 && hi == 4611686018427387904.0);
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, -1.0), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, 1.5), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, 1e19), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, NAN), CVAE_ERR_INVALID_ARG);
+    assert_non_null(strstr(cvae_model_last_error(m), "max memory"));
+    /* 100 kB is too little for the seed preset at 28x28. */
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, 100000.0), CVAE_OK);
+    assert_int_equal(cvae_model_init_preset(m, 1, 28, 28, 16, 8, 1), CVAE_ERR_TOO_LARGE);
+    assert_non_null(strstr(cvae_model_last_error(m), "limit of 0 MB"));
+    assert_int_equal(cvae_model_param_count(m), 0);
+    /* A batch of a million images is too much for the default. */
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, 4294967296.0), CVAE_OK);
+    assert_int_equal(cvae_model_init_preset(m, 1, 28, 28, 16, 1000000, 1), CVAE_ERR_TOO_LARGE);
+    assert_int_equal(cvae_model_param_count(m), 0);
+    assert_int_equal(cvae_model_init_preset(m, 1, 28, 28, 16, 8, 1), CVAE_OK);
+    /* Lowering it later leaves the built model alone. */
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, 1.0), CVAE_OK);
+    assert_true(cvae_model_param_count(m) > 0);
+    cvae_model_destroy(m);
+}
+
 static int child_rechecksummed_flips(tmp *t, char *msg, size_t len)
 {
     static const unsigned char masks[2] = {0x01, 0x80};
@@ -1121,6 +1273,8 @@ int main(void)
         T(test_header_fields),
         T(test_bad_values_with_good_crc),
         T(test_oversized_architecture),
+        T(test_huge_activations_refused),
+        T(test_max_memory_option),
         T(test_rechecksummed_flips),
         T(test_foreign_missing_directory),
         T(test_load_arguments),

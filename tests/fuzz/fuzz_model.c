@@ -33,6 +33,9 @@
  * that a legal but enormous architecture costs a load, not minutes. */
 #define MAX_RUN_PIXELS 4096
 #define MAX_RUN_LATENT 1024
+/* Below libFuzzer's malloc limit (2 GB by default), so that an architecture
+ * too large to run is the library's refusal, not the fuzzer's OOM report. */
+#define MAX_MEMORY (512.0 * 1024 * 1024)
 
 static const char *file_path, *copy_path;
 
@@ -80,6 +83,7 @@ static void round_trip(cvae_model *m)
     int c1, h1, w1, l1, c2, h2, w2, l2;
     FUZZ_CHECK(cvae_model_save(m, NULL, copy_path) == CVAE_OK);
     FUZZ_CHECK(cvae_model_create(&m2) == CVAE_OK);
+    FUZZ_CHECK(cvae_model_set(m2, CVAE_MODEL_MAX_MEMORY, MAX_MEMORY) == CVAE_OK);
     FUZZ_CHECK(cvae_model_load(m2, copy_path, MAX_BATCH) == CVAE_OK);
     FUZZ_CHECK(cvae_model_shape(m, &c1, &h1, &w1, &l1, NULL) == CVAE_OK);
     FUZZ_CHECK(cvae_model_shape(m2, &c2, &h2, &w2, &l2, NULL) == CVAE_OK);
@@ -232,6 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(buf);
 
     FUZZ_CHECK(cvae_model_create(&m) == CVAE_OK);
+    FUZZ_CHECK(cvae_model_set(m, CVAE_MODEL_MAX_MEMORY, MAX_MEMORY) == CVAE_OK);
     st = cvae_model_load(m, file_path, MAX_BATCH);
     if (fuzz_verbose())
         fprintf(stderr, "model_load(%zu bytes): %s: %s\n", size, cvae_status_string(st),
