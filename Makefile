@@ -251,8 +251,25 @@ check: all $(if $(MNIST_DIR),data)
 	sh tests/check_install.sh "$(MAKE)" "$(CC)" "$(SANFLAGS)"
 	@echo "== all checks passed"
 
+# Every test program under valgrind's memcheck: any error, and any block
+# definitely, indirectly or possibly lost at exit, fails. Built apart in
+# $(VALGRIND_B) without OpenMP (its runtime keeps thread pools alive) and with
+# the portable multiply only (valgrind has no AVX-512 and runs FMA through
+# slow helpers). CVAE_TEST_VALGRIND=1 tells the tests to skip the children
+# they fork under resource limits and to shrink long runs (tests/testutil.h).
+VALGRIND_B := $(B)/valgrind
+VALGRIND_RUN := valgrind -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect,possible \
+	--show-leak-kinds=definite,indirect,possible
+.PHONY: valgrind
+valgrind: $(if $(MNIST_DIR),data)
+	@$(MAKE) --no-print-directory B=$(VALGRIND_B) OPENMP=0 CFLAGS="-g -DCVAE_NO_DISPATCH" tests
+	@set -e; for t in $(TEST_SRC:tests/%.c=$(VALGRIND_B)/tests/%); do \
+		echo "== valgrind $$t"; CVAE_TEST_VALGRIND=1 $(VALGRIND_RUN) $$t; done
+	@echo "== valgrind: no errors, no leaks"
+
 # Installs what building and testing need, where it is missing.
-DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev abigail-tools libclang-rt-dev
+DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev abigail-tools libclang-rt-dev valgrind
 deps:
 	@missing=""; \
 	command -v $(firstword $(CC)) >/dev/null 2>&1 || missing="$$missing build-essential"; \
@@ -261,6 +278,7 @@ deps:
 	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
 	command -v nm >/dev/null 2>&1 || missing="$$missing binutils"; \
 	command -v abidiff >/dev/null 2>&1 || missing="$$missing abigail-tools"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n{ (void)d; (void)n; return 0; }\n' \
 		| clang -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 || missing="$$missing libclang-rt-dev"; \
 	printf '#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n' \

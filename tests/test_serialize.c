@@ -726,6 +726,10 @@ static void run_limited(tmp *t, child_fn fn)
     int fds[2], status = 0;
     ssize_t got;
     pid_t pid;
+    if (tu_under_valgrind()) {
+        print_message("skipped under valgrind: a child with an address-space limit\n");
+        skip();
+    }
     assert_int_equal(pipe(fds), 0);
     pid = fork();
     assert_true(pid >= 0);
@@ -1183,6 +1187,10 @@ static void test_save_failing_half_way(void **state)
     size_t nold, nnow;
     int status = 0;
     pid_t pid;
+    if (tu_under_valgrind()) {
+        print_message("skipped under valgrind: a child with a file-size limit\n");
+        skip();
+    }
     save_trained(t->path, &m, &o);
     old = read_all(t->path, &nold);
     train(m, o, 1, 902);

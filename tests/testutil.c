@@ -61,6 +61,12 @@ float tu_rng_sym(tu_rng *r)
 
 /* ----------------------------------------------------- temporary directories */
 
+int tu_under_valgrind(void)
+{
+    const char *v = getenv("CVAE_TEST_VALGRIND");
+    return v && strcmp(v, "1") == 0;
+}
+
 int tu_tmpdir_make(char *dir, size_t size, const char *name)
 {
     int len = snprintf(dir, size, "/tmp/%s.XXXXXX", name);

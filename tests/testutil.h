@@ -33,6 +33,15 @@ uint64_t tu_rng_next(tu_rng *r);
 /* Uniform on a 2^-23 grid in [-1, 1); every value is exact in float. */
 float tu_rng_sym(tu_rng *r);
 
+/* ---------------------------------------------------------------- valgrind */
+
+/* 1 when the environment has CVAE_TEST_VALGRIND=1, as `make valgrind` sets: the
+ * tests then run under valgrind's memcheck, which checks memory, not speed or
+ * learning. Tests that fork children under resource limits skip (valgrind's own
+ * memory does not fit the limits, and a child's exit would be leak-checked with
+ * the parent's blocks still live); long workloads shrink. */
+int tu_under_valgrind(void);
+
 /* ----------------------------------------------------- temporary directories */
 
 /* Creates a fresh directory /tmp/<name>.XXXXXX and writes its path into dir (size bytes).
