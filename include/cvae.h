@@ -4,7 +4,7 @@
  * The only public header. Everything here is covered by the ABI promise in
  * docs/ABI.md: what one release exports, the next release still exports with the
  * same meaning. Objects are opaque handles; options are set by key, never through
- * public structs.
+ * public structs (the one public struct, cvae_allocator, is frozen).
  *
  * Conventions used by every function below:
  *  - Fallible functions return a cvae_status. CVAE_OK (0) means success; on
@@ -753,7 +753,9 @@ CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n
  * none) and renames it over path, so a failed save leaves any previous file
  * intact. CVAE_ERR_IO (the message names the file and the system error),
  * CVAE_ERR_SHAPE (opt of another size), CVAE_ERR_STATE (no architecture),
- * CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0.
+ * CVAE_ERR_INVALID_ARG (also for a path over 4091 bytes), CVAE_ERR_NOMEM
+ * (the C library's fopen ran out; saving itself allocates nothing since
+ * 0.4.0). Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, const char *path);
 
@@ -781,9 +783,11 @@ CVAE_API cvae_status cvae_model_load(cvae_model *m, const char *path, int max_ba
  * not NULL, a message of at most errsize bytes (always terminated) says
  * what went wrong and with which file; errmsg is untouched on success.
  * Written as path.tmp and renamed over path, like cvae_model_save.
- * CVAE_ERR_INVALID_ARG, CVAE_ERR_TOO_LARGE (a side over 2^31 - 1 pixels or
- * over 1 GiB of pixel data), CVAE_ERR_IO, CVAE_ERR_NOMEM. Thread-safe, but
- * two writers of the same path share its temporary name. Since 0.2.0.
+ * Allocates nothing (since 0.4.0): rows are made from images as they go out.
+ * CVAE_ERR_INVALID_ARG (also for a path over 4091 bytes), CVAE_ERR_TOO_LARGE
+ * (a side over 2^31 - 1 pixels or over 1 GiB of pixel data), CVAE_ERR_IO,
+ * CVAE_ERR_NOMEM (the C library's fopen ran out). Thread-safe, but two
+ * writers of the same path share its temporary name. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_png_write_grid(const char *path, const float *images, int count,
                                          int channels, int height, int width, int columns,

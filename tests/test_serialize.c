@@ -1108,6 +1108,25 @@ static void test_save_errors(void **state)
     if (!strstr(cvae_model_last_error(m), missing))
         fail_msg("message \"%s\" does not name %s", cvae_model_last_error(m), missing);
     assert_int_equal(tu_count_entries(t->dir), 0);
+    {
+        /* The temporary name is built in place: a path over 4091 bytes is refused, one of
+         * 4091 is tried (and fails at the system, which allows 4095). */
+        static char longpath[4200];
+        float img[4] = {0};
+        char msg[256];
+        size_t dirlen = strlen(t->dir);
+        memset(longpath, 'a', sizeof longpath - 1);
+        memcpy(longpath, t->dir, dirlen);
+        longpath[dirlen] = '/';
+        longpath[4092] = '\0';
+        assert_int_equal(cvae_model_save(m, NULL, longpath), CVAE_ERR_INVALID_ARG);
+        assert_non_null(strstr(cvae_model_last_error(m), "4091"));
+        assert_int_equal(cvae_png_write_grid(longpath, img, 1, 1, 2, 2, 1, msg, sizeof msg),
+                         CVAE_ERR_INVALID_ARG);
+        longpath[4091] = '\0';
+        assert_int_equal(cvae_model_save(m, NULL, longpath), CVAE_ERR_IO);
+        assert_int_equal(tu_count_entries(t->dir), 0);
+    }
 }
 
 /* Fails if a save that cannot create its temporary file ("<path>.tmp" is a directory) is not
