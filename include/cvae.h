@@ -38,11 +38,11 @@ extern "C" {
 
 /* The version of this header. The Makefile and pkg-config file read these. */
 #define CVAE_VERSION_MAJOR 0
-#define CVAE_VERSION_MINOR 4
+#define CVAE_VERSION_MINOR 5
 #define CVAE_VERSION_PATCH 0
 #define CVAE_VERSION_NUMBER                                                    \
     (CVAE_VERSION_MAJOR * 10000 + CVAE_VERSION_MINOR * 100 + CVAE_VERSION_PATCH)
-#define CVAE_VERSION_STRING "0.4.0"
+#define CVAE_VERSION_STRING "0.5.0"
 
 /* Marks every exported function. The shared library is built with
  * -fvisibility=hidden, so only functions carrying this macro are exported. */
@@ -770,6 +770,24 @@ CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, c
  * On failure the model stays empty. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_load(cvae_model *m, const char *path, int max_batch);
+
+/* ----------------------------------------------------------------- losses */
+
+/*
+ * Softmax cross-entropy, the loss of a classifier built from libcvae's layers
+ * (a stack whose output is `classes` logits per image): the mean over n rows
+ * of -log softmax(logits row)[label], in nats, computed by log-sum-exp so
+ * that any finite logits (1e4 or -1e4 included) give a finite loss. When
+ * dlogits is not NULL it receives the gradient of that mean with respect to
+ * the logits, (softmax - onehot(label)) / n, n x classes floats, ready for
+ * cvae_stack_backward. logits: n x classes; labels: n values in
+ * [0, classes). CVAE_ERR_INVALID_ARG (a NULL pointer other than dlogits,
+ * n < 1, classes < 2, a label out of range), CVAE_ERR_NUMERIC (a NaN or
+ * infinite logit), CVAE_ERR_TOO_LARGE (n x classes over 2^32); on failure
+ * nothing is written. Thread-safe. Since 0.5.0.
+ */
+CVAE_API cvae_status cvae_softmax_cross_entropy(const float *logits, const int *labels, int n,
+                                                int classes, double *loss, float *dlogits);
 
 /* ----------------------------------------------------------------- images */
 
