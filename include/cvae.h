@@ -747,6 +747,37 @@ CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, floa
 CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n, float *images);
 
 /*
+ * Importance weights: for each of n images x (n images) and its draw eps
+ * (n x latent standard-normal values, chosen by the caller), with (mu, lv)
+ * from the encoder and z = mu + exp(lv / 2) eps, writes
+ *   logw[i] = log p(x | z) + log p(z) - log q(z | x)   (nats, per image)
+ * with p(x | z) the decoder's Bernoulli likelihood, p(z) = N(0, I) and
+ * q(z | x) = N(mu, exp(lv)). One draw's logw is a one-sample estimate of the
+ * ELBO, -(recon + kl) in cvae_model_evaluate's terms (there with the KL in
+ * closed form). Any n (chunked by the max batch). CVAE_ERR_INVALID_ARG,
+ * CVAE_ERR_STATE (no architecture). Since 0.5.0.
+ */
+CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const float *eps,
+                                            int n, double *logw);
+
+/*
+ * The importance-weighted bound (Burda et al., 2015) on log p(x), averaged
+ * over the dataset's images in stored order: for each image, k draws eps
+ * from a generator seeded with seed (the image's k draws one after the
+ * other, latent values each, images in order) and
+ *   log (1/k) sum_i exp(logw_i)
+ * computed by a running log-sum-exp (log weights near -1e4 are fine). It is
+ * a lower bound on the mean log-likelihood in nats (negative); k = 1 is the
+ * mean one-sample ELBO of those draws, and the bound grows with k in
+ * expectation. Cost: k decoder passes per image. Allocates nothing.
+ * CVAE_ERR_INVALID_ARG (NULL, empty dataset, k < 1), CVAE_ERR_SHAPE (images
+ * of another shape), CVAE_ERR_STATE (no architecture), CVAE_ERR_NUMERIC (a
+ * non-finite result). Since 0.5.0.
+ */
+CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int k,
+                                     uint64_t seed, double *bound);
+
+/*
  * Saves the model (architecture, parameters, beta, step count, generator
  * state) and, when opt is not NULL, the optimizer's state, in the format of
  * docs/FORMAT.md. Writes path.tmp, flushes and closes it (no fsync: C99 has

@@ -444,8 +444,23 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
  * batch mean recon + beta kl). */
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum);
 
+/* CVAE_ERR_STATE without an architecture, CVAE_ERR_INVALID_ARG for a NULL
+ * or empty dataset, CVAE_ERR_SHAPE for images of another shape; the
+ * message starts with what. */
+cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const char *what);
+
 /* Returns a model to empty, freeing its architecture. */
 void cvi_model_clear(cvae_model *m);
+
+/* A running log-sum-exp of count values: add them one by one, then
+ * lse_mean = log((1/count) sum exp(v_i)), exact to rounding for values of
+ * any magnitude (no exp overflows or vanishes). Start from {0, 0, 0}. */
+typedef struct cvi_lse {
+    double top, sum;
+    size_t count;
+} cvi_lse;
+void cvi_lse_add(cvi_lse *acc, double v);
+double cvi_lse_mean(const cvi_lse *acc);
 
 /* The dataset's images first .. first+n-1 in stored order, as floats. */
 void cvi_dataset_batch_stored(const cvae_dataset *ds, size_t first, size_t n, float *images);

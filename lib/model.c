@@ -648,28 +648,36 @@ CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, c
     return CVAE_OK;
 }
 
+cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const char *what)
+{
+    int c, h, w;
+    cvae_status st;
+    if ((st = require_arch(m, what)) != CVAE_OK)
+        return st;
+    if (!ds || cvae_dataset_count(ds) < 1) {
+        cvi_set_error(m->err, "%s: the dataset is %s", what, ds ? "empty" : "NULL");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    cvae_dataset_shape(ds, &c, &h, &w);
+    if ((size_t)c != m->C || (size_t)h != m->H || (size_t)w != m->W) {
+        cvi_set_error(m->err, "%s: dataset images are %dx%dx%d, the model's %zux%zux%zu", what,
+                      c, h, w, m->C, m->H, m->W);
+        return CVAE_ERR_SHAPE;
+    }
+    return CVAE_OK;
+}
+
 CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed,
                                          double *recon, double *kl, double *total)
 {
     cvi_rng rng;
     double rsum = 0.0, ksum = 0.0;
     size_t first, count, i, L;
-    int c, h, w;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = require_arch(m, "model_evaluate")) != CVAE_OK)
+    if ((st = cvi_model_check_dataset(m, ds, "model_evaluate")) != CVAE_OK)
         return st;
-    if (!ds || cvae_dataset_count(ds) < 1) {
-        cvi_set_error(m->err, "model_evaluate: the dataset is %s", ds ? "empty" : "NULL");
-        return CVAE_ERR_INVALID_ARG;
-    }
-    cvae_dataset_shape(ds, &c, &h, &w);
-    if ((size_t)c != m->C || (size_t)h != m->H || (size_t)w != m->W) {
-        cvi_set_error(m->err, "model_evaluate: dataset images are %dx%dx%d, the model's %zux%zux%zu",
-                      c, h, w, m->C, m->H, m->W);
-        return CVAE_ERR_SHAPE;
-    }
     L = m->L;
     count = (size_t)cvae_dataset_count(ds);
     cvi_rng_seed(&rng, eps_seed);
