@@ -136,7 +136,8 @@ typedef enum cvae_layer_kind {
     CVAE_LAYER_SIGMOID = 6,
     CVAE_LAYER_TANH = 7,
     CVAE_LAYER_FLATTEN = 8,
-    CVAE_LAYER_RESHAPE = 9
+    CVAE_LAYER_RESHAPE = 9,
+    CVAE_LAYER_CONCAT_LABEL = 10 /* since 0.5.0 */
 } cvae_layer_kind;
 
 /* Layer options (keys in the 200s), read and written as double. */
@@ -190,6 +191,17 @@ CVAE_API cvae_status cvae_layer_create_tanh(cvae_layer **out);
 CVAE_API cvae_status cvae_layer_create_flatten(cvae_layer **out);
 CVAE_API cvae_status cvae_layer_create_reshape(cvae_layer **out, int channels, int height,
                                                int width);
+
+/* The conditioning input of a conditional VAE: appends the one-hot code of
+ * each image's label (classes values) to its features. Input C x H x W is
+ * read as C*H*W values; output (C*H*W + classes) x 1 x 1. No parameters.
+ * Inside a conditional model the labels come from the model's *_labels
+ * calls (see cvae_model_train_step_labels); in a stack used on its own the
+ * code is all zeros. Backward passes the features' gradient through.
+ * classes in [1, 65536]. Since 0.5.0. */
+CVAE_API cvae_status cvae_layer_create_concat_label(cvae_layer **out, int classes);
+CVAE_API cvae_status cvae_layer_create_concat_label_with(cvae_layer **out, int classes,
+                                                         const cvae_allocator *allocator);
 
 /* The same constructors, with the allocator the layer is allocated from and
  * freed through (NULL: malloc and free; see cvae_allocator). Since 0.4.0. */
@@ -617,8 +629,11 @@ typedef enum cvae_model_option {
     CVAE_MODEL_BETA = 300,   /* weight of the KL term, finite, >= 0; default 1 */
     CVAE_MODEL_THREADS = 301, /* threads of the model's calls, an integer in [0, 256]; 0
                                  (default) automatic, as cvae_stack_set_threads. Since 0.3.0 */
-    CVAE_MODEL_MAX_MEMORY = 302 /* bytes an architecture may allocate, a whole number in
-                                   [0, 2^62]; 0 means no limit. Default 4294967296 (4 GiB). */
+    CVAE_MODEL_MAX_MEMORY = 302, /* bytes an architecture may allocate, a whole number in
+                                    [0, 2^62]; 0 means no limit. Default 4294967296 (4 GiB). */
+    CVAE_MODEL_CLASSES = 303 /* 0 (default) or the number of classes, in [2, 65536], of the
+                                conditional preset: set it before cvae_model_init_preset.
+                                Reads the architecture's once there is one. Since 0.5.0 */
 } cvae_model_option;
 
 /*
@@ -716,6 +731,32 @@ CVAE_API size_t cvae_model_param_count(const cvae_model *m);
 CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,
                                            int n, double *recon, double *kl);
 
+/*
+ * Conditional models (Sohn et al., 2015). A model whose stacks hold
+ * concat_label layers is conditional: the one-hot code of each image's
+ * label joins the encoder's features and the decoder's input, so q(z|x,y)
+ * and p(x|z,y). The preset builds one when CVAE_MODEL_CLASSES is set first
+ * (the label joins after the encoder's flatten and before the decoder's
+ * first linear layer); the architecture, so the conditioning, is saved with
+ * the model. Its calls take n labels in [0, classes), one per image (per
+ * latent vector for decode and sample); cvae_model_evaluate and
+ * cvae_model_iwae read them from the dataset. A conditional model refuses
+ * the calls without labels, and another model refuses labels, both with
+ * CVAE_ERR_INVALID_ARG and a message; otherwise each _labels call is its
+ * plain twin. Since 0.5.0.
+ */
+CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer *opt,
+                                                  const float *x, const int *labels, int n,
+                                                  double *recon, double *kl);
+CVAE_API cvae_status cvae_model_encode_labels(cvae_model *m, const float *x, const int *labels,
+                                              int n, float *mu, float *logvar);
+CVAE_API cvae_status cvae_model_decode_labels(cvae_model *m, const float *z, const int *labels,
+                                              int n, float *images);
+CVAE_API cvae_status cvae_model_sample_labels(cvae_model *m, int n, uint64_t seed,
+                                              const int *labels, float *images);
+CVAE_API cvae_status cvae_model_reconstruct_labels(cvae_model *m, const float *x,
+                                                   const int *labels, int n, float *images);
+
 /* Number of training steps taken (saved with the model). Since 0.2.0. */
 CVAE_API uint64_t cvae_model_steps(const cvae_model *m);
 
@@ -754,11 +795,12 @@ CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n
  * with p(x | z) the decoder's Bernoulli likelihood, p(z) = N(0, I) and
  * q(z | x) = N(mu, exp(lv)). One draw's logw is a one-sample estimate of the
  * ELBO, -(recon + kl) in cvae_model_evaluate's terms (there with the KL in
- * closed form). Any n (chunked by the max batch). CVAE_ERR_INVALID_ARG,
- * CVAE_ERR_STATE (no architecture). Since 0.5.0.
+ * closed form). labels: n labels for a conditional model, NULL otherwise.
+ * Any n (chunked by the max batch). CVAE_ERR_INVALID_ARG, CVAE_ERR_STATE (no
+ * architecture). Since 0.5.0.
  */
-CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const float *eps,
-                                            int n, double *logw);
+CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const int *labels,
+                                            const float *eps, int n, double *logw);
 
 /*
  * The importance-weighted bound (Burda et al., 2015) on log p(x), averaged
@@ -769,7 +811,8 @@ CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const
  * computed by a running log-sum-exp (log weights near -1e4 are fine). It is
  * a lower bound on the mean log-likelihood in nats (negative); k = 1 is the
  * mean one-sample ELBO of those draws, and the bound grows with k in
- * expectation. Cost: k decoder passes per image. Allocates nothing.
+ * expectation. A conditional model uses the dataset's labels. Cost: k
+ * decoder passes per image. Allocates nothing.
  * CVAE_ERR_INVALID_ARG (NULL, empty dataset, k < 1), CVAE_ERR_SHAPE (images
  * of another shape), CVAE_ERR_STATE (no architecture), CVAE_ERR_NUMERIC (a
  * non-finite result). Since 0.5.0.

@@ -274,6 +274,10 @@ struct cvae_layer {
             float slope;
         } leaky;
         cvi_shape reshape;
+        struct {
+            size_t classes;
+            const int *labels; /* the current chunk's, set by the model; NULL: none */
+        } label;
     } hp;
     char err[CVI_ERRMSG_SIZE];
 };
@@ -294,6 +298,15 @@ extern const cvi_layer_ops cvi_sigmoid_ops;
 extern const cvi_layer_ops cvi_tanh_ops;
 extern const cvi_layer_ops cvi_flatten_ops;
 extern const cvi_layer_ops cvi_reshape_ops;
+extern const cvi_layer_ops cvi_concat_label_ops;
+
+/* The most classes a concat_label layer (and a conditional model) takes. */
+#define CVI_MAX_CLASSES 65536
+
+/* Points every concat_label layer of the stack at labels (one per image of
+ * the next passes; NULL for none); returns their class count, 0 if the stack
+ * has none, or -1 if two of them disagree. */
+int cvi_stack_set_labels(cvae_stack *stack, const int *labels);
 
 /* Stacks whose parameters live in a model's block: plan binds the layers
  * for the input shape and reports the parameter count and the floats of
@@ -423,6 +436,9 @@ struct cvae_model {
     cvi_stack_blocks shared; /* the blocks both stacks use in turn */
     double beta;
     double max_memory; /* bytes an architecture may take; 0: no limit */
+    int classes_setting; /* CVAE_MODEL_CLASSES for the next preset */
+    size_t classes;      /* of the architecture's concat_label layers; 0: not conditional */
+    int *ybuf;           /* (2B) labels, for conditional calls on a dataset */
     int threads; /* the setting, applied to both stacks */
     uint64_t steps;
     cvi_rng rng; /* eps draws; continues the initialisation stream */
@@ -449,6 +465,12 @@ void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, 
  * message starts with what. */
 cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const char *what);
 
+/* A conditional model needs n labels in [0, classes), any other model none
+ * (CVAE_ERR_INVALID_ARG, message starting with what); use_labels points the
+ * concat_label layers of both stacks at labels (NULL once a call ends). */
+cvae_status cvi_model_check_labels(cvae_model *m, const char *what, const int *labels, int n);
+void cvi_model_use_labels(cvae_model *m, const int *labels);
+
 /* Returns a model to empty, freeing its architecture. */
 void cvi_model_clear(cvae_model *m);
 
@@ -461,6 +483,11 @@ typedef struct cvi_lse {
 } cvi_lse;
 void cvi_lse_add(cvi_lse *acc, double v);
 double cvi_lse_mean(const cvi_lse *acc);
+
+/* The dataset's labels first .. first+n-1 in stored order (it has labels),
+ * and its largest label (0 without labels). */
+void cvi_dataset_labels_stored(const cvae_dataset *ds, size_t first, size_t n, int *labels);
+size_t cvi_dataset_max_label(const cvae_dataset *ds);
 
 /* The dataset's images first .. first+n-1 in stored order, as floats. */
 void cvi_dataset_batch_stored(const cvae_dataset *ds, size_t first, size_t n, float *images);

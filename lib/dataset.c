@@ -649,3 +649,19 @@ done:
     cvi_free(&ds->mem, pick);
     return st;
 }
+
+void cvi_dataset_labels_stored(const cvae_dataset *ds, size_t first, size_t n, int *labels)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        labels[i] = ds->labels[first + i];
+}
+
+size_t cvi_dataset_max_label(const cvae_dataset *ds)
+{
+    size_t i, top = 0;
+    for (i = 0; ds->labels && i < ds->count; i++)
+        if (ds->labels[i] > top)
+            top = ds->labels[i];
+    return top;
+}

@@ -46,6 +46,7 @@ void cvi_model_clear(cvae_model *m)
 {
     cvae_allocator mem = m->mem;
     double beta = m->beta, max_memory = m->max_memory;
+    int classes_setting = m->classes_setting;
     int threads = m->threads;
     char err[CVI_ERRMSG_SIZE];
     memcpy(err, m->err, sizeof err);
@@ -63,10 +64,12 @@ void cvi_model_clear(cvae_model *m)
     cvi_free_floats(&m->mem, m->shared.dbuf[0]);
     cvi_free_floats(&m->mem, m->shared.dbuf[1]);
     cvi_free_floats(&m->mem, m->shared.scratch);
+    cvi_free(&m->mem, m->ybuf);
     memset(m, 0, sizeof *m);
     m->mem = mem;
     m->beta = beta;
     m->max_memory = max_memory;
+    m->classes_setting = classes_setting;
     m->threads = threads;
     memcpy(m->err, err, sizeof err);
 }
@@ -183,9 +186,10 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
     m->shared.dbuf[1] = cvi_alloc_floats(&m->mem, m->shared.dbuf_floats[1] ? m->shared.dbuf_floats[1] : 1);
     m->shared.scratch =
         m->shared.scratch_floats ? cvi_alloc_floats(&m->mem, m->shared.scratch_floats) : NULL;
+    m->ybuf = m->classes ? cvi_calloc(&m->mem, 2 * B, sizeof *m->ybuf) : NULL;
     if (!m->params || !m->grads || !m->eps || !m->z || !m->dz || !m->denc || !m->dlogits ||
         !m->xbuf || !m->shared.gemm_ws || !m->shared.dbuf[0] || !m->shared.dbuf[1] ||
-        (m->shared.scratch_floats && !m->shared.scratch)) {
+        (m->shared.scratch_floats && !m->shared.scratch) || (m->classes && !m->ybuf)) {
         cvi_set_error(m->err, "model: out of memory for %zu parameters and batch %d",
                       m->nparams, max_batch);
         return CVAE_ERR_NOMEM;
@@ -242,6 +246,15 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
                           &acts)) != CVAE_OK) {
         cvi_model_clear(m);
         return st;
+    }
+    {
+        int ce = cvi_stack_set_labels(enc, NULL), cd = cvi_stack_set_labels(dec, NULL);
+        if (ce < 0 || cd < 0 || (ce && cd && ce != cd)) {
+            cvi_set_error(m->err, "model: its concat_label layers disagree on the class count");
+            cvi_model_clear(m);
+            return CVAE_ERR_SHAPE;
+        }
+        m->classes = (size_t)(ce ? ce : cd);
     }
     if (expect_nparams && enc_n + dec_n != expect_nparams) {
         cvi_set_error(m->err, "model: the architecture has %zu parameters, %zu expected",
@@ -301,7 +314,9 @@ static cvae_status add(cvae_stack *s, cvae_status made, cvae_layer **l)
     return cvae_stack_add(s, *l);
 }
 
-static cvae_status preset_encoder(cvae_stack *s, int latent, const cvae_allocator *a)
+/* classes > 0: the conditional preset, with the one-hot label joining the
+ * flattened features (encoder) and the latent code (decoder). */
+static cvae_status preset_encoder(cvae_stack *s, int latent, int classes, const cvae_allocator *a)
 {
     cvae_layer *l = NULL;
     cvae_status st = add(s, cvae_layer_create_conv2d_with(&l, 32, 4, 4, 2, 2, 1, 1, a), &l);
@@ -313,6 +328,8 @@ static cvae_status preset_encoder(cvae_stack *s, int latent, const cvae_allocato
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_flatten_with(&l, a), &l);
+    if (st == CVAE_OK && classes)
+        st = add(s, cvae_layer_create_concat_label_with(&l, classes, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_linear_with(&l, 256, a), &l);
     if (st == CVAE_OK)
@@ -322,11 +339,15 @@ static cvae_status preset_encoder(cvae_stack *s, int latent, const cvae_allocato
     return st;
 }
 
-static cvae_status preset_decoder(cvae_stack *s, int channels, int h4, int w4,
+static cvae_status preset_decoder(cvae_stack *s, int channels, int h4, int w4, int classes,
                                   const cvae_allocator *a)
 {
     cvae_layer *l = NULL;
-    cvae_status st = add(s, cvae_layer_create_linear_with(&l, 256, a), &l);
+    cvae_status st = CVAE_OK;
+    if (classes)
+        st = add(s, cvae_layer_create_concat_label_with(&l, classes, a), &l);
+    if (st == CVAE_OK)
+        st = add(s, cvae_layer_create_linear_with(&l, 256, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
@@ -375,8 +396,9 @@ CVAE_API cvae_status cvae_model_init_preset(cvae_model *m, int channels, int hei
     }
     if ((st = cvae_stack_create_with(&enc, &m->mem)) != CVAE_OK ||
         (st = cvae_stack_create_with(&dec, &m->mem)) != CVAE_OK ||
-        (st = preset_encoder(enc, latent, &m->mem)) != CVAE_OK ||
-        (st = preset_decoder(dec, channels, height / 4, width / 4, &m->mem)) != CVAE_OK) {
+        (st = preset_encoder(enc, latent, m->classes_setting, &m->mem)) != CVAE_OK ||
+        (st = preset_decoder(dec, channels, height / 4, width / 4, m->classes_setting, &m->mem)) !=
+            CVAE_OK) {
         cvi_set_error(m->err, "model_init_preset: %s", cvae_status_string(st));
         cvae_stack_destroy(enc);
         cvae_stack_destroy(dec);
@@ -455,6 +477,20 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
         m->threads = (int)value;
         return CVAE_OK;
     }
+    if (key == CVAE_MODEL_CLASSES) {
+        if (!(value >= 0.0 && value <= CVI_MAX_CLASSES) || value != floor(value) || value == 1.0) {
+            cvi_set_error(m->err, "model: classes %g is not 0 or an integer in [2, %d]", value,
+                          CVI_MAX_CLASSES);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        if (m->enc) {
+            cvi_set_error(m->err, "model: classes is set before the architecture, which then "
+                                  "decides it");
+            return CVAE_ERR_STATE;
+        }
+        m->classes_setting = (int)value;
+        return CVAE_OK;
+    }
     if (key == CVAE_MODEL_MAX_MEMORY) {
         if (!(value >= 0.0 && value <= CVI_MODEL_MAX_MEMORY_CAP) || value != floor(value)) {
             cvi_set_error(m->err, "model: max memory %g is not a whole number of bytes in [0, %g]",
@@ -484,6 +520,9 @@ CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, 
     case CVAE_MODEL_BETA: *value = m->beta; return CVAE_OK;
     case CVAE_MODEL_THREADS: *value = (double)m->threads; return CVAE_OK;
     case CVAE_MODEL_MAX_MEMORY: *value = m->max_memory; return CVAE_OK;
+    case CVAE_MODEL_CLASSES:
+        *value = m->enc ? (double)m->classes : (double)m->classes_setting;
+        return CVAE_OK;
     default: return CVAE_ERR_INVALID_ARG;
     }
 }
@@ -498,6 +537,7 @@ CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option ke
     case CVAE_MODEL_BETA: hi = DBL_MAX; break;
     case CVAE_MODEL_THREADS: hi = (double)CVI_MAX_THREADS; break;
     case CVAE_MODEL_MAX_MEMORY: hi = CVI_MODEL_MAX_MEMORY_CAP; break;
+    case CVAE_MODEL_CLASSES: hi = CVI_MAX_CLASSES; break;
     default: return CVAE_ERR_INVALID_ARG;
     }
     *min = 0.0;
@@ -546,6 +586,42 @@ static cvae_status check_call(cvae_model *m, const char *what, const void *a, co
         return CVAE_ERR_INVALID_ARG;
     }
     return CVAE_OK;
+}
+
+/* A conditional model needs n labels in [0, classes); any other model none.
+ * The message starts with what. */
+cvae_status cvi_model_check_labels(cvae_model *m, const char *what, const int *labels, int n)
+{
+    int i;
+    if (m->classes == 0) {
+        if (labels) {
+            cvi_set_error(m->err, "%s: labels given to a model that is not conditional", what);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        return CVAE_OK;
+    }
+    if (!labels) {
+        cvi_set_error(m->err, "%s: the model is conditional (%zu classes): use the _labels call",
+                      what, m->classes);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    for (i = 0; i < n; i++)
+        if (labels[i] < 0 || (size_t)labels[i] >= m->classes) {
+            cvi_set_error(m->err, "%s: label %d of image %d is not in [0, %zu)", what, labels[i],
+                          i, m->classes);
+            return CVAE_ERR_INVALID_ARG;
+        }
+    return CVAE_OK;
+}
+
+/* Points both stacks' concat_label layers at labels (NULL when the call
+ * ends, so that no stale pointer outlives it). */
+void cvi_model_use_labels(cvae_model *m, const int *labels)
+{
+    if (m->classes) {
+        cvi_stack_set_labels(m->enc, labels);
+        cvi_stack_set_labels(m->dec, labels);
+    }
 }
 
 /* n x L standard normals, drawn image by image, so that an image's eps does
@@ -611,13 +687,21 @@ void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, 
 CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,
                                            int n, double *recon, double *kl)
 {
+    return cvae_model_train_step_labels(m, opt, x, NULL, n, recon, kl);
+}
+
+CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer *opt,
+                                                  const float *x, const int *labels, int n,
+                                                  double *recon, double *kl)
+{
     cvi_optimizer_state os;
     cvi_rng before;
     double rsum, ksum;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = check_call(m, "model_train_step", x, opt, n, 0)) != CVAE_OK)
+    if ((st = check_call(m, "model_train_step", x, opt, n, 0)) != CVAE_OK ||
+        (st = cvi_model_check_labels(m, "model_train_step", labels, n)) != CVAE_OK)
         return st;
     cvi_optimizer_get_state(opt, &os);
     if (os.n != m->nparams) {
@@ -627,7 +711,9 @@ CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, c
     }
     before = m->rng;
     draw_eps(&m->rng, m->eps, (size_t)n, m->L);
+    cvi_model_use_labels(m, labels);
     cvi_model_loss_grad(m, x, (size_t)n, &rsum, &ksum);
+    cvi_model_use_labels(m, NULL);
     if (!isfinite(rsum) || !isfinite(ksum)) {
         m->rng = before;
         cvi_set_error(m->err, "model_train_step: the loss is not finite (recon %g, kl %g)",
@@ -664,6 +750,15 @@ cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const
                       c, h, w, m->C, m->H, m->W);
         return CVAE_ERR_SHAPE;
     }
+    if (m->classes && !cvae_dataset_has_labels(ds)) {
+        cvi_set_error(m->err, "%s: the model is conditional and the dataset has no labels", what);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (m->classes && cvi_dataset_max_label(ds) >= m->classes) {
+        cvi_set_error(m->err, "%s: dataset label %zu is not in the model's [0, %zu)", what,
+                      cvi_dataset_max_label(ds), m->classes);
+        return CVAE_ERR_INVALID_ARG;
+    }
     return CVAE_OK;
 }
 
@@ -685,6 +780,10 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
         size_t n = chunk(m, count, first);
         const float *hh, *logits;
         cvi_dataset_batch_stored(ds, first, n, m->xbuf);
+        if (m->classes) {
+            cvi_dataset_labels_stored(ds, first, n, m->ybuf);
+            cvi_model_use_labels(m, m->ybuf);
+        }
         cvae_stack_forward(m->enc, m->xbuf, (int)n, &hh);
         draw_eps(&rng, m->eps, n, L);
         reparameterise(m->z, hh, m->eps, n, L);
@@ -693,6 +792,7 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
         cvae_stack_forward(m->dec, m->z, (int)n, &logits);
         rsum += cvi_bce_logits(logits, m->xbuf, n * m->image, NULL, 0.0f);
     }
+    cvi_model_use_labels(m, NULL);
     if (recon)
         *recon = rsum / (double)count;
     if (kl)
@@ -716,21 +816,30 @@ static void encode_chunk(cvae_model *m, const float *x, size_t k, float *mu, flo
     }
 }
 
-CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, float *mu,
-                                       float *logvar)
+CVAE_API cvae_status cvae_model_encode_labels(cvae_model *m, const float *x, const int *labels,
+                                              int n, float *mu, float *logvar)
 {
     size_t first;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = check_call(m, "model_encode", x, mu, n, 1)) != CVAE_OK)
+    if ((st = check_call(m, "model_encode", x, mu, n, 1)) != CVAE_OK ||
+        (st = cvi_model_check_labels(m, "model_encode", labels, n)) != CVAE_OK)
         return st;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = chunk(m, (size_t)n, first);
+        cvi_model_use_labels(m, labels ? labels + first : NULL);
         encode_chunk(m, x + first * m->image, k, mu + first * m->L,
                      logvar ? logvar + first * m->L : NULL);
     }
+    cvi_model_use_labels(m, NULL);
     return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, float *mu,
+                                       float *logvar)
+{
+    return cvae_model_encode_labels(m, x, NULL, n, mu, logvar);
 }
 
 /* images = sigmoid(dec(z)) for k <= max batch latent vectors. */
@@ -741,51 +850,78 @@ static void decode_chunk(cvae_model *m, const float *z, size_t k, float *images)
     cvi_sigmoid(images, logits, k * m->image);
 }
 
-CVAE_API cvae_status cvae_model_decode(cvae_model *m, const float *z, int n, float *images)
+CVAE_API cvae_status cvae_model_decode_labels(cvae_model *m, const float *z, const int *labels,
+                                              int n, float *images)
 {
     size_t first;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = check_call(m, "model_decode", z, images, n, 1)) != CVAE_OK)
+    if ((st = check_call(m, "model_decode", z, images, n, 1)) != CVAE_OK ||
+        (st = cvi_model_check_labels(m, "model_decode", labels, n)) != CVAE_OK)
         return st;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = chunk(m, (size_t)n, first);
+        cvi_model_use_labels(m, labels ? labels + first : NULL);
         decode_chunk(m, z + first * m->L, k, images + first * m->image);
     }
+    cvi_model_use_labels(m, NULL);
     return CVAE_OK;
 }
 
-CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, float *images)
+CVAE_API cvae_status cvae_model_decode(cvae_model *m, const float *z, int n, float *images)
+{
+    return cvae_model_decode_labels(m, z, NULL, n, images);
+}
+
+CVAE_API cvae_status cvae_model_sample_labels(cvae_model *m, int n, uint64_t seed,
+                                              const int *labels, float *images)
 {
     cvi_rng rng;
     size_t first;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = check_call(m, "model_sample", images, images, n, 1)) != CVAE_OK)
+    if ((st = check_call(m, "model_sample", images, images, n, 1)) != CVAE_OK ||
+        (st = cvi_model_check_labels(m, "model_sample", labels, n)) != CVAE_OK)
         return st;
     cvi_rng_seed(&rng, seed);
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = chunk(m, (size_t)n, first);
         draw_eps(&rng, m->z, k, m->L);
+        cvi_model_use_labels(m, labels ? labels + first : NULL);
         decode_chunk(m, m->z, k, images + first * m->image);
     }
+    cvi_model_use_labels(m, NULL);
     return CVAE_OK;
 }
 
-CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n, float *images)
+CVAE_API cvae_status cvae_model_sample(cvae_model *m, int n, uint64_t seed, float *images)
+{
+    return cvae_model_sample_labels(m, n, seed, NULL, images);
+}
+
+CVAE_API cvae_status cvae_model_reconstruct_labels(cvae_model *m, const float *x,
+                                                   const int *labels, int n, float *images)
 {
     size_t first;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = check_call(m, "model_reconstruct", x, images, n, 1)) != CVAE_OK)
+    if ((st = check_call(m, "model_reconstruct", x, images, n, 1)) != CVAE_OK ||
+        (st = cvi_model_check_labels(m, "model_reconstruct", labels, n)) != CVAE_OK)
         return st;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = chunk(m, (size_t)n, first);
+        cvi_model_use_labels(m, labels ? labels + first : NULL);
         encode_chunk(m, x + first * m->image, k, m->z, NULL);
         decode_chunk(m, m->z, k, images + first * m->image);
     }
+    cvi_model_use_labels(m, NULL);
     return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_reconstruct(cvae_model *m, const float *x, int n, float *images)
+{
+    return cvae_model_reconstruct_labels(m, x, NULL, n, images);
 }

@@ -38,10 +38,11 @@ static void draws_to_z(float *z, const float *mu, const float *lv, const float *
             z[r * L + j] = mu[j] + expf(0.5f * lv[j]) * eps[r * L + j];
 }
 
-CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const float *eps,
-                                            int n, double *logw)
+CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const int *labels,
+                                            const float *eps, int n, double *logw)
 {
     size_t first, L, I, i;
+    cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
     if (!m->enc) {
@@ -53,11 +54,14 @@ CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const
                                                           : "a buffer is NULL");
         return CVAE_ERR_INVALID_ARG;
     }
+    if ((st = cvi_model_check_labels(m, "model_log_weights", labels, n)) != CVAE_OK)
+        return st;
     L = m->L;
     I = m->image;
     for (first = 0; first < (size_t)n; first += m->max_batch) {
         size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
         const float *h, *logits, *xs = x + first * I, *es = eps + first * L;
+        cvi_model_use_labels(m, labels ? labels + first : NULL);
         cvae_stack_forward(m->enc, xs, (int)k, &h);
         for (i = 0; i < k; i++)
             draws_to_z(m->z + i * L, h + i * 2 * L, h + i * 2 * L + L, es + i * L, 1, L);
@@ -66,6 +70,7 @@ CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const
             logw[first + i] = log_weight(logits + i * I, xs + i * I, I, h + i * 2 * L + L,
                                          es + i * L, m->z + i * L, L);
     }
+    cvi_model_use_labels(m, NULL);
     return CVAE_OK;
 }
 
@@ -89,7 +94,8 @@ double cvi_lse_mean(const cvi_lse *acc)
 
 /* The bound of one image whose (mu, lv) is h, with k draws from rng, in
  * batches of the model's max batch through m->eps and m->z. */
-static double image_bound(cvae_model *m, const float *x, const float *h, size_t k, cvi_rng *rng)
+static double image_bound(cvae_model *m, const float *x, const float *h, int label, size_t k,
+                          cvi_rng *rng)
 {
     size_t L = m->L, I = m->image, done, r;
     const float *mu = h, *lv = h + L;
@@ -99,6 +105,12 @@ static double image_bound(cvae_model *m, const float *x, const float *h, size_t 
         const float *logits;
         for (r = 0; r < rows; r++)
             cvi_rng_normal(rng, m->eps + r * L, L);
+        if (m->classes) { /* every draw decodes with the image's label */
+            int *row_labels = m->ybuf + m->max_batch;
+            for (r = 0; r < rows; r++)
+                row_labels[r] = label;
+            cvi_stack_set_labels(m->dec, row_labels);
+        }
         draws_to_z(m->z, mu, lv, m->eps, rows, L);
         cvae_stack_forward(m->dec, m->z, (int)rows, &logits);
         for (r = 0; r < rows; r++)
@@ -129,11 +141,17 @@ CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int 
         size_t n = count - first < m->max_batch ? count - first : m->max_batch;
         const float *hh;
         cvi_dataset_batch_stored(ds, first, n, m->xbuf);
+        if (m->classes) {
+            cvi_dataset_labels_stored(ds, first, n, m->ybuf);
+            cvi_stack_set_labels(m->enc, m->ybuf);
+        }
         /* The encoder's output stays put while the decoder runs. */
         cvae_stack_forward(m->enc, m->xbuf, (int)n, &hh);
         for (i = 0; i < n; i++)
-            total += image_bound(m, m->xbuf + i * m->image, hh + i * 2 * m->L, (size_t)k, &rng);
+            total += image_bound(m, m->xbuf + i * m->image, hh + i * 2 * m->L,
+                                 m->classes ? m->ybuf[i] : 0, (size_t)k, &rng);
     }
+    cvi_model_use_labels(m, NULL);
     if (!isfinite(total)) {
         cvi_set_error(m->err, "model_iwae: the bound is not finite (NaN or infinite parameters?)");
         return CVAE_ERR_NUMERIC;

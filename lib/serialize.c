@@ -18,7 +18,9 @@
 #include <math.h>
 #include <string.h>
 
-#define FORMAT_VERSION 1u
+/* Version 2 adds the concat_label layer (conditional models); a model
+ * without one is still written as version 1, which older libraries read. */
+#define FORMAT_VERSION 2u
 #define HEADER_SIZE 24
 #define FLAG_OPTIMIZER 1u
 #define MAX_LAYERS 4096
@@ -113,6 +115,9 @@ static uint32_t layer_hp(const cvae_layer *l, uint32_t hp[MAX_HP])
         hp[1] = (uint32_t)l->hp.reshape.h;
         hp[2] = (uint32_t)l->hp.reshape.w;
         return 3;
+    case CVAE_LAYER_CONCAT_LABEL:
+        hp[0] = (uint32_t)l->hp.label.classes;
+        return 1;
     default:
         return 0;
     }
@@ -191,7 +196,7 @@ CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, c
     count.err = m->err;
     put_payload(&count, m, o);
     memcpy(header, MAGIC, 8);
-    cvi_put_u32le(header + 8, FORMAT_VERSION);
+    cvi_put_u32le(header + 8, m->classes ? 2u : 1u);
     cvi_put_u32le(header + 12, o ? FLAG_OPTIMIZER : 0u);
     cvi_put_u32le(header + 16, (uint32_t)count.count);
     cvi_put_u32le(header + 20, (uint32_t)(count.count >> 32));
@@ -378,6 +383,7 @@ static uint32_t expected_hp(uint32_t kind)
         return 7;
     case CVAE_LAYER_LINEAR:
     case CVAE_LAYER_LEAKY_RELU:
+    case CVAE_LAYER_CONCAT_LABEL:
         return 1;
     case CVAE_LAYER_RESHAPE:
         return 3;
@@ -426,7 +432,7 @@ static cvae_status read_model_rec(const cvae_allocator *a, reader *r, model_rec 
             at = r->pos;
             lr->kind = get_u32(r);
             lr->nhp = get_u32(r);
-            if (r->overrun || lr->kind < CVAE_LAYER_CONV2D || lr->kind > CVAE_LAYER_RESHAPE ||
+            if (r->overrun || lr->kind < CVAE_LAYER_CONV2D || lr->kind > CVAE_LAYER_CONCAT_LABEL ||
                 lr->nhp != expected_hp(lr->kind)) {
                 cvi_set_error(err, "%s: offset %zu: %s layer %u has unknown kind %u or %u "
                               "hyper-parameters",
@@ -483,6 +489,8 @@ static cvae_status make_layer(const cvae_allocator *a, const layer_rec *lr, cvae
         return cvae_layer_create_tanh_with(out, a);
     case CVAE_LAYER_FLATTEN:
         return cvae_layer_create_flatten_with(out, a);
+    case CVAE_LAYER_CONCAT_LABEL:
+        return cvae_layer_create_concat_label_with(out, v[0], a);
     default:
         return cvae_layer_create_reshape_with(out, v[0], v[1], v[2], a);
     }

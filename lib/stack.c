@@ -681,3 +681,20 @@ CVAE_API int cvae_stack_get_threads(const cvae_stack *stack)
 {
     return stack ? stack->threads : 0;
 }
+
+int cvi_stack_set_labels(cvae_stack *stack, const int *labels)
+{
+    size_t i;
+    int classes = 0;
+    for (i = 0; i < stack->count; i++) {
+        cvae_layer *l = stack->layers[i];
+        if (l->ops->kind != CVAE_LAYER_CONCAT_LABEL)
+            continue;
+        l->hp.label.labels = labels;
+        if (classes && (size_t)classes != l->hp.label.classes)
+            classes = -1;
+        else if (classes == 0)
+            classes = (int)l->hp.label.classes;
+    }
+    return classes;
+}

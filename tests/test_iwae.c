@@ -86,7 +86,7 @@ static void test_log_weights_match_definition(void **state)
     (void)state;
     for (i = 0; i < NIMG * LAT; i++)
         eps[i] = 2.0f * tu_uniform01(&s) - 1.0f;
-    assert_int_equal(cvae_model_log_weights(m, images, eps, NIMG, logw), CVAE_OK);
+    assert_int_equal(cvae_model_log_weights(m, images, NULL, eps, NIMG, logw), CVAE_OK);
     assert_int_equal(cvae_model_encode(m, images, NIMG, mu, lv), CVAE_OK);
     for (i = 0; i < NIMG * LAT; i++)
         z[i] = mu[i] + expf(0.5f * lv[i]) * eps[i];
@@ -124,7 +124,7 @@ static void test_k1_is_the_one_draw_elbo(void **state)
     for (i = 0; i < NIMG; i++)
         cvi_rng_normal(&rng, eps + i * LAT, LAT);
     assert_int_equal(cvae_dataset_batch(ds, 0, NIMG, x, NULL), CVAE_OK);
-    assert_int_equal(cvae_model_log_weights(m, x, eps, NIMG, logw), CVAE_OK);
+    assert_int_equal(cvae_model_log_weights(m, x, NULL, eps, NIMG, logw), CVAE_OK);
     for (i = 0; i < NIMG; i++)
         mean += logw[i] / NIMG;
     assert_int_equal(cvae_model_iwae(m, ds, 1, 77, &bound), CVAE_OK);
@@ -206,12 +206,12 @@ static void test_errors(void **state)
     assert_int_equal(cvae_model_iwae(m, ds, 1, 1, NULL), CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_model_iwae(m, other, 1, 1, &b), CVAE_ERR_SHAPE);
     assert_true(b == 42.0);
-    assert_int_equal(cvae_model_log_weights(NULL, x, eps, 1, &lw), CVAE_ERR_INVALID_ARG);
-    assert_int_equal(cvae_model_log_weights(empty, x, eps, 1, &lw), CVAE_ERR_STATE);
-    assert_int_equal(cvae_model_log_weights(m, NULL, eps, 1, &lw), CVAE_ERR_INVALID_ARG);
-    assert_int_equal(cvae_model_log_weights(m, x, NULL, 1, &lw), CVAE_ERR_INVALID_ARG);
-    assert_int_equal(cvae_model_log_weights(m, x, eps, 0, &lw), CVAE_ERR_INVALID_ARG);
-    assert_int_equal(cvae_model_log_weights(m, x, eps, 1, NULL), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_log_weights(NULL, x, NULL, eps, 1, &lw), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_log_weights(empty, x, NULL, eps, 1, &lw), CVAE_ERR_STATE);
+    assert_int_equal(cvae_model_log_weights(m, NULL, NULL, eps, 1, &lw), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_log_weights(m, x, NULL, NULL, 1, &lw), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_log_weights(m, x, NULL, eps, 0, &lw), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_model_log_weights(m, x, NULL, eps, 1, NULL), CVAE_ERR_INVALID_ARG);
 }
 
 int main(void)

@@ -524,7 +524,7 @@ static void test_header_fields(void **state)
         cvae_status want;
         const char *what;
     } cases[] = {
-        {8, 1, CVAE_ERR_VERSION, "version 2"},
+        {8, 2, CVAE_ERR_VERSION, "version 3"},
         {8, 0xFFFFFFFEu, CVAE_ERR_VERSION, "version 0xffffffff"},
         {8, 0xFFFFFFFFu, CVAE_ERR_FORMAT, "version 0"},
         {12, 2, CVAE_ERR_FORMAT, "unknown flag 2"},
