@@ -631,9 +631,15 @@ typedef enum cvae_model_option {
                                  (default) automatic, as cvae_stack_set_threads. Since 0.3.0 */
     CVAE_MODEL_MAX_MEMORY = 302, /* bytes an architecture may allocate, a whole number in
                                     [0, 2^62]; 0 means no limit. Default 4294967296 (4 GiB). */
-    CVAE_MODEL_CLASSES = 303 /* 0 (default) or the number of classes, in [2, 65536], of the
-                                conditional preset: set it before cvae_model_init_preset.
-                                Reads the architecture's once there is one. Since 0.5.0 */
+    CVAE_MODEL_CLASSES = 303, /* 0 (default) or the number of classes, in [2, 65536], of the
+                                 conditional preset: set it before cvae_model_init_preset.
+                                 Reads the architecture's once there is one. Since 0.5.0 */
+    CVAE_MODEL_BINARIZE = 304 /* 1: dynamic binarisation. Each training step draws every
+                                 pixel as 1 with probability its intensity, else 0 (the
+                                 model's generator, before eps), and evaluate and iwae
+                                 binarise the images with their seed's generator the same
+                                 way, as the binarised-MNIST literature does. 0 (default):
+                                 intensities as they are. Not saved. Since 0.5.0 */
 } cvae_model_option;
 
 /*

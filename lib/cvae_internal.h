@@ -439,6 +439,7 @@ struct cvae_model {
     int classes_setting; /* CVAE_MODEL_CLASSES for the next preset */
     size_t classes;      /* of the architecture's concat_label layers; 0: not conditional */
     int *ybuf;           /* (2B) labels, for conditional calls on a dataset */
+    int binarize;        /* CVAE_MODEL_BINARIZE */
     int threads; /* the setting, applied to both stacks */
     uint64_t steps;
     cvi_rng rng; /* eps draws; continues the initialisation stream */
@@ -464,6 +465,10 @@ void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, 
  * or empty dataset, CVAE_ERR_SHAPE for images of another shape; the
  * message starts with what. */
 cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const char *what);
+
+/* dst = 1 where a uniform draw from rng is below src, else 0: a Bernoulli
+ * draw per pixel with the intensity as probability. dst may be src. */
+void cvi_binarize(cvi_rng *rng, float *dst, const float *src, size_t n);
 
 /* A conditional model needs n labels in [0, classes), any other model none
  * (CVAE_ERR_INVALID_ARG, message starting with what); use_labels points the

@@ -46,7 +46,7 @@ void cvi_model_clear(cvae_model *m)
 {
     cvae_allocator mem = m->mem;
     double beta = m->beta, max_memory = m->max_memory;
-    int classes_setting = m->classes_setting;
+    int classes_setting = m->classes_setting, binarize = m->binarize;
     int threads = m->threads;
     char err[CVI_ERRMSG_SIZE];
     memcpy(err, m->err, sizeof err);
@@ -70,6 +70,7 @@ void cvi_model_clear(cvae_model *m)
     m->beta = beta;
     m->max_memory = max_memory;
     m->classes_setting = classes_setting;
+    m->binarize = binarize;
     m->threads = threads;
     memcpy(m->err, err, sizeof err);
 }
@@ -477,6 +478,14 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
         m->threads = (int)value;
         return CVAE_OK;
     }
+    if (key == CVAE_MODEL_BINARIZE) {
+        if (value != 0.0 && value != 1.0) {
+            cvi_set_error(m->err, "model: binarize %g is not 0 or 1", value);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        m->binarize = value == 1.0;
+        return CVAE_OK;
+    }
     if (key == CVAE_MODEL_CLASSES) {
         if (!(value >= 0.0 && value <= CVI_MAX_CLASSES) || value != floor(value) || value == 1.0) {
             cvi_set_error(m->err, "model: classes %g is not 0 or an integer in [2, %d]", value,
@@ -523,6 +532,7 @@ CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, 
     case CVAE_MODEL_CLASSES:
         *value = m->enc ? (double)m->classes : (double)m->classes_setting;
         return CVAE_OK;
+    case CVAE_MODEL_BINARIZE: *value = m->binarize; return CVAE_OK;
     default: return CVAE_ERR_INVALID_ARG;
     }
 }
@@ -538,6 +548,7 @@ CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option ke
     case CVAE_MODEL_THREADS: hi = (double)CVI_MAX_THREADS; break;
     case CVAE_MODEL_MAX_MEMORY: hi = CVI_MODEL_MAX_MEMORY_CAP; break;
     case CVAE_MODEL_CLASSES: hi = CVI_MAX_CLASSES; break;
+    case CVAE_MODEL_BINARIZE: hi = 1.0; break;
     default: return CVAE_ERR_INVALID_ARG;
     }
     *min = 0.0;
@@ -622,6 +633,13 @@ void cvi_model_use_labels(cvae_model *m, const int *labels)
         cvi_stack_set_labels(m->enc, labels);
         cvi_stack_set_labels(m->dec, labels);
     }
+}
+
+void cvi_binarize(cvi_rng *rng, float *dst, const float *src, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = cvi_rng_uniform(rng) < src[i] ? 1.0f : 0.0f;
 }
 
 /* n x L standard normals, drawn image by image, so that an image's eps does
@@ -710,6 +728,10 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
         return CVAE_ERR_SHAPE;
     }
     before = m->rng;
+    if (m->binarize) { /* the pixels' draws, then eps */
+        cvi_binarize(&m->rng, m->xbuf, x, (size_t)n * m->image);
+        x = m->xbuf;
+    }
     draw_eps(&m->rng, m->eps, (size_t)n, m->L);
     cvi_model_use_labels(m, labels);
     cvi_model_loss_grad(m, x, (size_t)n, &rsum, &ksum);
@@ -780,6 +802,8 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
         size_t n = chunk(m, count, first);
         const float *hh, *logits;
         cvi_dataset_batch_stored(ds, first, n, m->xbuf);
+        if (m->binarize)
+            cvi_binarize(&rng, m->xbuf, m->xbuf, n * m->image);
         if (m->classes) {
             cvi_dataset_labels_stored(ds, first, n, m->ybuf);
             cvi_model_use_labels(m, m->ybuf);

@@ -141,6 +141,8 @@ CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int 
         size_t n = count - first < m->max_batch ? count - first : m->max_batch;
         const float *hh;
         cvi_dataset_batch_stored(ds, first, n, m->xbuf);
+        if (m->binarize)
+            cvi_binarize(&rng, m->xbuf, m->xbuf, n * m->image);
         if (m->classes) {
             cvi_dataset_labels_stored(ds, first, n, m->ybuf);
             cvi_stack_set_labels(m->enc, m->ybuf);
