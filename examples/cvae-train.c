@@ -27,6 +27,7 @@
 struct options {
     const char *data, *out, *resume, *log, *plot;
     int epochs, batch, latent, threads;
+    int conditional, binarize;
     double lr, beta;
     int lr_set, beta_set; /* given on the command line (they override a checkpoint) */
     uint64_t seed;
@@ -58,6 +59,11 @@ static void usage(FILE *f)
                "  --seed S         seed of initialisation and shuffling (default 1)\n"
                "  --threads N      threads to train on (default 0: OMP_NUM_THREADS when set,\n"
                "                   else all cores); results are the same for any N\n"
+               "  --conditional    a conditional VAE: the digit's label joins the encoder's\n"
+               "                   features and the decoder's input (cvae-generate --digit)\n"
+               "  --binarize       dynamic binarisation: every step draws each pixel as 0 or 1\n"
+               "                   with its intensity as probability (the test loss then is\n"
+               "                   on binarised test digits, as in the literature)\n"
                "  --out FILE       checkpoint written after every epoch (default cvae-model.bin)\n"
                "  --resume FILE    continue training from a checkpoint\n"
                "  --log FILE.csv   append each epoch's figures to a CSV file\n"
@@ -75,8 +81,8 @@ static void usage(FILE *f)
                "Resuming: the checkpoint holds the model, the optimizer and the step count,\n"
                "and training continues at the same epoch and batch; with the same --data,\n"
                "--batch and --seed the result is bit-for-bit that of an uninterrupted run.\n"
-               "The checkpoint's latent size is kept; its --lr and --beta are kept unless\n"
-               "given again. Ctrl-C finishes the current step, saves OUT.interrupted and\n"
+               "The checkpoint's latent size and conditioning are kept; its --lr and --beta\n"
+               "are kept unless given again; --binarize is not saved: give it again. Ctrl-C finishes the current step, saves OUT.interrupted and\n"
                "exits with status 130; a second Ctrl-C quits at once without saving.\n"
                "The chart shows the epochs of the current run.\n");
 }
@@ -106,6 +112,10 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->seed = ex_parse_u64("--seed", v);
         else if (ex_option(argc, argv, &i, "--threads", &v))
             o->threads = (int)ex_parse_long("--threads", v, 0, 256);
+        else if (ex_flag(argv[i], "--conditional"))
+            o->conditional = 1;
+        else if (ex_flag(argv[i], "--binarize"))
+            o->binarize = 1;
         else if (ex_option(argc, argv, &i, "--out", &v))
             o->out = v;
         else if (ex_option(argc, argv, &i, "--resume", &v))
@@ -364,11 +374,15 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
     } else {
         if ((st = cvae_model_create(m)) != CVAE_OK)
             return ex_status_error("creating the model", st, "");
+        if (o->conditional && (st = cvae_model_set(*m, CVAE_MODEL_CLASSES, 10)) != CVAE_OK)
+            return ex_status_error("--conditional", st, cvae_model_last_error(*m));
         if ((st = cvae_model_init_preset(*m, c, h, w, o->latent, o->batch, o->seed)) != CVAE_OK)
             return ex_status_error("building the model", st, cvae_model_last_error(*m));
     }
     if ((st = cvae_model_set(*m, CVAE_MODEL_THREADS, o->threads)) != CVAE_OK)
         return ex_status_error("--threads", st, cvae_model_last_error(*m));
+    if ((st = cvae_model_set(*m, CVAE_MODEL_BINARIZE, o->binarize)) != CVAE_OK)
+        return ex_status_error("--binarize", st, cvae_model_last_error(*m));
     if ((!o->resume || o->beta_set) &&
         (st = cvae_model_set(*m, CVAE_MODEL_BETA, o->beta)) != CVAE_OK)
         return ex_status_error("--beta", st, cvae_model_last_error(*m));
@@ -389,8 +403,8 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
  * the index of the first batch not trained. Returns 0 or an exit status.
  */
 static int train_epoch(cvae_model *m, cvae_optimizer *opt, cvae_dataset *train, float *x,
-                       const struct options *o, int epoch, int first, int steps_per_epoch,
-                       struct epoch_result *r, int *next)
+                       int *y, const struct options *o, int epoch, int first,
+                       int steps_per_epoch, struct epoch_result *r, int *next)
 {
     int count = cvae_dataset_count(train), b;
     long images = 0;
@@ -404,9 +418,10 @@ static int train_epoch(cvae_model *m, cvae_optimizer *opt, cvae_dataset *train, 
         int n = count - b * o->batch < o->batch ? count - b * o->batch : o->batch;
         double recon, kl;
 
-        if ((st = cvae_dataset_batch(train, b * o->batch, n, x, NULL)) != CVAE_OK)
+        if ((st = cvae_dataset_batch(train, b * o->batch, n, x, y)) != CVAE_OK)
             return ex_status_error("reading a batch", st, cvae_dataset_last_error(train));
-        if ((st = cvae_model_train_step(m, opt, x, n, &recon, &kl)) != CVAE_OK)
+        /* y is NULL unless the model is conditional. */
+        if ((st = cvae_model_train_step_labels(m, opt, x, y, n, &recon, &kl)) != CVAE_OK)
             return ex_status_error("training step", st, cvae_model_last_error(m));
         r->recon += recon * n; /* weighted by batch size: the last batch is smaller */
         r->kl += kl * n;
@@ -467,22 +482,36 @@ int main(int argc, char **argv)
     cvae_optimizer *opt = NULL;
     struct epoch_result *hist = NULL, last;
     float *x = NULL;
-    int c, h, w, latent, steps_per_epoch, epoch, first, nhist = 0, rc = 1;
+    int *y = NULL;
+    int c, h, w, latent, steps_per_epoch, epoch, first, nhist = 0, rc = 1, labelled;
+    double classes = 0;
     cvae_status st;
 
     ex_prog = "cvae-train";
     parse_options(argc, argv, &o);
 
-    if (ex_load_mnist(o.data, "train", 0, &train) != CVAE_OK)
+    /* Labels are loaded for a conditional model, new or resumed: a resumed
+     * checkpoint says itself whether it is one. */
+    labelled = o.conditional;
+    if (o.resume && !labelled) {
+        cvae_model *peek = NULL;
+        if (ex_load_model(o.resume, 1, &peek) != CVAE_OK)
+            goto done;
+        cvae_model_get(peek, CVAE_MODEL_CLASSES, &classes);
+        labelled = classes > 0;
+        cvae_model_destroy(peek);
+    }
+    if (ex_load_mnist(o.data, "train", labelled, &train) != CVAE_OK)
         goto done;
     if (!ex_mnist_present(o.data, "t10k"))
         fprintf(stderr, "%s: note: no %s/t10k-images-idx3-ubyte, so no test loss\n", ex_prog,
                 o.data);
-    else if (ex_load_mnist(o.data, "t10k", 0, &test) != CVAE_OK)
+    else if (ex_load_mnist(o.data, "t10k", labelled, &test) != CVAE_OK)
         goto done;
     if ((rc = setup(&o, train, &m, &opt)) != 0)
         goto done;
     rc = 1;
+    cvae_model_get(m, CVAE_MODEL_CLASSES, &classes);
     /* Fail now, not after an hour of training, if the outputs cannot be written. */
     if ((st = cvae_model_save(m, opt, o.out)) != CVAE_OK) {
         ex_status_error("saving", st, cvae_model_last_error(m));
@@ -496,15 +525,17 @@ int main(int argc, char **argv)
     epoch = (int)(cvae_model_steps(m) / (uint64_t)steps_per_epoch);
     first = (int)(cvae_model_steps(m) % (uint64_t)steps_per_epoch);
     x = malloc((size_t)o.batch * (size_t)(c * h * w) * sizeof *x);
+    y = classes > 0 ? malloc((size_t)o.batch * sizeof *y) : NULL;
     hist = malloc((size_t)(o.epochs > epoch ? o.epochs - epoch : 1) * sizeof *hist);
-    if (!x || !hist) {
+    if (!x || !hist || (classes > 0 && !y)) {
         ex_error("out of memory");
         goto done;
     }
     printf("%d training images of %dx%dx%d", cvae_dataset_count(train), c, h, w);
     if (test)
         printf(", %d test images", cvae_dataset_count(test));
-    printf("; latent %d, %zu parameters\n", latent, cvae_model_param_count(m));
+    printf("; latent %d, %zu parameters%s%s\n", latent, cvae_model_param_count(m),
+           classes > 0 ? ", conditional on the digit" : "", o.binarize ? ", binarised" : "");
     if (o.resume && epoch >= o.epochs)
         printf("%s has done %d epochs already\n", o.resume, epoch);
     else if (o.resume)
@@ -526,7 +557,7 @@ int main(int argc, char **argv)
             ex_status_error("shuffling", st, cvae_dataset_last_error(train));
             goto done;
         }
-        if (train_epoch(m, opt, train, x, &o, epoch, first, steps_per_epoch, &r, &next) != 0)
+        if (train_epoch(m, opt, train, x, y, &o, epoch, first, steps_per_epoch, &r, &next) != 0)
             goto done;
         if (next < steps_per_epoch) { /* Ctrl-C in the middle of the epoch */
             rc = save_interrupted(m, opt, o.out);
@@ -578,6 +609,7 @@ int main(int argc, char **argv)
     rc = 0;
 done:
     free(x);
+    free(y);
     free(hist);
     cvae_optimizer_destroy(opt);
     cvae_model_destroy(m);
