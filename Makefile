@@ -164,6 +164,16 @@ $(B)/tests/test_noalloc $(B)/tests/test_oom: BASE_LDFLAGS += $(WRAP_MALLOC)
 $(B)/tests/test_noalloc $(B)/tests/test_oom: TEST_EXTRA_OBJ = $(TEST_WRAP_OBJ)
 $(B)/tests/test_noalloc $(B)/tests/test_oom: $(TEST_WRAP_OBJ)
 
+# test_classify tests the examples' classifier module (examples/common/classifier.c).
+$(B)/tests/test_classify: TEST_EXTRA_OBJ = $(B)/obj/examples/common/classifier.o
+$(B)/tests/test_classify: BASE_CFLAGS += -Iexamples/common
+$(B)/tests/test_classify: $(B)/obj/examples/common/classifier.o
+
+# test_knn tests the examples' neighbour vote (examples/common/knn.c).
+$(B)/tests/test_knn: TEST_EXTRA_OBJ = $(B)/obj/examples/common/knn.o
+$(B)/tests/test_knn: BASE_CFLAGS += -Iexamples/common
+$(B)/tests/test_knn: $(B)/obj/examples/common/knn.o
+
 # Examples are linked statically: self-contained programs, installable as is.
 $(B)/obj/examples/common/%.o: examples/common/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)

@@ -43,6 +43,8 @@ int main(int argc, char **argv)
     cvae_dataset *test = NULL;
     cvae_model *m = NULL;
     float *orig = NULL, *recon = NULL, *grid = NULL;
+    int *labels = NULL;
+    double classes = 0;
     double err_sum = 0;
     char err[256] = "";
     cvae_status st;
@@ -64,8 +66,11 @@ int main(int argc, char **argv)
     if (!model_path || !data)
         ex_usage_error("--model FILE and --data DIR are required (try --help)");
 
-    if (ex_load_mnist(data, "t10k", 0, &test) != CVAE_OK ||
-        ex_load_model(model_path, count < 256 ? count : 256, &m) != CVAE_OK)
+    /* A conditional model reconstructs each digit with its label. */
+    if (ex_load_model(model_path, count < 256 ? count : 256, &m) != CVAE_OK)
+        goto done;
+    cvae_model_get(m, CVAE_MODEL_CLASSES, &classes);
+    if (ex_load_mnist(data, "t10k", classes > 0, &test) != CVAE_OK)
         goto done;
     cvae_dataset_shape(test, &c, &h, &w);
     cvae_model_shape(m, &mc, &mh, &mw, NULL, NULL);
@@ -85,20 +90,21 @@ int main(int argc, char **argv)
     size = (size_t)(c * h * w);
     cols = count < COLUMNS ? count : COLUMNS;
     rows = (count + cols - 1) / cols;
+    labels = classes > 0 ? malloc((size_t)count * sizeof *labels) : NULL;
     orig = malloc((size_t)count * size * sizeof *orig);
     recon = malloc((size_t)count * size * sizeof *recon);
     grid = malloc((size_t)rows * 2 * cols * size * sizeof *grid);
-    if (!orig || !recon || !grid) {
+    if (!orig || !recon || !grid || (classes > 0 && !labels)) {
         ex_error("out of memory");
         goto done;
     }
     for (k = 0; k < (size_t)rows * 2 * cols * size; k++)
         grid[k] = 128.0f / 255.0f;
-    if ((st = cvae_dataset_batch(test, 0, count, orig, NULL)) != CVAE_OK) {
+    if ((st = cvae_dataset_batch(test, 0, count, orig, labels)) != CVAE_OK) {
         ex_status_error("reading the test images", st, cvae_dataset_last_error(test));
         goto done;
     }
-    if ((st = cvae_model_reconstruct(m, orig, count, recon)) != CVAE_OK) {
+    if ((st = cvae_model_reconstruct_labels(m, orig, labels, count, recon)) != CVAE_OK) {
         ex_status_error("reconstructing", st, cvae_model_last_error(m));
         goto done;
     }
@@ -123,6 +129,7 @@ int main(int argc, char **argv)
            err_sum / ((double)count * (double)size));
     rc = 0;
 done:
+    free(labels);
     free(orig);
     free(recon);
     free(grid);

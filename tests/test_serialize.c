@@ -149,24 +149,6 @@ static void patch_file(const char *path, size_t off, const void *data, size_t n)
     assert_int_equal(fclose(f), 0);
 }
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    p[2] = (unsigned char)(v >> 16);
-    p[3] = (unsigned char)(v >> 24);
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* Recomputes the trailing CRC-32 over everything before it. */
-static void fix_crc(unsigned char *buf, size_t len)
-{
-    put_u32(buf + len - 4, tu_crc32(0, buf, len - 4));
-}
 
 /* Everything an optimizer load may change, for checking that a failed one changed nothing. */
 typedef struct opt_snap {
@@ -540,15 +522,15 @@ static void test_header_fields(void **state)
     size_t len, i;
     save_trained(t->path, NULL, NULL);
     good = read_all(t->path, &len);
-    assert_int_equal(get_u32(good + 8), 1);  /* format version 1 */
-    assert_int_equal(get_u32(good + 12), 1); /* optimizer state present */
-    assert_true(get_u32(good + 16) == len - 28 && get_u32(good + 20) == 0);
+    assert_int_equal(tu_get_u32le(good + 8), 1);  /* format version 1 */
+    assert_int_equal(tu_get_u32le(good + 12), 1); /* optimizer state present */
+    assert_true(tu_get_u32le(good + 16) == len - 28 && tu_get_u32le(good + 20) == 0);
     bad = tu_keep(TU_KEEP_MEMORY, malloc(len));
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cvae_status st;
         memcpy(bad, good, len);
-        put_u32(bad + cases[i].at, get_u32(bad + cases[i].at) + cases[i].add);
-        fix_crc(bad, len);
+        tu_put_u32le(bad + cases[i].at, tu_get_u32le(bad + cases[i].at) + cases[i].add);
+        tu_fix_crc(bad, len);
         write_all(t->other, bad, len);
         st = expect_load_fails(m, t->other, cases[i].what);
         if (st != cases[i].want)
@@ -558,9 +540,9 @@ static void test_header_fields(void **state)
     /* The optimizer flag set on a file without optimizer state. */
     CHECK(cvae_model_save(plain, NULL, t->path), plain);
     good = read_all(t->path, &len);
-    assert_int_equal(get_u32(good + 12), 0);
-    put_u32(good + 12, 1);
-    fix_crc(good, len);
+    assert_int_equal(tu_get_u32le(good + 12), 0);
+    tu_put_u32le(good + 12, 1);
+    tu_fix_crc(good, len);
     write_all(t->other, good, len);
     assert_int_equal(expect_load_fails(m, t->other, "optimizer flag set"), CVAE_ERR_FORMAT);
 }
@@ -588,27 +570,27 @@ static void test_bad_values_with_good_crc(void **state)
     bad = tu_keep(TU_KEEP_MEMORY, malloc(len));
     opt_at = len - 4 - OPT_SECTION;
     params_at = opt_at - 4 * NPARAMS;
-    assert_int_equal(get_u32(good + opt_at), CVAE_OPTIMIZER_ADAM);
-    assert_int_equal(get_u32(good + params_at - 8), NPARAMS); /* the count before them */
+    assert_int_equal(tu_get_u32le(good + opt_at), CVAE_OPTIMIZER_ADAM);
+    assert_int_equal(tu_get_u32le(good + params_at - 8), NPARAMS); /* the count before them */
     snap_opt(o, &before);
 
     memcpy(bad, good, len);
-    put_u32(bad + params_at + 4 * 100, nan_bits);
-    fix_crc(bad, len);
+    tu_put_u32le(bad + params_at + 4 * 100, nan_bits);
+    tu_fix_crc(bad, len);
     write_all(t->other, bad, len);
     assert_int_equal(expect_load_fails(m, t->other, "NaN parameter"), CVAE_ERR_NUMERIC);
 
     memcpy(bad, good, len);
     memcpy(bad + opt_at + 4, &zero, 8); /* lr = +0.0, little-endian on the hosts we run on */
-    fix_crc(bad, len);
+    tu_fix_crc(bad, len);
     write_all(t->other, bad, len);
     assert_int_equal(cvae_optimizer_load(o, t->other), CVAE_ERR_FORMAT);
     snap_opt(o, &after);
     assert_memory_equal(&before, &after, sizeof before);
 
     memcpy(bad, good, len);
-    put_u32(bad + opt_at + 76 + 4 * (NPARAMS + 3), nan_bits); /* v[3] */
-    fix_crc(bad, len);
+    tu_put_u32le(bad + opt_at + 76 + 4 * (NPARAMS + 3), nan_bits); /* v[3] */
+    tu_fix_crc(bad, len);
     write_all(t->other, bad, len);
     st = cvae_optimizer_load(o, t->other);
     assert_true(st == CVAE_ERR_FORMAT || st == CVAE_ERR_NUMERIC);
@@ -618,8 +600,8 @@ static void test_bad_values_with_good_crc(void **state)
     /* A negative Adam second moment (found by fuzzing: the next step took the square root of
      * it and left NaN parameters behind a CVAE_OK). */
     memcpy(bad, good, len);
-    put_u32(bad + opt_at + 76 + 4 * (NPARAMS + 5), 0xBF800000u); /* v[5] = -1 */
-    fix_crc(bad, len);
+    tu_put_u32le(bad + opt_at + 76 + 4 * (NPARAMS + 5), 0xBF800000u); /* v[5] = -1 */
+    tu_fix_crc(bad, len);
     write_all(t->other, bad, len);
     assert_int_equal(cvae_optimizer_load(o, t->other), CVAE_ERR_NUMERIC);
     if (!strstr(cvae_optimizer_last_error(o), "second moment 5 is negative"))
@@ -628,8 +610,8 @@ static void test_bad_values_with_good_crc(void **state)
     assert_memory_equal(&before, &after, sizeof before);
     /* -0.0 is a sum of squares that underflowed: accepted. */
     memcpy(bad, good, len);
-    put_u32(bad + opt_at + 76 + 4 * (NPARAMS + 5), 0x80000000u);
-    fix_crc(bad, len);
+    tu_put_u32le(bad + opt_at + 76 + 4 * (NPARAMS + 5), 0x80000000u);
+    tu_fix_crc(bad, len);
     write_all(t->other, bad, len);
     assert_int_equal(cvae_optimizer_load(o, t->other), CVAE_OK);
 }
@@ -773,12 +755,12 @@ static int child_oversized_architecture(tmp *t, char *msg, size_t len)
         return 1;
     /* conv2d out_channels 2 -> 2 + 2^23: the stored architecture now implies ~600 million
      * parameters (2.4 GB), while the file stores 269. */
-    if (get_u32(buf + ENC0_HP0) != 2) {
-        snprintf(msg, len, "unexpected layout: out_channels %u", (unsigned)get_u32(buf + ENC0_HP0));
+    if (tu_get_u32le(buf + ENC0_HP0) != 2) {
+        snprintf(msg, len, "unexpected layout: out_channels %u", (unsigned)tu_get_u32le(buf + ENC0_HP0));
         return 1;
     }
     buf[ENC0_HP0 + 2] ^= 0x80;
-    fix_crc(buf, n);
+    tu_fix_crc(buf, n);
     if (child_write(t->other, 1, 0, buf, n) != 0) {
         snprintf(msg, len, "cannot write %s", t->other);
         return 1;
@@ -845,23 +827,23 @@ static void resize_strided_file(unsigned char *buf, size_t n, uint32_t side)
 {
     size_t at = 24 + 16 + 8 + 8 + 32; /* the encoder's layer count */
     int s, found = 0;
-    put_u32(buf + 24 + 4, side);
-    put_u32(buf + 24 + 8, side);
+    tu_put_u32le(buf + 24 + 4, side);
+    tu_put_u32le(buf + 24 + 8, side);
     for (s = 0; s < 2; s++) {
-        uint32_t count = get_u32(buf + at), i;
+        uint32_t count = tu_get_u32le(buf + at), i;
         at += 4;
         for (i = 0; i < count; i++) {
-            uint32_t kind = get_u32(buf + at), nhp = get_u32(buf + at + 4);
+            uint32_t kind = tu_get_u32le(buf + at), nhp = tu_get_u32le(buf + at + 4);
             if (kind == CVAE_LAYER_CONV2D || kind == CVAE_LAYER_CONV_TRANSPOSE2D) {
-                put_u32(buf + at + 8 + 12, side - 1); /* stride h, w: hyper-parameters 3, 4 */
-                put_u32(buf + at + 8 + 16, side - 1);
+                tu_put_u32le(buf + at + 8 + 12, side - 1); /* stride h, w: hyper-parameters 3, 4 */
+                tu_put_u32le(buf + at + 8 + 16, side - 1);
                 found++;
             }
             at += 8 + 4 * (size_t)nhp;
         }
     }
     assert_int_equal(found, 2);
-    fix_crc(buf, n);
+    tu_fix_crc(buf, n);
 }
 
 static int load_huge_image(tmp *t, double max_memory, cvae_status want, const char *say,
@@ -981,7 +963,7 @@ static int child_rechecksummed_flips(tmp *t, char *msg, size_t len)
             cvae_status st;
             int c;
             buf[off] ^= masks[k];
-            fix_crc(buf, n);
+            tu_fix_crc(buf, n);
             if (child_write(t->other, 0, off, &buf[off], 1) != 0 ||
                 child_write(t->other, 0, n - 4, buf + n - 4, 4) != 0) {
                 snprintf(msg, len, "cannot patch %s", t->other);

@@ -209,3 +209,21 @@ void tu_add_layer(cvae_stack *s, cvae_status made, cvae_layer **l)
     assert_int_equal(made, CVAE_OK);
     assert_int_equal(cvae_stack_add(s, *l), CVAE_OK);
 }
+
+void tu_put_u32le(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+uint32_t tu_get_u32le(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void tu_fix_crc(unsigned char *buf, size_t len)
+{
+    tu_put_u32le(buf + len - 4, tu_crc32(0, buf, len - 4));
+}

@@ -62,6 +62,14 @@ int tu_count_entries(const char *dir);
  * crc (0 to start). */
 uint32_t tu_crc32(uint32_t crc, const unsigned char *p, size_t n);
 
+/* Little-endian u32 at p, whatever the host's byte order. */
+void tu_put_u32le(unsigned char *p, uint32_t v);
+uint32_t tu_get_u32le(const unsigned char *p);
+
+/* Rewrites the last 4 bytes of buf (len bytes) as the little-endian tu_crc32 of the
+ * bytes before them: a file edited on purpose then passes its checksum. */
+void tu_fix_crc(unsigned char *buf, size_t len);
+
 /* --------------------------------------------------------------- kept objects */
 
 /* Every model, optimizer, dataset and buffer a test makes may be kept here and freed by the

@@ -51,8 +51,9 @@
 /* A classifier: an empty handle until clf_init or clf_load gives it its network. */
 typedef struct clf_classifier clf_classifier;
 
-/* Training settings; clf_default_options fills in the defaults, which reach 98.5 % or more
- * on MNIST's t10k digits when trained on 10,000 training digits (see cvae-classify). */
+/* Training settings; clf_default_options fills in the defaults. Trained with them on MNIST's
+ * 10,000 training digits, the network labels 98.98 % of the 10,000 t10k digits correctly
+ * (`cvae-classify train`, about 3 minutes on one thread of the machine of README.md). */
 typedef struct clf_options {
     int epochs;          /* passes over the training set; default 15 */
     int batch;           /* images per Adam step, at most the handle's max batch; default 64 */
@@ -63,7 +64,8 @@ typedef struct clf_options {
     int max_shift;       /* augmentation: each training image moves by dx, dy drawn uniformly
                             from [-max_shift, max_shift] pixels (zero fill); default 2 */
     uint64_t seed;       /* shuffling (seed + epoch) and shifts; default 1 */
-    int threads;         /* as cvae_stack_set_threads: 0 = automatic; default 0 */
+    int threads;         /* as cvae_stack_set_threads: 0 = automatic; default 0. The setting
+                            stays with the classifier after training */
     FILE *log;           /* one line per epoch goes here; NULL: silent. Default NULL */
 } clf_options;
 
@@ -112,9 +114,11 @@ cvae_status clf_set_threads(clf_classifier *clf, int threads);
  * zero_grad, forward, cvae_softmax_cross_entropy, backward and one Adam step. After each
  * epoch it writes to o->log one line: the epoch, its mean training loss (nats per image),
  * its accuracy on the shifted training images, the last learning rate and the seconds.
- * Same seed and data, same result, bit for bit, on any thread count. train is left in its
- * stored order. CVAE_ERR_INVALID_ARG (NULL, an option out of range, batch over the max batch,
- * a label out of range, a dataset without labels), CVAE_ERR_STATE (empty classifier, empty
+ * Same seed and data, same result, bit for bit, on any thread count. Each call starts a new
+ * Adam (zero moments). train is left in its stored order. Everything below but
+ * CVAE_ERR_NUMERIC is found before the first step, and leaves the parameters as they were:
+ * CVAE_ERR_INVALID_ARG (NULL, an option out of range, batch over the max batch, a dataset
+ * without labels, a label that is not a class), CVAE_ERR_STATE (empty classifier, empty
  * dataset), CVAE_ERR_SHAPE (the images are not the classifier's shape), CVAE_ERR_NOMEM,
  * CVAE_ERR_NUMERIC (a non-finite loss or gradient: the parameters then hold the last
  * successful step).
