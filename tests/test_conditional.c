@@ -254,12 +254,16 @@ static void test_preset_option(void **state)
     assert_true(v == 10.0);
     assert_int_equal(cvae_model_set(m, CVAE_MODEL_CLASSES, 0), CVAE_ERR_STATE);
     /* Encoder: conv relu conv relu flatten concat_label linear relu linear; the decoder
-     * starts with concat_label. */
+     * starts with concat_label ... */
     assert_int_equal(cvae_stack_layer_count(cvae_model_encoder(m)), 9);
     assert_int_equal(cvae_layer_get_kind(cvae_stack_layer(cvae_model_encoder(m), 5)),
                      CVAE_LAYER_CONCAT_LABEL);
     assert_int_equal(cvae_layer_get_kind(cvae_stack_layer(cvae_model_decoder(m), 0)),
                      CVAE_LAYER_CONCAT_LABEL);
+    /* ... and again after the decoder's first hidden layer (linear, relu). */
+    assert_int_equal(cvae_layer_get_kind(cvae_stack_layer(cvae_model_decoder(m), 3)),
+                     CVAE_LAYER_CONCAT_LABEL);
+    assert_int_equal(cvae_model_param_count(m), 1724769);
     memset(z, 0, sizeof z);
     CHECK(cvae_model_decode_labels(m, z, two, 2, a), m);
 }
