@@ -213,7 +213,7 @@ demo: examples data
 # --------------------------------------------------------------- evaluate
 
 # The figures of docs/EVALUATION.md, from scratch, into eval/: the digit
-# classifier, the seed model and its conditional twin trained 30 epochs (with
+# classifier, the seed model and its conditional twin (beta 4) trained 30 epochs (with
 # a copy at 10), and cvae-eval on each (text and JSON). About half an hour on
 # two cores; EVAL_IWAE_IMAGES=N bounds the IWAE bound to N test digits.
 EVAL_EPOCHS ?= 30
@@ -224,8 +224,8 @@ evaluate: examples data
 	@mkdir -p eval
 	$(B)/bin/cvae-classify train --data data/mnist --out eval/classifier.bin
 	@set -e; for kind in plain conditional; do \
-		flag=; [ $$kind = conditional ] && flag=--conditional; \
-		rm -f eval/$$kind.cvae; \
+		flag=; [ $$kind = conditional ] && flag="--conditional --beta 4"; \
+		rm -f eval/$$kind.cvae eval/$$kind.csv; \
 		$(B)/bin/cvae-train --data data/mnist --epochs 10 $$flag --out eval/$$kind.cvae \
 			--log eval/$$kind.csv; \
 		cp eval/$$kind.cvae eval/$$kind-10.cvae; \
