@@ -622,10 +622,10 @@ static void test_bad_values_with_good_crc(void **state)
  * touching gigabytes, and a crash fails the test instead of ending the program. The child
  * reports a failure as a message through a pipe.
  *
- * The limit is RLIMIT_AS over the child's current size, except under AddressSanitizer: its
- * reserved shadow memory makes RLIMIT_AS unusable (an mmap failing inside its out-of-memory
- * report deadlocks), so there __asan_default_options (below) makes every allocation above
- * LIMIT_MB fail with NULL instead, for the whole program.
+ * The limit is RLIMIT_AS over the child's current size, except under Address- and
+ * ThreadSanitizer: their reserved shadow memory makes RLIMIT_AS unusable (an mmap failing
+ * inside an out-of-memory report deadlocks or dies), so there the sanitizer's default options
+ * (below) make every allocation above LIMIT_MB fail with NULL instead, for the whole program.
  */
 #define LIMIT_MB 256
 #define LIMIT_STR "256"
@@ -637,20 +637,37 @@ static void test_bad_values_with_good_crc(void **state)
 #define TEST_ASAN 1
 #endif
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
 
+#define SANITIZER_LIMITS "allocator_may_return_null=1:max_allocation_size_mb=" LIMIT_STR
 #ifdef TEST_ASAN
 /* Read by AddressSanitizer at start-up; it must have external linkage. */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
 {
-    return "allocator_may_return_null=1:max_allocation_size_mb=" LIMIT_STR;
+    return SANITIZER_LIMITS;
+}
+#endif
+/* ThreadSanitizer reserves its shadow in the same way, and dies on a failed
+ * allocation unless told to return NULL: the same treatment. */
+#ifdef TEST_TSAN
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return SANITIZER_LIMITS;
 }
 #endif
 
 /* Caps the address space of this (child) process; returns 0, or -1 with a message. */
 static int limit_memory(char *msg, size_t len)
 {
-#ifdef TEST_ASAN
+#if defined(TEST_ASAN) || defined(TEST_TSAN)
     (void)msg;
     (void)len;
     return 0;
