@@ -479,6 +479,41 @@ CVAE_API cvae_status cvae_dataset_set_u8(cvae_dataset *ds, int count, int channe
                                          int width, const uint8_t *pixels,
                                          const uint8_t *labels);
 
+/*
+ * Loads the CIFAR-10 binary format from count files (e.g. data_batch_1.bin
+ * ... data_batch_5.bin, or test_batch.bin), their records one after the
+ * other: each record is 1 label byte (0..9) and 3072 pixel bytes, 3 x 32 x 32
+ * channel-planar (1024 red, 1024 green, 1024 blue, rows top to bottom).
+ * Every file is checked before anything is allocated: it must hold a whole,
+ * non-zero number of 3073-byte records (a file of 3074-byte records is named
+ * as CIFAR-100's format, not supported). Labels are checked as read.
+ * CVAE_ERR_INVALID_ARG (NULL, count < 1), CVAE_ERR_IO (cannot open or read,
+ * or a directory), CVAE_ERR_FORMAT (a partial record, an empty file, a label
+ * above 9; the message names the file and record), CVAE_ERR_TOO_LARGE (more
+ * than INT_MAX images), CVAE_ERR_NOMEM. On failure the dataset keeps its
+ * previous content. Since 0.6.0.
+ */
+CVAE_API cvae_status cvae_dataset_load_cifar10(cvae_dataset *ds, const char *const *paths,
+                                               int count);
+
+/*
+ * Loads count binary netpbm images, one per file and in the order given:
+ * PGM "P5" (grey, 1 channel) or PPM "P6" (RGB, 3 channels), 8-bit (maxval
+ * 1..255; values are scaled to 0..255 as round(v * 255 / maxval)), header
+ * fields separated by whitespace and "#" comments as netpbm allows. All
+ * files must have the same kind and size. No labels. Every header is read
+ * and checked before anything is allocated. CVAE_ERR_INVALID_ARG (NULL,
+ * count < 1), CVAE_ERR_IO (cannot open or read, or a directory),
+ * CVAE_ERR_FORMAT (another magic such as ASCII "P2"/"P3", a malformed
+ * header, maxval 0 or above 255, a truncated raster, bytes after the
+ * raster, a pixel above maxval), CVAE_ERR_SHAPE (a file whose kind or size
+ * differs from the first's; the message names both), CVAE_ERR_TOO_LARGE (a
+ * side above 65535, or more than 2^32 pixels in all), CVAE_ERR_NOMEM. On
+ * failure the dataset keeps its previous content. Since 0.6.0.
+ */
+CVAE_API cvae_status cvae_dataset_load_pnm(cvae_dataset *ds, const char *const *paths,
+                                           int count);
+
 /* Number of images (0 for NULL or empty). Since 0.2.0. */
 CVAE_API int cvae_dataset_count(const cvae_dataset *ds);
 
@@ -634,13 +669,47 @@ typedef enum cvae_model_option {
     CVAE_MODEL_CLASSES = 303, /* 0 (default) or the number of classes, in [2, 65536], of the
                                  conditional preset: set it before cvae_model_init_preset.
                                  Reads the architecture's once there is one. Since 0.5.0 */
-    CVAE_MODEL_BINARIZE = 304 /* 1: dynamic binarisation. Each training step draws every
+    CVAE_MODEL_BINARIZE = 304, /* 1: dynamic binarisation. Each training step draws every
                                  pixel as 1 with probability its intensity, else 0 (the
                                  model's generator, before eps), and evaluate and iwae
                                  binarise the images with their seed's generator the same
                                  way, as the binarised-MNIST literature does. 0 (default):
                                  intensities as they are. Not saved. Since 0.5.0 */
+    CVAE_MODEL_LIKELIHOOD = 305, /* a cvae_likelihood: the reconstruction term. Default
+                                    CVAE_LIKELIHOOD_BERNOULLI. Saved. Since 0.6.0 */
+    CVAE_MODEL_SIGMA = 306, /* Gaussian likelihood: the standard deviation of every pixel,
+                               in [1e-4, 10] (default 0.1), or 0 for a learned one (below).
+                               Saved. Since 0.6.0 */
+    CVAE_MODEL_WIDTH = 307, /* preset: channels of the first convolution (the second has
+                               twice as many), in [1, 4096]; default 32. Set before
+                               cvae_model_init_preset. Since 0.6.0 */
+    CVAE_MODEL_HIDDEN = 308, /* preset: width of the hidden linear layers, in [1, 65536];
+                               default 0 = automatic: 256 for images of up to 1,024 values
+                               (MNIST), 512 above. Set before cvae_model_init_preset.
+                               Since 0.6.0 */
+    CVAE_MODEL_SIGMA_IN_USE = 309 /* read only: the Gaussian's standard deviation in use,
+                                     CVAE_MODEL_SIGMA or, when that is 0, the learned one.
+                                     Since 0.6.0 */
 } cvae_model_option;
+
+/*
+ * The likelihood p(x | z) of the reconstruction term. Both decode the
+ * decoder's logits through the sigmoid, so decode, sample and reconstruct
+ * always give images in [0, 1]: for Bernoulli, the pixels' probabilities;
+ * for Gaussian, their means m = sigmoid(logit), and per image
+ *   recon = sum over pixels of (x - m)^2 / (2 s^2) + log(s) + log(2 pi) / 2
+ * with s = CVAE_MODEL_SIGMA. With CVAE_MODEL_SIGMA 0, s is learned: every
+ * training step first sets s^2 to the step's mean squared error per pixel
+ * (clamped to [1e-8, 1]), the maximum-likelihood value for the current
+ * decoder (the "optimal sigma" of Rybkin et al., 2021), and the other calls
+ * use the value of the last step (0.1 before any). Values (nats) of the two
+ * likelihoods do not compare: the Gaussian's is a density.
+ * Since 0.6.0.
+ */
+typedef enum cvae_likelihood {
+    CVAE_LIKELIHOOD_BERNOULLI = 0, /* binary cross-entropy: pixels read as probabilities */
+    CVAE_LIKELIHOOD_GAUSSIAN = 1   /* squared error: a normal with standard deviation s */
+} cvae_likelihood;
 
 /*
  * CVAE_MODEL_MAX_MEMORY bounds what cvae_model_init_preset, init_stacks and

@@ -68,6 +68,20 @@ float cvi_rng_uniform(cvi_rng *rng);
 
 /* CVAE_MODEL_MAX_MEMORY: its default (4 GiB) and its largest value (2^62). */
 #define CVI_MODEL_MAX_MEMORY 4294967296.0
+/* Gaussian likelihood: the default and the range of the standard deviation,
+ * and the floor of a learned variance. */
+#define CVI_DEFAULT_SIGMA 0.1
+#define CVI_MIN_SIGMA 1e-4
+#define CVI_MAX_SIGMA 10.0
+#define CVI_MIN_LEARNED_VAR 1e-8
+/* The preset's widths: first convolution (the second has twice), hidden
+ * linear layers for images of up to CVI_PRESET_SMALL_IMAGE values, above. */
+#define CVI_PRESET_WIDTH 32
+#define CVI_PRESET_HIDDEN 256
+#define CVI_PRESET_HIDDEN_LARGE 512
+#define CVI_PRESET_SMALL_IMAGE 1024.0
+#define CVI_PRESET_MAX_WIDTH 4096
+#define CVI_PRESET_MAX_HIDDEN 65536
 #define CVI_MODEL_MAX_MEMORY_CAP 4611686018427387904.0
 
 /* The number of threads a setting means: n > 0 itself (clamped), 0 the
@@ -408,6 +422,12 @@ char *cvi_optimizer_err(cvae_optimizer *opt);
 
 /* Sum over n pixels of the Bernoulli NLL of target under logits; when
  * dlogits is not NULL it receives scale * (sigmoid(logit) - target). */
+/* The Gaussian likelihood's negative log over n pixels with means
+ * sigmoid(logits) and standard deviation sigma; gradient as cvi_bce_logits.
+ * cvi_sq_error_logits: the sum of (sigmoid(logit) - target)^2. */
+double cvi_gauss_logits(const float *logits, const float *target, size_t n, float *dlogits,
+                        float scale, double sigma);
+double cvi_sq_error_logits(const float *logits, const float *target, size_t n);
 double cvi_bce_logits(const float *logits, const float *target, size_t n, float *dlogits,
                       float scale);
 /* Sum over n dimensions of KL(N(mu, exp(logvar)) || N(0, 1)); when dmu is
@@ -440,6 +460,10 @@ struct cvae_model {
     size_t classes;      /* of the architecture's concat_label layers; 0: not conditional */
     int *ybuf;           /* (2B) labels, for conditional calls on a dataset */
     int binarize;        /* CVAE_MODEL_BINARIZE */
+    int likelihood;      /* CVAE_MODEL_LIKELIHOOD: a cvae_likelihood */
+    double sigma;        /* CVAE_MODEL_SIGMA; 0: learned, sigma_learned is used */
+    double sigma_learned; /* the Gaussian's s when learned: set by each training step */
+    int width_setting, hidden_setting; /* CVAE_MODEL_WIDTH, _HIDDEN for the next preset */
     int threads; /* the setting, applied to both stacks */
     uint64_t steps;
     cvi_rng rng; /* eps draws; continues the initialisation stream */
@@ -460,6 +484,13 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
  * and returns the summed reconstruction and KL (the gradients are of their
  * batch mean recon + beta kl). */
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum);
+
+/* The reconstruction term of the model's likelihood summed over n pixels
+ * (logits against targets x), and when dlogits is not NULL its gradient
+ * times scale. Gaussian: with the standard deviation in use (the setting,
+ * or the learned one). */
+double cvi_model_recon(const cvae_model *m, const float *logits, const float *x, size_t n,
+                       float *dlogits, float scale);
 
 /* CVAE_ERR_STATE without an architecture, CVAE_ERR_INVALID_ARG for a NULL
  * or empty dataset, CVAE_ERR_SHAPE for images of another shape; the
@@ -488,6 +519,24 @@ typedef struct cvi_lse {
 } cvi_lse;
 void cvi_lse_add(cvi_lse *acc, double v);
 double cvi_lse_mean(const cvi_lse *acc);
+
+/* For the loaders of other formats. cvi_open_error: the message of a failed
+ * fopen of path (with a hint when only path.gz exists); IO. cvi_read_exact:
+ * exactly n bytes, IO on a stream error (such as reading a directory),
+ * FORMAT naming `what` as truncated at end of file. cvi_dataset_adopt makes
+ * pixels (count x c x h x w) and labels (count, or NULL), allocated with
+ * cvi_dataset_allocator(ds), the dataset's content in stored order; on
+ * failure (NOMEM) it frees them and the dataset keeps its content. */
+cvae_status cvi_open_error(const cvae_allocator *a, const char *path, int err_no, char *err);
+cvae_status cvi_read_exact(FILE *f, void *buf, size_t n, const char *path, const char *what,
+                           char *err);
+const cvae_allocator *cvi_dataset_allocator(cvae_dataset *ds);
+char *cvi_dataset_errbuf(cvae_dataset *ds);
+/* INVALID_ARG with a message starting with what when paths is NULL, count
+ * < 1 or a path is NULL. */
+cvae_status cvi_check_paths(const char *const *paths, int count, const char *what, char *err);
+cvae_status cvi_dataset_adopt(cvae_dataset *ds, uint8_t *pixels, uint8_t *labels, size_t count,
+                              size_t c, size_t h, size_t w);
 
 /* The dataset's labels first .. first+n-1 in stored order (it has labels),
  * and its largest label (0 without labels). */

@@ -191,7 +191,7 @@ typedef struct idx_file {
 
 /* The open failed: say why, and when only a gzipped copy is there, how to
  * decompress it (the MNIST files are distributed as .gz). */
-static cvae_status open_error(const cvae_allocator *a, const char *path, int err_no, char *err)
+cvae_status cvi_open_error(const cvae_allocator *a, const char *path, int err_no, char *err)
 {
     size_t len = strlen(path);
     char *gz = cvi_calloc(a, len + 4, 1);
@@ -218,8 +218,8 @@ static cvae_status open_error(const cvae_allocator *a, const char *path, int err
 /* Reads exactly n bytes; a short read is IO on a stream error (for instance
  * EISDIR: fopen accepts a directory on Linux, reading it fails) and FORMAT
  * on end of file, reported as `what` being truncated. */
-static cvae_status read_exact(FILE *f, void *buf, size_t n, const char *path, const char *what,
-                              char *err)
+cvae_status cvi_read_exact(FILE *f, void *buf, size_t n, const char *path, const char *what,
+                           char *err)
 {
     size_t got;
     errno = 0;
@@ -250,7 +250,7 @@ static cvae_status read_header(FILE *f, idx_file *idx, const char *path, char *e
         cvi_set_error(err, "%s: the file is empty", path);
         return CVAE_ERR_FORMAT;
     }
-    if ((st = read_exact(f, head + 1, 3, path, "header", err)) != CVAE_OK)
+    if ((st = cvi_read_exact(f, head + 1, 3, path, "header", err)) != CVAE_OK)
         return st;
     magic = (unsigned long)cvi_get_u32be(head);
     if (magic != expected) {
@@ -260,7 +260,7 @@ static cvae_status read_header(FILE *f, idx_file *idx, const char *path, char *e
                       path, magic, expected, idx->ndims, idx->ndims == 1 ? "" : "s");
         return CVAE_ERR_FORMAT;
     }
-    if ((st = read_exact(f, head + 4, 4 * idx->ndims, path, "header", err)) != CVAE_OK)
+    if ((st = cvi_read_exact(f, head + 4, 4 * idx->ndims, path, "header", err)) != CVAE_OK)
         return st;
     idx->bytes = 1;
     for (i = 0; i < idx->ndims; i++) {
@@ -326,7 +326,7 @@ static cvae_status idx_read_open(FILE *f, idx_file *idx, const char *path, char 
         cvi_set_error(err, "%s: out of memory for %zu bytes", path, idx->bytes);
         return CVAE_ERR_NOMEM;
     }
-    if ((st = read_exact(f, idx->data, idx->bytes, path, "data", err)) != CVAE_OK) {
+    if ((st = cvi_read_exact(f, idx->data, idx->bytes, path, "data", err)) != CVAE_OK) {
         cvi_free(idx->mem, idx->data);
         idx->data = NULL;
     }
@@ -344,7 +344,7 @@ static cvae_status idx_read(const cvae_allocator *a, const char *path, size_t nd
     errno = 0;
     f = fopen(path, "rb");
     if (!f)
-        return open_error(a, path, errno, err);
+        return cvi_open_error(a, path, errno, err);
     st = idx_read_open(f, idx, path, err);
     /* Nothing was written, so a failed close loses nothing; it is still
      * reported, as every other stream error is. */
@@ -426,6 +426,50 @@ done:
     cvi_free(&ds->mem, img.data);
     cvi_free(&ds->mem, lab.data);
     return st;
+}
+
+/* The loaders of other formats (dataset_cifar10.c, dataset_pnm.c) fill the
+ * dataset through these. */
+const cvae_allocator *cvi_dataset_allocator(cvae_dataset *ds) { return &ds->mem; }
+
+char *cvi_dataset_errbuf(cvae_dataset *ds) { return ds->err; }
+
+cvae_status cvi_check_paths(const char *const *paths, int count, const char *what, char *err)
+{
+    int i;
+    if (!paths || count < 1) {
+        cvi_set_error(err, "%s: %s", what, !paths ? "paths is NULL" : "count < 1");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    for (i = 0; i < count; i++) {
+        if (!paths[i]) {
+            cvi_set_error(err, "%s: paths[%d] is NULL", what, i);
+            return CVAE_ERR_INVALID_ARG;
+        }
+    }
+    return CVAE_OK;
+}
+
+cvae_status cvi_dataset_adopt(cvae_dataset *ds, uint8_t *pixels, uint8_t *labels, size_t count,
+                              size_t c, size_t h, size_t w)
+{
+    content ct;
+    memset(&ct, 0, sizeof ct);
+    ct.mem = &ds->mem;
+    ct.pixels = pixels;
+    ct.labels = labels;
+    ct.order = cvi_calloc(&ds->mem, count, sizeof *ct.order);
+    if (!ct.order) {
+        cvi_set_error(ds->err, "out of memory for the order of %zu images", count);
+        content_free(&ct);
+        return CVAE_ERR_NOMEM;
+    }
+    ct.count = count;
+    ct.c = c;
+    ct.h = h;
+    ct.w = w;
+    install(ds, &ct);
+    return CVAE_OK;
 }
 
 /* ------------------------------------------------------------ queries */

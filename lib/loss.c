@@ -5,6 +5,8 @@
  * [0, 1] under logits x, per pixel max(x, 0) - x t + log(1 + exp(-|x|)),
  * which equals -t log s(x) - (1 - t) log(1 - s(x)) but never takes the log of
  * a rounded-to-zero sigmoid; its gradient is s(x) - t.
+ * Or the Gaussian negative log-likelihood of the targets under means
+ * sigmoid(x) and a standard deviation s (include/cvae.h, cvae_likelihood).
  * KL(N(mu, exp(lv)) || N(0, 1)) per dimension: 0.5 (mu^2 + exp(lv) - 1 - lv),
  * with gradients mu and 0.5 (exp(lv) - 1).
  * Sums are accumulated in double; gradients are written (=) times scale.
@@ -48,6 +50,36 @@ double cvi_bce_logits(const float *logits, const float *target, size_t n, float 
         sum += (double)((x > 0.0f ? x : 0.0f) - x * t + cvi_log1p01(e));
         if (dlogits)
             dlogits[i] = scale * ((x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e)) - t);
+    }
+    return sum;
+}
+
+double cvi_gauss_logits(const float *logits, const float *target, size_t n, float *dlogits,
+                        float scale, double sigma)
+{
+    /* Per pixel (t - m)^2 / (2 s^2) + log s + log(2 pi) / 2 with m = sigmoid(x);
+     * d/dx = (m - t) / s^2 * m (1 - m). The constant is added once. */
+    const double half_log_2pi = 0.91893853320467274178;
+    double inv_var = 1.0 / (sigma * sigma);
+    float inv_var_f = (float)inv_var;
+    double sum = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float m = sigmoid(logits[i]), r = m - target[i];
+        sum += (double)(r * r);
+        if (dlogits)
+            dlogits[i] = scale * inv_var_f * r * m * (1.0f - m);
+    }
+    return 0.5 * sum * inv_var + (double)n * (log(sigma) + half_log_2pi);
+}
+
+double cvi_sq_error_logits(const float *logits, const float *target, size_t n)
+{
+    double sum = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float r = sigmoid(logits[i]) - target[i];
+        sum += (double)(r * r);
     }
     return sum;
 }

@@ -31,6 +31,9 @@ CVAE_API cvae_status cvae_model_create_with(cvae_model **out, const cvae_allocat
     m->mem = mem;
     m->beta = 1.0;
     m->max_memory = CVI_MODEL_MAX_MEMORY;
+    m->sigma = CVI_DEFAULT_SIGMA;
+    m->sigma_learned = CVI_DEFAULT_SIGMA;
+    m->width_setting = CVI_PRESET_WIDTH;
     *out = m;
     return CVAE_OK;
 }
@@ -45,9 +48,10 @@ CVAE_API cvae_status cvae_model_create(cvae_model **out)
 void cvi_model_clear(cvae_model *m)
 {
     cvae_allocator mem = m->mem;
-    double beta = m->beta, max_memory = m->max_memory;
+    double beta = m->beta, max_memory = m->max_memory, sigma = m->sigma;
     int classes_setting = m->classes_setting, binarize = m->binarize;
-    int threads = m->threads;
+    int threads = m->threads, likelihood = m->likelihood;
+    int width_setting = m->width_setting, hidden_setting = m->hidden_setting;
     char err[CVI_ERRMSG_SIZE];
     memcpy(err, m->err, sizeof err);
     cvae_stack_destroy(m->enc);
@@ -72,6 +76,11 @@ void cvi_model_clear(cvae_model *m)
     m->classes_setting = classes_setting;
     m->binarize = binarize;
     m->threads = threads;
+    m->likelihood = likelihood;
+    m->sigma = sigma;
+    m->sigma_learned = CVI_DEFAULT_SIGMA; /* belonged to the decoder just freed */
+    m->width_setting = width_setting;
+    m->hidden_setting = hidden_setting;
     memcpy(m->err, err, sizeof err);
 }
 
@@ -318,14 +327,15 @@ static cvae_status add(cvae_stack *s, cvae_status made, cvae_layer **l)
 /* classes > 0: the conditional preset, with the one-hot label joining the
  * flattened features (encoder), the latent code and the decoder's first
  * hidden layer. */
-static cvae_status preset_encoder(cvae_stack *s, int latent, int classes, const cvae_allocator *a)
+static cvae_status preset_encoder(cvae_stack *s, int latent, int classes, int width, int hidden,
+                                  const cvae_allocator *a)
 {
     cvae_layer *l = NULL;
-    cvae_status st = add(s, cvae_layer_create_conv2d_with(&l, 32, 4, 4, 2, 2, 1, 1, a), &l);
+    cvae_status st = add(s, cvae_layer_create_conv2d_with(&l, width, 4, 4, 2, 2, 1, 1, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_conv2d_with(&l, 64, 4, 4, 2, 2, 1, 1, a), &l);
+        st = add(s, cvae_layer_create_conv2d_with(&l, 2 * width, 4, 4, 2, 2, 1, 1, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
@@ -333,7 +343,7 @@ static cvae_status preset_encoder(cvae_stack *s, int latent, int classes, const 
     if (st == CVAE_OK && classes)
         st = add(s, cvae_layer_create_concat_label_with(&l, classes, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_linear_with(&l, 256, a), &l);
+        st = add(s, cvae_layer_create_linear_with(&l, hidden, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
@@ -342,14 +352,14 @@ static cvae_status preset_encoder(cvae_stack *s, int latent, int classes, const 
 }
 
 static cvae_status preset_decoder(cvae_stack *s, int channels, int h4, int w4, int classes,
-                                  const cvae_allocator *a)
+                                  int width, int hidden, const cvae_allocator *a)
 {
     cvae_layer *l = NULL;
     cvae_status st = CVAE_OK;
     if (classes)
         st = add(s, cvae_layer_create_concat_label_with(&l, classes, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_linear_with(&l, 256, a), &l);
+        st = add(s, cvae_layer_create_linear_with(&l, hidden, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     /* The label again after the first hidden layer: with two ways in, the
@@ -358,13 +368,13 @@ static cvae_status preset_decoder(cvae_stack *s, int channels, int h4, int w4, i
     if (st == CVAE_OK && classes)
         st = add(s, cvae_layer_create_concat_label_with(&l, classes, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_linear_with(&l, 64 * h4 * w4, a), &l);
+        st = add(s, cvae_layer_create_linear_with(&l, 2 * width * h4 * w4, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_reshape_with(&l, 64, h4, w4, a), &l);
+        st = add(s, cvae_layer_create_reshape_with(&l, 2 * width, h4, w4, a), &l);
     if (st == CVAE_OK)
-        st = add(s, cvae_layer_create_conv_transpose2d_with(&l, 32, 4, 4, 2, 2, 1, 1, a), &l);
+        st = add(s, cvae_layer_create_conv_transpose2d_with(&l, width, 4, 4, 2, 2, 1, 1, a), &l);
     if (st == CVAE_OK)
         st = add(s, cvae_layer_create_relu_with(&l, a), &l);
     if (st == CVAE_OK)
@@ -377,6 +387,7 @@ CVAE_API cvae_status cvae_model_init_preset(cvae_model *m, int channels, int hei
 {
     cvae_stack *enc = NULL, *dec = NULL;
     cvae_status st;
+    int hidden;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
     if (m->enc) {
@@ -401,11 +412,22 @@ CVAE_API cvae_status cvae_model_init_preset(cvae_model *m, int channels, int hei
         cvi_set_error(m->err, "model_init_preset: latent %d is too large", latent);
         return CVAE_ERR_TOO_LARGE;
     }
+    /* The hidden width grows with the input unless set. */
+    hidden = m->hidden_setting ? m->hidden_setting
+                               : (double)channels * height * width <= CVI_PRESET_SMALL_IMAGE
+                                     ? CVI_PRESET_HIDDEN
+                                     : CVI_PRESET_HIDDEN_LARGE;
+    if ((double)2 * m->width_setting * (height / 4) * (width / 4) > INT32_MAX) {
+        cvi_set_error(m->err, "model_init_preset: width %d for %dx%d images is too large",
+                      m->width_setting, height, width);
+        return CVAE_ERR_TOO_LARGE;
+    }
     if ((st = cvae_stack_create_with(&enc, &m->mem)) != CVAE_OK ||
         (st = cvae_stack_create_with(&dec, &m->mem)) != CVAE_OK ||
-        (st = preset_encoder(enc, latent, m->classes_setting, &m->mem)) != CVAE_OK ||
-        (st = preset_decoder(dec, channels, height / 4, width / 4, m->classes_setting, &m->mem)) !=
-            CVAE_OK) {
+        (st = preset_encoder(enc, latent, m->classes_setting, m->width_setting, hidden,
+                             &m->mem)) != CVAE_OK ||
+        (st = preset_decoder(dec, channels, height / 4, width / 4, m->classes_setting,
+                             m->width_setting, hidden, &m->mem)) != CVAE_OK) {
         cvi_set_error(m->err, "model_init_preset: %s", cvae_status_string(st));
         cvae_stack_destroy(enc);
         cvae_stack_destroy(dec);
@@ -506,6 +528,38 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
         m->classes_setting = (int)value;
         return CVAE_OK;
     }
+    if (key == CVAE_MODEL_LIKELIHOOD) {
+        if (value != CVAE_LIKELIHOOD_BERNOULLI && value != CVAE_LIKELIHOOD_GAUSSIAN) {
+            cvi_set_error(m->err, "model: likelihood %g is not 0 (Bernoulli) or 1 (Gaussian)",
+                          value);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        m->likelihood = (int)value;
+        return CVAE_OK;
+    }
+    if (key == CVAE_MODEL_SIGMA) {
+        if (value != 0.0 && !(value >= CVI_MIN_SIGMA && value <= CVI_MAX_SIGMA)) {
+            cvi_set_error(m->err, "model: sigma %g is not 0 (learned) or in [%g, %g]", value,
+                          CVI_MIN_SIGMA, CVI_MAX_SIGMA);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        m->sigma = value;
+        return CVAE_OK;
+    }
+    if (key == CVAE_MODEL_WIDTH || key == CVAE_MODEL_HIDDEN) {
+        int width = key == CVAE_MODEL_WIDTH;
+        double lo = width ? 1.0 : 0.0, hi = width ? CVI_PRESET_MAX_WIDTH : CVI_PRESET_MAX_HIDDEN;
+        if (!(value >= lo && value <= hi) || value != floor(value)) {
+            cvi_set_error(m->err, "model: %s %g is not an integer in [%g, %g]",
+                          width ? "width" : "hidden", value, lo, hi);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        if (width)
+            m->width_setting = (int)value;
+        else
+            m->hidden_setting = (int)value;
+        return CVAE_OK;
+    }
     if (key == CVAE_MODEL_MAX_MEMORY) {
         if (!(value >= 0.0 && value <= CVI_MODEL_MAX_MEMORY_CAP) || value != floor(value)) {
             cvi_set_error(m->err, "model: max memory %g is not a whole number of bytes in [0, %g]",
@@ -514,6 +568,10 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
         }
         m->max_memory = value;
         return CVAE_OK;
+    }
+    if (key == CVAE_MODEL_SIGMA_IN_USE) {
+        cvi_set_error(m->err, "model: sigma in use is read only (set CVAE_MODEL_SIGMA)");
+        return CVAE_ERR_INVALID_ARG;
     }
     if (key != CVAE_MODEL_BETA) {
         cvi_set_error(m->err, "model: no option with key %d", (int)key);
@@ -539,6 +597,13 @@ CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, 
         *value = m->enc ? (double)m->classes : (double)m->classes_setting;
         return CVAE_OK;
     case CVAE_MODEL_BINARIZE: *value = m->binarize; return CVAE_OK;
+    case CVAE_MODEL_LIKELIHOOD: *value = m->likelihood; return CVAE_OK;
+    case CVAE_MODEL_SIGMA: *value = m->sigma; return CVAE_OK;
+    case CVAE_MODEL_WIDTH: *value = m->width_setting; return CVAE_OK;
+    case CVAE_MODEL_HIDDEN: *value = m->hidden_setting; return CVAE_OK;
+    case CVAE_MODEL_SIGMA_IN_USE:
+        *value = m->sigma > 0.0 ? m->sigma : m->sigma_learned;
+        return CVAE_OK;
     default: return CVAE_ERR_INVALID_ARG;
     }
 }
@@ -546,10 +611,15 @@ CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, 
 CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option key, double *min,
                                        double *max)
 {
-    double hi;
+    double lo = 0.0, hi;
     if (!m || !min || !max)
         return CVAE_ERR_INVALID_ARG;
     switch (key) {
+    case CVAE_MODEL_LIKELIHOOD: hi = CVAE_LIKELIHOOD_GAUSSIAN; break;
+    case CVAE_MODEL_SIGMA: hi = CVI_MAX_SIGMA; break; /* 0, or from CVI_MIN_SIGMA */
+    case CVAE_MODEL_WIDTH: lo = 1.0; hi = CVI_PRESET_MAX_WIDTH; break;
+    case CVAE_MODEL_HIDDEN: hi = CVI_PRESET_MAX_HIDDEN; break;
+    case CVAE_MODEL_SIGMA_IN_USE: lo = CVI_MIN_SIGMA; hi = CVI_MAX_SIGMA; break;
     case CVAE_MODEL_BETA: hi = DBL_MAX; break;
     case CVAE_MODEL_THREADS: hi = (double)CVI_MAX_THREADS; break;
     case CVAE_MODEL_MAX_MEMORY: hi = CVI_MODEL_MAX_MEMORY_CAP; break;
@@ -557,7 +627,7 @@ CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option ke
     case CVAE_MODEL_BINARIZE: hi = 1.0; break;
     default: return CVAE_ERR_INVALID_ARG;
     }
-    *min = 0.0;
+    *min = lo;
     *max = hi;
     return CVAE_OK;
 }
@@ -694,6 +764,15 @@ static double latent_backward(cvae_model *m, const float *h, size_t n, float sca
     return kl;
 }
 
+double cvi_model_recon(const cvae_model *m, const float *logits, const float *x, size_t n,
+                       float *dlogits, float scale)
+{
+    if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN)
+        return cvi_gauss_logits(logits, x, n, dlogits, scale,
+                                m->sigma > 0.0 ? m->sigma : m->sigma_learned);
+    return cvi_bce_logits(logits, x, n, dlogits, scale);
+}
+
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum)
 {
     const float *h, *logits;
@@ -702,7 +781,15 @@ void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, 
     cvae_stack_forward(m->enc, x, (int)n, &h);
     reparameterise(m->z, h, m->eps, n, m->L);
     cvae_stack_forward(m->dec, m->z, (int)n, &logits);
-    *rsum = cvi_bce_logits(logits, x, n * m->image, m->dlogits, scale);
+    if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0) {
+        /* The learned s: the maximum-likelihood value for this decoder and
+         * batch, so the gradient through s is zero and s is held fixed. */
+        double mse = cvi_sq_error_logits(logits, x, n * m->image) / (double)(n * m->image);
+        m->sigma_learned = sqrt(mse < CVI_MIN_LEARNED_VAR ? CVI_MIN_LEARNED_VAR
+                                : mse > 1.0                ? 1.0
+                                                           : mse);
+    }
+    *rsum = cvi_model_recon(m, logits, x, n * m->image, m->dlogits, scale);
     cvae_stack_backward(m->dec, m->dlogits, (int)n, m->dz);
     *ksum = latent_backward(m, h, n, scale);
     cvae_stack_backward(m->enc, m->denc, (int)n, NULL);
@@ -720,7 +807,7 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
 {
     cvi_optimizer_state os;
     cvi_rng before;
-    double rsum, ksum;
+    double rsum, ksum, sigma_before;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
@@ -734,6 +821,7 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
         return CVAE_ERR_SHAPE;
     }
     before = m->rng;
+    sigma_before = m->sigma_learned;
     if (m->binarize) { /* the pixels' draws, then eps */
         cvi_binarize(&m->rng, m->xbuf, x, (size_t)n * m->image);
         x = m->xbuf;
@@ -744,6 +832,7 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
     cvi_model_use_labels(m, NULL);
     if (!isfinite(rsum) || !isfinite(ksum)) {
         m->rng = before;
+        m->sigma_learned = sigma_before;
         cvi_set_error(m->err, "model_train_step: the loss is not finite (recon %g, kl %g)",
                       rsum / n, ksum / n);
         return CVAE_ERR_NUMERIC;
@@ -751,6 +840,7 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
     if ((st = cvi_optimizer_step(opt, m->params, m->grads, m->nparams,
                                  cvi_threads_resolve(m->threads))) != CVAE_OK) {
         m->rng = before;
+        m->sigma_learned = sigma_before;
         cvi_set_error(m->err, "model_train_step: %s", cvae_optimizer_last_error(opt));
         return st;
     }
@@ -820,7 +910,7 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
         for (i = 0; i < n; i++)
             ksum += cvi_kl_normal(hh + i * 2 * L, hh + i * 2 * L + L, L, NULL, NULL, 0.0f);
         cvae_stack_forward(m->dec, m->z, (int)n, &logits);
-        rsum += cvi_bce_logits(logits, m->xbuf, n * m->image, NULL, 0.0f);
+        rsum += cvi_model_recon(m, logits, m->xbuf, n * m->image, NULL, 0.0f);
     }
     cvi_model_use_labels(m, NULL);
     if (recon)

@@ -18,10 +18,11 @@
 
 /* log w of one draw: logits of the decoded z, the image x (I pixels), the
  * image's lv and the draw's eps and z (L values each). */
-static double log_weight(const float *logits, const float *x, size_t I, const float *lv,
+static double log_weight(const cvae_model *m, const float *logits, const float *x, size_t I,
+                         const float *lv,
                          const float *eps, const float *z, size_t L)
 {
-    double lw = -cvi_bce_logits(logits, x, I, NULL, 0.0f);
+    double lw = -cvi_model_recon(m, logits, x, I, NULL, 0.0f);
     size_t j;
     for (j = 0; j < L; j++)
         lw += 0.5 * ((double)eps[j] * eps[j] + lv[j] - (double)z[j] * z[j]);
@@ -67,7 +68,7 @@ CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const
             draws_to_z(m->z + i * L, h + i * 2 * L, h + i * 2 * L + L, es + i * L, 1, L);
         cvae_stack_forward(m->dec, m->z, (int)k, &logits);
         for (i = 0; i < k; i++)
-            logw[first + i] = log_weight(logits + i * I, xs + i * I, I, h + i * 2 * L + L,
+            logw[first + i] = log_weight(m, logits + i * I, xs + i * I, I, h + i * 2 * L + L,
                                          es + i * L, m->z + i * L, L);
     }
     cvi_model_use_labels(m, NULL);
@@ -114,7 +115,7 @@ static double image_bound(cvae_model *m, const float *x, const float *h, int lab
         draws_to_z(m->z, mu, lv, m->eps, rows, L);
         cvae_stack_forward(m->dec, m->z, (int)rows, &logits);
         for (r = 0; r < rows; r++)
-            cvi_lse_add(&acc, log_weight(logits + r * I, x, I, lv, m->eps + r * L,
+            cvi_lse_add(&acc, log_weight(m, logits + r * I, x, I, lv, m->eps + r * L,
                                          m->z + r * L, L));
     }
     return cvi_lse_mean(&acc);

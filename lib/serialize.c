@@ -20,7 +20,7 @@
 
 /* Version 2 adds the concat_label layer (conditional models); a model
  * without one is still written as version 1, which older libraries read. */
-#define FORMAT_VERSION 2u
+#define FORMAT_VERSION 3u
 #define HEADER_SIZE 24
 #define FLAG_OPTIMIZER 1u
 #define MAX_LAYERS 4096
@@ -153,6 +153,11 @@ static void put_payload(writer *w, cvae_model *m, cvae_optimizer *opt)
     put_stack(w, m->dec);
     put_u64(w, m->nparams);
     put_floats(w, m->params, m->nparams);
+    if (m->likelihood != CVAE_LIKELIHOOD_BERNOULLI) { /* version 3 */
+        put_u32(w, (uint32_t)m->likelihood);
+        put_f64(w, m->sigma);
+        put_f64(w, m->sigma_learned);
+    }
     if (opt) {
         cvi_optimizer_state os;
         cvi_optimizer_get_state(opt, &os);
@@ -165,6 +170,15 @@ static void put_payload(writer *w, cvae_model *m, cvae_optimizer *opt)
         if (os.v)
             put_floats(w, os.v, os.n);
     }
+}
+
+/* The oldest version that holds the model, so older libraries read what
+ * they can: 3 for a Gaussian likelihood, 2 for a conditional model, else 1. */
+static uint32_t file_version(const cvae_model *m)
+{
+    if (m->likelihood != CVAE_LIKELIHOOD_BERNOULLI)
+        return 3u;
+    return m->classes ? 2u : 1u;
 }
 
 CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, const char *path)
@@ -196,7 +210,7 @@ CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, c
     count.err = m->err;
     put_payload(&count, m, o);
     memcpy(header, MAGIC, 8);
-    cvi_put_u32le(header + 8, m->classes ? 2u : 1u);
+    cvi_put_u32le(header + 8, file_version(m));
     cvi_put_u32le(header + 12, o ? FLAG_OPTIMIZER : 0u);
     cvi_put_u32le(header + 16, (uint32_t)count.count);
     cvi_put_u32le(header + 20, (uint32_t)(count.count >> 32));
@@ -373,6 +387,8 @@ typedef struct model_rec {
     layer_rec *layers[2];
     uint64_t nparams;
     size_t params_at; /* offset of the parameters */
+    uint32_t likelihood; /* version 3; Bernoulli before */
+    double sigma, sigma_learned;
 } model_rec;
 
 static uint32_t expected_hp(uint32_t kind)
@@ -450,6 +466,19 @@ static cvae_status read_model_rec(const cvae_allocator *a, reader *r, model_rec 
         cvi_set_error(err, "%s: offset %zu: %llu parameters do not fit in the file", path,
                       mr->params_at, (unsigned long long)mr->nparams);
         return CVAE_ERR_FORMAT;
+    }
+    mr->sigma = mr->sigma_learned = CVI_DEFAULT_SIGMA;
+    if (cvi_get_u32le(r->p + 8) >= 3u) {
+        size_t at = r->pos;
+        mr->likelihood = get_u32(r);
+        mr->sigma = get_f64(r);
+        mr->sigma_learned = get_f64(r);
+        if (r->overrun || mr->likelihood > CVAE_LIKELIHOOD_GAUSSIAN ||
+            !(mr->sigma == 0.0 || (mr->sigma >= CVI_MIN_SIGMA && mr->sigma <= CVI_MAX_SIGMA)) ||
+            !(mr->sigma_learned >= CVI_MIN_SIGMA && mr->sigma_learned <= 1.0)) {
+            cvi_set_error(err, "%s: offset %zu: bad likelihood section", path, at);
+            return CVAE_ERR_FORMAT;
+        }
     }
     return CVAE_OK;
 }
@@ -559,6 +588,9 @@ static cvae_status build_model(cvae_model *m, reader *r, const model_rec *mr, in
         return CVAE_ERR_NUMERIC;
     }
     m->beta = mr->beta;
+    m->likelihood = (int)mr->likelihood;
+    m->sigma = mr->sigma;
+    m->sigma_learned = mr->sigma_learned;
     m->steps = mr->steps;
     for (i = 0; i < 4; i++)
         m->rng.s[i] = mr->rng[i];

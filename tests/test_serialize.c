@@ -506,7 +506,8 @@ static void test_header_fields(void **state)
         cvae_status want;
         const char *what;
     } cases[] = {
-        {8, 2, CVAE_ERR_VERSION, "version 3"},
+        {8, 3, CVAE_ERR_VERSION, "version 4"},
+        {8, 2, CVAE_ERR_FORMAT, "version 3 without its likelihood section"},
         {8, 0xFFFFFFFEu, CVAE_ERR_VERSION, "version 0xffffffff"},
         {8, 0xFFFFFFFFu, CVAE_ERR_FORMAT, "version 0"},
         {12, 2, CVAE_ERR_FORMAT, "unknown flag 2"},
