@@ -13,6 +13,7 @@
 #include <cvae.h>
 
 #include "cvae_internal.h"
+#include "datasets.h"
 #include "example_util.h"
 
 #include <stdio.h>
@@ -927,11 +928,12 @@ static int load_inputs(const struct options *o, struct inputs *in)
     in->encode_count = !section_wanted(o, "sample") ? 0
                        : o->quick                   ? QUICK_ENCODE_COUNT
                                                     : ENCODE_COUNT;
-    in->real = o->data && ex_mnist_present(o->data, "train") && ex_mnist_present(o->data, "t10k");
+    in->real = o->data && ex_data_present(EX_FORMAT_IDX, o->data, "train") &&
+               ex_data_present(EX_FORMAT_IDX, o->data, "t10k");
     if (o->data && !in->real)
         fprintf(stderr, "%s: note: no MNIST files in %s, using random images\n", ex_prog, o->data);
-    if (in->real && ((train_images && ex_load_mnist(o->data, "train", 0, &train) != CVAE_OK) ||
-                     (in->encode_count && ex_load_mnist(o->data, "t10k", 0, &test) != CVAE_OK))) {
+    if (in->real && ((train_images && ex_load_data(EX_FORMAT_IDX, o->data, "train", 0, &train) != CVAE_OK) ||
+                     (in->encode_count && ex_load_data(EX_FORMAT_IDX, o->data, "t10k", 0, &test) != CVAE_OK))) {
         rc = 1;
         goto done;
     }

@@ -10,6 +10,7 @@
 #include <cvae.h>
 
 #include "classifier.h"
+#include "datasets.h"
 #include "example_util.h"
 
 #include <stdio.h>
@@ -20,6 +21,7 @@
 
 struct options {
     const char *data, *out, *model;
+    ex_format format;
     clf_options train;
 };
 
@@ -38,7 +40,8 @@ static void usage(FILE *f)
             "t10k images and labels.\n"
             "test: prints the accuracy of a saved classifier on DIR's t10k images.\n"
             "\n"
-            "  --data DIR       MNIST directory (required; `make data` makes data/mnist)\n"
+            "  --data DIR       data directory (required; `make data` makes data/mnist)\n"
+            "  --format F       idx (default) or cifar10: the data's format\n"
             "  --out FILE       train: where the classifier goes (required)\n"
             "  --model FILE     test: the classifier to test (required)\n"
             "  --epochs N       train: passes over the training set (default %d)\n"
@@ -68,6 +71,8 @@ static void parse_options(int argc, char **argv, int training, struct options *o
     for (i = 2; i < argc; i++) {
         if (ex_option(argc, argv, &i, "--data", &v))
             o->data = v;
+        else if (ex_option(argc, argv, &i, "--format", &v))
+            o->format = ex_parse_format("--format", v);
         else if (ex_option(argc, argv, &i, "--threads", &v))
             o->train.threads = (int)ex_parse_long("--threads", v, 0, 256);
         else if (!training && ex_option(argc, argv, &i, "--model", &v))
@@ -96,14 +101,14 @@ static void parse_options(int argc, char **argv, int training, struct options *o
 }
 
 /* Prints the accuracy on DIR's t10k files; returns 0 or 1. */
-static int report_test(clf_classifier *clf, const char *dir)
+static int report_test(clf_classifier *clf, ex_format format, const char *dir)
 {
     cvae_dataset *test = NULL;
     int correct = 0, total = 0, rc = 1;
     double t0 = ex_now();
     cvae_status st;
 
-    if (ex_load_mnist(dir, "t10k", 1, &test) != CVAE_OK)
+    if (ex_load_data(format, dir, "t10k", 1, &test) != CVAE_OK)
         return 1;
     if ((st = clf_accuracy(clf, test, &correct, &total)) != CVAE_OK) {
         ex_status_error("testing", st, clf_last_error(clf));
@@ -125,7 +130,7 @@ static int do_train(struct options *o)
     double t0;
     cvae_status st;
 
-    if (ex_load_mnist(o->data, "train", 1, &train) != CVAE_OK)
+    if (ex_load_data(o->format, o->data, "train", 1, &train) != CVAE_OK)
         goto done;
     cvae_dataset_shape(train, &c, &h, &w);
     if ((st = clf_create(&clf)) != CVAE_OK) {
@@ -159,10 +164,10 @@ static int do_train(struct options *o)
     }
     printf("saved %s\n", o->out);
     fflush(stdout);
-    if (!ex_mnist_present(o->data, "t10k"))
-        fprintf(stderr, "%s: note: no %s/t10k-images-idx3-ubyte, so no test accuracy\n", ex_prog,
+    if (!ex_data_present(o->format, o->data, "t10k"))
+        fprintf(stderr, "%s: note: no test images in %s, so no test accuracy\n", ex_prog,
                 o->data);
-    else if (report_test(clf, o->data) != 0)
+    else if (report_test(clf, o->format, o->data) != 0)
         goto done;
     rc = 0;
 done:
@@ -189,7 +194,7 @@ static int do_test(const struct options *o)
         ex_status_error("--threads", st, clf_last_error(clf));
         goto done;
     }
-    rc = report_test(clf, o->data);
+    rc = report_test(clf, o->format, o->data);
 done:
     clf_destroy(clf);
     return rc;

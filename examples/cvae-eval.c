@@ -13,6 +13,7 @@
 #include <cvae.h>
 
 #include "classifier.h"
+#include "datasets.h"
 #include "example_util.h"
 #include "knn.h"
 
@@ -28,6 +29,7 @@ struct options {
     const char *model, *data, *classifier;
     int iwae, iwae_images, samples, knn, threads, json;
     uint64_t seed;
+    ex_format format;
 };
 
 /* Every figure; a negative count means "not measured". */
@@ -52,7 +54,8 @@ static void usage(FILE *f)
                "training digits, for the neighbours). Needs the label files.\n"
                "\n"
                "  --model FILE       model file (required)\n"
-               "  --data DIR         MNIST directory (required)\n"
+               "  --data DIR         data directory with labels (required)\n"
+               "  --format F         idx (default) or cifar10\n"
                "  --classifier FILE  a digit classifier from cvae-classify: adds the\n"
                "                     reconstruction accuracy, the samples' labels and, for a\n"
                "                     conditional model, the conditional-sample accuracy\n"
@@ -82,6 +85,8 @@ static void parse_options(int argc, char **argv, struct options *o)
     for (i = 1; i < argc; i++) {
         if (ex_option(argc, argv, &i, "--model", &v))
             o->model = v;
+        else if (ex_option(argc, argv, &i, "--format", &v))
+            o->format = ex_parse_format("--format", v);
         else if (ex_option(argc, argv, &i, "--data", &v))
             o->data = v;
         else if (ex_option(argc, argv, &i, "--classifier", &v))
@@ -379,7 +384,7 @@ static void print_json(const struct options *o, const struct figures *f)
 
 int main(int argc, char **argv)
 {
-    struct options o = {NULL, NULL, NULL, 1000, 0, 10000, 5, 0, 0, 1};
+    struct options o = {NULL, NULL, NULL, 1000, 0, 10000, 5, 0, 0, 1, EX_FORMAT_IDX};
     struct figures f;
     cvae_model *m = NULL;
     cvae_dataset *test = NULL, *train = NULL;
@@ -426,7 +431,7 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    if (ex_load_mnist(o.data, "t10k", 1, &test) != CVAE_OK)
+    if (ex_load_data(o.format, o.data, "t10k", 1, &test) != CVAE_OK)
         goto done;
     f.count = cvae_dataset_count(test);
     if (read_all(test, (size_t)(f.c * f.h * f.w), &tx, &ty) != 0)
@@ -444,7 +449,7 @@ int main(int argc, char **argv)
     if (clf && o.samples > 0 && measure_samples(m, clf, &o, &f) != 0)
         goto done;
     if (o.knn > 0) {
-        if (ex_load_mnist(o.data, "train", 1, &train) != CVAE_OK ||
+        if (ex_load_data(o.format, o.data, "train", 1, &train) != CVAE_OK ||
             measure_knn(m, train, tx, ty, &o, &f) != 0)
             goto done;
     }

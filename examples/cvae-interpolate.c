@@ -15,6 +15,7 @@
  */
 #include <cvae.h>
 
+#include "datasets.h"
 #include "example_util.h"
 
 #include <math.h>
@@ -24,6 +25,7 @@
 
 struct options {
     const char *model, *data, *out;
+    ex_format format;
     int steps, pairs, manifold;
     uint64_t seed;
 };
@@ -41,7 +43,8 @@ static void usage(FILE *f)
                "(0, 1): the learnt manifold, as in Kingma & Welling's figure 4.\n"
                "\n"
                "  --model FILE     model file (required)\n"
-               "  --data DIR       MNIST directory (required without --manifold)\n"
+               "  --data DIR       data directory (required without --manifold)\n"
+               EX_FORMAT_HELP
                "  --steps K        images per line, or grid side with --manifold (default 10)\n"
                "  --pairs P        number of pairs, one per row (default 8)\n"
                "  --seed S         the test set is shuffled with S to pick the pairs (default 1)\n"
@@ -62,6 +65,8 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->model = v;
         else if (ex_option(argc, argv, &i, "--data", &v))
             o->data = v;
+        else if (ex_option(argc, argv, &i, "--format", &v))
+            o->format = ex_parse_format("--format", v);
         else if (ex_option(argc, argv, &i, "--steps", &v))
             o->steps = (int)ex_parse_long("--steps", v, 2, 200);
         else if (ex_option(argc, argv, &i, "--pairs", &v))
@@ -150,7 +155,8 @@ static int pick_pairs(cvae_dataset *test, int pairs, size_t size, float *ends, i
         for (b_pos = pos + 1; b_pos < count; b_pos++) {
             if ((st = cvae_dataset_batch(test, b_pos, 1, b, &labels[2 * i + 1])) != CVAE_OK)
                 return ex_status_error("reading the test set", st, cvae_dataset_last_error(test));
-            if (labels[2 * i + 1] != labels[2 * i])
+            /* Without labels (pnm), the next image. */
+            if (labels[2 * i + 1] != labels[2 * i] || labels[2 * i] < 0)
                 break;
         }
         if (b_pos >= count)
@@ -269,7 +275,7 @@ int main(int argc, char **argv)
             goto done;
         }
     } else {
-        if (ex_load_mnist(o.data, "t10k", 1, &test) != CVAE_OK)
+        if (ex_load_data(o.format, o.data, "t10k", o.format != EX_FORMAT_PNM, &test) != CVAE_OK)
             goto done;
         cvae_dataset_shape(test, &c, &h, &w);
         if (mc != c || mh != h || mw != w) {

@@ -8,6 +8,7 @@
  */
 #include <cvae.h>
 
+#include "datasets.h"
 #include "example_util.h"
 
 #include <math.h>
@@ -22,12 +23,14 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: cvae-reconstruct --model FILE --data DIR [options]\n"
             "\n"
-            "Reconstructs the first N test images (DIR/t10k-images-idx3-ubyte, stored\n"
-            "order) with a model saved by cvae-train and writes a PNG in which every\n"
-            "row of %d originals is followed by the row of their reconstructions.\n"
+            "Reconstructs the first N test images of DIR (stored order; for MNIST\n"
+            "DIR/t10k-images-idx3-ubyte) with a model saved by cvae-train and writes a\n"
+            "PNG (colour for colour images) in which every row of %d originals is\n"
+            "followed by the row of their reconstructions.\n"
             "\n"
             "  --model FILE     model file (required)\n"
-            "  --data DIR       MNIST directory (required)\n"
+            "  --data DIR       data directory (required)\n"
+            EX_FORMAT_HELP
             "  --count N        number of test images (default 16)\n"
             "  --out FILE.png   output image (default recon.png)\n"
             "  --help           this text\n"
@@ -38,6 +41,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *model_path = NULL, *data = NULL, *out = "recon.png", *v;
+    ex_format format = EX_FORMAT_IDX;
     int count = 16, c, h, w, mc, mh, mw, cols, rows, row, i, rc = 1;
     size_t size, k;
     cvae_dataset *test = NULL;
@@ -56,6 +60,8 @@ int main(int argc, char **argv)
             model_path = v;
         else if (ex_option(argc, argv, &i, "--data", &v))
             data = v;
+        else if (ex_option(argc, argv, &i, "--format", &v))
+            format = ex_parse_format("--format", v);
         else if (ex_option(argc, argv, &i, "--count", &v))
             count = (int)ex_parse_long("--count", v, 1, 10000);
         else if (ex_option(argc, argv, &i, "--out", &v))
@@ -70,7 +76,7 @@ int main(int argc, char **argv)
     if (ex_load_model(model_path, count < 256 ? count : 256, &m) != CVAE_OK)
         goto done;
     cvae_model_get(m, CVAE_MODEL_CLASSES, &classes);
-    if (ex_load_mnist(data, "t10k", classes > 0, &test) != CVAE_OK)
+    if (ex_load_data(format, data, "t10k", classes > 0, &test) != CVAE_OK)
         goto done;
     cvae_dataset_shape(test, &c, &h, &w);
     cvae_model_shape(m, &mc, &mh, &mw, NULL, NULL);

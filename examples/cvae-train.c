@@ -11,6 +11,7 @@
 
 #include <cvae.h>
 
+#include "datasets.h"
 #include "example_util.h"
 
 #include <errno.h>
@@ -26,10 +27,12 @@
 
 struct options {
     const char *data, *out, *resume, *log, *plot;
-    int epochs, batch, latent, threads;
+    ex_format format;
+    int epochs, batch, latent, threads, width, hidden;
     int conditional, binarize;
-    double lr, beta;
-    int lr_set, beta_set; /* given on the command line (they override a checkpoint) */
+    int likelihood; /* a cvae_likelihood, or -1: the model's (Bernoulli when new) */
+    double lr, beta, sigma;
+    int lr_set, beta_set, sigma_set; /* given on the command line (they override a checkpoint) */
     uint64_t seed;
 };
 
@@ -46,20 +49,30 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: cvae-train --data DIR [options]\n"
                "\n"
-               "Trains the built-in convolutional VAE on the MNIST files in DIR\n"
-               "(train-images-idx3-ubyte, train-labels-idx1-ubyte and, optionally,\n"
-               "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, uncompressed) with Adam.\n"
+               "Trains the built-in convolutional VAE on the training images in DIR with\n"
+               "Adam, testing on its test images when there are any. For MNIST: the files\n"
+               "train-images-idx3-ubyte, train-labels-idx1-ubyte and, optionally,\n"
+               "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, uncompressed.\n"
                "\n"
-               "  --data DIR       MNIST directory (required; `make data` makes data/mnist)\n"
+               "  --data DIR       data directory (required; `make data` makes data/mnist)\n"
+               EX_FORMAT_HELP
                "  --epochs N       train until N epochs in total are done (default 10)\n"
                "  --batch B        images per step (default 128)\n"
                "  --lr X           Adam learning rate (default 1e-3)\n"
                "  --latent L       latent dimensions (default 16)\n"
+               "  --width N        channels of the first convolution, the second has 2N\n"
+               "                   (default 32)\n"
+               "  --hidden N       width of the hidden linear layers (default 256 for images\n"
+               "                   of up to 1,024 values, 512 above)\n"
+               "  --likelihood K   bernoulli (default: binary cross-entropy) or gaussian\n"
+               "                   (squared error; for colour photographs)\n"
+               "  --sigma S        gaussian: the pixels' standard deviation (default 0.1),\n"
+               "                   0 to learn it\n"
                "  --beta B         weight of the KL term in the training loss (default 1)\n"
                "  --seed S         seed of initialisation and shuffling (default 1)\n"
                "  --threads N      threads to train on (default 0: OMP_NUM_THREADS when set,\n"
                "                   else all cores); results are the same for any N\n"
-               "  --conditional    a conditional VAE: the digit's label joins the encoder's\n"
+               "  --conditional    a conditional VAE: the image's label joins the encoder's\n"
                "                   features and the decoder (cvae-generate --digit); with\n"
                "                   --beta 4 the samples drawn for a digit show that digit\n"
                "  --binarize       dynamic binarisation: every step draws each pixel as 0 or 1\n"
@@ -106,7 +119,25 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->lr_set = 1;
         } else if (ex_option(argc, argv, &i, "--latent", &v))
             o->latent = (int)ex_parse_long("--latent", v, 1, 4096);
-        else if (ex_option(argc, argv, &i, "--beta", &v)) {
+        else if (ex_option(argc, argv, &i, "--format", &v))
+            o->format = ex_parse_format("--format", v);
+        else if (ex_option(argc, argv, &i, "--width", &v))
+            o->width = (int)ex_parse_long("--width", v, 1, 4096);
+        else if (ex_option(argc, argv, &i, "--hidden", &v))
+            o->hidden = (int)ex_parse_long("--hidden", v, 1, 65536);
+        else if (ex_option(argc, argv, &i, "--likelihood", &v)) {
+            if (!strcmp(v, "bernoulli"))
+                o->likelihood = CVAE_LIKELIHOOD_BERNOULLI;
+            else if (!strcmp(v, "gaussian"))
+                o->likelihood = CVAE_LIKELIHOOD_GAUSSIAN;
+            else
+                ex_usage_error("--likelihood wants bernoulli or gaussian, not '%s'", v);
+        } else if (ex_option(argc, argv, &i, "--sigma", &v)) {
+            o->sigma = ex_parse_double("--sigma", v, 0, 10);
+            if (o->sigma != 0 && o->sigma < 1e-4)
+                ex_usage_error("--sigma wants 0 (learned) or a value in [1e-4, 10], not '%s'", v);
+            o->sigma_set = 1;
+        } else if (ex_option(argc, argv, &i, "--beta", &v)) {
             o->beta = ex_parse_double("--beta", v, 0, 1e6);
             o->beta_set = 1;
         } else if (ex_option(argc, argv, &i, "--seed", &v))
@@ -377,6 +408,10 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
             return ex_status_error("creating the model", st, "");
         if (o->conditional && (st = cvae_model_set(*m, CVAE_MODEL_CLASSES, 10)) != CVAE_OK)
             return ex_status_error("--conditional", st, cvae_model_last_error(*m));
+        if (o->width && (st = cvae_model_set(*m, CVAE_MODEL_WIDTH, o->width)) != CVAE_OK)
+            return ex_status_error("--width", st, cvae_model_last_error(*m));
+        if (o->hidden && (st = cvae_model_set(*m, CVAE_MODEL_HIDDEN, o->hidden)) != CVAE_OK)
+            return ex_status_error("--hidden", st, cvae_model_last_error(*m));
         if ((st = cvae_model_init_preset(*m, c, h, w, o->latent, o->batch, o->seed)) != CVAE_OK)
             return ex_status_error("building the model", st, cvae_model_last_error(*m));
     }
@@ -384,6 +419,11 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
         return ex_status_error("--threads", st, cvae_model_last_error(*m));
     if ((st = cvae_model_set(*m, CVAE_MODEL_BINARIZE, o->binarize)) != CVAE_OK)
         return ex_status_error("--binarize", st, cvae_model_last_error(*m));
+    if (o->likelihood >= 0 &&
+        (st = cvae_model_set(*m, CVAE_MODEL_LIKELIHOOD, o->likelihood)) != CVAE_OK)
+        return ex_status_error("--likelihood", st, cvae_model_last_error(*m));
+    if (o->sigma_set && (st = cvae_model_set(*m, CVAE_MODEL_SIGMA, o->sigma)) != CVAE_OK)
+        return ex_status_error("--sigma", st, cvae_model_last_error(*m));
     if ((!o->resume || o->beta_set) &&
         (st = cvae_model_set(*m, CVAE_MODEL_BETA, o->beta)) != CVAE_OK)
         return ex_status_error("--beta", st, cvae_model_last_error(*m));
@@ -477,6 +517,7 @@ int main(int argc, char **argv)
                         .latent = 16,
                         .lr = 1e-3,
                         .beta = 1,
+                        .likelihood = -1,
                         .seed = 1};
     cvae_dataset *train = NULL, *test = NULL;
     cvae_model *m = NULL;
@@ -502,12 +543,12 @@ int main(int argc, char **argv)
         labelled = classes > 0;
         cvae_model_destroy(peek);
     }
-    if (ex_load_mnist(o.data, "train", labelled, &train) != CVAE_OK)
+    if (ex_load_data(o.format, o.data, "train", labelled, &train) != CVAE_OK)
         goto done;
-    if (!ex_mnist_present(o.data, "t10k"))
-        fprintf(stderr, "%s: note: no %s/t10k-images-idx3-ubyte, so no test loss\n", ex_prog,
-                o.data);
-    else if (ex_load_mnist(o.data, "t10k", labelled, &test) != CVAE_OK)
+    if (!ex_data_present(o.format, o.data, "t10k"))
+        fprintf(stderr, "%s: note: no test images in %s (%s), so no test loss\n", ex_prog,
+                o.data, ex_format_name(o.format));
+    else if (ex_load_data(o.format, o.data, "t10k", labelled, &test) != CVAE_OK)
         goto done;
     if ((rc = setup(&o, train, &m, &opt)) != 0)
         goto done;
@@ -536,7 +577,7 @@ int main(int argc, char **argv)
     if (test)
         printf(", %d test images", cvae_dataset_count(test));
     printf("; latent %d, %zu parameters%s%s\n", latent, cvae_model_param_count(m),
-           classes > 0 ? ", conditional on the digit" : "", o.binarize ? ", binarised" : "");
+           classes > 0 ? ", conditional on the label" : "", o.binarize ? ", binarised" : "");
     if (o.resume && epoch >= o.epochs)
         printf("%s has done %d epochs already\n", o.resume, epoch);
     else if (o.resume)

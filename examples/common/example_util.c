@@ -1,5 +1,5 @@
 /*
- * example_util.c - option parsing, error messages, MNIST and model loading
+ * example_util.c - option parsing, error messages, model loading
  * and a monotonic clock for the libcvae examples. See example_util.h.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -131,49 +131,6 @@ uint64_t ex_parse_u64(const char *opt, const char *s)
         ex_usage_error("%s wants an integer in [0, %llu], not '%s'", opt,
                        (unsigned long long)UINT64_MAX, s);
     return (uint64_t)v;
-}
-
-/* DIR/<prefix>-<kind> into buf, or 0 if it does not fit. */
-static int mnist_path(char *buf, size_t size, const char *dir, const char *prefix, const char *kind)
-{
-    int n = snprintf(buf, size, "%s/%s-%s", dir, prefix, kind);
-    return n > 0 && (size_t)n < size;
-}
-
-int ex_mnist_present(const char *dir, const char *prefix)
-{
-    char path[4096];
-    FILE *f;
-
-    if (!mnist_path(path, sizeof path, dir, prefix, "images-idx3-ubyte"))
-        return 0;
-    f = fopen(path, "rb");
-    if (f)
-        fclose(f);
-    return f != NULL;
-}
-
-cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels, cvae_dataset **out)
-{
-    char images[4096], labels[4096];
-    cvae_status st;
-
-    *out = NULL;
-    if (!mnist_path(images, sizeof images, dir, prefix, "images-idx3-ubyte") ||
-        !mnist_path(labels, sizeof labels, dir, prefix, "labels-idx1-ubyte")) {
-        ex_error("data directory name too long: %s", dir);
-        return CVAE_ERR_INVALID_ARG;
-    }
-    if ((st = cvae_dataset_create(out)) != CVAE_OK) {
-        ex_status_error("creating a dataset", st, "");
-        return st;
-    }
-    if ((st = cvae_dataset_load_idx(*out, images, with_labels ? labels : NULL)) != CVAE_OK) {
-        ex_status_error("reading MNIST", st, cvae_dataset_last_error(*out));
-        cvae_dataset_destroy(*out);
-        *out = NULL;
-    }
-    return st;
 }
 
 cvae_status ex_load_model(const char *path, int max_batch, cvae_model **out)

@@ -1,6 +1,7 @@
 /*
  * example_util.h - helpers shared by the libcvae example programs: GNU-style
- * long options, one-line error messages, MNIST loading and a clock.
+ * long options, one-line error messages, model loading and a clock (data:
+ * datasets.h).
  *
  * Not part of libcvae: these are conveniences for the small programs in
  * examples/, kept apart so that each program shows only its own work.
@@ -61,16 +62,6 @@ void ex_unknown_option(const char *arg) EX_NORETURN;
 long ex_parse_long(const char *opt, const char *s, long lo, long hi);
 double ex_parse_double(const char *opt, const char *s, double lo, double hi);
 uint64_t ex_parse_u64(const char *opt, const char *s);
-
-/*
- * Loads DIR/<prefix>-images-idx3-ubyte and, when with_labels is non-zero,
- * DIR/<prefix>-labels-idx1-ubyte (prefix "train" or "t10k") into a new
- * dataset. On failure prints one line and returns a non-OK status, *out NULL.
- */
-cvae_status ex_load_mnist(const char *dir, const char *prefix, int with_labels, cvae_dataset **out);
-
-/* 1 if DIR/<prefix>-images-idx3-ubyte can be opened for reading, else 0. */
-int ex_mnist_present(const char *dir, const char *prefix);
 
 /* Loads a model file for batches of up to max_batch images into a new
  * model. On failure prints one line and returns a non-OK status. */
