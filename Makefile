@@ -174,6 +174,16 @@ $(B)/tests/test_knn: TEST_EXTRA_OBJ = $(B)/obj/examples/common/knn.o
 $(B)/tests/test_knn: BASE_CFLAGS += -Iexamples/common
 $(B)/tests/test_knn: $(B)/obj/examples/common/knn.o
 
+# test_tune tests the examples' hyperparameter search (examples/common/tune.c).
+$(B)/tests/test_tune: TEST_EXTRA_OBJ = $(B)/obj/examples/common/tune.o
+$(B)/tests/test_tune: BASE_CFLAGS += -Iexamples/common
+$(B)/tests/test_tune: $(B)/obj/examples/common/tune.o
+
+# tests/make_shapes.c: the synthetic colour set (CIFAR-10 or netpbm format).
+$(B)/tools/make_shapes: tests/make_shapes.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $< -o $@ $(BASE_LDFLAGS) $(LIBS)
+
 # Examples are linked statically: self-contained programs, installable as is.
 $(B)/obj/examples/common/%.o: examples/common/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
@@ -209,6 +219,26 @@ demo: examples data
 	$(B)/bin/cvae-reconstruct --model demo/model.cvae --data data/mnist --out demo/recon.png
 	$(B)/bin/cvae-interpolate --model demo/model.cvae --data data/mnist --out demo/interp.png
 	@echo "demo: pictures in demo/ (samples.png recon.png interp.png loss.svg)"
+
+# Colour: the synthetic shapes set (tests/make_shapes.c, CIFAR-10's binary
+# format, 3 x 32 x 32) in data/shapes, the preset trained on it, and sample
+# and reconstruction grids in demo-rgb/. A few minutes on two cores.
+DEMO_RGB_EPOCHS ?= 15
+DEMO_RGB_FLAGS ?=
+.PHONY: demo-rgb
+demo-rgb: examples $(B)/tools/make_shapes
+	@mkdir -p demo-rgb
+	$(B)/tools/make_shapes --out data/shapes --train 10000 --test 2000 --seed 1
+	rm -f demo-rgb/loss.csv demo-rgb/model.cvae
+	$(B)/bin/cvae-train --format cifar10 --data data/shapes --epochs $(DEMO_RGB_EPOCHS) \
+		$(DEMO_RGB_FLAGS) --out demo-rgb/model.cvae --log demo-rgb/loss.csv \
+		--plot demo-rgb/loss.svg
+	$(B)/bin/cvae-generate --model demo-rgb/model.cvae --count 64 --out demo-rgb/samples.png
+	$(B)/bin/cvae-reconstruct --format cifar10 --model demo-rgb/model.cvae --data data/shapes \
+		--count 32 --out demo-rgb/recon.png
+	$(B)/bin/cvae-interpolate --format cifar10 --model demo-rgb/model.cvae --data data/shapes \
+		--out demo-rgb/interp.png
+	@echo "demo-rgb: pictures in demo-rgb/ (samples.png recon.png interp.png loss.svg)"
 
 # --------------------------------------------------------------- evaluate
 

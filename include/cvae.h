@@ -490,7 +490,7 @@ CVAE_API cvae_status cvae_dataset_set_u8(cvae_dataset *ds, int count, int channe
  * CVAE_ERR_INVALID_ARG (NULL, count < 1), CVAE_ERR_IO (cannot open or read,
  * or a directory), CVAE_ERR_FORMAT (a partial record, an empty file, a label
  * above 9; the message names the file and record), CVAE_ERR_TOO_LARGE (more
- * than INT_MAX images), CVAE_ERR_NOMEM. On failure the dataset keeps its
+ * than 2^32 pixel values in all: 1,398,101 images), CVAE_ERR_NOMEM. On failure the dataset keeps its
  * previous content. Since 0.6.0.
  */
 CVAE_API cvae_status cvae_dataset_load_cifar10(cvae_dataset *ds, const char *const *paths,
@@ -508,7 +508,8 @@ CVAE_API cvae_status cvae_dataset_load_cifar10(cvae_dataset *ds, const char *con
  * header, maxval 0 or above 255, a truncated raster, bytes after the
  * raster, a pixel above maxval), CVAE_ERR_SHAPE (a file whose kind or size
  * differs from the first's; the message names both), CVAE_ERR_TOO_LARGE (a
- * side above 65535, or more than 2^32 pixels in all), CVAE_ERR_NOMEM. On
+ * side above 65535, or more than 2^32 values, channels x height x width x
+ * count, in all), CVAE_ERR_NOMEM. On
  * failure the dataset keeps its previous content. Since 0.6.0.
  */
 CVAE_API cvae_status cvae_dataset_load_pnm(cvae_dataset *ds, const char *const *paths,
@@ -740,12 +741,16 @@ CVAE_API const char *cvae_model_last_error(const cvae_model *m);
 
 /*
  * The built-in architecture (the "seed"), for C x H x W inputs with H and W
- * multiples of 4 (1 x 28 x 28 for MNIST):
- *   encoder: conv2d(C->32, k4 s2 p1) relu conv2d(32->64, k4 s2 p1) relu
- *            flatten linear(64*H/4*W/4 -> 256) relu linear(256 -> 2L)
- *   decoder: linear(L -> 256) relu linear(256 -> 64*H/4*W/4) relu
- *            reshape(64, H/4, W/4) conv_transpose2d(64->32, k4 s2 p1) relu
- *            conv_transpose2d(32->C, k4 s2 p1)  (logits)
+ * multiples of 4 (1 x 28 x 28 for MNIST, 3 x 32 x 32 for CIFAR-10), with
+ * F = CVAE_MODEL_WIDTH (default 32) and D = CVAE_MODEL_HIDDEN (default 256
+ * when C*H*W <= 1024, else 512):
+ *   encoder: conv2d(C->F, k4 s2 p1) relu conv2d(F->2F, k4 s2 p1) relu
+ *            flatten linear(2F*H/4*W/4 -> D) relu linear(D -> 2L)
+ *   decoder: linear(L -> D) relu linear(D -> 2F*H/4*W/4) relu
+ *            reshape(2F, H/4, W/4) conv_transpose2d(2F->F, k4 s2 p1) relu
+ *            conv_transpose2d(F->C, k4 s2 p1)  (logits)
+ * so the encoder's and decoder's middle grow with the image (1,688,289
+ * parameters for MNIST with L = 16, 4,292,771 for 3 x 32 x 32).
  * Parameters are initialised from seed, which also seeds the model's
  * generator for eps. CVAE_ERR_INVALID_ARG (a size < 1), CVAE_ERR_SHAPE (H or
  * W not a multiple of 4), CVAE_ERR_STATE (model already has an

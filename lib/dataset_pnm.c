@@ -49,8 +49,9 @@ static cvae_status read_number(FILE *f, unsigned long *value, int last, const ch
     }
     while (ch >= '0' && ch <= '9') {
         if (++digits > PNM_MAX_DIGITS) {
+            /* A side that long is too large; a maxval that long is not 8-bit. */
             cvi_set_error(err, "%s: the %s has more than %d digits", path, what, PNM_MAX_DIGITS);
-            return CVAE_ERR_TOO_LARGE;
+            return last ? CVAE_ERR_FORMAT : CVAE_ERR_TOO_LARGE;
         }
         v = v * 10 + (unsigned long)(ch - '0');
         ch = getc(f);
@@ -81,6 +82,7 @@ static cvae_status read_header(FILE *f, pnm_header *hd, const char *path, char *
     unsigned char magic[2];
     unsigned long width, height, maxval;
     long len;
+    int ch;
     size_t raster;
     cvae_status st;
     errno = 0;
@@ -98,6 +100,15 @@ static cvae_status read_header(FILE *f, pnm_header *hd, const char *path, char *
         return CVAE_ERR_FORMAT;
     }
     hd->channels = magic[1] == '5' ? 1 : 3;
+    /* Whitespace or a comment must follow the magic ("P54 3" is not a P5). */
+    ch = getc(f);
+    if (ch == '#')
+        ungetc(ch, f);
+    else if (!is_space(ch)) {
+        cvi_set_error(err, "%s: bad header: no whitespace after the magic \"P%c\"", path,
+                      magic[1]);
+        return CVAE_ERR_FORMAT;
+    }
     if ((st = read_number(f, &width, 0, path, "width", err)) != CVAE_OK ||
         (st = read_number(f, &height, 0, path, "height", err)) != CVAE_OK ||
         (st = read_number(f, &maxval, 1, path, "maxval", err)) != CVAE_OK)
