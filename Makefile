@@ -233,11 +233,12 @@ demo-rgb: examples $(B)/tools/make_shapes
 	$(B)/bin/cvae-train --format cifar10 --data data/shapes --epochs $(DEMO_RGB_EPOCHS) \
 		$(DEMO_RGB_FLAGS) --out demo-rgb/model.cvae --log demo-rgb/loss.csv \
 		--plot demo-rgb/loss.svg
-	$(B)/bin/cvae-generate --model demo-rgb/model.cvae --count 64 --out demo-rgb/samples.png
+	$(B)/bin/cvae-generate --model demo-rgb/model.cvae --count 64 --scale 3 \
+		--out demo-rgb/samples.png
 	$(B)/bin/cvae-reconstruct --format cifar10 --model demo-rgb/model.cvae --data data/shapes \
-		--count 32 --out demo-rgb/recon.png
+		--count 32 --scale 3 --out demo-rgb/recon.png
 	$(B)/bin/cvae-interpolate --format cifar10 --model demo-rgb/model.cvae --data data/shapes \
-		--out demo-rgb/interp.png
+		--scale 3 --out demo-rgb/interp.png
 	@echo "demo-rgb: pictures in demo-rgb/ (samples.png recon.png interp.png loss.svg)"
 
 # --------------------------------------------------------------- evaluate

@@ -29,6 +29,7 @@ static void usage(FILE *f)
                "                   one row each)\n"
                "  --seed S         seed of the latent draws; same seed, same images (default 1)\n"
                "  --out FILE.png   output image (default samples.png)\n"
+               EX_SCALE_HELP
                "  --columns K      images per row of the grid (default 8)\n"
                "  --help           this text\n"
                "  --version        program and library version\n");
@@ -37,13 +38,12 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *model_path = NULL, *out = "samples.png", *v;
-    int count = 64, columns = 8, c, h, w, i, rc = 1, digit = -1, count_set = 0, classes;
+    int count = 64, columns = 8, scale = 1, c, h, w, i, rc = 1, digit = -1, count_set = 0, classes;
     int *labels = NULL;
     double cls = 0;
     uint64_t seed = 1;
     cvae_model *m = NULL;
     float *images = NULL;
-    char err[256] = "";
     cvae_status st;
 
     ex_prog = "cvae-generate";
@@ -58,6 +58,8 @@ int main(int argc, char **argv)
             digit = (int)ex_parse_long("--digit", v, 0, 65535);
         else if (ex_option(argc, argv, &i, "--seed", &v))
             seed = ex_parse_u64("--seed", v);
+        else if (ex_option(argc, argv, &i, "--scale", &v))
+            scale = (int)ex_parse_long("--scale", v, 1, 16);
         else if (ex_option(argc, argv, &i, "--out", &v))
             out = v;
         else if (ex_option(argc, argv, &i, "--columns", &v))
@@ -99,11 +101,8 @@ int main(int argc, char **argv)
         ex_status_error("sampling", st, cvae_model_last_error(m));
         goto done;
     }
-    st = cvae_png_write_grid(out, images, count, c, h, w, columns, err, sizeof err);
-    if (st != CVAE_OK) {
-        ex_status_error("writing the PNG", st, err);
+    if (ex_write_grid(out, images, count, c, h, w, columns, scale) != CVAE_OK)
         goto done;
-    }
     printf("wrote %s: %d samples of %dx%dx%d, %d per row (seed %llu)", out, count, c, h, w,
            columns, (unsigned long long)seed);
     if (digit >= 0)

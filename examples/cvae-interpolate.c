@@ -26,7 +26,7 @@
 struct options {
     const char *model, *data, *out;
     ex_format format;
-    int steps, pairs, manifold;
+    int steps, pairs, manifold, scale;
     uint64_t seed;
 };
 
@@ -49,6 +49,7 @@ static void usage(FILE *f)
                "  --pairs P        number of pairs, one per row (default 8)\n"
                "  --seed S         the test set is shuffled with S to pick the pairs (default 1)\n"
                "  --out FILE.png   output image (default interp.png)\n"
+               EX_SCALE_HELP
                "  --manifold       decode the 2-d latent grid instead\n"
                "  --help           this text\n"
                "  --version        program and library version\n");
@@ -73,6 +74,8 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->pairs = (int)ex_parse_long("--pairs", v, 1, 1000);
         else if (ex_option(argc, argv, &i, "--seed", &v))
             o->seed = ex_parse_u64("--seed", v);
+        else if (ex_option(argc, argv, &i, "--scale", &v))
+            o->scale = (int)ex_parse_long("--scale", v, 1, 16);
         else if (ex_option(argc, argv, &i, "--out", &v))
             o->out = v;
         else if (ex_flag(argv[i], "--manifold"))
@@ -237,12 +240,11 @@ done:
 
 int main(int argc, char **argv)
 {
-    struct options o = {.out = "interp.png", .steps = 10, .pairs = 8, .seed = 1};
+    struct options o = {.out = "interp.png", .steps = 10, .pairs = 8, .seed = 1, .scale = 1};
     cvae_dataset *test = NULL;
     cvae_model *m = NULL;
     float *grid = NULL, *z = NULL;
     int c, h, w, latent, mc, mh, mw, count, cols, rc = 1;
-    char err[256] = "";
     cvae_status st;
 
     ex_prog = "cvae-interpolate";
@@ -291,11 +293,8 @@ int main(int argc, char **argv)
             goto done;
     }
 
-    st = cvae_png_write_grid(o.out, grid, count, mc, mh, mw, cols, err, sizeof err);
-    if (st != CVAE_OK) {
-        ex_status_error("writing the PNG", st, err);
+    if (ex_write_grid(o.out, grid, count, mc, mh, mw, cols, o.scale) != CVAE_OK)
         goto done;
-    }
     if (o.manifold)
         printf("wrote %s: %d x %d decodes of the 2-d latent manifold\n", o.out, o.steps, o.steps);
     else

@@ -33,6 +33,7 @@ static void usage(FILE *f)
             EX_FORMAT_HELP
             "  --count N        number of test images (default 16)\n"
             "  --out FILE.png   output image (default recon.png)\n"
+            EX_SCALE_HELP
             "  --help           this text\n"
             "  --version        program and library version\n",
             COLUMNS);
@@ -42,7 +43,7 @@ int main(int argc, char **argv)
 {
     const char *model_path = NULL, *data = NULL, *out = "recon.png", *v;
     ex_format format = EX_FORMAT_IDX;
-    int count = 16, c, h, w, mc, mh, mw, cols, rows, row, i, rc = 1;
+    int count = 16, scale = 1, c, h, w, mc, mh, mw, cols, rows, row, i, rc = 1;
     size_t size, k;
     cvae_dataset *test = NULL;
     cvae_model *m = NULL;
@@ -50,7 +51,6 @@ int main(int argc, char **argv)
     int *labels = NULL;
     double classes = 0;
     double err_sum = 0;
-    char err[256] = "";
     cvae_status st;
 
     ex_prog = "cvae-reconstruct";
@@ -64,6 +64,8 @@ int main(int argc, char **argv)
             format = ex_parse_format("--format", v);
         else if (ex_option(argc, argv, &i, "--count", &v))
             count = (int)ex_parse_long("--count", v, 1, 10000);
+        else if (ex_option(argc, argv, &i, "--scale", &v))
+            scale = (int)ex_parse_long("--scale", v, 1, 16);
         else if (ex_option(argc, argv, &i, "--out", &v))
             out = v;
         else
@@ -123,11 +125,8 @@ int main(int argc, char **argv)
         memcpy(dst, orig + first * size, (size_t)n * size * sizeof *dst);
         memcpy(dst + cols * size, recon + first * size, (size_t)n * size * sizeof *dst);
     }
-    st = cvae_png_write_grid(out, grid, rows * 2 * cols, c, h, w, cols, err, sizeof err);
-    if (st != CVAE_OK) {
-        ex_status_error("writing the PNG", st, err);
+    if (ex_write_grid(out, grid, rows * 2 * cols, c, h, w, cols, scale) != CVAE_OK)
         goto done;
-    }
     printf("wrote %s: %d test images (rows of %d), each row of originals above its "
            "reconstructions\n",
            out, count, cols);

@@ -149,6 +149,37 @@ cvae_status ex_load_model(const char *path, int max_batch, cvae_model **out)
     return st;
 }
 
+cvae_status ex_write_grid(const char *path, const float *images, int count, int c, int h, int w,
+                          int columns, int scale)
+{
+    char err[512] = "";
+    float *big = NULL;
+    cvae_status st;
+    if (scale > 1) {
+        size_t bw = (size_t)w * (size_t)scale, bh = (size_t)h * (size_t)scale, plane = bh * bw;
+        size_t i, y, x;
+        big = malloc((size_t)count * (size_t)c * plane * sizeof *big);
+        if (!big) {
+            ex_error("out of memory for a %dx picture", scale);
+            return CVAE_ERR_NOMEM;
+        }
+        /* Plane by plane: each source pixel fills a scale x scale block. */
+        for (i = 0; i < (size_t)count * (size_t)c; i++)
+            for (y = 0; y < bh; y++)
+                for (x = 0; x < bw; x++)
+                    big[i * plane + y * bw + x] =
+                        images[(i * (size_t)h + y / (size_t)scale) * (size_t)w + x / (size_t)scale];
+        images = big;
+        h *= scale;
+        w *= scale;
+    }
+    st = cvae_png_write_grid(path, images, count, c, h, w, columns, err, sizeof err);
+    free(big);
+    if (st != CVAE_OK)
+        ex_status_error("writing the PNG", st, err);
+    return st;
+}
+
 double ex_now(void)
 {
     struct timespec t;

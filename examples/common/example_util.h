@@ -67,6 +67,18 @@ uint64_t ex_parse_u64(const char *opt, const char *s);
  * model. On failure prints one line and returns a non-OK status. */
 cvae_status ex_load_model(const char *path, int max_batch, cvae_model **out);
 
+/*
+ * Writes count images (count x c x h x w floats) as a PNG grid of `columns`
+ * per row with cvae_png_write_grid, each pixel drawn as a scale x scale
+ * block (scale 1: as they are; small images are easier to see larger).
+ * On failure prints one line and returns a non-OK status.
+ */
+cvae_status ex_write_grid(const char *path, const float *images, int count, int c, int h, int w,
+                          int columns, int scale);
+
+/* The help line of --scale. */
+#define EX_SCALE_HELP "  --scale N        draw each pixel as N x N pixels (default 1)\n"
+
 /* Seconds on a monotonic clock, for measuring intervals. */
 double ex_now(void);
 
