@@ -13,6 +13,7 @@
 
 #include "datasets.h"
 #include "example_util.h"
+#include "tune.h"
 
 #include <errno.h>
 #include <math.h>
@@ -26,13 +27,14 @@
 #define TEST_EPS_SEED 12345
 
 struct options {
-    const char *data, *out, *resume, *log, *plot;
+    const char *data, *out, *resume, *log, *plot, *config;
     ex_format format;
     int epochs, batch, latent, threads, width, hidden;
     int conditional, binarize;
     int likelihood; /* a cvae_likelihood, or -1: the model's (Bernoulli when new) */
     double lr, beta, sigma;
     int lr_set, beta_set, sigma_set; /* given on the command line (they override a checkpoint) */
+    int batch_set, latent_set; /* given on the command line (they override --config) */
     uint64_t seed;
 };
 
@@ -70,6 +72,9 @@ static void usage(FILE *f)
                "                   0 to learn it\n"
                "  --beta B         weight of the KL term in the training loss (default 1)\n"
                "  --seed S         seed of initialisation and shuffling (default 1)\n"
+               "  --config FILE    lr, batch, latent, beta, width and hidden from a file of\n"
+               "                   `key = value` lines, as cvae-tune writes (OUT/best.cfg);\n"
+               "                   options given on the command line win\n"
                "  --threads N      threads to train on (default 0: OMP_NUM_THREADS when set,\n"
                "                   else all cores); results are the same for any N\n"
                "  --conditional    a conditional VAE: the image's label joins the encoder's\n"
@@ -113,14 +118,16 @@ static void parse_options(int argc, char **argv, struct options *o)
         else if (ex_option(argc, argv, &i, "--epochs", &v))
             o->epochs = (int)ex_parse_long("--epochs", v, 1, 1000000);
         else if (ex_option(argc, argv, &i, "--batch", &v))
-            o->batch = (int)ex_parse_long("--batch", v, 1, 65536);
+            o->batch = (int)ex_parse_long("--batch", v, 1, 65536), o->batch_set = 1;
         else if (ex_option(argc, argv, &i, "--lr", &v)) {
             o->lr = ex_parse_double("--lr", v, 1e-12, 10);
             o->lr_set = 1;
         } else if (ex_option(argc, argv, &i, "--latent", &v))
-            o->latent = (int)ex_parse_long("--latent", v, 1, 4096);
+            o->latent = (int)ex_parse_long("--latent", v, 1, 4096), o->latent_set = 1;
         else if (ex_option(argc, argv, &i, "--format", &v))
             o->format = ex_parse_format("--format", v);
+        else if (ex_option(argc, argv, &i, "--config", &v))
+            o->config = v;
         else if (ex_option(argc, argv, &i, "--width", &v))
             o->width = (int)ex_parse_long("--width", v, 1, 4096);
         else if (ex_option(argc, argv, &i, "--hidden", &v))
@@ -161,6 +168,30 @@ static void parse_options(int argc, char **argv, struct options *o)
     }
     if (!o->data)
         ex_usage_error("--data DIR is required (try --help)");
+}
+
+/* --config FILE (from cvae-tune): its values for the options the command
+ * line did not give. Fields start at 0 (-1 for beta, which may be 0), so the
+ * keys the file leaves out keep the program's defaults. */
+static int apply_config(struct options *o)
+{
+    tune_config cfg = {0.0, 0, 0, -1.0, 0, 0};
+    char err[512] = "";
+    if (tune_config_read(o->config, &cfg, err, sizeof err) != TUNE_OK)
+        return ex_error("--config: %s", err);
+    if (cfg.lr > 0 && !o->lr_set)
+        o->lr = cfg.lr, o->lr_set = 1;
+    if (cfg.beta >= 0 && !o->beta_set)
+        o->beta = cfg.beta, o->beta_set = 1;
+    if (cfg.batch > 0 && !o->batch_set)
+        o->batch = cfg.batch;
+    if (cfg.latent > 0 && !o->latent_set)
+        o->latent = cfg.latent;
+    if (cfg.width > 0 && !o->width)
+        o->width = cfg.width;
+    if (cfg.hidden > 0 && !o->hidden)
+        o->hidden = cfg.hidden;
+    return 0;
 }
 
 /* ------------------------------------------------------------- Ctrl-C */
@@ -531,6 +562,8 @@ int main(int argc, char **argv)
 
     ex_prog = "cvae-train";
     parse_options(argc, argv, &o);
+    if (o.config && apply_config(&o) != 0)
+        return 1;
 
     /* Labels are loaded for a conditional model, new or resumed: a resumed
      * checkpoint says itself whether it is one. */
