@@ -2,12 +2,15 @@
 #
 # Included by the main Makefile, or used alone: make -f tests/fuzz/fuzz.mk fuzz
 #
-#   make fuzz             build $(B)/fuzz/fuzz_idx and $(B)/fuzz/fuzz_model
+#   make fuzz             build $(B)/fuzz/fuzz_idx, fuzz_model and fuzz_image
 #   make fuzz-run         fuzz each target FUZZ_SECONDS (60) on a fresh copy of
 #                         its seed corpus; fails on any crash, leak, UB or OOM
 #   make fuzz-regress     run each target once over its seeds and the saved
 #                         reproducers in tests/fuzz/regress/ (quick, for CI)
 #   make fuzz-corpus      regenerate tests/fuzz/corpus/ with make_corpus
+#
+# FUZZ_NAMES=image (on the command line) restricts fuzz, fuzz-run and
+# fuzz-regress to some targets: make fuzz-run FUZZ_NAMES=image
 #
 # Needs clang with its libFuzzer runtime (Debian: libclang-rt-14-dev for
 # clang 14). The library sources are compiled here with the fuzzing and
@@ -23,7 +26,7 @@ FUZZ_FLAGS ?=
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS := -g -O1 -std=c99 -Wall -Wextra -Iinclude -Ilib $(FUZZ_SAN)
 FUZZ_DIR := $(B)/fuzz
-FUZZ_NAMES := idx model
+FUZZ_NAMES := idx model image
 FUZZ_BINS := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_LIB_OBJ := $(LIB_SRC:lib/%.c=$(FUZZ_DIR)/obj/%.o)
 
@@ -45,8 +48,8 @@ $(FUZZ_DIR)/make_corpus: tests/fuzz/make_corpus.c $(LIB_SRC)
 	$(FUZZ_CC) -std=c99 -O1 -g -Wall -Wextra -Iinclude -Ilib $< $(LIB_SRC) -o $@ -lm
 
 fuzz-corpus: $(FUZZ_DIR)/make_corpus
-	rm -rf tests/fuzz/corpus/idx tests/fuzz/corpus/model
-	mkdir -p tests/fuzz/corpus/idx tests/fuzz/corpus/model
+	rm -rf tests/fuzz/corpus/idx tests/fuzz/corpus/model tests/fuzz/corpus/image
+	mkdir -p tests/fuzz/corpus/idx tests/fuzz/corpus/model tests/fuzz/corpus/image
 	$(FUZZ_DIR)/make_corpus tests/fuzz/corpus
 
 # Each target in turn (one fuzzing process at a time), on a fresh copy of

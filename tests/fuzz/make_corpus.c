@@ -3,17 +3,21 @@
  *
  *   make_corpus DIR   ->  DIR/idx/...    inputs of fuzz_idx
  *                         DIR/model/...  inputs of fuzz_model
+ *                         DIR/image/...  inputs of fuzz_image
  *
- * Both directories must exist. Valid files first (tiny IDX files; tiny
+ * The directories must exist. Valid files first (tiny IDX files; tiny
  * models built with cvae_model_init_stacks, saved with and without an
- * optimizer), then malformed copies of them (truncated, bad magic, wrong
- * sizes, bad values). Parameters and gradients are set from integer
- * patterns, not trained, so the bytes do not depend on libm.
+ * optimizer; CIFAR-10 records and small PGM/PPM images), then malformed
+ * copies of them (truncated, bad magic, wrong sizes, bad values).
+ * Parameters and gradients are set from integer patterns, not trained, so
+ * the bytes do not depend on libm.
  *
  * An idx input is an images file, optionally followed by "#LABELS#" and a
  * labels file (see fuzz_idx.c). A model input is a model file; fuzz_model
  * repairs its payload length and CRC unless told not to (see fuzz_model.c),
- * so the malformed files that must reach a header check say so.
+ * so the malformed files that must reach a header check say so. An image
+ * input is a selector byte (bit 0: netpbm, else CIFAR-10; bits 1-2: files
+ * - 1), then the files separated by "#FILE#" (see fuzz_image.c).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -26,6 +30,7 @@
 #include <string.h>
 
 #define SEP "#LABELS#"
+#define FILE_SEP "#FILE#"
 
 static const char *out_dir;
 
@@ -195,6 +200,219 @@ static void make_idx(void)
     add(&b, SEP, 8);
     idx_labels(&b, 0x801, 3, 2);
     write_buf("idx", "bad-label-truncated", &b);
+}
+
+/* ------------------------------------------------------------- images */
+
+#define CIFAR_PIXELS 3072
+
+/* The selector byte of fuzz_image. */
+static uint8_t selector(int pnm, int files)
+{
+    return (uint8_t)((pnm ? 1 : 0) | (files - 1) << 1);
+}
+
+/* One CIFAR-10 record: label, then 3 x 32 x 32 pixels from a pattern that
+ * depends on seed. */
+static void cifar_record(buf *b, uint8_t label, unsigned seed)
+{
+    size_t i;
+    add(b, &label, 1);
+    for (i = 0; i < CIFAR_PIXELS; i++) {
+        uint8_t v = (uint8_t)((i * 37 + seed * 101) % 256);
+        add(b, &v, 1);
+    }
+}
+
+static void add_str(buf *b, const char *s) { add(b, s, strlen(s)); }
+
+/* A raster of n bytes, values 0..maxval from a pattern. */
+static void raster(buf *b, size_t n, unsigned maxval, unsigned seed)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint8_t v = (uint8_t)((i * 29 + seed * 13) % (maxval + 1));
+        add(b, &v, 1);
+    }
+}
+
+/* A netpbm file: header text as given, then a raster of channels x w x h
+ * bytes of values 0..maxval. */
+static void pnm_file(buf *b, const char *header, size_t raster_bytes, unsigned maxval,
+                     unsigned seed)
+{
+    add_str(b, header);
+    raster(b, raster_bytes, maxval, seed);
+}
+
+static void make_image(void)
+{
+    buf b = {NULL, 0, 0};
+    uint8_t s;
+
+    /* Valid CIFAR-10: one record; two files of one record each. */
+    s = selector(0, 1);
+    add(&b, &s, 1);
+    cifar_record(&b, 3, 0);
+    write_buf("image", "ok-cifar-1-record", &b);
+
+    s = selector(0, 2);
+    add(&b, &s, 1);
+    cifar_record(&b, 0, 1);
+    add_str(&b, FILE_SEP);
+    cifar_record(&b, 9, 2);
+    write_buf("image", "ok-cifar-2-files", &b);
+
+    /* Valid netpbm. */
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n4 3\n255\n", 12, 255, 0);
+    write_buf("image", "ok-p5-4x3-255", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P6 3 2 255\n", 18, 255, 1);
+    write_buf("image", "ok-p6-3x2-255", &b);
+
+    s = selector(1, 2);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n15\n", 4, 15, 2);
+    add_str(&b, FILE_SEP);
+    pnm_file(&b, "P5 2 2 15 ", 4, 15, 3);
+    write_buf("image", "ok-p5-2x2-15-2-files", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P6\n2 1\t15\r", 6, 15, 4);
+    write_buf("image", "ok-p6-2x1-15", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n# made by make_corpus\n3 # width\n#height next\n2\r# maxval\n255\n", 6,
+             255, 5);
+    write_buf("image", "ok-p5-comments", &b);
+
+    s = selector(1, 4);
+    add(&b, &s, 1);
+    pnm_file(&b, "P6\n1 2\n255\n", 6, 255, 6);
+    add_str(&b, FILE_SEP);
+    pnm_file(&b, "P6 1 2 255\n", 6, 255, 7);
+    add_str(&b, FILE_SEP);
+    pnm_file(&b, "P6\t1\t2\t7\t", 6, 7, 8);
+    add_str(&b, FILE_SEP);
+    pnm_file(&b, "P6#c\n1#c\n2#c\n1\n", 6, 1, 9);
+    write_buf("image", "ok-p6-1x2-4-files", &b);
+
+    /* Malformed CIFAR-10. */
+    s = selector(0, 1);
+    add(&b, &s, 1);
+    write_buf("image", "bad-cifar-empty", &b);
+
+    s = selector(0, 1);
+    add(&b, &s, 1);
+    cifar_record(&b, 3, 0);
+    b.n -= 1;
+    write_buf("image", "bad-cifar-partial-record", &b);
+
+    s = selector(0, 1);
+    add(&b, &s, 1);
+    cifar_record(&b, 10, 0);
+    write_buf("image", "bad-cifar-label-10", &b);
+
+    s = selector(0, 1);
+    add(&b, &s, 1);
+    cifar_record(&b, 3, 0); /* CIFAR-100: coarse and fine labels, 3074 bytes */
+    b.p[2] = 42;
+    add(&b, "\x05", 1);
+    write_buf("image", "bad-cifar-100-record", &b);
+
+    s = selector(0, 2);
+    add(&b, &s, 1);
+    cifar_record(&b, 1, 0); /* no separator: the second file is empty */
+    write_buf("image", "bad-cifar-missing-file", &b);
+
+    s = selector(0, 2);
+    add(&b, &s, 1);
+    cifar_record(&b, 1, 0);
+    add_str(&b, FILE_SEP);
+    cifar_record(&b, 2, 1);
+    add(&b, "\0\0", 2);
+    write_buf("image", "bad-cifar-trailing-bytes", &b);
+
+    /* Malformed netpbm. */
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    add_str(&b, "P3\n2 1\n255\n0 1 2 3 4 5\n");
+    write_buf("image", "bad-p3-ascii", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P54 3\n255\n", 12, 255, 0); /* not a 4x3 P5 */
+    write_buf("image", "bad-no-space-after-magic", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n0\n", 4, 0, 0);
+    write_buf("image", "bad-maxval-0", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n256\n", 4, 255, 0);
+    write_buf("image", "bad-maxval-256", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n65535\n", 8, 255, 0); /* 16-bit */
+    write_buf("image", "bad-maxval-65535", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P6\n3 2\n255\n", 17, 255, 0);
+    write_buf("image", "bad-truncated-raster", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n4 3\n255\n", 13, 255, 0);
+    write_buf("image", "bad-trailing-bytes", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n15\n", 4, 255, 6); /* values up to 255 */
+    write_buf("image", "bad-pixel-above-maxval", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 0\n255\n", 0, 255, 0);
+    write_buf("image", "bad-zero-height", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n65536 1\n255\n", 4, 255, 0);
+    write_buf("image", "bad-side-65536", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n255# no room for this comment\n", 4, 255, 0);
+    write_buf("image", "bad-comment-after-maxval", &b);
+
+    s = selector(1, 1);
+    add(&b, &s, 1);
+    add_str(&b, "P6\n2 2 # the file ends in a comment");
+    write_buf("image", "bad-header-ends", &b);
+
+    s = selector(1, 2);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n255\n", 4, 255, 0);
+    add_str(&b, FILE_SEP);
+    pnm_file(&b, "P5\n2 3\n255\n", 6, 255, 1);
+    write_buf("image", "bad-mismatched-sizes", &b);
+
+    s = selector(1, 2);
+    add(&b, &s, 1);
+    pnm_file(&b, "P5\n2 2\n255\n", 4, 255, 0);
+    add_str(&b, FILE_SEP);
+    pnm_file(&b, "P6\n2 2\n255\n", 12, 255, 1);
+    write_buf("image", "bad-mismatched-kinds", &b);
 }
 
 /* ------------------------------------------------------------- models */
@@ -523,11 +741,12 @@ static void make_models(void)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: make_corpus DIR   (writes DIR/idx/ and DIR/model/)\n");
+        fprintf(stderr, "usage: make_corpus DIR   (writes DIR/idx/, DIR/model/ and DIR/image/)\n");
         return 2;
     }
     out_dir = argv[1];
     make_idx();
     make_models();
+    make_image();
     return 0;
 }
