@@ -222,8 +222,8 @@ demo: examples data
 
 # Colour: the synthetic shapes set (tests/make_shapes.c, CIFAR-10's binary
 # format, 3 x 32 x 32) in data/shapes, the preset trained on it, and sample
-# and reconstruction grids in demo-rgb/. A few minutes on two cores.
-DEMO_RGB_EPOCHS ?= 15
+# and reconstruction grids in demo-rgb/. About 4 minutes on two cores.
+DEMO_RGB_EPOCHS ?= 30
 DEMO_RGB_FLAGS ?=
 .PHONY: demo-rgb
 demo-rgb: examples $(B)/tools/make_shapes
