@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,4 +227,29 @@ uint32_t tu_get_u32le(const unsigned char *p)
 void tu_fix_crc(unsigned char *buf, size_t len)
 {
     tu_put_u32le(buf + len - 4, tu_crc32(0, buf, len - 4));
+}
+
+size_t tu_check_model_gradient(cvae_model *m, tu_model_loss_fn loss, void *ctx, const char *what)
+{
+    size_t n = cvae_model_param_count(m), k, significant = 0;
+    float *params = cvae_model_params(m, NULL), *ana;
+    loss(m, ctx);
+    ana = tu_keep(TU_KEEP_MEMORY, malloc(n * sizeof *ana));
+    memcpy(ana, cvae_model_grads(m, NULL), n * sizeof *ana);
+    for (k = 0; k < n; k++) {
+        const float h = 1e-2f, keep = params[k];
+        double up, down, num;
+        params[k] = keep + h;
+        up = loss(m, ctx);
+        params[k] = keep - h;
+        down = loss(m, ctx);
+        params[k] = keep;
+        num = (up - down) / (2.0 * h);
+        if (fabs(num) > 1e-2)
+            significant++;
+        if (fabs(num - ana[k]) > 2e-3 + 2e-2 * fabs(num))
+            fail_msg("%s: parameter %zu of %zu: numeric %.7g, analytic %.7g", what, k, n, num,
+                     (double)ana[k]);
+    }
+    return significant;
 }

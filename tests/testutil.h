@@ -104,4 +104,15 @@ cvae_dataset *tu_new_dataset(void);
  * the order in which arguments are evaluated is unspecified. */
 void tu_add_layer(cvae_stack *s, cvae_status made, cvae_layer **l);
 
+/* A model's loss at its current parameters, which also leaves the loss's
+ * gradient in the model's gradient block (ctx: the caller's data). */
+typedef double (*tu_model_loss_fn)(cvae_model *m, void *ctx);
+
+/* Compares every parameter's gradient, from one call of loss, with the
+ * central difference of loss (step 1e-2) to within 2e-3 + 2e-2 |numeric|,
+ * failing the test with what and the parameter otherwise; parameters are
+ * restored bit for bit. Returns how many numeric derivatives exceed 1e-2
+ * (a check of mostly zero gradients proves little). For smooth models. */
+size_t tu_check_model_gradient(cvae_model *m, tu_model_loss_fn loss, void *ctx, const char *what);
+
 #endif
