@@ -184,6 +184,11 @@ $(B)/tools/make_shapes: tests/make_shapes.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $< -o $@ $(BASE_LDFLAGS) $(LIBS)
 
+# tests/header_api.c: the header's CVAE_API functions, for the export checks.
+$(B)/tools/header_api: tests/header_api.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $< -o $@ $(BASE_LDFLAGS)
+
 # Examples are linked statically: self-contained programs, installable as is.
 $(B)/obj/examples/common/%.o: examples/common/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
@@ -296,6 +301,7 @@ abi-check:
 	abidiff --no-added-syms $(ABI_HEADERS) lib/libcvae.abi $(ABI_LIB) || \
 		{ echo "abi-check: the ABI of lib/libcvae.abi changed (see above)" >&2; exit 1; }
 	@echo "abi-check: nothing removed or changed since lib/libcvae.abi"
+	@abidiff $(ABI_HEADERS) lib/libcvae.abi $(ABI_LIB) | sed -n 's/^ *\[A\] /abi-check: added: /p' || true
 abi-dump:
 	@$(MAKE) --no-print-directory B=$(ABI_B) CFLAGS=-g lib
 	abidw --headers-dir include --no-corpus-path $(ABI_LIB) --out-file lib/libcvae.abi
@@ -310,13 +316,15 @@ include tests/fuzz/fuzz.mk
 
 # Tests that train on real digits use data/mnist when it exists; fetch it
 # first when the shared copy is at hand (they skip themselves otherwise).
-check: all $(if $(MNIST_DIR),data)
+check: all $(B)/tools/header_api $(if $(MNIST_DIR),data)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
 	@echo "== header compiles alone as C99 and as C++"
 	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c include/cvae.h
 	$(CXX) -std=c++11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c++ include/cvae.h
 	@echo "== shared library exports, SONAME and version"
 	sh tests/check_library.sh $(B) $(VERSION)
+	@echo "== the export checks themselves; every header function through the shared library"
+	sh tests/check_exports.sh $(B) "$(CC)" "$(BASE_LDFLAGS)"
 	@echo "== install, pkg-config client, uninstall"
 	sh tests/check_install.sh "$(MAKE)" "$(CC)" "$(SANFLAGS)"
 	@echo "== all checks passed"

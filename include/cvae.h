@@ -39,10 +39,10 @@ extern "C" {
 /* The version of this header. The Makefile and pkg-config file read these. */
 #define CVAE_VERSION_MAJOR 0
 #define CVAE_VERSION_MINOR 6
-#define CVAE_VERSION_PATCH 0
+#define CVAE_VERSION_PATCH 1
 #define CVAE_VERSION_NUMBER                                                    \
     (CVAE_VERSION_MAJOR * 10000 + CVAE_VERSION_MINOR * 100 + CVAE_VERSION_PATCH)
-#define CVAE_VERSION_STRING "0.6.0"
+#define CVAE_VERSION_STRING "0.6.1"
 
 /* Marks every exported function. The shared library is built with
  * -fvisibility=hidden, so only functions carrying this macro are exported. */
@@ -630,7 +630,8 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
 CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                          size_t nparams);
 
-/* Number of steps taken (Adam's t). Since 0.2.0. */
+/* Number of steps taken (Adam's t). Since 0.2.0; exported by the shared
+ * library since 0.6.1 (version node CVAE_0.6.1). */
 CVAE_API uint64_t cvae_optimizer_steps(const cvae_optimizer *opt);
 
 /*
@@ -837,7 +838,8 @@ CVAE_API cvae_status cvae_model_sample_labels(cvae_model *m, int n, uint64_t see
 CVAE_API cvae_status cvae_model_reconstruct_labels(cvae_model *m, const float *x,
                                                    const int *labels, int n, float *images);
 
-/* Number of training steps taken (saved with the model). Since 0.2.0. */
+/* Number of training steps taken (saved with the model). Since 0.2.0;
+ * exported by the shared library since 0.6.1 (version node CVAE_0.6.1). */
 CVAE_API uint64_t cvae_model_steps(const cvae_model *m);
 
 /*

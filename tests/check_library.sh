@@ -1,7 +1,9 @@
 #!/bin/sh
 # check_library.sh BUILD_DIR VERSION - checks the shared library's ABI surface:
 #  - it exports exactly the functions the header marks CVAE_API (nothing
-#    internal, nothing missing), all in a CVAE_ version node;
+#    internal, nothing missing), all in a CVAE_ version node; the header is
+#    read by BUILD_DIR/tools/header_api (tests/header_api.c), which
+#    tokenises it as C does, so any return type and any line wrapping count;
 #  - its SONAME is libcvae.so.MAJOR and the symlinks point the right way;
 #  - the version the Makefile read from the header is the file's version.
 set -eu
@@ -27,9 +29,9 @@ if grep -v '^cvae_[a-z0-9_]*@@CVAE_[0-9.]*$' "$tmp/exported" > "$tmp/bad"; then
     fail "symbols above are exported but are not versioned cvae_ functions"
 fi
 sed 's/@@.*//' "$tmp/exported" > "$tmp/names"
-# Every function declared with CVAE_API in the header (declarations may wrap).
-tr '\n' ' ' < include/cvae.h | grep -o 'CVAE_API [a-z_ *]*cvae_[a-z0-9_]*(' |
-    sed 's/.*[ *]\(cvae_[a-z0-9_]*\)($/\1/' | sort -u > "$tmp/declared"
+# Every function declared with CVAE_API in the header.
+"$b/tools/header_api" include/cvae.h > "$tmp/api" || fail "cannot read include/cvae.h"
+cut -d' ' -f1 "$tmp/api" | sort -u > "$tmp/declared"
 if ! cmp -s "$tmp/names" "$tmp/declared"; then
     diff "$tmp/declared" "$tmp/names" >&2 || true
     fail "exports differ from the header's CVAE_API functions (< header, > library)"

@@ -1,11 +1,42 @@
 /*
  * cvae_client.c - a program built only against the installed libcvae
  * (pkg-config --cflags --libs cvae), as a user would. It checks that header
- * and library agree, builds a tiny stack, runs it and prints what it saw.
+ * and library agree, builds a tiny stack, runs it, takes one training step
+ * of a tiny model (the step counters were declared but not exported before
+ * 0.6.1) and prints what it saw.
  */
 #include <cvae.h>
 
 #include <stdio.h>
+
+/* One Adam step of the preset on two 1 x 4 x 4 images: both step counters
+ * must read 1. 0 on success. */
+static int one_step(void)
+{
+    cvae_model *m = NULL;
+    cvae_optimizer *opt = NULL;
+    float x[2 * 16];
+    double recon = 0, kl = 0;
+    int i, bad;
+    cvae_status st = cvae_model_create(&m);
+    for (i = 0; i < 32; i++)
+        x[i] = (float)(i % 5) / 4.0f;
+    if (st == CVAE_OK)
+        st = cvae_model_init_preset(m, 1, 4, 4, 2, 2, 7);
+    if (st == CVAE_OK)
+        st = cvae_optimizer_create(&opt, CVAE_OPTIMIZER_ADAM, cvae_model_param_count(m));
+    if (st == CVAE_OK)
+        st = cvae_model_train_step(m, opt, x, 2, &recon, &kl);
+    if (st != CVAE_OK)
+        printf("error: %s: %s\n", cvae_status_string(st), cvae_model_last_error(m));
+    bad = st != CVAE_OK || cvae_model_steps(m) != 1 || cvae_optimizer_steps(opt) != 1;
+    if (st == CVAE_OK && bad)
+        printf("after one step: model steps %lu, optimizer steps %lu\n",
+               (unsigned long)cvae_model_steps(m), (unsigned long)cvae_optimizer_steps(opt));
+    cvae_optimizer_destroy(opt);
+    cvae_model_destroy(m);
+    return bad;
+}
 
 int main(void)
 {
@@ -50,7 +81,10 @@ int main(void)
             return 1;
         }
     }
-    printf("library %s, output %dx%dx%d in (0,1)\n", cvae_version_string(), c, h, w);
     cvae_stack_destroy(s);
+    if (one_step())
+        return 1;
+    printf("library %s, output %dx%dx%d in (0,1), one training step counted\n",
+           cvae_version_string(), c, h, w);
     return 0;
 }
