@@ -1,10 +1,11 @@
 # libcvae - GNU make. Everything built goes to build/.
 #
-#   make                  library (static + shared), tests and examples
+#   make                  library (static + shared), tests, examples and the benchmark
 #   make check            build and run every test
 #   make deps             install what building and testing need, when missing
 #   make NATIVE=1         add -march=native (the default binary runs anywhere)
-#   make bench            speed table (training, layers, multiply, sampling)
+#   make bench            speed table (training, layers, multiply, sampling;
+#                         tests/bench/cvae-bench.c, built as build/bin/cvae-bench)
 #   make abi-check        the shared library against lib/libcvae.abi
 #   make fuzz-run         fuzz the file loaders (tests/fuzz/README.md)
 #   make SANITIZE=1       build everything with AddressSanitizer + UBSan
@@ -108,6 +109,10 @@ EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(B)/bin/%)
 EXAMPLE_COMMON := $(sort $(wildcard examples/common/*.c))
 EXAMPLE_COMMON_OBJ := $(EXAMPLE_COMMON:%.c=$(B)/obj/%.o)
+# The benchmark is a development tool, not an example: it times the multiply's
+# variants and the layers' kernels through lib/cvae_internal.h. Built beside
+# the programs, never installed.
+BENCH_BIN := $(B)/bin/cvae-bench
 
 # Rebuild everything when the compiler or flags change (e.g. SANITIZE=1).
 FLAGS_STAMP := $(B)/flags.stamp
@@ -117,7 +122,7 @@ $(shell mkdir -p $(B) && (printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP)
 .PHONY: all lib tests examples check deps install uninstall clean demo data
 .DEFAULT_GOAL := all
 
-all: lib tests examples
+all: lib tests examples $(BENCH_BIN)
 lib: $(STATIC) $(SHARED) $(B)/$(SONAME) $(B)/libcvae.so
 tests: $(TEST_BIN)
 examples: $(EXAMPLE_BIN)
@@ -196,6 +201,13 @@ $(B)/obj/examples/common/%.o: examples/common/%.c $(FLAGS_STAMP)
 
 .SECONDARY: $(EXAMPLE_COMMON_OBJ)
 $(B)/bin/%: examples/%.c $(EXAMPLE_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Iexamples/common -MMD -MP $< -o $@ $(BASE_LDFLAGS) \
+		$(EXAMPLE_COMMON_OBJ) $(STATIC) $(LIBS)
+
+# The benchmark links like an example (the static library holds the cvi_
+# internals it calls) and shares the examples' helpers.
+$(BENCH_BIN): tests/bench/cvae-bench.c $(EXAMPLE_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Iexamples/common -MMD -MP $< -o $@ $(BASE_LDFLAGS) \
 		$(EXAMPLE_COMMON_OBJ) $(STATIC) $(LIBS)
@@ -279,11 +291,11 @@ evaluate: examples data
 
 # The speed table of docs/PERFORMANCE.md. Run it on a quiet machine: no
 # build, test or other heavy process beside it. BENCH_FLAGS=--quick for a
-# smoke run; see build/bin/cvae-bench --help.
+# smoke run; see build/bin/cvae-bench --help (source: tests/bench/cvae-bench.c).
 BENCH_FLAGS ?=
 .PHONY: bench
-bench: examples
-	$(B)/bin/cvae-bench $(BENCH_FLAGS)
+bench: $(BENCH_BIN)
+	$(BENCH_BIN) $(BENCH_FLAGS)
 
 # -------------------------------------------------------------------- ABI
 
@@ -323,6 +335,8 @@ check: all $(B)/tools/header_api $(if $(MNIST_DIR),data)
 	$(CXX) -std=c++11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c++ include/cvae.h
 	@echo "== shared library exports, SONAME and version"
 	sh tests/check_library.sh $(B) $(VERSION)
+	@echo "== programs refuse damaged data sets"
+	sh tests/check_programs.sh $(B)
 	@echo "== the export checks themselves; every header function through the shared library"
 	sh tests/check_exports.sh $(B) "$(CC)" "$(BASE_LDFLAGS)"
 	@echo "== install, pkg-config client, uninstall"
@@ -397,6 +411,7 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	      $(DESTDIR)$(LIBDIR)/libcvae.so $(DESTDIR)$(PKGCONFIGDIR)/cvae.pc
 	for p in $(notdir $(EXAMPLE_BIN)); do rm -f $(DESTDIR)$(BINDIR)/$$p; done
+	rm -f $(DESTDIR)$(BINDIR)/cvae-bench # installed as an example up to 0.6.0
 
 clean:
 	rm -rf $(B)

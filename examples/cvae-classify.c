@@ -100,37 +100,36 @@ static void parse_options(int argc, char **argv, int training, struct options *o
         ex_usage_error("--model FILE is required (try --help)");
 }
 
-/* Prints the accuracy on DIR's t10k files; returns 0 or 1. */
-static int report_test(clf_classifier *clf, ex_format format, const char *dir)
+/* Prints the accuracy on the t10k images and labels of test; returns 0 or 1. */
+static int report_test(clf_classifier *clf, cvae_dataset *test)
 {
-    cvae_dataset *test = NULL;
-    int correct = 0, total = 0, rc = 1;
+    int correct = 0, total = 0;
     double t0 = ex_now();
     cvae_status st;
 
-    if (ex_load_data(format, dir, "t10k", 1, &test) != CVAE_OK)
-        return 1;
-    if ((st = clf_accuracy(clf, test, &correct, &total)) != CVAE_OK) {
-        ex_status_error("testing", st, clf_last_error(clf));
-        goto done;
-    }
+    if ((st = clf_accuracy(clf, test, &correct, &total)) != CVAE_OK)
+        return ex_status_error("testing", st, clf_last_error(clf));
     printf("test accuracy: %.2f%% (%d of %d)  %.1f s\n", 100.0 * correct / total, correct, total,
            ex_now() - t0);
-    rc = 0;
-done:
-    cvae_dataset_destroy(test);
-    return rc;
+    return 0;
 }
 
 static int do_train(struct options *o)
 {
-    cvae_dataset *train = NULL;
+    cvae_dataset *train = NULL, *test = NULL;
     clf_classifier *clf = NULL;
     int c, h, w, rc = 1;
     double t0;
     cvae_status st;
 
+    /* Both splits are read, and so checked, before any training: damaged
+     * test files must not be found only after the training is done. */
     if (ex_load_data(o->format, o->data, "train", 1, &train) != CVAE_OK)
+        goto done;
+    if (!ex_data_present(o->format, o->data, "t10k"))
+        fprintf(stderr, "%s: note: no test images in %s, so no test accuracy\n", ex_prog,
+                o->data);
+    else if (ex_load_data(o->format, o->data, "t10k", 1, &test) != CVAE_OK)
         goto done;
     cvae_dataset_shape(train, &c, &h, &w);
     if ((st = clf_create(&clf)) != CVAE_OK) {
@@ -164,20 +163,19 @@ static int do_train(struct options *o)
     }
     printf("saved %s\n", o->out);
     fflush(stdout);
-    if (!ex_data_present(o->format, o->data, "t10k"))
-        fprintf(stderr, "%s: note: no test images in %s, so no test accuracy\n", ex_prog,
-                o->data);
-    else if (report_test(clf, o->format, o->data) != 0)
+    if (test && report_test(clf, test) != 0)
         goto done;
     rc = 0;
 done:
     clf_destroy(clf);
+    cvae_dataset_destroy(test);
     cvae_dataset_destroy(train);
     return rc;
 }
 
 static int do_test(const struct options *o)
 {
+    cvae_dataset *test = NULL;
     clf_classifier *clf = NULL;
     int rc = 1;
     cvae_status st;
@@ -194,9 +192,12 @@ static int do_test(const struct options *o)
         ex_status_error("--threads", st, clf_last_error(clf));
         goto done;
     }
-    rc = report_test(clf, o->format, o->data);
+    if (ex_load_data(o->format, o->data, "t10k", 1, &test) != CVAE_OK)
+        goto done;
+    rc = report_test(clf, test);
 done:
     clf_destroy(clf);
+    cvae_dataset_destroy(test);
     return rc;
 }
 

@@ -431,7 +431,10 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    if (ex_load_data(o.format, o.data, "t10k", 1, &test) != CVAE_OK)
+    /* Both splits are read, and so checked, before any measuring: damaged
+     * training files must not be found only after the IWAE bound's minutes. */
+    if (ex_load_data(o.format, o.data, "t10k", 1, &test) != CVAE_OK ||
+        (o.knn > 0 && ex_load_data(o.format, o.data, "train", 1, &train) != CVAE_OK))
         goto done;
     f.count = cvae_dataset_count(test);
     if (read_all(test, (size_t)(f.c * f.h * f.w), &tx, &ty) != 0)
@@ -448,11 +451,8 @@ int main(int argc, char **argv)
         goto done;
     if (clf && o.samples > 0 && measure_samples(m, clf, &o, &f) != 0)
         goto done;
-    if (o.knn > 0) {
-        if (ex_load_data(o.format, o.data, "train", 1, &train) != CVAE_OK ||
-            measure_knn(m, train, tx, ty, &o, &f) != 0)
-            goto done;
-    }
+    if (o.knn > 0 && measure_knn(m, train, tx, ty, &o, &f) != 0)
+        goto done;
     if (o.json)
         print_json(&o, &f);
     else

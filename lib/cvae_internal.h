@@ -203,8 +203,10 @@ void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_ge
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);
 
-/* ---------------------------------------------------------------- layers */
+/* ---------------------------------------------------------------- shapes */
 
+/* One image, C x H x W: what layers, stacks, models and datasets describe
+ * their inputs and outputs with (shape.c, below both layers and data). */
 typedef struct cvi_shape {
     size_t c, h, w;
 } cvi_shape;
@@ -212,6 +214,8 @@ typedef struct cvi_shape {
 size_t cvi_shape_size(cvi_shape s); /* c*h*w; callers checked it at build */
 /* Writes s's sides to whichever of c, h, w is not NULL. */
 void cvi_shape_out(cvi_shape s, int *c, int *h, int *w);
+
+/* ---------------------------------------------------------------- layers */
 
 /* Per-channel bias of a (F, P) plane: y[f][p] += b[f]; and its gradient
  * over n images of (F, P) planes, db[f] += sum over images and p of dy,

@@ -70,8 +70,21 @@
 #define GK(name) name##_avx512
 #define GK_MR 8
 #define GK_VL 16
+#define GK_NV 2
+#define GK_NR 32
+#define GK_VEC
+#define GK_ATTR __attribute__((target("avx512f,fma"))) WIDE_VECTORS
+#include "gemm_kernel.h"
+
+/* The same instruction set with a tile of half the width, for products of
+ * at most 16 columns (the first and last layers' weight gradients), which
+ * the wide tile would pad to 32. */
+#define GK(name) name##_avx512n
+#define GK_MR 8
+#define GK_VL 16
 #define GK_NV 1
 #define GK_NR 16
+#define GK_VEC
 #define GK_ATTR __attribute__((target("avx512f,fma"))) WIDE_VECTORS
 #include "gemm_kernel.h"
 #endif
@@ -143,7 +156,10 @@ static void run_slice(cvi_gemm_path path, const cvi_gemm_call *g, size_t i_lo, s
     switch (path) {
 #ifdef HAVE_X86_VARIANTS
     case CVI_GEMM_PATH_AVX512:
-        gemm_run_avx512(g, i_lo, i_hi, j_lo, j_hi, pa, pb);
+        if (j_hi - j_lo <= 16)
+            gemm_run_avx512n(g, i_lo, i_hi, j_lo, j_hi, pa, pb);
+        else
+            gemm_run_avx512(g, i_lo, i_hi, j_lo, j_hi, pa, pb);
         return;
     case CVI_GEMM_PATH_AVX2:
         gemm_run_avx2(g, i_lo, i_hi, j_lo, j_hi, pa, pb);

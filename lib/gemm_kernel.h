@@ -17,23 +17,78 @@
  * the tile has no edge cases; edge tiles are only clipped when written back.
  */
 
+#ifdef GK_VEC
+/* The vector of GK_VL floats (GCC and clang vector extensions). */
+typedef float GK(vec) __attribute__((vector_size(GK_VL * 4), aligned(4), may_alias));
+/* A vector of GK_VL copies of x (a vector plus a scalar would add 0.0f
+ * first, which the compiler may not drop without -ffast-math). */
+#define GK_SPLAT8(x) x, x, x, x, x, x, x, x
+#if GK_VL == 16
+#define GK_SPLAT(x) {GK_SPLAT8(x), GK_SPLAT8(x)}
+#elif GK_VL == 8
+#define GK_SPLAT(x) {GK_SPLAT8(x)}
+#else
+#error "GK_VEC wants GK_VL 8 or 16"
+#endif
+#endif
+
+/* Copies one full B panel row of GK_NR floats. With vector types the copy
+ * is GK_NV vector moves; a plain loop of constant length became a call to
+ * memmove per row in gcc 12 once GK_NR reached 32. */
+#ifdef GK_VEC
+#define GK_COPY_NR(dst, src)                                                                       \
+    {                                                                                              \
+        GK(vec) v_[GK_NV];                                                                         \
+        memcpy(v_, (src), sizeof v_);                                                              \
+        memcpy((dst), v_, sizeof v_);                                                              \
+    }
+#define GK_COPY_VL(dst, src)                                                                       \
+    {                                                                                              \
+        GK(vec) v_;                                                                                \
+        memcpy(&v_, (src), sizeof v_);                                                             \
+        memcpy((dst), &v_, sizeof v_);                                                             \
+    }
+#else
+#define GK_COPY_VL(dst, src)                                                                       \
+    {                                                                                              \
+        size_t q_;                                                                                 \
+        for (q_ = 0; q_ < GK_VL; q_++)                                                             \
+            (dst)[q_] = (src)[q_];                                                                 \
+    }
+#define GK_COPY_NR(dst, src)                                                                       \
+    {                                                                                              \
+        size_t q_;                                                                                 \
+        for (q_ = 0; q_ < GK_NR; q_++)                                                             \
+            (dst)[q_] = (src)[q_];                                                                 \
+    }
+#endif
+
 /* Packs rows x kc of a matrix whose element (r, k) is at X[r * rs + k * ks]
- * into a panel of width w, k-major: p[k][r]. The two loop orders keep the
- * reads contiguous whichever stride is 1. Rows past `rows` are not written. */
+ * into a panel of width w, k-major: p[k][r]. The loop orders keep the reads
+ * contiguous whichever stride is 1 and, for full panels, the writes too.
+ * Rows past `rows` are not written (zero_panel clears them first). */
 GK_ATTR static void GK(pack_panel)(float *restrict p, const float *X, size_t rs, size_t ks,
                                    size_t rows, size_t kc, size_t w)
 {
     size_t k, r;
-    if (ks == 1) {
+    if (ks == 1 && rows == GK_MR && w == GK_MR) {
+        /* A transposing copy of a full panel: k outer, so that each step
+         * writes one contiguous panel row while the GK_MR source rows are
+         * read sequentially (r outer would scatter every write). */
+        for (k = 0; k < kc; k++)
+            for (r = 0; r < GK_MR; r++)
+                p[k * GK_MR + r] = X[r * rs + k];
+    } else if (ks == 1 && rows == GK_NR && w == GK_NR) {
+        for (k = 0; k < kc; k++)
+            for (r = 0; r < GK_NR; r++)
+                p[k * GK_NR + r] = X[r * rs + k];
+    } else if (ks == 1) {
         for (r = 0; r < rows; r++)
             for (k = 0; k < kc; k++)
                 p[k * w + r] = X[r * rs + k];
     } else if (rows == GK_NR && w == GK_NR) {
-        /* A full B panel row is one vector copy: constant length, so the
-         * compiler inlines it instead of calling memmove per row. */
         for (k = 0; k < kc; k++)
-            for (r = 0; r < GK_NR; r++)
-                p[k * GK_NR + r] = X[k * ks + r];
+            GK_COPY_NR(p + k * GK_NR, X + k * ks)
     } else {
         for (k = 0; k < kc; k++)
             for (r = 0; r < rows; r++)
@@ -41,14 +96,13 @@ GK_ATTR static void GK(pack_panel)(float *restrict p, const float *X, size_t rs,
     }
 }
 
-/* Zeroes columns rows .. w-1 of a k-major panel: the tail rows of a panel. */
-GK_ATTR static void GK(pad_panel)(float *restrict p, size_t rows, size_t kc, size_t w)
+/* Clears a whole k-major panel whose last rows (rows .. w-1) the packing
+ * will not write: one contiguous clear before, rather than a short clear
+ * per k after, which compilers turned into a call per k. */
+GK_ATTR static void GK(zero_panel)(float *restrict p, size_t rows, size_t kc, size_t w)
 {
-    size_t k, r;
     if (rows < w)
-        for (k = 0; k < kc; k++)
-            for (r = rows; r < w; r++)
-                p[k * w + r] = 0.0f;
+        memset(p, 0, kc * w * sizeof *p);
 }
 
 /* Packs op(A)[i0 .. i0+mc) x [k0 .. k0+kc) as MR-row panels pa[panel][k][r].
@@ -59,6 +113,7 @@ GK_ATTR static void GK(pack_a)(float *restrict pa, const cvi_operand *a, int tra
     size_t ip;
     for (ip = 0; ip < mc; ip += GK_MR) {
         size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR, i = i0 + ip;
+        GK(zero_panel)(pa, rows, kc, GK_MR);
         if (trans) { /* op(A)(i, k) = A[k][i] */
             GK(pack_panel)(pa, a->data + k0 * a->ld + i, 1, a->ld, rows, kc, GK_MR);
         } else if (!a->group_cols) {
@@ -73,13 +128,12 @@ GK_ATTR static void GK(pack_a)(float *restrict pa, const cvi_operand *a, int tra
                 k += run;
             }
         }
-        GK(pad_panel)(pa, rows, kc, GK_MR);
         pa += kc * GK_MR;
     }
 }
 
 /* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels pb[panel][k][c].
- * A grouped B (never transposed) is cut into runs of columns inside one group. */
+ * A grouped B is never transposed. */
 GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int trans, size_t k0,
                                size_t kc, size_t j0, size_t nc)
 {
@@ -87,23 +141,46 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int tra
     for (jp = 0; jp < nc; jp += GK_NR) {
         size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, j = j0 + jp;
         if (trans) { /* op(B)(k, j) = B[j][k] */
+            GK(zero_panel)(pb, cols, kc, GK_NR);
             GK(pack_panel)(pb, b->data + j * b->ld + k0, b->ld, 1, cols, kc, GK_NR);
-        } else if (!b->group_cols) {
+        } else if (!b->group_cols && cols == GK_NR) {
             GK(pack_panel)(pb, b->data + k0 * b->ld + j, 1, b->ld, cols, kc, GK_NR);
-        } else {
-            size_t c = 0;
-            while (c < cols) {
-                size_t g = (j + c) / b->group_cols, cc = (j + c) % b->group_cols;
-                size_t run = b->group_cols - cc < cols - c ? b->group_cols - cc : cols - c;
-                size_t k, r;
-                const float *src = b->data + g * b->group_stride + k0 * b->ld + cc;
-                for (k = 0; k < kc; k++)
-                    for (r = 0; r < run; r++)
-                        pb[k * GK_NR + c + r] = src[k * b->ld + r];
-                c += run;
+        } else if (!b->group_cols) {
+            /* The tail panel: its first whole vectors by vector copies, the
+             * rest one by one, the padding cleared first. */
+            size_t k, c, whole = cols / GK_VL * GK_VL;
+            const float *src = b->data + k0 * b->ld + j;
+            GK(zero_panel)(pb, cols, kc, GK_NR);
+            for (k = 0; k < kc; k++) {
+                for (c = 0; c < whole; c += GK_VL)
+                    GK_COPY_VL(pb + k * GK_NR + c, src + k * b->ld + c)
+                for (c = whole; c < cols; c++)
+                    pb[k * GK_NR + c] = src[k * b->ld + c];
             }
+        } else {
+            /* Grouped columns: each column's offset from a table, so that a
+             * panel straddling column groups (most do, with groups of 49 or
+             * 196 columns) needs no copy of variable length per k. */
+            size_t off[GK_NR], c, k;
+            const float *base = b->data + k0 * b->ld;
+            GK(zero_panel)(pb, cols, kc, GK_NR);
+            for (c = 0; c < GK_NR; c++) { /* past cols: a valid column, never read */
+                size_t jj = j + (c < cols ? c : 0);
+                off[c] = (jj / b->group_cols) * b->group_stride + jj % b->group_cols;
+            }
+            if (cols == GK_NR)
+                for (k = 0; k < kc; k++) {
+                    const float *row = base + k * b->ld;
+                    for (c = 0; c < GK_NR; c++)
+                        pb[k * GK_NR + c] = row[off[c]];
+                }
+            else
+                for (k = 0; k < kc; k++) {
+                    const float *row = base + k * b->ld;
+                    for (c = 0; c < cols; c++)
+                        pb[k * GK_NR + c] = row[off[c]];
+                }
         }
-        GK(pad_panel)(pb, cols, kc, GK_NR);
         pb += kc * GK_NR;
     }
 }
@@ -126,6 +203,64 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int tra
 #else
 #error "GK_MR must be 4, 6, 8 or 12"
 #endif
+#ifdef GK_VEC
+/* GCC and clang vector extensions (x86 variants only, which are GCC/clang
+ * only anyway): one named vector per accumulator, so the register allocator
+ * sees exactly GK_MR x GK_NV values to keep, and each step is GK_NV loads of
+ * pb, GK_MR broadcasts of pa and GK_MR x GK_NV FMAs. Arrays of floats
+ * indexed in loops (the portable form below) left gcc 12 spilling part of an
+ * 8 x 32 tile to the stack, and which part changed with unrelated code. */
+#if GK_NV == 1
+#define GK_DECL(r) GK(vec) c##r = {0};
+#define GK_FMA(r)                                                                                  \
+    {                                                                                              \
+        GK(vec) a##r = GK_SPLAT(a[r]);                                                        \
+        c##r += a##r * b0;                                                                         \
+    }
+#define GK_STORE(r) memcpy(acc + r * GK_NR, &c##r, sizeof c##r);
+#define GK_LOADB                                                                                   \
+    GK(vec) b0;                                                                                    \
+    memcpy(&b0, b, sizeof b0);
+#elif GK_NV == 2
+#define GK_DECL(r) GK(vec) c##r = {0}, d##r = {0};
+#define GK_FMA(r)                                                                                  \
+    {                                                                                              \
+        GK(vec) a##r = GK_SPLAT(a[r]);                                                        \
+        c##r += a##r * b0;                                                                         \
+        d##r += a##r * b1;                                                                         \
+    }
+#define GK_STORE(r)                                                                                \
+    memcpy(acc + r * GK_NR, &c##r, sizeof c##r);                                                   \
+    memcpy(acc + r * GK_NR + GK_VL, &d##r, sizeof d##r);
+#define GK_LOADB                                                                                   \
+    GK(vec) b0, b1;                                                                                \
+    memcpy(&b0, b, sizeof b0);                                                                     \
+    memcpy(&b1, b + GK_VL, sizeof b1);
+#else
+#error "GK_NV must be 1 or 2"
+#endif
+
+/* Not inlined: alone in its function the tile gets the whole register file;
+ * inlined into gemm_run, gcc 12 shared registers with the loops around it
+ * and copied accumulators inside the k loop. One call per tile is nothing
+ * beside its kc steps. */
+GK_ATTR __attribute__((noinline)) static void GK(tile)(size_t kc, const float *restrict pa,
+                                                       const float *restrict pb,
+                                                       float *restrict acc)
+{
+    GK_ROWS(GK_DECL)
+    size_t k;
+    for (k = 0; k < kc; k++) {
+        const float *restrict b = pb + k * GK_NR, *restrict a = pa + k * GK_MR;
+        GK_LOADB
+        GK_ROWS(GK_FMA)
+    }
+    GK_ROWS(GK_STORE)
+}
+#undef GK_LOADB
+#undef GK_SPLAT
+#undef GK_SPLAT8
+#else /* portable C */
 #if GK_NV == 1
 #define GK_DECL(r) float c##r[GK_VL] = {0};
 #define GK_FMA(r) c##r[j] += a[r] * b[j];
@@ -159,6 +294,7 @@ GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, const float *r
     }
     GK_ROWS(GK_STORE)
 }
+#endif /* GK_VEC */
 
 #undef GK_ROWS
 #undef GK_DECL
@@ -261,3 +397,6 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
 #undef GK_NV
 #undef GK_NR
 #undef GK_ATTR
+#undef GK_COPY_NR
+#undef GK_COPY_VL
+#undef GK_VEC

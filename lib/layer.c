@@ -8,21 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-size_t cvi_shape_size(cvi_shape s)
-{
-    return s.c * s.h * s.w;
-}
-
-void cvi_shape_out(cvi_shape s, int *c, int *h, int *w)
-{
-    if (c)
-        *c = (int)s.c;
-    if (h)
-        *h = (int)s.h;
-    if (w)
-        *w = (int)s.w;
-}
-
 void cvi_bias_add_planes(float *y, const float *b, size_t F, size_t P)
 {
     size_t f, p;

@@ -70,16 +70,39 @@ static int idx_path(char *buf, const char *dir, const char *split, const char *k
     return join(buf, dir, name);
 }
 
+/* 1 if something is at path (a file, a directory, even a dangling link),
+ * so that whatever is there is read and judged by the loader. */
+static int exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* The labels file is read whenever it is there, needed or not: one that is
+ * present and malformed (a wrong count, a label above 9) means the data set
+ * is damaged, which must be said rather than trained on. Only a missing
+ * labels file is fine, when the caller does not need labels. */
 static cvae_status load_idx(const char *dir, const char *split, int with_labels, cvae_dataset *ds)
 {
     char images[EX_PATH_MAX], labels[EX_PATH_MAX];
+    const char *err;
+    int read_labels;
     cvae_status st;
     if (!idx_path(images, dir, split, "images-idx3-ubyte") ||
         !idx_path(labels, dir, split, "labels-idx1-ubyte"))
         return CVAE_ERR_INVALID_ARG;
-    st = cvae_dataset_load_idx(ds, images, with_labels ? labels : NULL);
-    if (st != CVAE_OK)
-        ex_status_error("reading the IDX files", st, cvae_dataset_last_error(ds));
+    read_labels = with_labels || exists(labels);
+    st = cvae_dataset_load_idx(ds, images, read_labels ? labels : NULL);
+    if (st != CVAE_OK) {
+        err = cvae_dataset_last_error(ds);
+        /* The loader's messages start with the file's path. */
+        if (!with_labels && !strncmp(err, labels, strlen(labels)))
+            ex_error("reading the IDX files: %s: %s (labels are not needed here, but a labels "
+                     "file that is there must be valid: repair or remove it)",
+                     cvae_status_string(st), err);
+        else
+            ex_status_error("reading the IDX files", st, err);
+    }
     return st;
 }
 

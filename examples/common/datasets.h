@@ -5,7 +5,9 @@
  *
  *   idx      DIR/train-images-idx3-ubyte (+ train-labels-idx1-ubyte) and
  *            DIR/t10k-images-idx3-ubyte (+ t10k-labels-idx1-ubyte): MNIST,
- *            Fashion-MNIST (uncompressed).
+ *            Fashion-MNIST (uncompressed). A labels file may be missing
+ *            when the caller needs no labels; one that is there is always
+ *            read and checked (count, values 0..9).
  *   cifar10  DIR/data_batch_1.bin ... data_batch_5.bin (those present, at
  *            least the first) and DIR/test_batch.bin, the CIFAR-10 binary
  *            version; DIR may also be the folder holding the archive's
@@ -34,9 +36,14 @@ const char *ex_format_name(ex_format f);
  * can be opened, else 0. */
 int ex_data_present(ex_format f, const char *dir, const char *split);
 
-/* Loads a split into a new dataset, with labels when with_labels is not 0
- * (the pnm format has none: that is an error). On failure prints one line
- * and returns a non-OK status, *out NULL. */
+/* Loads a split into a new dataset. with_labels not 0: the labels are
+ * required (the pnm format has none: that is an error). with_labels 0: the
+ * labels are not needed, yet every file of the split that is there is still
+ * read and validated, so a damaged data set is refused whatever the caller
+ * uses of it: an idx labels file that exists (a missing one is fine) and the
+ * label byte of every cifar10 record. The dataset then has those labels.
+ * On failure prints one line naming the file and the problem and returns a
+ * non-OK status, *out NULL. */
 cvae_status ex_load_data(ex_format f, const char *dir, const char *split, int with_labels,
                          cvae_dataset **out);
 

@@ -1,12 +1,17 @@
 /*
- * cvae-bench - measures libcvae on this machine: training throughput of the
- * seed VAE and of the PyTorch examples' MLP VAE, forward and backward time
- * of each layer, the matrix multiply on the seed model's shapes next to the
- * machine's FMA peak, sampling and encoding, and peak memory.
+ * cvae-bench - measures libcvae on this machine: the FMA peak, training
+ * throughput of the seed VAE and of the PyTorch examples' MLP VAE against
+ * the rate that peak allows, forward and backward time of each layer, the
+ * matrix multiply on the seed model's shapes next to the peak, sampling and
+ * encoding, and peak memory.
  *
  * Every figure is the median of --repeats timed runs after a warm-up, with
- * the fastest and slowest beside it. The multiply (cvi_gemm) is internal:
- * this program links the static library, which holds it.
+ * the fastest and slowest beside it.
+ *
+ * A development tool, not an example: it lives in tests/bench/ because it
+ * uses the library's internals (lib/cvae_internal.h: the multiply's variants,
+ * cvi_gemm, the thread resolution), which it reaches by linking the static
+ * library. The models it trains are built through the public API only.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -52,12 +57,22 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: cvae-bench [options]\n"
                "\n"
-               "Measures libcvae on this machine and prints a table: training images/s of the\n"
-               "seed VAE and of an MLP VAE (784-400-20, as PyTorch's examples) for batches 32\n"
-               "to 256, forward and backward time of each seed-model layer, the matrix\n"
-               "multiply on the seed model's 24 products next to the measured FMA peak,\n"
-               "sampling and encoding speed, and peak memory. Each figure is the median of\n"
-               "the repeats after a warm-up, with min and max.\n"
+               "Measures libcvae on this machine and prints tables: the single-precision FMA\n"
+               "peak, training images/s of the seed VAE and of an MLP VAE (784-400-20, as\n"
+               "PyTorch's examples) for batches 32 to 256, forward and backward time of each\n"
+               "seed-model layer, the matrix multiply on the seed model's 24 products per\n"
+               "variant and thread count next to the peak, sampling and encoding speed, and\n"
+               "peak memory. Each figure is the median of the repeats after a warm-up, with\n"
+               "min and max.\n"
+               "\n"
+               "Training rows also give the speed-up over 1 thread and the share of the\n"
+               "peak-limited rate: the measured FMA peak for that thread count (the best\n"
+               "kernel) over the FLOPs of one training step per image. Those count the\n"
+               "multiply work only, from the model's layer shapes: 2 per multiply-add of the\n"
+               "forward, weight-gradient and input-gradient products of every conv2d,\n"
+               "conv_transpose2d and linear layer (3 x the forward; the input gradient of the\n"
+               "encoder's first layer, which a step skips, included): 30.2 MFLOP for the seed\n"
+               "model, 3.9 for the MLP. Activations, biases, im2col, the loss and Adam count 0.\n"
                "\n"
                "  --data DIR      MNIST directory: train on real digits and encode the t10k\n"
                "                  set (default: random pixels)\n"
@@ -257,106 +272,7 @@ static int set_threads(cvae_model *m, int threads)
     return st == CVAE_OK ? 0 : ex_status_error("setting threads", st, cvae_model_last_error(m));
 }
 
-/* ------------------------------------------------------------- training */
-
-struct train_work {
-    cvae_model *m;
-    cvae_optimizer *opt;
-    const float *pool;
-    int batch;
-    long next; /* index of the next batch of the pool */
-};
-
-static int train_steps(void *ctx, long calls)
-{
-    struct train_work *w = ctx;
-    long batches = POOL_IMAGES / w->batch, i;
-
-    for (i = 0; i < calls; i++, w->next++) {
-        const float *x = w->pool + (size_t)(w->next % batches) * (size_t)w->batch * IMAGE_SIZE;
-        cvae_status st = cvae_model_train_step(w->m, w->opt, x, w->batch, NULL, NULL);
-        if (st != CVAE_OK)
-            return ex_status_error("training step", st, cvae_model_last_error(w->m));
-    }
-    return 0;
-}
-
-/* One table row per thread count for one model and batch size. */
-static int bench_training_model(const struct options *o, const struct inputs *in, int mlp,
-                                int batch)
-{
-    struct train_work w = {NULL, NULL, NULL, 0, 0};
-    double first = 0;
-    cvae_status st;
-    int t, rc;
-
-    w.pool = in->pool;
-    w.batch = batch;
-    if ((rc = make_model(mlp, batch, &w.m)) != 0)
-        goto done;
-    st = cvae_optimizer_create(&w.opt, CVAE_OPTIMIZER_ADAM, cvae_model_param_count(w.m));
-    if (st != CVAE_OK) {
-        rc = ex_status_error("creating the optimizer", st, "");
-        goto done;
-    }
-    for (t = 0; t < o->nthreads; t++) {
-        struct timing tm;
-        if ((rc = set_threads(w.m, o->threads[t])) != 0 ||
-            (rc = measure(train_steps, &w, o->repeats, o->seconds, &tm)) != 0)
-            break;
-        if (t == 0)
-            first = tm.median;
-        printf("%-6s %6d %8d %10.0f %10.0f %10.0f %8.2fx\n", mlp ? "mlp" : "seed", batch,
-               o->threads[t], batch / tm.median, batch / tm.max, batch / tm.min, first / tm.median);
-        fflush(stdout);
-    }
-done:
-    cvae_optimizer_destroy(w.opt);
-    cvae_model_destroy(w.m);
-    return rc;
-}
-
-static int bench_training(const struct options *o, const struct inputs *in)
-{
-    static const int all_batches[] = {32, 64, 128, 256}, quick_batches[] = {32, 128};
-    const int *batches = o->quick ? quick_batches : all_batches;
-    int nbatches = o->quick ? 2 : 4, mlp, b, rc = 0;
-
-    printf("\n== training: images/s, Adam, %s inputs (median, min, max of %d x %.2g s; "
-           "speed-up over the first thread count)\n",
-           in->real ? "MNIST" : "random", o->repeats, o->seconds);
-    printf("%-6s %6s %8s %10s %10s %10s %9s\n", "model", "batch", "threads", "median", "min", "max",
-           "speed-up");
-    for (mlp = 0; mlp <= 1 && rc == 0; mlp++)
-        for (b = 0; b < nbatches && rc == 0; b++)
-            rc = bench_training_model(o, in, mlp, batches[b]);
-    return rc;
-}
-
-/* --------------------------------------------------------------- layers */
-
-struct layer_work {
-    cvae_layer *layer;
-    const float *in, *dout;
-    float *out, *din;
-    int backward;
-};
-
-static int layer_calls(void *ctx, long calls)
-{
-    struct layer_work *w = ctx;
-    long i;
-
-    for (i = 0; i < calls; i++) {
-        cvae_status st =
-            w->backward ? cvae_layer_backward(w->layer, w->in, w->out, w->dout, w->din, LAYER_BATCH)
-                        : cvae_layer_forward(w->layer, w->in, w->out, LAYER_BATCH);
-        if (st != CVAE_OK)
-            return ex_status_error(w->backward ? "layer backward" : "layer forward", st,
-                                   cvae_layer_last_error(w->layer));
-    }
-    return 0;
-}
+/* ---------------------------------------------------------------- flops */
 
 /* Forward flops of one image, from the public shapes and the parameter
  * count (weights = parameters - one bias per output channel), 2 per
@@ -380,98 +296,38 @@ static double layer_flops(cvae_layer_kind kind, size_t params, int in_h, int in_
     }
 }
 
-/* Sums over the layers of one table. */
-struct layer_totals {
-    double fwd, bwd, flops;
-};
-
-/* Times one layer of a built stack on random inputs and output gradients
- * and prints its row. Flatten and reshape are views inside a stack (the
- * layer call would copy), so they are listed without a time. */
-static int bench_layer(const struct options *o, cvae_layer *l, const char *label,
-                       struct layer_totals *sum)
+/* layer_flops of a bound layer, from its public shapes. */
+static double layer_forward_flops(const cvae_layer *l)
 {
-    struct layer_work w = {NULL, NULL, NULL, NULL, NULL, 0};
-    cvae_layer_kind kind = cvae_layer_get_kind(l);
-    int ic, ih, iw, oc, oh, ow, rc = 0;
-    size_t in_size, out_size;
-    struct timing tf, tb;
-    uint64_t rng = 7;
-    float *buf;
-    char shape[48];
-    double f;
-    cvae_status st;
+    int ic, ih, iw, oc, oh, ow;
 
-    if ((st = cvae_layer_input_shape(l, &ic, &ih, &iw)) != CVAE_OK ||
-        (st = cvae_layer_output_shape(l, &oc, &oh, &ow)) != CVAE_OK)
-        return ex_status_error("layer shape", st, "");
-    snprintf(shape, sizeof shape, "%dx%dx%d -> %dx%dx%d", ic, ih, iw, oc, oh, ow);
-    printf("%-6s %-17s %-22s", label, cvae_layer_kind_name(l), shape);
-    if (kind == CVAE_LAYER_FLATTEN || kind == CVAE_LAYER_RESHAPE) {
-        printf(" (a view in a stack: no work)\n");
+    if (cvae_layer_input_shape(l, &ic, &ih, &iw) != CVAE_OK ||
+        cvae_layer_output_shape(l, &oc, &oh, &ow) != CVAE_OK)
         return 0;
-    }
-    in_size = (size_t)LAYER_BATCH * ic * ih * iw;
-    out_size = (size_t)LAYER_BATCH * oc * oh * ow;
-    if (!(buf = malloc(2 * (in_size + out_size) * sizeof *buf)))
-        return ex_error("out of memory");
-    random_fill(buf, 2 * (in_size + out_size), 0, &rng);
-    w.layer = l;
-    w.in = buf;
-    w.din = buf + in_size;
-    w.out = buf + 2 * in_size;
-    w.dout = buf + 2 * in_size + out_size;
-    /* Forward first: backward reads the forward's output. */
-    if ((rc = measure(layer_calls, &w, o->repeats, o->seconds / 10, &tf)) == 0) {
-        w.backward = 1;
-        rc = measure(layer_calls, &w, o->repeats, o->seconds / 10, &tb);
-    }
-    free(buf);
-    if (rc != 0)
-        return rc;
-    f = layer_flops(kind, cvae_layer_param_count(l), ih, iw, oc, oh, ow) * LAYER_BATCH;
-    sum->fwd += tf.median;
-    sum->bwd += tb.median;
-    sum->flops += f;
-    if (f > 0)
-        printf(" %8.3f %8.1f %8.3f %8.1f\n", 1e3 * tf.median, f / tf.median / 1e9, 1e3 * tb.median,
-               2 * f / tb.median / 1e9);
-    else
-        printf(" %8.3f %8s %8.3f %8s\n", 1e3 * tf.median, "-", 1e3 * tb.median, "-");
-    return 0;
+    return layer_flops(cvae_layer_get_kind(l), cvae_layer_param_count(l), ih, iw, oc, oh, ow);
 }
 
-static int bench_layers(const struct options *o)
+/* The multiply work of one training step, per image, from the model's layer
+ * shapes: every conv2d, conv_transpose2d and linear layer makes three
+ * products of its forward's size (forward, weight gradient, input gradient),
+ * so 3 x layer_flops summed over encoder and decoder. The input gradient
+ * of the encoder's first layer, which a step skips (nothing needs the
+ * images' gradient), is counted all the same, as in the speed targets'
+ * figures (seed model 30.2 MFLOP, MLP 3.9 MFLOP, of which 0.2 and 0.63 are
+ * that gradient).
+ * Element-wise work (activations, biases, im2col/col2im, the loss, the
+ * sampling, Adam) counts 0. */
+static double step_flops_per_image(cvae_model *m)
 {
-    cvae_model *m = NULL;
-    int s, i, t, rc;
+    double flops = 0;
+    int s, i;
 
-    if ((rc = make_model(0, LAYER_BATCH, &m)) != 0)
-        goto done;
-    for (t = 0; t < o->nthreads && rc == 0; t++) {
-        struct layer_totals sum = {0, 0, 0};
-        if ((rc = set_threads(m, o->threads[t])) != 0)
-            break;
-        printf("\n== layers of the seed model, batch %d, %d thread%s (median ms; backward = "
-               "weight + input gradient, 2x the flops)\n",
-               LAYER_BATCH, o->threads[t], o->threads[t] > 1 ? "s" : "");
-        printf("%-6s %-17s %-22s %8s %8s %8s %8s\n", "layer", "kind", "input -> output", "fwd ms",
-               "GFLOP/s", "bwd ms", "GFLOP/s");
-        for (s = 0; s < 2 && rc == 0; s++) {
-            cvae_stack *stack = s ? cvae_model_decoder(m) : cvae_model_encoder(m);
-            for (i = 0; i < cvae_stack_layer_count(stack) && rc == 0; i++) {
-                char label[16];
-                snprintf(label, sizeof label, "%s %d", s ? "dec" : "enc", i);
-                rc = bench_layer(o, cvae_stack_layer(stack, i), label, &sum);
-            }
-        }
-        if (rc == 0)
-            printf("%-47s %8.3f %8.1f %8.3f %8.1f\n", "total", 1e3 * sum.fwd,
-                   sum.flops / sum.fwd / 1e9, 1e3 * sum.bwd, 2 * sum.flops / sum.bwd / 1e9);
+    for (s = 0; s < 2; s++) {
+        cvae_stack *stack = s ? cvae_model_decoder(m) : cvae_model_encoder(m);
+        for (i = 0; i < cvae_stack_layer_count(stack); i++)
+            flops += 3 * layer_forward_flops(cvae_stack_layer(stack, i));
     }
-done:
-    cvae_model_destroy(m);
-    return rc;
+    return flops;
 }
 
 /* ----------------------------------------------------------------- peak */
@@ -603,6 +459,292 @@ static double peak_gflops(const struct peak_kernel *k, int threads, const struct
     return best;
 }
 
+/* The measured FMA peaks, GFLOP/s: kernel[k][t] of peak kernel k on
+ * o->threads[t] threads (0 for kernels this CPU does not run), and best[t],
+ * the machine's peak on that many threads: the best kernel's. */
+struct peaks {
+    double kernel[NPEAK][MAX_THREAD_COUNTS];
+    double best[MAX_THREAD_COUNTS];
+};
+
+/* Measures and prints the peak of every kernel this CPU runs, for each
+ * thread count. */
+static void measure_peaks(const struct options *o, struct peaks *pk)
+{
+    int k, t;
+
+    printf("\n== single-precision FMA peak, GFLOP/s (best of %d; independent vector "
+           "multiply-adds)\n%-10s",
+           o->repeats, "kernel");
+    for (t = 0; t < o->nthreads; t++) {
+        printf(" %9d thr", o->threads[t]);
+        pk->best[t] = 0;
+    }
+    printf("\n");
+    for (k = 0; k < NPEAK; k++) {
+        for (t = 0; t < o->nthreads; t++)
+            pk->kernel[k][t] = 0;
+        if (!peak_runs_here(&peak_kernels[k]))
+            continue;
+        printf("%-10s", peak_kernels[k].name);
+        for (t = 0; t < o->nthreads; t++) {
+#ifdef _OPENMP
+            pk->kernel[k][t] = peak_gflops(&peak_kernels[k], o->threads[t], o);
+#else
+            pk->kernel[k][t] = o->threads[t] * peak_gflops(&peak_kernels[k], 1, o);
+#endif
+            if (pk->kernel[k][t] > pk->best[t])
+                pk->best[t] = pk->kernel[k][t];
+            printf(" %13.1f", pk->kernel[k][t]);
+            fflush(stdout);
+        }
+        printf("\n");
+    }
+#ifndef _OPENMP
+    printf("(built without OpenMP: n threads are n x the 1-thread figure)\n");
+#endif
+}
+
+/* ------------------------------------------------------------- training */
+
+struct train_work {
+    cvae_model *m;
+    cvae_optimizer *opt;
+    const float *pool;
+    int batch;
+    long next; /* index of the next batch of the pool */
+};
+
+static int train_steps(void *ctx, long calls)
+{
+    struct train_work *w = ctx;
+    long batches = POOL_IMAGES / w->batch, i;
+
+    for (i = 0; i < calls; i++, w->next++) {
+        const float *x = w->pool + (size_t)(w->next % batches) * (size_t)w->batch * IMAGE_SIZE;
+        cvae_status st = cvae_model_train_step(w->m, w->opt, x, w->batch, NULL, NULL);
+        if (st != CVAE_OK)
+            return ex_status_error("training step", st, cvae_model_last_error(w->m));
+    }
+    return 0;
+}
+
+/* The index of the 1-thread figure, the base of the speed-ups: the first
+ * count when 1 is not measured. */
+static int base_thread_index(const struct options *o)
+{
+    int t;
+
+    for (t = 0; t < o->nthreads; t++)
+        if (o->threads[t] == 1)
+            return t;
+    return 0;
+}
+
+/* Images/s at the FMA peak of thread count t for a step of `flops` per
+ * image: peak / flops. Built without OpenMP, every call runs on one
+ * thread, so the step has one core's peak whatever the count. */
+static double peak_limited_rate(const struct options *o, const struct peaks *pk, int t,
+                                double flops)
+{
+    double peak = pk->best[t];
+
+#ifndef _OPENMP
+    peak /= o->threads[t];
+#else
+    (void)o;
+#endif
+    return flops > 0 ? peak * 1e9 / flops : 0;
+}
+
+/* One table row per thread count for one model and batch size: all thread
+ * counts are measured first, so that each row has its speed-up. */
+static int bench_training_model(const struct options *o, const struct inputs *in,
+                                const struct peaks *pk, int mlp, int batch, double flops)
+{
+    struct train_work w = {NULL, NULL, NULL, 0, 0};
+    struct timing tm[MAX_THREAD_COUNTS];
+    int t, base = base_thread_index(o), rc;
+    cvae_status st;
+
+    w.pool = in->pool;
+    w.batch = batch;
+    if ((rc = make_model(mlp, batch, &w.m)) != 0)
+        goto done;
+    st = cvae_optimizer_create(&w.opt, CVAE_OPTIMIZER_ADAM, cvae_model_param_count(w.m));
+    if (st != CVAE_OK) {
+        rc = ex_status_error("creating the optimizer", st, "");
+        goto done;
+    }
+    for (t = 0; t < o->nthreads; t++)
+        if ((rc = set_threads(w.m, o->threads[t])) != 0 ||
+            (rc = measure(train_steps, &w, o->repeats, o->seconds, &tm[t])) != 0)
+            goto done;
+    for (t = 0; t < o->nthreads; t++) {
+        double rate = batch / tm[t].median, limit = peak_limited_rate(o, pk, t, flops);
+        printf("%-5s %5d %7d %8.0f %8.0f %8.0f %8.2fx %8.0f %6.1f%%\n", mlp ? "mlp" : "seed", batch,
+               o->threads[t], rate, batch / tm[t].max, batch / tm[t].min,
+               tm[base].median / tm[t].median, limit, limit > 0 ? 100 * rate / limit : 0);
+    }
+    fflush(stdout);
+done:
+    cvae_optimizer_destroy(w.opt);
+    cvae_model_destroy(w.m);
+    return rc;
+}
+
+static int bench_training(const struct options *o, const struct inputs *in, const struct peaks *pk)
+{
+    static const int all_batches[] = {32, 64, 128, 256}, quick_batches[] = {32, 128};
+    const int *batches = o->quick ? quick_batches : all_batches;
+    int nbatches = o->quick ? 2 : 4, mlp, b, rc = 0;
+    double flops[2];
+    cvae_model *m;
+
+    for (mlp = 0; mlp <= 1; mlp++) { /* the work of a step does not depend on the batch */
+        m = NULL;
+        if ((rc = make_model(mlp, 1, &m)) == 0)
+            flops[mlp] = step_flops_per_image(m);
+        cvae_model_destroy(m);
+        if (rc != 0)
+            return rc;
+    }
+    printf("\n== training: images/s, Adam, %s inputs, GEMM path %s (median, min, max of %d x "
+           "%.2g s)\n",
+           in->real ? "MNIST" : "random", cvi_gemm_path_name(CVI_GEMM_PATH_AUTO), o->repeats,
+           o->seconds);
+    printf("speed-up: over %s; limit: images/s at the FMA peak of that thread count (the best\n"
+           "kernel above) for the multiply work of a step, 3 x the forward FLOPs of each conv\n"
+           "and linear layer: seed %.1f MFLOP per image, mlp %.2f MFLOP; share: median / limit\n",
+           o->threads[base_thread_index(o)] == 1 ? "1 thread" : "the first thread count",
+           flops[0] / 1e6, flops[1] / 1e6);
+    printf("%-5s %5s %7s %8s %8s %8s %9s %8s %7s\n", "model", "batch", "threads", "median", "min",
+           "max", "speed-up", "limit", "share");
+    for (mlp = 0; mlp <= 1 && rc == 0; mlp++)
+        for (b = 0; b < nbatches && rc == 0; b++)
+            rc = bench_training_model(o, in, pk, mlp, batches[b], flops[mlp]);
+    return rc;
+}
+
+/* --------------------------------------------------------------- layers */
+
+struct layer_work {
+    cvae_layer *layer;
+    const float *in, *dout;
+    float *out, *din;
+    int backward;
+};
+
+static int layer_calls(void *ctx, long calls)
+{
+    struct layer_work *w = ctx;
+    long i;
+
+    for (i = 0; i < calls; i++) {
+        cvae_status st =
+            w->backward ? cvae_layer_backward(w->layer, w->in, w->out, w->dout, w->din, LAYER_BATCH)
+                        : cvae_layer_forward(w->layer, w->in, w->out, LAYER_BATCH);
+        if (st != CVAE_OK)
+            return ex_status_error(w->backward ? "layer backward" : "layer forward", st,
+                                   cvae_layer_last_error(w->layer));
+    }
+    return 0;
+}
+
+/* Sums over the layers of one table. */
+struct layer_totals {
+    double fwd, bwd, flops;
+};
+
+/* Times one layer of a built stack on random inputs and output gradients
+ * and prints its row. Flatten and reshape are views inside a stack (the
+ * layer call would copy), so they are listed without a time. */
+static int bench_layer(const struct options *o, cvae_layer *l, const char *label,
+                       struct layer_totals *sum)
+{
+    struct layer_work w = {NULL, NULL, NULL, NULL, NULL, 0};
+    cvae_layer_kind kind = cvae_layer_get_kind(l);
+    int ic, ih, iw, oc, oh, ow, rc = 0;
+    size_t in_size, out_size;
+    struct timing tf, tb;
+    uint64_t rng = 7;
+    float *buf;
+    char shape[48];
+    double f;
+    cvae_status st;
+
+    if ((st = cvae_layer_input_shape(l, &ic, &ih, &iw)) != CVAE_OK ||
+        (st = cvae_layer_output_shape(l, &oc, &oh, &ow)) != CVAE_OK)
+        return ex_status_error("layer shape", st, "");
+    snprintf(shape, sizeof shape, "%dx%dx%d -> %dx%dx%d", ic, ih, iw, oc, oh, ow);
+    printf("%-6s %-17s %-22s", label, cvae_layer_kind_name(l), shape);
+    if (kind == CVAE_LAYER_FLATTEN || kind == CVAE_LAYER_RESHAPE) {
+        printf(" (a view in a stack: no work)\n");
+        return 0;
+    }
+    in_size = (size_t)LAYER_BATCH * ic * ih * iw;
+    out_size = (size_t)LAYER_BATCH * oc * oh * ow;
+    if (!(buf = malloc(2 * (in_size + out_size) * sizeof *buf)))
+        return ex_error("out of memory");
+    random_fill(buf, 2 * (in_size + out_size), 0, &rng);
+    w.layer = l;
+    w.in = buf;
+    w.din = buf + in_size;
+    w.out = buf + 2 * in_size;
+    w.dout = buf + 2 * in_size + out_size;
+    /* Forward first: backward reads the forward's output. */
+    if ((rc = measure(layer_calls, &w, o->repeats, o->seconds / 10, &tf)) == 0) {
+        w.backward = 1;
+        rc = measure(layer_calls, &w, o->repeats, o->seconds / 10, &tb);
+    }
+    free(buf);
+    if (rc != 0)
+        return rc;
+    f = layer_flops(kind, cvae_layer_param_count(l), ih, iw, oc, oh, ow) * LAYER_BATCH;
+    sum->fwd += tf.median;
+    sum->bwd += tb.median;
+    sum->flops += f;
+    if (f > 0)
+        printf(" %8.3f %8.1f %8.3f %8.1f\n", 1e3 * tf.median, f / tf.median / 1e9, 1e3 * tb.median,
+               2 * f / tb.median / 1e9);
+    else
+        printf(" %8.3f %8s %8.3f %8s\n", 1e3 * tf.median, "-", 1e3 * tb.median, "-");
+    return 0;
+}
+
+static int bench_layers(const struct options *o)
+{
+    cvae_model *m = NULL;
+    int s, i, t, rc;
+
+    if ((rc = make_model(0, LAYER_BATCH, &m)) != 0)
+        goto done;
+    for (t = 0; t < o->nthreads && rc == 0; t++) {
+        struct layer_totals sum = {0, 0, 0};
+        if ((rc = set_threads(m, o->threads[t])) != 0)
+            break;
+        printf("\n== layers of the seed model, batch %d, %d thread%s (median ms; backward = "
+               "weight + input gradient, 2x the flops)\n",
+               LAYER_BATCH, o->threads[t], o->threads[t] > 1 ? "s" : "");
+        printf("%-6s %-17s %-22s %8s %8s %8s %8s\n", "layer", "kind", "input -> output", "fwd ms",
+               "GFLOP/s", "bwd ms", "GFLOP/s");
+        for (s = 0; s < 2 && rc == 0; s++) {
+            cvae_stack *stack = s ? cvae_model_decoder(m) : cvae_model_encoder(m);
+            for (i = 0; i < cvae_stack_layer_count(stack) && rc == 0; i++) {
+                char label[16];
+                snprintf(label, sizeof label, "%s %d", s ? "dec" : "enc", i);
+                rc = bench_layer(o, cvae_stack_layer(stack, i), label, &sum);
+            }
+        }
+        if (rc == 0)
+            printf("%-47s %8.3f %8.1f %8.3f %8.1f\n", "total", 1e3 * sum.fwd,
+                   sum.flops / sum.fwd / 1e9, 1e3 * sum.bwd, 2 * sum.flops / sum.bwd / 1e9);
+    }
+done:
+    cvae_model_destroy(m);
+    return rc;
+}
+
 /* ----------------------------------------------------------------- gemm */
 
 /* The 24 products of one training step of the seed model (1x28x28, latent
@@ -721,43 +863,9 @@ static void time_products(const cvi_gemm_env *env, const float *a, const float *
     *total = summarize(totals, o->repeats);
 }
 
-/* Measures and prints the peak of every kernel this CPU runs, for each
- * thread count; peak[k][t] is 0 for kernels it does not run. */
-static void print_peaks(const struct options *o, double peak[][MAX_THREAD_COUNTS])
+static int bench_gemm(const struct options *o, const struct peaks *pk)
 {
-    int k, t;
-
-    printf("\n== single-precision FMA peak, GFLOP/s (best of %d; independent vector "
-           "multiply-adds)\n%-10s",
-           o->repeats, "kernel");
-    for (t = 0; t < o->nthreads; t++)
-        printf(" %9d thr", o->threads[t]);
-    printf("\n");
-    for (k = 0; k < NPEAK; k++) {
-        for (t = 0; t < o->nthreads; t++)
-            peak[k][t] = 0;
-        if (!peak_runs_here(&peak_kernels[k]))
-            continue;
-        printf("%-10s", peak_kernels[k].name);
-        for (t = 0; t < o->nthreads; t++) {
-#ifdef _OPENMP
-            peak[k][t] = peak_gflops(&peak_kernels[k], o->threads[t], o);
-#else
-            peak[k][t] = o->threads[t] * peak_gflops(&peak_kernels[k], 1, o);
-#endif
-            printf(" %13.1f", peak[k][t]);
-            fflush(stdout);
-        }
-        printf("\n");
-    }
-#ifndef _OPENMP
-    printf("(built without OpenMP: n threads are n x the 1-thread figure)\n");
-#endif
-}
-
-static int bench_gemm(const struct options *o)
-{
-    double median[MAX_COMBOS][NPRODUCTS], peak[NPEAK][MAX_THREAD_COUNTS], all_flops = 0;
+    double median[MAX_COMBOS][NPRODUCTS], all_flops = 0;
     struct timing total[MAX_COMBOS];
     cvi_gemm_path path, combo_path[MAX_COMBOS];
     int combo_threads[MAX_COMBOS], ncombos = 0, p, t, k, i, max_threads = 1;
@@ -765,7 +873,6 @@ static int bench_gemm(const struct options *o)
     float *block, *ws;
     uint64_t rng = 11;
 
-    print_peaks(o, peak);
     for (p = 0; p < NPRODUCTS; p++) {
         const struct gemm_shape *s = &seed_products[p];
         size_t M = batched(s, s->m), N = batched(s, s->n), K = batched(s, s->k);
@@ -826,13 +933,12 @@ static int bench_gemm(const struct options *o)
     printf("%-10s %7s %8s %8s %8s %8s %6s %6s\n", "path", "threads", "median", "min", "max", "peak",
            "share", "best");
     for (i = 0; i < ncombos; i++) {
-        double g = all_flops / total[i].median / 1e9, own = 0, best = 0;
+        double g = all_flops / total[i].median / 1e9, own = 0, best;
         t = combo_threads[i];
-        for (k = 0; k < NPEAK; k++) {
+        best = pk->best[t];
+        for (k = 0; k < NPEAK; k++)
             if (peak_kernels[k].path == combo_path[i])
-                own = peak[k][t];
-            best = peak[k][t] > best ? peak[k][t] : best;
-        }
+                own = pk->kernel[k][t];
         printf("%-10s %7d %8.1f %8.1f %8.1f %8.1f %5.0f%% %5.0f%%\n",
                cvi_gemm_path_name(combo_path[i]), o->threads[t], g, all_flops / total[i].max / 1e9,
                all_flops / total[i].min / 1e9, own, own > 0 ? 100 * g / own : 0,
@@ -949,11 +1055,17 @@ static int load_inputs(const struct options *o, struct inputs *in)
     if (!in->real) {
         random_fill(in->pool, (size_t)train_images * IMAGE_SIZE, 1, &rng);
         random_fill(in->encode, (size_t)in->encode_count * IMAGE_SIZE, 1, &rng);
-    } else if ((train &&
-                (st = cvae_dataset_batch(train, 0, POOL_IMAGES, in->pool, NULL)) != CVAE_OK) ||
-               (test && (st = cvae_dataset_batch(test, 0, in->encode_count, in->encode, NULL)) !=
-                            CVAE_OK)) {
-        rc = ex_status_error("reading MNIST", st, "");
+    } else {
+        /* A training set smaller than the pool is repeated to fill it. */
+        int have = train ? cvae_dataset_count(train) : 0, first;
+        for (first = 0; train && st == CVAE_OK && first < POOL_IMAGES; first += have)
+            st = cvae_dataset_batch(train, 0, POOL_IMAGES - first < have ? POOL_IMAGES - first : have,
+                                    in->pool + (size_t)first * IMAGE_SIZE, NULL);
+        if (st == CVAE_OK && test)
+            st = cvae_dataset_batch(test, 0, in->encode_count, in->encode, NULL);
+        if (st != CVAE_OK)
+            rc = ex_status_error("reading MNIST", st,
+                                 cvae_dataset_last_error(st == CVAE_OK || !test ? train : test));
     }
 done:
     cvae_dataset_destroy(train);
@@ -965,6 +1077,7 @@ int main(int argc, char **argv)
 {
     struct options o = {NULL, NULL, 0, 0, 0, {1, 2}, 2};
     struct inputs in = {NULL, NULL, 0, 0};
+    struct peaks pk;
     struct rusage usage_now;
     cvi_gemm_path path;
     int t, rc;
@@ -988,9 +1101,12 @@ int main(int argc, char **argv)
 
     if ((rc = load_inputs(&o, &in)) != 0)
         goto done;
-    if ((section_wanted(&o, "train") && (rc = bench_training(&o, &in)) != 0) ||
+    /* Training and the multiply are each measured against the peak. */
+    if (section_wanted(&o, "train") || section_wanted(&o, "gemm"))
+        measure_peaks(&o, &pk);
+    if ((section_wanted(&o, "train") && (rc = bench_training(&o, &in, &pk)) != 0) ||
         (section_wanted(&o, "layers") && (rc = bench_layers(&o)) != 0) ||
-        (section_wanted(&o, "gemm") && (rc = bench_gemm(&o)) != 0) ||
+        (section_wanted(&o, "gemm") && (rc = bench_gemm(&o, &pk)) != 0) ||
         (section_wanted(&o, "sample") && (rc = bench_sampling(&o, &in)) != 0))
         goto done;
 
