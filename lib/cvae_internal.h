@@ -251,6 +251,11 @@ float *cvi_conv_prepare(const cvi_conv_hp *hp, size_t max_batch, float *scratch,
 typedef struct cvi_workspace {
     cvi_gemm_env gemm; /* gemm.threads is also the layers' own thread count */
     float *scratch;
+    /* Where backward accumulates: each layer's l->grads + grad_offset (a
+     * model's second lane writes the second half of its gradient block). */
+    size_t grad_offset;
+    /* concat_label's labels, one per image of the pass; NULL for none. */
+    const int *labels;
 } cvi_workspace;
 
 /* What each kind of layer provides; one table per kind, one kind per file. */
@@ -293,8 +298,7 @@ struct cvae_layer {
         } leaky;
         cvi_shape reshape;
         struct {
-            size_t classes;
-            const int *labels; /* the current chunk's, set by the model; NULL: none */
+            size_t classes; /* the labels come in the workspace */
         } label;
     } hp;
     char err[CVI_ERRMSG_SIZE];
@@ -325,6 +329,21 @@ extern const cvi_layer_ops cvi_concat_label_ops;
  * the next passes; NULL for none); returns their class count, 0 if the stack
  * has none, or -1 if two of them disagree. */
 int cvi_stack_set_labels(cvae_stack *stack, const int *labels);
+
+/* One part of a batch: forward and backward over images [first, first + n)
+ * of the stack's blocks, with the caller's workspace (scratch, packing
+ * buffers, thread count, gradient offset, labels of those n images). Parts
+ * that do not overlap may run at once on different threads, each with a
+ * workspace of its own: they share only the parameters, which they read.
+ * in, dout and din (NULL: not wanted) are the part's own rows. forward_part
+ * returns the part's rows of the output; backward_part needs the same part's
+ * forward before it. No checks: the model calls them. */
+const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, size_t first,
+                                    size_t n, const float *in);
+void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t first, size_t n,
+                             const float *dout, float *din);
+/* The stack's own workspace (its shared blocks, labels and threads). */
+cvi_workspace cvi_stack_workspace(cvae_stack *stack);
 
 /* Stacks whose parameters live in a model's block: plan binds the layers
  * for the input shape and reports the parameter count and the floats of
@@ -448,12 +467,18 @@ void cvi_rng_normal(cvi_rng *rng, float *out, size_t n);
 
 /* B max batch, L latent, I = C*H*W pixels per image. enc maps I to 2L
  * (mu, then logvar, per image), dec maps L to I logits. */
+/* A training batch of at least 2 CVI_LANE_MIN images runs as CVI_LANES
+ * lanes, halves that may run at once on two threads (model.c). */
+#define CVI_LANES 2
+#define CVI_LANE_MIN 16
+
 struct cvae_model {
     cvae_allocator mem;
     cvae_stack *enc, *dec; /* NULL until an architecture is set */
     size_t C, H, W, L, max_batch, image;
     size_t nparams, enc_nparams;
-    float *params, *grads; /* (nparams): encoder's block, then decoder's */
+    float *params; /* (nparams): encoder's block, then decoder's */
+    float *grads;  /* (nparams) per lane, laid out as params; lane 0's is the step's */
     float *eps, *z, *dz;   /* (B, L) */
     float *denc;           /* (B, 2L) */
     float *dlogits, *xbuf; /* (B, I) */

@@ -78,6 +78,22 @@ GK_ATTR static void GK(pack_panel)(float *restrict p, const float *X, size_t rs,
         for (k = 0; k < kc; k++)
             for (r = 0; r < GK_MR; r++)
                 p[k * GK_MR + r] = X[r * rs + k];
+    } else if (ks == 1 && rows == GK_NR && w == GK_NR && GK_NR % 8 == 0 && kc <= CVI_KC) {
+        /* Eight rows at a time into a dense 8-wide panel, then spread into
+         * the wide one: gcc 12 vectorises the dense 8-row transpose
+         * (permutes of whole vectors) but copied the 32 rows of a wide
+         * panel one float at a time, which cost as much as the multiply on
+         * the weight-gradient products. */
+        float t8[8 * CVI_KC];
+        size_t r0;
+        for (r0 = 0; r0 < GK_NR; r0 += 8) {
+            for (k = 0; k < kc; k++)
+                for (r = 0; r < 8; r++)
+                    t8[k * 8 + r] = X[(r0 + r) * rs + k];
+            for (k = 0; k < kc; k++)
+                for (r = 0; r < 8; r++)
+                    p[k * GK_NR + r0 + r] = t8[k * 8 + r];
+        }
     } else if (ks == 1 && rows == GK_NR && w == GK_NR) {
         for (k = 0; k < kc; k++)
             for (r = 0; r < GK_NR; r++)

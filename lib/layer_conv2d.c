@@ -138,7 +138,7 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
     size_t image = g->C * g->H * g->W, b0;
-    float *dw = l->grads, *db = l->grads + F * ckk;
+    float *dw = l->grads + ws->grad_offset, *db = l->grads + ws->grad_offset + F * ckk;
     (void)out;
     cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;

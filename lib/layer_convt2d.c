@@ -139,7 +139,7 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
     size_t P = g->H * g->W, b0;
-    float *dw = l->grads, *db = l->grads + C * fkk;
+    float *dw = l->grads + ws->grad_offset, *db = l->grads + ws->grad_offset + C * fkk;
     (void)out;
     cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;

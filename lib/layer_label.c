@@ -5,8 +5,8 @@
  * (I + classes) x 1 x 1. No parameters.
  *
  * The labels are not data flowing through the stack: the model hands the
- * layer a pointer to the current chunk's labels before each pass
- * (cvi_stack_set_labels). Without one (a stack used on its own), the code
+ * stack a pointer to the current chunk's labels before each pass
+ * (cvi_stack_set_labels), which reaches the layer in its workspace. Without one (a stack used on its own), the code
  * is all zeros. Backward passes the features' gradient through and drops
  * the code's: labels are given, not learnt.
  */
@@ -49,8 +49,7 @@ static void label_forward(cvae_layer *l, float *out, const float *in, size_t n,
                           const cvi_workspace *ws)
 {
     size_t I = cvi_shape_size(l->in), K = l->hp.label.classes, b;
-    const int *labels = l->hp.label.labels;
-    (void)ws;
+    const int *labels = ws->labels;
     for (b = 0; b < n; b++) {
         float *o = out + b * (I + K);
         memcpy(o, in + b * I, I * sizeof(float));

@@ -65,7 +65,7 @@ static void linear_backward(cvae_layer *l, float *din, const float *dout, const 
                             const float *out, size_t n, const cvi_workspace *ws)
 {
     size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features, b, o;
-    float *dw = l->grads, *db = l->grads + O * I;
+    float *dw = l->grads + ws->grad_offset, *db = l->grads + ws->grad_offset + O * I;
     (void)out;
     for (b = 0; b < n; b++)
         for (o = 0; o < O; o++)

@@ -9,6 +9,15 @@
  * averaged over the batch, so every gradient carries a factor 1/n.
  * Reparameterisation backward: dmu = dz + beta/n mu,
  * dlv = dz eps exp(lv/2) / 2 + beta/n (exp(lv) - 1) / 2.
+ *
+ * Lanes. A training batch of at least 2 CVI_LANE_MIN images is cut in two
+ * halves, the lanes, each run through encoder and decoder on its own rows of
+ * the blocks with its own scratch, packing buffers and gradient block (the
+ * second half of m->grads); the step's gradient is then lane 0's plus lane
+ * 1's, element by element. With two threads the lanes run at once, one
+ * thread each, with no barrier inside the passes; with one they run one
+ * after the other. The cut depends on the batch size only, so every thread
+ * count computes the same operations in the same order: the same bits.
  */
 #include "cvae_internal.h"
 
@@ -143,13 +152,14 @@ static size_t planned_floats(const cvae_model *m, size_t acts, int threads)
 {
     size_t B = m->max_batch, L = m->L, terms[12], total = 0;
     size_t i;
-    terms[0] = terms[1] = m->nparams;                    /* params, grads */
+    terms[0] = m->nparams;                               /* params */
+    terms[1] = m->nparams * CVI_LANES;                   /* grads, a block per lane */
     terms[2] = terms[3] = terms[4] = B * L;              /* eps, z, dz */
     terms[5] = 2 * B * L;                                /* denc */
     terms[6] = terms[7] = B * m->image;                  /* dlogits, xbuf */
-    terms[8] = cvi_gemm_workspace_floats(threads);
+    terms[8] = cvi_gemm_workspace_floats(threads > CVI_LANES ? threads : CVI_LANES);
     terms[9] = m->shared.dbuf_floats[0] + m->shared.dbuf_floats[1] + 2;
-    terms[10] = m->shared.scratch_floats;
+    terms[10] = m->shared.scratch_floats * CVI_LANES;
     terms[11] = acts;
     for (i = 0; i < 12; i++)
         if (cvi_add_overflow(total, terms[i], &total))
@@ -182,20 +192,24 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
         return CVAE_ERR_TOO_LARGE;
     }
     m->params = cvi_alloc_floats(&m->mem, m->nparams);
-    m->grads = cvi_alloc_floats(&m->mem, m->nparams);
+    m->grads = cvi_alloc_floats(&m->mem, m->nparams * CVI_LANES);
     m->eps = cvi_alloc_floats(&m->mem, B * L);
     m->z = cvi_alloc_floats(&m->mem, B * L);
     m->dz = cvi_alloc_floats(&m->mem, B * L);
     m->denc = cvi_alloc_floats(&m->mem, B * 2 * L);
     m->dlogits = cvi_alloc_floats(&m->mem, io);
     m->xbuf = cvi_alloc_floats(&m->mem, io);
+    /* Packing buffers for the threads, and at least one set per lane. */
     m->shared.gemm_threads = cvi_threads_resolve(m->threads);
+    if (m->shared.gemm_threads < CVI_LANES)
+        m->shared.gemm_threads = CVI_LANES;
     m->shared.gemm_ws = cvi_alloc_floats(&m->mem, cvi_gemm_workspace_floats(m->shared.gemm_threads));
     /* A block no layer writes still gets a float: NULL means failure. */
     m->shared.dbuf[0] = cvi_alloc_floats(&m->mem, m->shared.dbuf_floats[0] ? m->shared.dbuf_floats[0] : 1);
     m->shared.dbuf[1] = cvi_alloc_floats(&m->mem, m->shared.dbuf_floats[1] ? m->shared.dbuf_floats[1] : 1);
-    m->shared.scratch =
-        m->shared.scratch_floats ? cvi_alloc_floats(&m->mem, m->shared.scratch_floats) : NULL;
+    m->shared.scratch = m->shared.scratch_floats
+                            ? cvi_alloc_floats(&m->mem, m->shared.scratch_floats * CVI_LANES)
+                            : NULL;
     m->ybuf = m->classes ? cvi_calloc(&m->mem, 2 * B, sizeof *m->ybuf) : NULL;
     if (!m->params || !m->grads || !m->eps || !m->z || !m->dz || !m->denc || !m->dlogits ||
         !m->xbuf || !m->shared.gemm_ws || !m->shared.dbuf[0] || !m->shared.dbuf[1] ||
@@ -204,7 +218,7 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
                       m->nparams, max_batch);
         return CVAE_ERR_NOMEM;
     }
-    memset(m->grads, 0, m->nparams * sizeof(float));
+    memset(m->grads, 0, m->nparams * CVI_LANES * sizeof(float));
     if ((st = cvi_stack_build_shared(m->enc, c, h, w, max_batch, m->params, m->grads,
                                      &m->shared)) != CVAE_OK) {
         cvi_set_error(m->err, "encoder: %s", cvae_stack_last_error(m->enc));
@@ -744,17 +758,18 @@ static void reparameterise(float *z, const float *h, const float *eps, size_t n,
     }
 }
 
-/* KL of each image and the encoder's gradient: KL terms plus the path
- * through z. Returns the KL summed over the n images. */
-static double latent_backward(cvae_model *m, const float *h, size_t n, float scale)
+/* KL of images [first, first + n) and the encoder's gradient for them: KL
+ * terms plus the path through z. h is their encoder output. Returns the KL
+ * summed over the n images. */
+static double latent_backward(cvae_model *m, const float *h, size_t first, size_t n, float scale)
 {
     size_t i, j, L = m->L;
     double kl = 0.0;
     float kscale = (float)m->beta * scale;
     for (i = 0; i < n; i++) {
         const float *mu = h + i * 2 * L, *lv = mu + L;
-        float *dmu = m->denc + i * 2 * L, *dlv = dmu + L;
-        const float *dz = m->dz + i * L, *eps = m->eps + i * L;
+        float *dmu = m->denc + (first + i) * 2 * L, *dlv = dmu + L;
+        const float *dz = m->dz + (first + i) * L, *eps = m->eps + (first + i) * L;
         kl += cvi_kl_normal(mu, lv, L, dmu, dlv, kscale);
         for (j = 0; j < L; j++) {
             dmu[j] += dz[j];
@@ -773,26 +788,115 @@ double cvi_model_recon(const cvae_model *m, const float *logits, const float *x,
     return cvi_bce_logits(logits, x, n, dlogits, scale);
 }
 
+/* g[i] += g[n + i]: lane 1's gradient into lane 0's, element by element
+ * (the same sums for any number of threads). */
+static void add_lane_grads(float *g, size_t n, int threads)
+{
+    size_t i;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n > 65536)
+#endif
+    for (i = 0; i < n; i++)
+        g[i] += g[n + i];
+}
+
+/* One lane's part of a training batch: its rows, and the workspace its
+ * passes use in both stacks. */
+typedef struct lane {
+    size_t first, n;
+    const float *h, *logits; /* its rows of the encoder's and decoder's outputs */
+    cvi_workspace enc_ws, dec_ws;
+    double recon, kl, sq;
+} lane;
+
+/* Cuts a batch of n into count lanes (see the top of this file) and gives
+ * each its workspaces: lane k writes gradient block k and uses the k-th
+ * scratch and packing buffers (from the k-th on, with threads > 1);
+ * `threads` is what each lane's passes may use inside. */
+static void make_lanes(cvae_model *m, size_t n, int count, int threads, lane *lanes)
+{
+    int k;
+    cvi_workspace enc = cvi_stack_workspace(m->enc), dec = cvi_stack_workspace(m->dec);
+    for (k = 0; k < count; k++) {
+        lane *ln = &lanes[k];
+        ln->first = n * (size_t)k / (size_t)count;
+        ln->n = n * (size_t)(k + 1) / (size_t)count - ln->first;
+        ln->recon = ln->kl = ln->sq = 0.0;
+        ln->enc_ws = enc;
+        ln->dec_ws = dec;
+        ln->enc_ws.gemm.threads = ln->dec_ws.gemm.threads = threads;
+        ln->enc_ws.gemm.ws = ln->dec_ws.gemm.ws =
+            m->shared.gemm_ws + (size_t)k * cvi_gemm_workspace_floats(1);
+        ln->enc_ws.scratch = ln->dec_ws.scratch =
+            m->shared.scratch ? m->shared.scratch + (size_t)k * m->shared.scratch_floats : NULL;
+        ln->enc_ws.grad_offset = ln->dec_ws.grad_offset = (size_t)k * m->nparams;
+        ln->enc_ws.labels = enc.labels ? enc.labels + ln->first : NULL;
+        ln->dec_ws.labels = dec.labels ? dec.labels + ln->first : NULL;
+    }
+}
+
+/* Encoder, reparameterisation and decoder on one lane's images of x. */
+static void lane_forward(cvae_model *m, lane *ln, const float *x)
+{
+    size_t L = m->L, f = ln->first;
+    ln->h = cvi_stack_forward_part(m->enc, &ln->enc_ws, f, ln->n, x + f * m->image);
+    reparameterise(m->z + f * L, ln->h, m->eps + f * L, ln->n, L);
+    ln->logits = cvi_stack_forward_part(m->dec, &ln->dec_ws, f, ln->n, m->z + f * L);
+    if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0)
+        ln->sq = cvi_sq_error_logits(ln->logits, x + f * m->image, ln->n * m->image);
+}
+
+/* The loss terms of one lane's images and the backward passes. */
+static void lane_backward(cvae_model *m, lane *ln, const float *x, float scale)
+{
+    size_t L = m->L, f = ln->first, I = m->image;
+    ln->recon = cvi_model_recon(m, ln->logits, x + f * I, ln->n * I, m->dlogits + f * I, scale);
+    cvi_stack_backward_part(m->dec, &ln->dec_ws, f, ln->n, m->dlogits + f * I, m->dz + f * L);
+    ln->kl = latent_backward(m, ln->h, f, ln->n, scale);
+    cvi_stack_backward_part(m->enc, &ln->enc_ws, f, ln->n, m->denc + f * 2 * L, NULL);
+}
+
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum)
 {
-    const float *h, *logits;
+    lane lanes[CVI_LANES];
     float scale = 1.0f / (float)n;
-    memset(m->grads, 0, m->nparams * sizeof(float));
-    cvae_stack_forward(m->enc, x, (int)n, &h);
-    reparameterise(m->z, h, m->eps, n, m->L);
-    cvae_stack_forward(m->dec, m->z, (int)n, &logits);
+    int threads = cvi_threads_resolve(m->threads), k;
+    int count = n >= 2 * CVI_LANE_MIN ? CVI_LANES : 1;
+    /* Lanes at once, one thread each, when there are threads for them;
+     * else one after the other, each with all the threads inside. */
+    int at_once = count > 1 && threads >= count;
+    int inner = at_once ? 1 : threads < m->shared.gemm_threads ? threads : m->shared.gemm_threads;
+    make_lanes(m, n, count, inner, lanes);
+    memset(m->grads, 0, m->nparams * (size_t)count * sizeof(float));
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(count) schedule(static, 1) if (at_once)
+#endif
+    for (k = 0; k < count; k++)
+        lane_forward(m, &lanes[k], x);
     if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0) {
         /* The learned s: the maximum-likelihood value for this decoder and
          * batch, so the gradient through s is zero and s is held fixed. */
-        double mse = cvi_sq_error_logits(logits, x, n * m->image) / (double)(n * m->image);
+        double sq = 0.0, mse;
+        for (k = 0; k < count; k++)
+            sq += lanes[k].sq;
+        mse = sq / (double)(n * m->image);
         m->sigma_learned = sqrt(mse < CVI_MIN_LEARNED_VAR ? CVI_MIN_LEARNED_VAR
                                 : mse > 1.0                ? 1.0
                                                            : mse);
     }
-    *rsum = cvi_model_recon(m, logits, x, n * m->image, m->dlogits, scale);
-    cvae_stack_backward(m->dec, m->dlogits, (int)n, m->dz);
-    *ksum = latent_backward(m, h, n, scale);
-    cvae_stack_backward(m->enc, m->denc, (int)n, NULL);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(count) schedule(static, 1) if (at_once)
+#endif
+    for (k = 0; k < count; k++)
+        lane_backward(m, &lanes[k], x, scale);
+    if (count > 1)
+        add_lane_grads(m->grads, m->nparams, at_once ? threads : 1);
+    *rsum = *ksum = 0.0;
+    for (k = 0; k < count; k++) {
+        *rsum += lanes[k].recon;
+        *ksum += lanes[k].kl;
+    }
 }
 
 CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,

@@ -28,6 +28,7 @@ struct cvae_stack {
     float *acts;        /* input copy, then each non-view layer's output */
     float **act;        /* act[i] is layer i's input, act[count] the output */
     float *dbuf[2];     /* ping-pong activation gradients */
+    size_t dbuf_image[2]; /* floats each dbuf holds per image (its max_batch-th) */
     float *gemm_ws;     /* the multiply's packing buffers, for gemm_threads */
     float *scratch;     /* the largest layer's scratch */
     int gemm_threads;   /* threads the packing buffers are sized for */
@@ -321,6 +322,8 @@ static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, 
     if (borrow) {
         s->dbuf[0] = borrow->dbuf[0];
         s->dbuf[1] = borrow->dbuf[1];
+        s->dbuf_image[0] = borrow->dbuf_floats[0] / max_batch;
+        s->dbuf_image[1] = borrow->dbuf_floats[1] / max_batch;
         s->gemm_ws = borrow->gemm_ws;
         s->scratch = borrow->scratch;
         threads = borrow->gemm_threads;
@@ -328,6 +331,8 @@ static cvae_status alloc_blocks(cvae_stack *s, const plan *p, size_t max_batch, 
         /* A block no layer writes still gets a float: NULL means failure. */
         s->dbuf[0] = cvi_alloc_floats(&s->mem, grad[0] ? grad[0] : 1);
         s->dbuf[1] = cvi_alloc_floats(&s->mem, grad[1] ? grad[1] : 1);
+        s->dbuf_image[0] = grad[0] / max_batch;
+        s->dbuf_image[1] = grad[1] / max_batch;
         s->gemm_ws = cvi_alloc_floats(&s->mem, cvi_gemm_workspace_floats(threads));
         s->scratch = p->scratch ? cvi_alloc_floats(&s->mem, p->scratch) : NULL;
     }
@@ -554,11 +559,30 @@ static cvae_status check_batch(cvae_stack *s, const char *what, int n)
     return CVAE_OK;
 }
 
+/* Floats per image of layer i's input (act[i]) and output (act[i + 1]):
+ * a view or an in-place relu keeps the size, so its slices line up. */
+static size_t in_size(const cvae_stack *s, size_t i) { return cvi_shape_size(s->layers[i]->in); }
+static size_t out_size(const cvae_stack *s, size_t i) { return cvi_shape_size(s->layers[i]->out); }
+
+const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, size_t first,
+                                    size_t n, const float *in)
+{
+    size_t i, isz = cvi_shape_size(stack->in);
+    memcpy(stack->act[0] + first * isz, in, n * isz * sizeof(float));
+    for (i = 0; i < stack->count; i++) {
+        cvae_layer *l = stack->layers[i];
+        if (l->ops->forward)
+            l->ops->forward(l, stack->act[i + 1] + first * out_size(stack, i),
+                            stack->act[i] + first * in_size(stack, i), n, ws);
+    }
+    return stack->act[stack->count] + first * cvi_shape_size(stack->out);
+}
+
 CVAE_API cvae_status cvae_stack_forward(cvae_stack *stack, const float *in, int n,
                                         const float **output)
 {
     cvae_status st;
-    size_t i;
+    const float *y;
     if (!stack)
         return CVAE_ERR_INVALID_ARG;
     if ((st = require_built(stack, "stack_forward")) != CVAE_OK ||
@@ -569,15 +593,10 @@ CVAE_API cvae_status cvae_stack_forward(cvae_stack *stack, const float *in, int 
         return CVAE_ERR_INVALID_ARG;
     }
     cvi_stack_prepare_threads(stack);
-    memcpy(stack->act[0], in, (size_t)n * cvi_shape_size(stack->in) * sizeof(float));
-    for (i = 0; i < stack->count; i++) {
-        cvae_layer *l = stack->layers[i];
-        if (l->ops->forward)
-            l->ops->forward(l, stack->act[i + 1], stack->act[i], (size_t)n, &stack->ws);
-    }
+    y = cvi_stack_forward_part(stack, &stack->ws, 0, (size_t)n, in);
     stack->last_n = (size_t)n;
     if (output)
-        *output = stack->act[stack->count];
+        *output = y;
     stack->err[0] = '\0';
     return CVAE_OK;
 }
@@ -587,12 +606,41 @@ CVAE_API const float *cvae_stack_output(const cvae_stack *stack)
     return stack && stack->built && stack->last_n ? stack->act[stack->count] : NULL;
 }
 
+void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t first, size_t n,
+                             const float *dout, float *din)
+{
+    const float *g = dout;
+    size_t i;
+    int gi = GRAD_DOUT;
+    for (i = stack->count; i-- > 0;) {
+        cvae_layer *l = stack->layers[i];
+        const float *x = stack->act[i] + first * in_size(stack, i);
+        const float *y = stack->act[i + 1] + first * out_size(stack, i);
+        /* An input gradient is wanted if the caller asked for it or an
+         * earlier layer has parameters to reach. */
+        int want = din != NULL || i > stack->first_param;
+        float *target;
+        if (!l->ops->backward)
+            continue; /* a view: its input gradient is its output gradient */
+        if (!want) {
+            l->ops->backward(l, NULL, g, x, y, n, ws);
+            break;
+        }
+        gi = grad_target(stack, i, gi, din != NULL);
+        /* A part's rows of a dbuf start at first times the dbuf's floats
+         * per image, whatever the layer: parts stay apart even when the
+         * encoder of one and the decoder of another share the dbufs. */
+        target = gi == GRAD_DIN ? din : stack->dbuf[gi] + first * stack->dbuf_image[gi];
+        l->ops->backward(l, target, g, x, y, n, ws);
+        g = target;
+    }
+    if (din && g != din)
+        memmove(din, g, n * cvi_shape_size(stack->in) * sizeof(float));
+}
+
 CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, int n, float *din)
 {
     cvae_status st;
-    const float *g;
-    size_t i;
-    int gi;
     if (!stack)
         return CVAE_ERR_INVALID_ARG;
     if ((st = require_built(stack, "stack_backward")) != CVAE_OK ||
@@ -608,29 +656,15 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
         return CVAE_ERR_STATE;
     }
     cvi_stack_prepare_threads(stack);
-    g = dout;
-    gi = GRAD_DOUT;
-    for (i = stack->count; i-- > 0;) {
-        cvae_layer *l = stack->layers[i];
-        /* An input gradient is wanted if the caller asked for it or an
-         * earlier layer has parameters to reach. */
-        int want = din != NULL || i > stack->first_param;
-        float *target;
-        if (!l->ops->backward)
-            continue; /* a view: its input gradient is its output gradient */
-        if (!want) {
-            l->ops->backward(l, NULL, g, stack->act[i], stack->act[i + 1], (size_t)n, &stack->ws);
-            break;
-        }
-        gi = grad_target(stack, i, gi, din != NULL);
-        target = gi == GRAD_DIN ? din : stack->dbuf[gi];
-        l->ops->backward(l, target, g, stack->act[i], stack->act[i + 1], (size_t)n, &stack->ws);
-        g = target;
-    }
-    if (din && g != din)
-        memmove(din, g, (size_t)n * cvi_shape_size(stack->in) * sizeof(float));
+    cvi_stack_backward_part(stack, &stack->ws, 0, (size_t)n, dout, din);
     stack->err[0] = '\0';
     return CVAE_OK;
+}
+
+cvi_workspace cvi_stack_workspace(cvae_stack *stack)
+{
+    cvi_stack_prepare_threads(stack);
+    return stack->ws;
 }
 
 void cvi_stack_prepare_threads(cvae_stack *stack)
@@ -686,11 +720,11 @@ int cvi_stack_set_labels(cvae_stack *stack, const int *labels)
 {
     size_t i;
     int classes = 0;
+    stack->ws.labels = labels;
     for (i = 0; i < stack->count; i++) {
         cvae_layer *l = stack->layers[i];
         if (l->ops->kind != CVAE_LAYER_CONCAT_LABEL)
             continue;
-        l->hp.label.labels = labels;
         if (classes && (size_t)classes != l->hp.label.classes)
             classes = -1;
         else if (classes == 0)

@@ -28,7 +28,7 @@
 
 #define SIDE 16
 #define LATENT 4
-#define BATCH 24
+#define BATCH 41 /* two lanes of 20 and 21 images (model.c) */
 #define STEPS 4
 #define PIXELS (SIDE * SIDE)
 

@@ -1,0 +1,201 @@
+/*
+ * test_lanes.c - a training batch of at least 2 CVI_LANE_MIN images runs as
+ * two lanes, halves with their own rows, scratch, packing buffers, labels
+ * and gradient block (model.c). Checked here on a small convolutional,
+ * conditional model with an odd batch (lanes of 16 and 17 images):
+ *  - its gradient against central differences of its loss;
+ *  - the two-lane gradient against the gradients of the two halves taken
+ *    apart (each a one-lane batch), weighted by their sizes;
+ *  - the learned sigma of a Gaussian model, which needs the whole batch's
+ *    error, against the error of the decoded batch computed here.
+ * That any thread count gives the same bits is test_threads' (its batch
+ * splits into lanes too).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cvae.h"
+#include "cvae_internal.h"
+#include "testutil.h"
+
+#define SIDE 6
+#define IMG (SIDE * SIDE)
+#define LAT 2
+#define K 3 /* classes */
+#define N 33 /* two lanes: 16 and 17 */
+#define HALF 16
+
+#define CHECK(call, m)                                                                             \
+    do {                                                                                           \
+        cvae_status st_ = (call);                                                                  \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_model_last_error(m));    \
+    } while (0)
+
+static int labels[N];
+
+/* A smooth conditional model with convolutions on both sides (tanh, no
+ * kinks, so that central differences apply): encoder conv2d(2, 3x3, s1 p1)
+ * tanh, flatten, concat_label, linear(2L); decoder concat_label,
+ * linear(2 x 3 x 3), tanh, reshape(2, 3, 3), conv_transpose2d(1, 4x4, s2 p1)
+ * giving 1 x 6 x 6. */
+static cvae_model *conv_model(uint64_t seed, int gaussian)
+{
+    cvae_model *m = tu_new_model();
+    cvae_stack *enc = NULL, *dec = NULL;
+    cvae_layer *l = NULL;
+    assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
+    assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
+    tu_add_layer(enc, cvae_layer_create_conv2d(&l, 2, 3, 3, 1, 1, 1, 1), &l);
+    tu_add_layer(enc, cvae_layer_create_tanh(&l), &l);
+    tu_add_layer(enc, cvae_layer_create_flatten(&l), &l);
+    tu_add_layer(enc, cvae_layer_create_concat_label(&l, K), &l);
+    tu_add_layer(enc, cvae_layer_create_linear(&l, 2 * LAT), &l);
+    tu_add_layer(dec, cvae_layer_create_concat_label(&l, K), &l);
+    tu_add_layer(dec, cvae_layer_create_linear(&l, 18), &l);
+    tu_add_layer(dec, cvae_layer_create_tanh(&l), &l);
+    tu_add_layer(dec, cvae_layer_create_reshape(&l, 2, 3, 3), &l);
+    tu_add_layer(dec, cvae_layer_create_conv_transpose2d(&l, 1, 4, 4, 2, 2, 1, 1), &l);
+    if (gaussian) {
+        CHECK(cvae_model_set(m, CVAE_MODEL_LIKELIHOOD, CVAE_LIKELIHOOD_GAUSSIAN), m);
+        CHECK(cvae_model_set(m, CVAE_MODEL_SIGMA, 0.0), m);
+    }
+    CHECK(cvae_model_init_stacks(m, enc, dec, 1, SIDE, SIDE, LAT, N, seed), m);
+    return m;
+}
+
+typedef struct loss_data {
+    const float *x, *eps;
+    const int *labels;
+    size_t n;
+} loss_data;
+
+/* (recon + KL) / n of d's images with its eps and labels: what
+ * cvi_model_loss_grad differentiates (a tu_model_loss_fn). */
+static double loss_at(cvae_model *m, void *ctx)
+{
+    const loss_data *d = ctx;
+    double r, k;
+    memcpy(m->eps, d->eps, d->n * LAT * sizeof(float));
+    cvi_model_use_labels(m, d->labels);
+    cvi_model_loss_grad(m, d->x, d->n, &r, &k);
+    cvi_model_use_labels(m, NULL);
+    return (r + k) / (double)d->n;
+}
+
+static void make_data(float *x, float *eps)
+{
+    size_t i;
+    tu_fill_uniform(x, (size_t)N * IMG, 6);
+    tu_fill_uniform(eps, (size_t)N * LAT, 7);
+    for (i = 0; i < (size_t)N * LAT; i++)
+        eps[i] = 2.0f * eps[i] - 1.0f;
+    for (i = 0; i < N; i++)
+        labels[i] = (int)(i * 7 % K);
+}
+
+/* Fails if the gradient of a two-lane batch differs from the central
+ * difference of its loss. */
+static void test_lane_gradient(void **state)
+{
+    cvae_model *m = conv_model(5, 0);
+    static float x[N * IMG], eps[N * LAT];
+    loss_data d = {x, eps, labels, N};
+    size_t significant;
+    (void)state;
+    make_data(x, eps);
+    significant = tu_check_model_gradient(m, loss_at, &d, "two lanes");
+    /* The check saw real gradients, not a model that ignores its input. */
+    assert_true(significant > 20);
+    cvae_model_destroy(m);
+}
+
+/* Fails if the two-lane gradient of 33 images is not 16/33 of the first
+ * 16 images' gradient plus 17/33 of the last 17's, each of those a batch of
+ * one lane, or if the loss terms are not their sums. */
+static void test_lanes_equal_halves(void **state)
+{
+    cvae_model *m = conv_model(9, 0);
+    static float x[N * IMG], eps[N * LAT];
+    size_t np = cvae_model_param_count(m), i;
+    float *g = cvae_model_grads(m, NULL);
+    double *whole = tu_keep(TU_KEEP_MEMORY, malloc(np * sizeof *whole));
+    double *halves = tu_keep(TU_KEEP_MEMORY, calloc(np, sizeof *halves));
+    double r, k, ra, ka, rb, kb, diff = 0.0, norm = 0.0;
+    (void)state;
+    make_data(x, eps);
+    memcpy(m->eps, eps, sizeof eps);
+    cvi_model_use_labels(m, labels);
+    cvi_model_loss_grad(m, x, N, &r, &k);
+    for (i = 0; i < np; i++)
+        whole[i] = g[i];
+    /* First half: images 0..15. */
+    memcpy(m->eps, eps, HALF * LAT * sizeof(float));
+    cvi_model_use_labels(m, labels);
+    cvi_model_loss_grad(m, x, HALF, &ra, &ka);
+    for (i = 0; i < np; i++)
+        halves[i] += (double)g[i] * HALF / N;
+    /* Second half: images 16..32. */
+    memcpy(m->eps, eps + HALF * LAT, (N - HALF) * LAT * sizeof(float));
+    cvi_model_use_labels(m, labels + HALF);
+    cvi_model_loss_grad(m, x + HALF * IMG, N - HALF, &rb, &kb);
+    cvi_model_use_labels(m, NULL);
+    for (i = 0; i < np; i++) {
+        halves[i] += (double)g[i] * (N - HALF) / N;
+        diff += (whole[i] - halves[i]) * (whole[i] - halves[i]);
+        norm += whole[i] * whole[i];
+    }
+    assert_true(norm > 0.0);
+    if (sqrt(diff / norm) > 1e-5)
+        fail_msg("two lanes against two halves: relative L2 difference %g", sqrt(diff / norm));
+    assert_true(fabs(r - (ra + rb)) <= 1e-9 * fabs(r));
+    assert_true(fabs(k - (ka + kb)) <= 1e-9 * fabs(k) + 1e-12);
+    cvae_model_destroy(m);
+}
+
+/* Fails if a Gaussian model's learned sigma on a two-lane batch is not the
+ * root mean squared error of the whole batch's decoded means, or if its
+ * gradient differs from central differences. */
+static void test_lanes_learned_sigma(void **state)
+{
+    cvae_model *m = conv_model(11, 1);
+    static float x[N * IMG], eps[N * LAT];
+    loss_data d = {x, eps, labels, N};
+    const float *logits;
+    double sigma, want, sq = 0.0;
+    size_t i;
+    (void)state;
+    make_data(x, eps);
+    loss_at(m, &d);
+    CHECK(cvae_model_get(m, CVAE_MODEL_SIGMA_IN_USE, &sigma), m);
+    /* The decoder again on the z the lanes drew, all 33 at once. */
+    cvi_model_use_labels(m, labels);
+    CHECK(cvae_stack_forward(cvae_model_decoder(m), m->z, N, &logits), m);
+    cvi_model_use_labels(m, NULL);
+    for (i = 0; i < (size_t)N * IMG; i++) {
+        double e = 1.0 / (1.0 + exp(-(double)logits[i])) - x[i]; /* the mean is sigmoid(logit) */
+        sq += e * e;
+    }
+    want = sqrt(sq / (N * IMG));
+    if (fabs(sigma - want) > 1e-6 * want)
+        fail_msg("learned sigma %.9g, the batch's root mean squared error %.9g", sigma, want);
+    tu_check_model_gradient(m, loss_at, &d, "two lanes, learned sigma");
+    cvae_model_destroy(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lane_gradient),
+        cmocka_unit_test(test_lanes_equal_halves),
+        cmocka_unit_test(test_lanes_learned_sigma),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
