@@ -344,6 +344,11 @@ void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t 
                              const float *dout, float *din);
 /* The stack's own workspace (its shared blocks, labels and threads). */
 cvi_workspace cvi_stack_workspace(cvae_stack *stack);
+/* Floats per image of the stack's input; its whole output block after
+ * parts covered a batch (as cvae_stack_output, which also needs a plain
+ * forward first). */
+size_t cvi_stack_in_size(const cvae_stack *stack);
+const float *cvi_stack_forward_part_output(const cvae_stack *stack);
 
 /* Stacks whose parameters live in a model's block: plan binds the layers
  * for the input shape and reports the parameter count and the floats of
@@ -513,6 +518,13 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
  * and returns the summed reconstruction and KL (the gradients are of their
  * batch mean recon + beta kl). */
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum);
+
+/* A forward pass of n <= max_batch images through one of the model's
+ * stacks (with its labels set), as two lanes on two threads when there are
+ * two threads and at least 2 CVI_LANE_MIN images: the outputs are the same
+ * bits either way (a forward pass computes each image alone). Returns the
+ * stack's output block. */
+const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, size_t n);
 
 /* The reconstruction term of the model's likelihood summed over n pixels
  * (logits against targets x), and when dlogits is not NULL its gradient

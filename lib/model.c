@@ -857,6 +857,28 @@ static void lane_backward(cvae_model *m, lane *ln, const float *x, float scale)
     cvi_stack_backward_part(m->enc, &ln->enc_ws, f, ln->n, m->denc + f * 2 * L, NULL);
 }
 
+const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, size_t n)
+{
+    lane lanes[CVI_LANES];
+    int threads = cvi_threads_resolve(m->threads), k;
+    int count = n >= 2 * CVI_LANE_MIN && threads >= CVI_LANES ? CVI_LANES : 1;
+    const float *out;
+    if (count == 1) {
+        cvae_stack_forward(s, in, (int)n, &out);
+        return out;
+    }
+    make_lanes(m, n, count, 1, lanes);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(count) schedule(static, 1)
+#endif
+    for (k = 0; k < count; k++) {
+        const lane *ln = &lanes[k];
+        cvi_stack_forward_part(s, s == m->enc ? &ln->enc_ws : &ln->dec_ws, ln->first, ln->n,
+                               in + ln->first * cvi_stack_in_size(s));
+    }
+    return cvi_stack_forward_part_output(s);
+}
+
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum)
 {
     lane lanes[CVI_LANES];
@@ -1008,12 +1030,12 @@ CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, 
             cvi_dataset_labels_stored(ds, first, n, m->ybuf);
             cvi_model_use_labels(m, m->ybuf);
         }
-        cvae_stack_forward(m->enc, m->xbuf, (int)n, &hh);
+        hh = cvi_model_forward(m, m->enc, m->xbuf, n);
         draw_eps(&rng, m->eps, n, L);
         reparameterise(m->z, hh, m->eps, n, L);
         for (i = 0; i < n; i++)
             ksum += cvi_kl_normal(hh + i * 2 * L, hh + i * 2 * L + L, L, NULL, NULL, 0.0f);
-        cvae_stack_forward(m->dec, m->z, (int)n, &logits);
+        logits = cvi_model_forward(m, m->dec, m->z, n);
         rsum += cvi_model_recon(m, logits, m->xbuf, n * m->image, NULL, 0.0f);
     }
     cvi_model_use_labels(m, NULL);
@@ -1032,7 +1054,7 @@ static void encode_chunk(cvae_model *m, const float *x, size_t k, float *mu, flo
 {
     size_t i, L = m->L;
     const float *h;
-    cvae_stack_forward(m->enc, x, (int)k, &h);
+    h = cvi_model_forward(m, m->enc, x, k);
     for (i = 0; i < k; i++) {
         memcpy(mu + i * L, h + i * 2 * L, L * sizeof(float));
         if (logvar)
@@ -1070,7 +1092,7 @@ CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, flo
 static void decode_chunk(cvae_model *m, const float *z, size_t k, float *images)
 {
     const float *logits;
-    cvae_stack_forward(m->dec, z, (int)k, &logits);
+    logits = cvi_model_forward(m, m->dec, z, k);
     cvi_sigmoid(images, logits, k * m->image);
 }
 

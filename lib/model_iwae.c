@@ -63,10 +63,10 @@ CVAE_API cvae_status cvae_model_log_weights(cvae_model *m, const float *x, const
         size_t k = (size_t)n - first < m->max_batch ? (size_t)n - first : m->max_batch;
         const float *h, *logits, *xs = x + first * I, *es = eps + first * L;
         cvi_model_use_labels(m, labels ? labels + first : NULL);
-        cvae_stack_forward(m->enc, xs, (int)k, &h);
+        h = cvi_model_forward(m, m->enc, xs, k);
         for (i = 0; i < k; i++)
             draws_to_z(m->z + i * L, h + i * 2 * L, h + i * 2 * L + L, es + i * L, 1, L);
-        cvae_stack_forward(m->dec, m->z, (int)k, &logits);
+        logits = cvi_model_forward(m, m->dec, m->z, k);
         for (i = 0; i < k; i++)
             logw[first + i] = log_weight(m, logits + i * I, xs + i * I, I, h + i * 2 * L + L,
                                          es + i * L, m->z + i * L, L);
@@ -113,7 +113,7 @@ static double image_bound(cvae_model *m, const float *x, const float *h, int lab
             cvi_stack_set_labels(m->dec, row_labels);
         }
         draws_to_z(m->z, mu, lv, m->eps, rows, L);
-        cvae_stack_forward(m->dec, m->z, (int)rows, &logits);
+        logits = cvi_model_forward(m, m->dec, m->z, rows);
         for (r = 0; r < rows; r++)
             cvi_lse_add(&acc, log_weight(m, logits + r * I, x, I, lv, m->eps + r * L,
                                          m->z + r * L, L));
@@ -149,7 +149,7 @@ CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int 
             cvi_stack_set_labels(m->enc, m->ybuf);
         }
         /* The encoder's output stays put while the decoder runs. */
-        cvae_stack_forward(m->enc, m->xbuf, (int)n, &hh);
+        hh = cvi_model_forward(m, m->enc, m->xbuf, n);
         for (i = 0; i < n; i++)
             total += image_bound(m, m->xbuf + i * m->image, hh + i * 2 * m->L,
                                  m->classes ? m->ybuf[i] : 0, (size_t)k, &rng);

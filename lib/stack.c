@@ -661,6 +661,13 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
     return CVAE_OK;
 }
 
+size_t cvi_stack_in_size(const cvae_stack *stack) { return cvi_shape_size(stack->in); }
+
+const float *cvi_stack_forward_part_output(const cvae_stack *stack)
+{
+    return stack->act[stack->count];
+}
+
 cvi_workspace cvi_stack_workspace(cvae_stack *stack)
 {
     cvi_stack_prepare_threads(stack);
