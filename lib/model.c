@@ -840,6 +840,8 @@ static void make_lanes(cvae_model *m, size_t n, int count, int threads, lane *la
 static void lane_forward(cvae_model *m, lane *ln, const float *x)
 {
     size_t L = m->L, f = ln->first;
+    /* The lane's gradient block, cleared on the lane's own thread. */
+    memset(m->grads + ln->enc_ws.grad_offset, 0, m->nparams * sizeof(float));
     ln->h = cvi_stack_forward_part(m->enc, &ln->enc_ws, f, ln->n, x + f * m->image);
     reparameterise(m->z + f * L, ln->h, m->eps + f * L, ln->n, L);
     ln->logits = cvi_stack_forward_part(m->dec, &ln->dec_ws, f, ln->n, m->z + f * L);
@@ -890,7 +892,6 @@ void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, 
     int at_once = count > 1 && threads >= count;
     int inner = at_once ? 1 : threads < m->shared.gemm_threads ? threads : m->shared.gemm_threads;
     make_lanes(m, n, count, inner, lanes);
-    memset(m->grads, 0, m->nparams * (size_t)count * sizeof(float));
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(count) schedule(static, 1) if (at_once)
 #endif
