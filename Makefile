@@ -272,7 +272,7 @@ evaluate: examples data
 	@mkdir -p eval
 	$(B)/bin/cvae-classify train --data data/mnist --out eval/classifier.bin
 	@set -e; for kind in plain conditional; do \
-		flag=; [ $$kind = conditional ] && flag="--conditional --beta 4"; \
+		flag=; [ $$kind = conditional ] && flag="--conditional"; \
 		rm -f eval/$$kind.cvae eval/$$kind.csv; \
 		$(B)/bin/cvae-train --data data/mnist --epochs 10 $$flag --out eval/$$kind.cvae \
 			--log eval/$$kind.csv; \

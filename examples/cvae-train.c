@@ -35,6 +35,12 @@ struct options {
     double lr, beta, sigma;
     int lr_set, beta_set, sigma_set; /* given on the command line (they override a checkpoint) */
     int batch_set, latent_set; /* given on the command line (they override --config) */
+    /* The training recipe when given; else -1 (logvar_init: 1), and the
+     * model's own is kept (the library's default, or the checkpoint's). */
+    double kl_warmup_epochs, logvar_init;
+    int data_init;
+    double lr_warmup_epochs; /* the learning rate's schedule: linear warm-up, */
+    int lr_decay;            /* then cosine decay to 0 at --epochs (1) or none */
     uint64_t seed;
 };
 
@@ -78,9 +84,22 @@ static void usage(FILE *f)
                "  --threads N      threads to train on (default 0: OMP_NUM_THREADS when set,\n"
                "                   else all cores); results are the same for any N\n"
                "  --conditional    a conditional VAE: the image's label joins the encoder's\n"
-               "                   features and the decoder (cvae-generate --digit); with\n"
-               "                   --beta 4 the samples drawn for a digit show that digit\n"
-               "  --binarize       dynamic binarisation: every step draws each pixel as 0 or 1\n"
+               "                   features and the decoder (cvae-generate --digit); its\n"
+               "                   --beta defaults to 4, with which the samples drawn for a\n"
+               "                   digit show that digit (with 1 the code keeps the digit)\n"
+               "  --kl-warmup E    epochs (a decimal) over which the KL term's weight rises\n"
+               "                   linearly from 0 to --beta (default 0: none)\n"
+               "  --data-init 0|1  1: the first step starts the decoder's output at the\n"
+               "                   training batch's mean pixel (default 1)\n"
+               "  --logvar-init V  initial bias of the encoder's log-variances, in [-20, 0];\n"
+               "                   0 keeps the layer's own initialisation (default -4)\n"
+               "  --recipe pytorch the plain recipe of PyTorch's VAE examples: no KL warm-up,\n"
+               "                   no data init, no log-variance init (the three above 0)\n"
+               "  --lr-warmup E    epochs of linear learning-rate warm-up (default 0)\n"
+               "  --lr-decay K     none (default) or cosine: the learning rate falls to 0 at\n"
+               "                   --epochs (measured worse on MNIST: docs/EVALUATION.md)\n"
+               );
+    fprintf(f, "  --binarize       dynamic binarisation: every step draws each pixel as 0 or 1\n"
                "                   with its intensity as probability (the test loss then is\n"
                "                   on binarised test digits, as in the literature)\n"
                "  --out FILE       checkpoint written after every epoch (default cvae-model.bin)\n"
@@ -100,9 +119,11 @@ static void usage(FILE *f)
                "Resuming: the checkpoint holds the model, the optimizer and the step count,\n"
                "and training continues at the same epoch and batch; with the same --data,\n"
                "--batch and --seed the result is bit-for-bit that of an uninterrupted run.\n"
-               "The checkpoint's latent size and conditioning are kept; its --lr and --beta\n"
-               "are kept unless given again; --binarize is not saved: give it again. Ctrl-C finishes the current step, saves OUT.interrupted and\n"
-               "exits with status 130; a second Ctrl-C quits at once without saving.\n"
+               "The checkpoint's latent size and conditioning are kept; its --lr, --beta and\n"
+               "recipe (--kl-warmup, --data-init, --logvar-init) are kept unless given again;\n"
+               "--binarize, --lr-warmup and --lr-decay are not saved: give them again.\n"
+               "Ctrl-C finishes the current step, saves OUT.interrupted and exits with\n"
+               "status 130; a second Ctrl-C quits at once without saving.\n"
                "The chart shows the epochs of the current run.\n");
 }
 
@@ -147,6 +168,27 @@ static void parse_options(int argc, char **argv, struct options *o)
         } else if (ex_option(argc, argv, &i, "--beta", &v)) {
             o->beta = ex_parse_double("--beta", v, 0, 1e6);
             o->beta_set = 1;
+        } else if (ex_option(argc, argv, &i, "--kl-warmup", &v)) {
+            o->kl_warmup_epochs = ex_parse_double("--kl-warmup", v, 0, 1e6);
+        } else if (ex_option(argc, argv, &i, "--data-init", &v)) {
+            o->data_init = (int)ex_parse_long("--data-init", v, 0, 1);
+        } else if (ex_option(argc, argv, &i, "--logvar-init", &v)) {
+            o->logvar_init = ex_parse_double("--logvar-init", v, -20, 0);
+        } else if (ex_option(argc, argv, &i, "--lr-warmup", &v)) {
+            o->lr_warmup_epochs = ex_parse_double("--lr-warmup", v, 0, 1e6);
+        } else if (ex_option(argc, argv, &i, "--lr-decay", &v)) {
+            if (strcmp(v, "cosine") == 0)
+                o->lr_decay = 1;
+            else if (strcmp(v, "none") == 0)
+                o->lr_decay = 0;
+            else
+                ex_usage_error("--lr-decay wants cosine or none, not '%s'", v);
+        } else if (ex_option(argc, argv, &i, "--recipe", &v)) {
+            if (strcmp(v, "pytorch") != 0)
+                ex_usage_error("--recipe wants pytorch, not '%s'", v);
+            o->kl_warmup_epochs = 0;
+            o->data_init = 0;
+            o->logvar_init = 0;
         } else if (ex_option(argc, argv, &i, "--seed", &v))
             o->seed = ex_parse_u64("--seed", v);
         else if (ex_option(argc, argv, &i, "--threads", &v))
@@ -420,9 +462,15 @@ static int write_plot(const char *path, const struct epoch_result *h, int n)
 /* ------------------------------------------------------------ training */
 
 /* Model and optimizer, new or from a checkpoint. Returns 0 or an exit status. */
+/* The KL weight of --conditional without --beta: with 1 the latent code
+ * also learns the digit and the samples drawn for a label often show
+ * another (docs/EVALUATION.md). */
+#define CONDITIONAL_BETA 4.0
+
 static int setup(const struct options *o, const cvae_dataset *train, cvae_model **m,
                  cvae_optimizer **opt)
 {
+    double beta = o->beta;
     int c, h, w, mc, mh, mw;
     cvae_status st;
 
@@ -443,6 +491,9 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
             return ex_status_error("--width", st, cvae_model_last_error(*m));
         if (o->hidden && (st = cvae_model_set(*m, CVAE_MODEL_HIDDEN, o->hidden)) != CVAE_OK)
             return ex_status_error("--hidden", st, cvae_model_last_error(*m));
+        if (o->logvar_init <= 0 &&
+            (st = cvae_model_set(*m, CVAE_MODEL_LOGVAR_INIT, o->logvar_init)) != CVAE_OK)
+            return ex_status_error("--logvar-init", st, cvae_model_last_error(*m));
         if ((st = cvae_model_init_preset(*m, c, h, w, o->latent, o->batch, o->seed)) != CVAE_OK)
             return ex_status_error("building the model", st, cvae_model_last_error(*m));
     }
@@ -455,9 +506,20 @@ static int setup(const struct options *o, const cvae_dataset *train, cvae_model 
         return ex_status_error("--likelihood", st, cvae_model_last_error(*m));
     if (o->sigma_set && (st = cvae_model_set(*m, CVAE_MODEL_SIGMA, o->sigma)) != CVAE_OK)
         return ex_status_error("--sigma", st, cvae_model_last_error(*m));
+    if (!o->resume && !o->beta_set && o->conditional) /* see --help */
+        beta = CONDITIONAL_BETA;
     if ((!o->resume || o->beta_set) &&
-        (st = cvae_model_set(*m, CVAE_MODEL_BETA, o->beta)) != CVAE_OK)
+        (st = cvae_model_set(*m, CVAE_MODEL_BETA, beta)) != CVAE_OK)
         return ex_status_error("--beta", st, cvae_model_last_error(*m));
+    if (o->kl_warmup_epochs >= 0) { /* epochs to steps: ceil(count / batch) steps an epoch */
+        long per_epoch = (cvae_dataset_count(train) + o->batch - 1) / o->batch;
+        double steps = floor(o->kl_warmup_epochs * (double)per_epoch + 0.5);
+        if ((st = cvae_model_set(*m, CVAE_MODEL_KL_WARMUP, steps)) != CVAE_OK)
+            return ex_status_error("--kl-warmup", st, cvae_model_last_error(*m));
+    }
+    if (o->data_init >= 0 &&
+        (st = cvae_model_set(*m, CVAE_MODEL_DATA_INIT, o->data_init)) != CVAE_OK)
+        return ex_status_error("--data-init", st, cvae_model_last_error(*m));
 
     st = cvae_optimizer_create(opt, CVAE_OPTIMIZER_ADAM, cvae_model_param_count(*m));
     if (st != CVAE_OK)
@@ -492,6 +554,19 @@ static int train_epoch(cvae_model *m, cvae_optimizer *opt, cvae_dataset *train, 
 
         if ((st = cvae_dataset_batch(train, b * o->batch, n, x, y)) != CVAE_OK)
             return ex_status_error("reading a batch", st, cvae_dataset_last_error(train));
+        if (o->lr_decay || o->lr_warmup_epochs > 0) {
+            /* The step's learning rate from the steps taken, so that a resumed
+             * run continues the schedule. */
+            double t = (double)cvae_model_steps(m), total = (double)o->epochs * steps_per_epoch;
+            double warm = o->lr_warmup_epochs * steps_per_epoch, f = 1.0;
+            if (warm > 0 && t + 1 < warm)
+                f = (t + 1) / warm;
+            if (o->lr_decay)
+                f *= 0.5 * (1.0 + cos(acos(-1.0) * (t < total ? t : total) / total));
+            if ((st = cvae_optimizer_set(opt, CVAE_OPT_LR, o->lr * f)) != CVAE_OK)
+                return ex_status_error("the learning rate's schedule", st,
+                                       cvae_optimizer_last_error(opt));
+        }
         /* y is NULL unless the model is conditional. */
         if ((st = cvae_model_train_step_labels(m, opt, x, y, n, &recon, &kl)) != CVAE_OK)
             return ex_status_error("training step", st, cvae_model_last_error(m));
@@ -549,6 +624,9 @@ int main(int argc, char **argv)
                         .lr = 1e-3,
                         .beta = 1,
                         .likelihood = -1,
+                        .kl_warmup_epochs = -1, /* the recipe: the model's own */
+                        .data_init = -1,
+                        .logvar_init = 1,
                         .seed = 1};
     cvae_dataset *train = NULL, *test = NULL;
     cvae_model *m = NULL;

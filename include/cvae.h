@@ -689,9 +689,33 @@ typedef enum cvae_model_option {
                                default 0 = automatic: 256 for images of up to 1,024 values
                                (MNIST), 512 above. Set before cvae_model_init_preset.
                                Since 0.6.0 */
-    CVAE_MODEL_SIGMA_IN_USE = 309 /* read only: the Gaussian's standard deviation in use,
+    CVAE_MODEL_SIGMA_IN_USE = 309, /* read only: the Gaussian's standard deviation in use,
                                      CVAE_MODEL_SIGMA or, when that is 0, the learned one.
                                      Since 0.6.0 */
+    /* The training recipe (docs/EVALUATION.md measures each choice: with the
+     * defaults the seed model leaves the plateau of the mean digit at once).
+     * All three set to 0 is the plain recipe of PyTorch's VAE examples, and
+     * of libcvae before 0.7.0. Saved (file format version 4). */
+    CVAE_MODEL_KL_WARMUP = 310, /* KL warm-up: the t-th training step (t from 1) weighs
+                                   the KL term by beta * min(1, t / W) for this W, a whole
+                                   number of steps in [0, 2^32]; 0 (default): beta from
+                                   the first step. Since 0.7.0 */
+    CVAE_MODEL_DATA_INIT = 311, /* 1 (default): the first training step of a new model
+                                   first sets the biases of the decoder's output layer
+                                   (when only views follow it) to the logit of its batch's
+                                   mean target, clamped to [0.001, 0.999] (per channel for
+                                   a convolution, per value for a linear layer), so the
+                                   decoder starts at the mean intensity instead of grey;
+                                   kept even if that step then fails. 0: the layers' own
+                                   initialisation. Since 0.7.0 */
+    CVAE_MODEL_LOGVAR_INIT = 312 /* the initial bias of the encoder's log-variance
+                                    outputs (the second half of its last linear layer's
+                                    biases, when it gives 2L values), in [-20, 0];
+                                    default -4 (variances of e^-4 = 0.018, so the code
+                                    starts nearly noise-free); 0 leaves that layer's own
+                                    initialisation. Read when the parameters are
+                                    initialised (cvae_model_init_preset,
+                                    cvae_model_init_stacks). Since 0.7.0 */
 } cvae_model_option;
 
 /*

@@ -472,6 +472,14 @@ void cvi_rng_normal(cvi_rng *rng, float *out, size_t n);
 
 /* B max batch, L latent, I = C*H*W pixels per image. enc maps I to 2L
  * (mu, then logvar, per image), dec maps L to I logits. */
+/* The training recipe's defaults (CVAE_MODEL_KL_WARMUP, _DATA_INIT,
+ * _LOGVAR_INIT) and bounds. */
+#define CVI_DEFAULT_KL_WARMUP 0
+#define CVI_DEFAULT_DATA_INIT 1
+#define CVI_DEFAULT_LOGVAR_INIT -4.0
+#define CVI_MAX_KL_WARMUP 4294967296.0
+#define CVI_MIN_LOGVAR_INIT -20.0
+
 /* A training batch of at least 2 CVI_LANE_MIN images runs as CVI_LANES
  * lanes, halves that may run at once on two threads (model.c). */
 #define CVI_LANES 2
@@ -497,6 +505,9 @@ struct cvae_model {
     int likelihood;      /* CVAE_MODEL_LIKELIHOOD: a cvae_likelihood */
     double sigma;        /* CVAE_MODEL_SIGMA; 0: learned, sigma_learned is used */
     double sigma_learned; /* the Gaussian's s when learned: set by each training step */
+    uint64_t kl_warmup;   /* CVAE_MODEL_KL_WARMUP, steps; 0: none */
+    int data_init;        /* CVAE_MODEL_DATA_INIT */
+    double logvar_init;   /* CVAE_MODEL_LOGVAR_INIT; 0: the layer's own */
     int width_setting, hidden_setting; /* CVAE_MODEL_WIDTH, _HIDDEN for the next preset */
     int threads; /* the setting, applied to both stacks */
     uint64_t steps;
@@ -516,7 +527,9 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
 /* The training step without its draw and update: with eps already in
  * m->eps, zeroes the gradients, runs forward and backward on n images of x
  * and returns the summed reconstruction and KL (the gradients are of their
- * batch mean recon + beta kl). */
+ * batch mean recon + w beta kl, w the KL warm-up's weight of the step that
+ * follows m->steps: cvi_model_kl_weight). */
+double cvi_model_kl_weight(const cvae_model *m);
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum);
 
 /* A forward pass of n <= max_batch images through one of the model's

@@ -43,6 +43,9 @@ CVAE_API cvae_status cvae_model_create_with(cvae_model **out, const cvae_allocat
     m->sigma = CVI_DEFAULT_SIGMA;
     m->sigma_learned = CVI_DEFAULT_SIGMA;
     m->width_setting = CVI_PRESET_WIDTH;
+    m->kl_warmup = CVI_DEFAULT_KL_WARMUP;
+    m->data_init = CVI_DEFAULT_DATA_INIT;
+    m->logvar_init = CVI_DEFAULT_LOGVAR_INIT;
     *out = m;
     return CVAE_OK;
 }
@@ -61,6 +64,9 @@ void cvi_model_clear(cvae_model *m)
     int classes_setting = m->classes_setting, binarize = m->binarize;
     int threads = m->threads, likelihood = m->likelihood;
     int width_setting = m->width_setting, hidden_setting = m->hidden_setting;
+    uint64_t kl_warmup = m->kl_warmup;
+    int data_init = m->data_init;
+    double logvar_init = m->logvar_init;
     char err[CVI_ERRMSG_SIZE];
     memcpy(err, m->err, sizeof err);
     cvae_stack_destroy(m->enc);
@@ -90,6 +96,9 @@ void cvi_model_clear(cvae_model *m)
     m->sigma_learned = CVI_DEFAULT_SIGMA; /* belonged to the decoder just freed */
     m->width_setting = width_setting;
     m->hidden_setting = hidden_setting;
+    m->kl_warmup = kl_warmup;
+    m->data_init = data_init;
+    m->logvar_init = logvar_init;
     memcpy(m->err, err, sizeof err);
 }
 
@@ -303,6 +312,36 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
     return CVAE_OK;
 }
 
+/* The last layer with parameters of a stack, and whether only views follow
+ * it; NULL when there is none. */
+static cvae_layer *last_param_layer(cvae_stack *s, int *views_after)
+{
+    int i, n = cvae_stack_layer_count(s);
+    *views_after = 1;
+    for (i = n - 1; i >= 0; i--) {
+        cvae_layer *l = cvae_stack_layer(s, i);
+        if (l->nparams)
+            return l;
+        if (l->ops->forward)
+            *views_after = 0;
+    }
+    return NULL;
+}
+
+/* CVAE_MODEL_LOGVAR_INIT: the encoder's last linear layer gives mu, then the
+ * log-variances; their biases start at the setting. */
+static void init_logvar(cvae_model *m)
+{
+    int views;
+    cvae_layer *l = last_param_layer(m->enc, &views);
+    size_t j, L = m->L;
+    if (m->logvar_init == 0.0 || !l || l->ops->kind != CVAE_LAYER_LINEAR ||
+        l->hp.linear.out_features != 2 * L)
+        return;
+    for (j = 0; j < L; j++)
+        l->params[l->hp.linear.in_features * 2 * L + L + j] = (float)m->logvar_init;
+}
+
 /* Initialises the parameters, encoder then decoder, from one stream that
  * the eps generator then continues. */
 static void init_params(cvae_model *m, uint64_t seed)
@@ -310,6 +349,51 @@ static void init_params(cvae_model *m, uint64_t seed)
     cvi_rng_seed(&m->rng, seed);
     cvi_stack_init_rng(m->enc, &m->rng);
     cvi_stack_init_rng(m->dec, &m->rng);
+    init_logvar(m);
+}
+
+/* CVAE_MODEL_DATA_INIT, before the first training step: the decoder's output
+ * layer's biases (followed by views only) set to the logit of the batch's
+ * mean target, per channel (conv2d, conv_transpose2d over all positions) or
+ * per value (linear); means clamped to [0.001, 0.999]. No draw, so the eps
+ * stream is as without it. */
+static void init_output_bias(cvae_model *m, const float *x, size_t n)
+{
+    int views;
+    cvae_layer *l = last_param_layer(m->dec, &views);
+    size_t groups, per, g, b, q, I = m->image;
+    float *bias;
+    if (!l || !views)
+        return;
+    if (l->ops->kind == CVAE_LAYER_LINEAR) {
+        groups = l->hp.linear.out_features;
+        bias = l->params + l->hp.linear.in_features * groups;
+    } else if (l->ops->kind == CVAE_LAYER_CONV2D || l->ops->kind == CVAE_LAYER_CONV_TRANSPOSE2D) {
+        groups = l->out.c;
+        bias = l->params + l->nparams - groups;
+    } else {
+        return;
+    }
+    if (groups == 0 || I % groups != 0)
+        return;
+    per = I / groups; /* consecutive values of one channel, or 1 */
+    for (g = 0; g < groups; g++) {
+        double sum = 0.0, mean;
+        for (b = 0; b < n; b++)
+            for (q = 0; q < per; q++)
+                sum += x[b * I + g * per + q];
+        mean = sum / (double)(n * per);
+        mean = mean < 0.001 ? 0.001 : mean > 0.999 ? 0.999 : mean;
+        bias[g] = (float)log(mean / (1.0 - mean));
+    }
+}
+
+double cvi_model_kl_weight(const cvae_model *m)
+{
+    double t = (double)m->steps + 1.0;
+    if (m->kl_warmup == 0 || t >= (double)m->kl_warmup)
+        return m->beta;
+    return m->beta * t / (double)m->kl_warmup;
 }
 
 CVAE_API cvae_status cvae_model_init_stacks(cvae_model *m, cvae_stack *encoder,
@@ -587,6 +671,32 @@ CVAE_API cvae_status cvae_model_set(cvae_model *m, cvae_model_option key, double
         cvi_set_error(m->err, "model: sigma in use is read only (set CVAE_MODEL_SIGMA)");
         return CVAE_ERR_INVALID_ARG;
     }
+    if (key == CVAE_MODEL_KL_WARMUP) {
+        if (!(value >= 0.0 && value <= CVI_MAX_KL_WARMUP) || value != floor(value)) {
+            cvi_set_error(m->err, "model: KL warm-up %g is not a whole number of steps in [0, %.0f]",
+                          value, CVI_MAX_KL_WARMUP);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        m->kl_warmup = (uint64_t)value;
+        return CVAE_OK;
+    }
+    if (key == CVAE_MODEL_DATA_INIT) {
+        if (value != 0.0 && value != 1.0) {
+            cvi_set_error(m->err, "model: data init %g is not 0 or 1", value);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        m->data_init = value == 1.0;
+        return CVAE_OK;
+    }
+    if (key == CVAE_MODEL_LOGVAR_INIT) {
+        if (!(value >= CVI_MIN_LOGVAR_INIT && value <= 0.0)) {
+            cvi_set_error(m->err, "model: log-variance init %g is not in [%g, 0]", value,
+                          CVI_MIN_LOGVAR_INIT);
+            return CVAE_ERR_INVALID_ARG;
+        }
+        m->logvar_init = value;
+        return CVAE_OK;
+    }
     if (key != CVAE_MODEL_BETA) {
         cvi_set_error(m->err, "model: no option with key %d", (int)key);
         return CVAE_ERR_INVALID_ARG;
@@ -618,6 +728,9 @@ CVAE_API cvae_status cvae_model_get(const cvae_model *m, cvae_model_option key, 
     case CVAE_MODEL_SIGMA_IN_USE:
         *value = m->sigma > 0.0 ? m->sigma : m->sigma_learned;
         return CVAE_OK;
+    case CVAE_MODEL_KL_WARMUP: *value = (double)m->kl_warmup; return CVAE_OK;
+    case CVAE_MODEL_DATA_INIT: *value = m->data_init; return CVAE_OK;
+    case CVAE_MODEL_LOGVAR_INIT: *value = m->logvar_init; return CVAE_OK;
     default: return CVAE_ERR_INVALID_ARG;
     }
 }
@@ -639,6 +752,9 @@ CVAE_API cvae_status cvae_model_bounds(const cvae_model *m, cvae_model_option ke
     case CVAE_MODEL_MAX_MEMORY: hi = CVI_MODEL_MAX_MEMORY_CAP; break;
     case CVAE_MODEL_CLASSES: hi = CVI_MAX_CLASSES; break;
     case CVAE_MODEL_BINARIZE: hi = 1.0; break;
+    case CVAE_MODEL_KL_WARMUP: hi = CVI_MAX_KL_WARMUP; break;
+    case CVAE_MODEL_DATA_INIT: hi = 1.0; break;
+    case CVAE_MODEL_LOGVAR_INIT: lo = CVI_MIN_LOGVAR_INIT; hi = 0.0; break;
     default: return CVAE_ERR_INVALID_ARG;
     }
     *min = lo;
@@ -765,7 +881,7 @@ static double latent_backward(cvae_model *m, const float *h, size_t first, size_
 {
     size_t i, j, L = m->L;
     double kl = 0.0;
-    float kscale = (float)m->beta * scale;
+    float kscale = (float)cvi_model_kl_weight(m) * scale;
     for (i = 0; i < n; i++) {
         const float *mu = h + i * 2 * L, *lv = mu + L;
         float *dmu = m->denc + (first + i) * 2 * L, *dlv = dmu + L;
@@ -954,6 +1070,8 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
         x = m->xbuf;
     }
     draw_eps(&m->rng, m->eps, (size_t)n, m->L);
+    if (m->data_init && m->steps == 0)
+        init_output_bias(m, x, (size_t)n);
     cvi_model_use_labels(m, labels);
     cvi_model_loss_grad(m, x, (size_t)n, &rsum, &ksum);
     cvi_model_use_labels(m, NULL);

@@ -20,7 +20,7 @@
 
 /* Version 2 adds the concat_label layer (conditional models); a model
  * without one is still written as version 1, which older libraries read. */
-#define FORMAT_VERSION 3u
+#define FORMAT_VERSION 4u
 #define HEADER_SIZE 24
 #define FLAG_OPTIMIZER 1u
 #define MAX_LAYERS 4096
@@ -138,6 +138,18 @@ static void put_stack(writer *w, cvae_stack *s)
     }
 }
 
+/* The oldest version that holds the model, so older libraries read what
+ * they can: 4 for a training recipe other than the plain one, 3 for a
+ * Gaussian likelihood, 2 for a conditional model, else 1. */
+static uint32_t file_version(const cvae_model *m)
+{
+    if (m->kl_warmup || m->data_init || m->logvar_init != 0.0)
+        return 4u;
+    if (m->likelihood != CVAE_LIKELIHOOD_BERNOULLI)
+        return 3u;
+    return m->classes ? 2u : 1u;
+}
+
 static void put_payload(writer *w, cvae_model *m, cvae_optimizer *opt)
 {
     int i;
@@ -153,10 +165,15 @@ static void put_payload(writer *w, cvae_model *m, cvae_optimizer *opt)
     put_stack(w, m->dec);
     put_u64(w, m->nparams);
     put_floats(w, m->params, m->nparams);
-    if (m->likelihood != CVAE_LIKELIHOOD_BERNOULLI) { /* version 3 */
+    if (file_version(m) >= 3u) {
         put_u32(w, (uint32_t)m->likelihood);
         put_f64(w, m->sigma);
         put_f64(w, m->sigma_learned);
+    }
+    if (file_version(m) >= 4u) {
+        put_u64(w, m->kl_warmup);
+        put_u32(w, (uint32_t)m->data_init);
+        put_f64(w, m->logvar_init);
     }
     if (opt) {
         cvi_optimizer_state os;
@@ -172,14 +189,6 @@ static void put_payload(writer *w, cvae_model *m, cvae_optimizer *opt)
     }
 }
 
-/* The oldest version that holds the model, so older libraries read what
- * they can: 3 for a Gaussian likelihood, 2 for a conditional model, else 1. */
-static uint32_t file_version(const cvae_model *m)
-{
-    if (m->likelihood != CVAE_LIKELIHOOD_BERNOULLI)
-        return 3u;
-    return m->classes ? 2u : 1u;
-}
 
 CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, const char *path)
 {
@@ -389,6 +398,9 @@ typedef struct model_rec {
     size_t params_at; /* offset of the parameters */
     uint32_t likelihood; /* version 3; Bernoulli before */
     double sigma, sigma_learned;
+    uint64_t kl_warmup; /* version 4; the plain recipe before */
+    uint32_t data_init;
+    double logvar_init;
 } model_rec;
 
 static uint32_t expected_hp(uint32_t kind)
@@ -477,6 +489,20 @@ static cvae_status read_model_rec(const cvae_allocator *a, reader *r, model_rec 
             !(mr->sigma == 0.0 || (mr->sigma >= CVI_MIN_SIGMA && mr->sigma <= CVI_MAX_SIGMA)) ||
             !(mr->sigma_learned >= CVI_MIN_SIGMA && mr->sigma_learned <= 1.0)) {
             cvi_set_error(err, "%s: offset %zu: bad likelihood section", path, at);
+            return CVAE_ERR_FORMAT;
+        }
+    }
+    mr->kl_warmup = 0;
+    mr->data_init = 0;
+    mr->logvar_init = 0.0;
+    if (cvi_get_u32le(r->p + 8) >= 4u) {
+        size_t at = r->pos;
+        mr->kl_warmup = get_u64(r);
+        mr->data_init = get_u32(r);
+        mr->logvar_init = get_f64(r);
+        if (r->overrun || (double)mr->kl_warmup > CVI_MAX_KL_WARMUP || mr->data_init > 1u ||
+            !(mr->logvar_init >= CVI_MIN_LOGVAR_INIT && mr->logvar_init <= 0.0)) {
+            cvi_set_error(err, "%s: offset %zu: bad training recipe section", path, at);
             return CVAE_ERR_FORMAT;
         }
     }
@@ -591,6 +617,9 @@ static cvae_status build_model(cvae_model *m, reader *r, const model_rec *mr, in
     m->likelihood = (int)mr->likelihood;
     m->sigma = mr->sigma;
     m->sigma_learned = mr->sigma_learned;
+    m->kl_warmup = mr->kl_warmup;
+    m->data_init = (int)mr->data_init;
+    m->logvar_init = mr->logvar_init;
     m->steps = mr->steps;
     for (i = 0; i < 4; i++)
         m->rng.s[i] = mr->rng[i];

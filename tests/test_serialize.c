@@ -81,6 +81,7 @@ static cvae_model *tiny_model(uint64_t seed)
     cvae_layer *l = NULL;
     assert_int_equal(cvae_model_create(&m), CVAE_OK);
     tu_keep(TU_KEEP_MODEL, m);
+    tu_plain_recipe(m); /* files of version 1, whose offsets the tests know */
     assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
     assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
     tu_add_layer(enc, cvae_layer_create_conv2d(&l, 2, 3, 2, 2, 1, 1, 0), &l);
@@ -506,7 +507,8 @@ static void test_header_fields(void **state)
         cvae_status want;
         const char *what;
     } cases[] = {
-        {8, 3, CVAE_ERR_VERSION, "version 4"},
+        {8, 4, CVAE_ERR_VERSION, "version 5"},
+        {8, 3, CVAE_ERR_FORMAT, "version 4 without its likelihood and recipe sections"},
         {8, 2, CVAE_ERR_FORMAT, "version 3 without its likelihood section"},
         {8, 0xFFFFFFFEu, CVAE_ERR_VERSION, "version 0xffffffff"},
         {8, 0xFFFFFFFFu, CVAE_ERR_FORMAT, "version 0"},

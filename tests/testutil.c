@@ -182,10 +182,18 @@ int tu_release_all_teardown(void **state)
     return 0;
 }
 
+void tu_plain_recipe(cvae_model *m)
+{
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_KL_WARMUP, 0), CVAE_OK);
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_DATA_INIT, 0), CVAE_OK);
+    assert_int_equal(cvae_model_set(m, CVAE_MODEL_LOGVAR_INIT, 0), CVAE_OK);
+}
+
 cvae_model *tu_new_model(void)
 {
     cvae_model *m = NULL;
     assert_int_equal(cvae_model_create(&m), CVAE_OK);
+    tu_plain_recipe(m);
     return tu_keep(TU_KEEP_MODEL, m);
 }
 

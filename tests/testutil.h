@@ -94,8 +94,13 @@ void tu_release_all(void);
 int tu_release_all_teardown(void **state);
 
 /* A new empty model, optimizer (of kind for n parameters) or dataset, kept; fails the test if
- * the constructor does not return CVAE_OK. */
+ * the constructor does not return CVAE_OK. The model has the plain training recipe
+ * (tu_plain_recipe): the tests written before 0.7.0 compute on it; test_recipe covers the
+ * library's default recipe. */
 cvae_model *tu_new_model(void);
+
+/* CVAE_MODEL_KL_WARMUP, _DATA_INIT and _LOGVAR_INIT set to 0: PyTorch's plain recipe. */
+void tu_plain_recipe(cvae_model *m);
 cvae_optimizer *tu_new_opt(cvae_optimizer_kind kind, size_t n);
 cvae_dataset *tu_new_dataset(void);
 
