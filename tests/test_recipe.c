@@ -289,7 +289,12 @@ static void test_save_load_resume(void **state)
 #define PLATEAU_STEPS 150
 #define PLATEAU_BATCH 32
 #define PLATEAU_TEST 1000
-#define PLATEAU_MARGIN 5.0 /* nats; see test_defaults_leave_the_plateau */
+/* Measured (gcc -O2, and clang with ASan + UBSan, the same to 0.01): after 150 steps the
+ * default recipe is at 153.9 and 160.7 nats on seeds 1 and 2, the plain one at 194.5 and
+ * 193.7, still on the plateau of the mean digit (about 200). A margin of 5 nats is far below
+ * those gaps of 33-41 and far above what compilers, FMA or libm move (well under 1), so the
+ * test fails only if the defaults stop leaving the plateau sooner. */
+#define PLATEAU_MARGIN 5.0
 
 /* The test loss on `held` of the preset after PLATEAU_STEPS steps on `train`
  * (shuffled with seed, batches in order), with the library's default recipe
