@@ -32,6 +32,10 @@ typedef float GK(vec) __attribute__((vector_size(GK_VL * 4), aligned(4), may_ali
 #endif
 #endif
 
+#if GK_NR % 8 != 0
+#error "GK_NR must be a multiple of 8 (pack_panel's transposing copy)"
+#endif
+
 /* Copies one full B panel row of GK_NR floats. With vector types the copy
  * is GK_NV vector moves; a plain loop of constant length became a call to
  * memmove per row in gcc 12 once GK_NR reached 32. */
@@ -78,12 +82,12 @@ GK_ATTR static void GK(pack_panel)(float *restrict p, const float *X, size_t rs,
         for (k = 0; k < kc; k++)
             for (r = 0; r < GK_MR; r++)
                 p[k * GK_MR + r] = X[r * rs + k];
-    } else if (ks == 1 && rows == GK_NR && w == GK_NR && GK_NR % 8 == 0 && kc <= CVI_KC) {
+    } else if (ks == 1 && rows == GK_NR && w == GK_NR) {
         /* Eight rows at a time into a dense 8-wide panel, then spread into
          * the wide one: gcc 12 vectorises the dense 8-row transpose
          * (permutes of whole vectors) but copied the 32 rows of a wide
          * panel one float at a time, which cost as much as the multiply on
-         * the weight-gradient products. */
+         * the weight-gradient products. kc <= CVI_KC: gemm_run's slices. */
         float t8[8 * CVI_KC];
         size_t r0;
         for (r0 = 0; r0 < GK_NR; r0 += 8) {
@@ -94,10 +98,6 @@ GK_ATTR static void GK(pack_panel)(float *restrict p, const float *X, size_t rs,
                 for (r = 0; r < 8; r++)
                     p[k * GK_NR + r0 + r] = t8[k * 8 + r];
         }
-    } else if (ks == 1 && rows == GK_NR && w == GK_NR) {
-        for (k = 0; k < kc; k++)
-            for (r = 0; r < GK_NR; r++)
-                p[k * GK_NR + r] = X[r * rs + k];
     } else if (ks == 1) {
         for (r = 0; r < rows; r++)
             for (k = 0; k < kc; k++)

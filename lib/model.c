@@ -6,7 +6,8 @@
  * B batch, L latent, I pixels per image. x (B,I) h = enc(x) (B,2L) with
  * mu = h[:, :L], lv = h[:, L:]; eps, z (B,L) z = mu + exp(lv/2) eps;
  * logits = dec(z) (B,I). Loss per image: bce(logits, x) + beta kl(mu, lv),
- * averaged over the batch, so every gradient carries a factor 1/n.
+ * averaged over the batch, so every gradient carries a factor 1/n; during a
+ * KL warm-up beta is weighted by the step's share of it (cvi_model_kl_weight).
  * Reparameterisation backward: dmu = dz + beta/n mu,
  * dlv = dz eps exp(lv/2) / 2 + beta/n (exp(lv) - 1) / 2.
  *

@@ -32,12 +32,7 @@
 #define N 33 /* two lanes: 16 and 17 */
 #define HALF 16
 
-#define CHECK(call, m)                                                                             \
-    do {                                                                                           \
-        cvae_status st_ = (call);                                                                  \
-        if (st_ != CVAE_OK)                                                                        \
-            fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_model_last_error(m));    \
-    } while (0)
+#define CHECK TU_CHECK_MODEL
 
 static int labels[N];
 

@@ -30,12 +30,7 @@
 #define LAT 2
 #define N 4
 
-#define CHECK(call, m)                                                                             \
-    do {                                                                                           \
-        cvae_status st_ = (call);                                                                  \
-        if (st_ != CVAE_OK)                                                                        \
-            fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_model_last_error(m));    \
-    } while (0)
+#define CHECK TU_CHECK_MODEL
 
 /* A smooth model (tanh, no kinks): encoder flatten, linear(2L); decoder
  * linear(8), tanh, linear(IMG), reshape. */

@@ -101,6 +101,15 @@ cvae_model *tu_new_model(void);
 
 /* CVAE_MODEL_KL_WARMUP, _DATA_INIT and _LOGVAR_INIT set to 0: PyTorch's plain recipe. */
 void tu_plain_recipe(cvae_model *m);
+
+/* Fails the test, naming the call, its status and the model's message, unless the call
+ * returns CVAE_OK (needs <cmocka.h>). */
+#define TU_CHECK_MODEL(call, m)                                                                    \
+    do {                                                                                           \
+        cvae_status st_ = (call);                                                                  \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_model_last_error(m));     \
+    } while (0)
 cvae_optimizer *tu_new_opt(cvae_optimizer_kind kind, size_t n);
 cvae_dataset *tu_new_dataset(void);
 
