@@ -927,6 +927,97 @@ CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int 
                                      uint64_t seed, double *bound);
 
 /*
+ * Data-parallel training (several processes, e.g. MPI ranks, each with a
+ * replica of the model and optimizer). A global batch of B images is cut
+ * into shards; for each step every process calls
+ *   cvae_model_shard_grads(m, its shard, first, n, B)   its gradient part
+ *   allreduce (sum) of cvae_model_grads(m) across the processes, in place
+ *   cvae_model_apply_grads(m, opt)                       the same update
+ * and the replicas stay equal. A one-process step is the same calls with
+ * one shard (first 0, n = B): it gives cvae_model_train_step's bits, and
+ * so do two shards that are the halves B/2 (rounded down) and the rest,
+ * summed, because a step of 32 or more images is computed in those two
+ * halves (the lanes: docs/API.md). Other cuts differ from one process in
+ * the order of the float sums only (about 1e-7 relative per gradient).
+ *
+ * The gradient is scaled for the global batch: the shard's images'
+ * gradients of recon + beta kl, summed and divided by B, so the sum over
+ * the shards is the gradient of the mean loss over the batch. Each image
+ * gets the draws a one-process step gives it: every process draws the
+ * whole batch's (binarised pixels when CVAE_MODEL_BINARIZE, then eps),
+ * keeps its shard's rows and skips the others, so the generators of all
+ * replicas stay in step (a few B x L draws a step, and B x pixels when
+ * binarising).
+ */
+
+/*
+ * Forward and backward of the shard of a global batch of total images that
+ * starts at image first (0 <= first, 1 <= n <= max batch, first + n <=
+ * total): x holds its n images (and labels its n labels, for a conditional
+ * model; NULL otherwise). Leaves the shard's part of the step's gradient in
+ * cvae_model_grads (scaled by 1 / total, see above) and in *recon and *kl
+ * (either may be NULL) the shard's sums divided by total, so that the sums
+ * over all shards are the batch means cvae_model_train_step reports. The
+ * model's parameters, step count and optimizer are not touched; its eps
+ * generator moves on by one whole step of total images. A non-finite loss
+ * returns CVAE_ERR_NUMERIC and puts the generator back. Never allocates.
+ * CVAE_ERR_INVALID_ARG (NULL x, n or first out of range, labels as
+ * cvae_model_train_step_labels), CVAE_ERR_STATE (no architecture; a
+ * Gaussian likelihood with a learned sigma, which needs the whole batch, on
+ * a shard that is not the whole batch; the first step of a model with
+ * CVAE_MODEL_DATA_INIT before cvae_model_data_init, on such a shard).
+ * Since 0.8.0.
+ */
+CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const int *labels,
+                                            int first, int n, int total, double *recon,
+                                            double *kl);
+
+/*
+ * One step of opt (created for cvae_model_param_count parameters) on the
+ * model's parameters with the gradient block as the caller left it (after
+ * cvae_model_shard_grads and a sum across processes, or any gradient the
+ * caller wrote there), then the step count moves on (the KL warm-up
+ * follows it). The result is bit for bit that of cvae_model_train_step
+ * when the block holds the same gradient. A non-finite gradient or update
+ * returns CVAE_ERR_NUMERIC and changes nothing, and puts back the eps
+ * generator as it was before the latest cvae_model_shard_grads, as a
+ * refused cvae_model_train_step does. CVAE_ERR_INVALID_ARG (NULL),
+ * CVAE_ERR_STATE (no architecture), CVAE_ERR_SHAPE (optimizer of another
+ * size). Never allocates. Since 0.8.0.
+ */
+CVAE_API cvae_status cvae_model_apply_grads(cvae_model *m, cvae_optimizer *opt);
+
+/*
+ * CVAE_MODEL_DATA_INIT's start, now, from n images (any n >= 1): the
+ * decoder's output biases become the logit of their mean pixel, as the
+ * first cvae_model_train_step does from its batch; that step then leaves
+ * them. Data-parallel training calls it before the first step with the
+ * whole first global batch, which every process must pass alike (a shard
+ * alone would start each replica differently, so cvae_model_shard_grads
+ * refuses a first step without it). With binarisation the first
+ * train_step starts from the binarised batch instead, so the biases differ
+ * by that noise. Does nothing when CVAE_MODEL_DATA_INIT is 0 or the model
+ * has taken a step; not saved (a model saved before its first step does
+ * it again). CVAE_ERR_NUMERIC (a non-finite pixel, named),
+ * CVAE_ERR_INVALID_ARG, CVAE_ERR_STATE. Since 0.8.0.
+ */
+CVAE_API cvae_status cvae_model_data_init(cvae_model *m, const float *x, int n);
+
+/*
+ * The sums behind cvae_model_evaluate over images [first, first + count)
+ * of ds: *recon_sum and *kl_sum (either may be NULL) in nats, with the eps
+ * (and binarised pixels) cvae_model_evaluate gives those images with the
+ * same eps_seed and max batch. Processes that each take a part of a
+ * dataset and add up the sums get cvae_model_evaluate's loss (times the
+ * count) up to the order of the additions. count may be 0. Errors as
+ * cvae_model_evaluate, and CVAE_ERR_INVALID_ARG for a range outside the
+ * dataset. Since 0.8.0.
+ */
+CVAE_API cvae_status cvae_model_evaluate_range(cvae_model *m, const cvae_dataset *ds,
+                                               uint64_t eps_seed, int first, int count,
+                                               double *recon_sum, double *kl_sum);
+
+/*
  * Saves the model (architecture, parameters, beta, step count, generator
  * state) and, when opt is not NULL, the optimizer's state, in the format of
  * docs/FORMAT.md. Writes path.tmp, flushes and closes it (no fsync: C99 has

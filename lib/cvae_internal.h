@@ -58,6 +58,8 @@ typedef struct cvi_rng {
 
 void cvi_rng_seed(cvi_rng *rng, uint64_t seed);
 uint64_t cvi_rng_next(cvi_rng *rng);
+/* Moves the generator count draws of cvi_rng_next ahead. */
+void cvi_rng_skip(cvi_rng *rng, uint64_t count);
 /* Uniform in [0, 1): the top 24 bits of a draw times 2^-24, exact in float. */
 float cvi_rng_uniform(cvi_rng *rng);
 
@@ -512,6 +514,12 @@ struct cvae_model {
     int threads; /* the setting, applied to both stacks */
     uint64_t steps;
     cvi_rng rng; /* eps draws; continues the initialisation stream */
+    /* Data-parallel steps (cvae_model_shard_grads then cvae_model_apply_grads):
+     * the generator and learned sigma before the shard's draws, restored if
+     * the update is refused, and whether the data init has been done. */
+    cvi_rng shard_rng;
+    double shard_sigma;
+    int shard_pending, data_init_done;
     char err[CVI_ERRMSG_SIZE];
 };
 
@@ -531,6 +539,11 @@ cvae_status cvi_model_setup(cvae_model *m, cvae_stack *enc, cvae_stack *dec, int
  * follows m->steps: cvi_model_kl_weight). */
 double cvi_model_kl_weight(const cvae_model *m);
 void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum);
+/* The same for the shard [first, first + n) of a batch of total images: x
+ * holds the shard's images (and m->eps their eps), the gradients are scaled
+ * by 1 / total and the shard is cut where the whole batch's lanes are. */
+void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size_t n,
+                               size_t total, double *rsum, double *ksum);
 
 /* A forward pass of n <= max_batch images through one of the model's
  * stacks (with its labels set), as two lanes on two threads when there are

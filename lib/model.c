@@ -927,18 +927,39 @@ typedef struct lane {
     double recon, kl, sq;
 } lane;
 
-/* Cuts a batch of n into count lanes (see the top of this file) and gives
- * each its workspaces: lane k writes gradient block k and uses the k-th
- * scratch and packing buffers (from the k-th on, with threads > 1);
- * `threads` is what each lane's passes may use inside. */
-static void make_lanes(cvae_model *m, size_t n, int count, int threads, lane *lanes)
+/* The lanes of a shard: rows [first, first + n) of a batch of total images
+ * (a whole batch: first 0, n total), cut where the batch's lanes are cut (see
+ * the top of this file), so that a shard that is one lane computes what that
+ * lane computes in a whole step. Returns how many pieces the shard has;
+ * their rows are the shard's own (0 .. n - 1). */
+static int cut_lanes(size_t first, size_t n, size_t total, size_t *start, size_t *len)
+{
+    int k, count = total >= 2 * CVI_LANE_MIN ? CVI_LANES : 1, parts = 0;
+    for (k = 0; k < count; k++) {
+        size_t a = total * (size_t)k / (size_t)count, b = total * (size_t)(k + 1) / (size_t)count;
+        a = a > first ? a : first;
+        b = b < first + n ? b : first + n;
+        if (a < b) {
+            start[parts] = a - first;
+            len[parts++] = b - a;
+        }
+    }
+    return parts;
+}
+
+/* Gives count lanes (their rows in first and n) their workspaces: lane k
+ * writes gradient block k and uses the k-th scratch and packing buffers
+ * (from the k-th on, with threads > 1); `threads` is what each lane's
+ * passes may use inside. */
+static void make_lanes(cvae_model *m, const size_t *start, const size_t *len, int count,
+                       int threads, lane *lanes)
 {
     int k;
     cvi_workspace enc = cvi_stack_workspace(m->enc), dec = cvi_stack_workspace(m->dec);
     for (k = 0; k < count; k++) {
         lane *ln = &lanes[k];
-        ln->first = n * (size_t)k / (size_t)count;
-        ln->n = n * (size_t)(k + 1) / (size_t)count - ln->first;
+        ln->first = start[k];
+        ln->n = len[k];
         ln->recon = ln->kl = ln->sq = 0.0;
         ln->enc_ws = enc;
         ln->dec_ws = dec;
@@ -979,14 +1000,15 @@ static void lane_backward(cvae_model *m, lane *ln, const float *x, float scale)
 const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, size_t n)
 {
     lane lanes[CVI_LANES];
+    size_t start[CVI_LANES], len[CVI_LANES];
     int threads = cvi_threads_resolve(m->threads), k;
-    int count = n >= 2 * CVI_LANE_MIN && threads >= CVI_LANES ? CVI_LANES : 1;
+    int count = threads >= CVI_LANES ? cut_lanes(0, n, n, start, len) : 1;
     const float *out;
     if (count == 1) {
         cvae_stack_forward(s, in, (int)n, &out);
         return out;
     }
-    make_lanes(m, n, count, 1, lanes);
+    make_lanes(m, start, len, count, 1, lanes);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(count) schedule(static, 1)
 #endif
@@ -998,17 +1020,19 @@ const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, si
     return cvi_stack_forward_part_output(s);
 }
 
-void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum)
+void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size_t n,
+                               size_t total, double *rsum, double *ksum)
 {
     lane lanes[CVI_LANES];
-    float scale = 1.0f / (float)n;
+    size_t start[CVI_LANES], len[CVI_LANES];
+    float scale = 1.0f / (float)total;
     int threads = cvi_threads_resolve(m->threads), k;
-    int count = n >= 2 * CVI_LANE_MIN ? CVI_LANES : 1;
+    int count = cut_lanes(first, n, total, start, len);
     /* Lanes at once, one thread each, when there are threads for them;
      * else one after the other, each with all the threads inside. */
     int at_once = count > 1 && threads >= count;
     int inner = at_once ? 1 : threads < m->shared.gemm_threads ? threads : m->shared.gemm_threads;
-    make_lanes(m, n, count, inner, lanes);
+    make_lanes(m, start, len, count, inner, lanes);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(count) schedule(static, 1) if (at_once)
 #endif
@@ -1039,62 +1063,200 @@ void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, 
     }
 }
 
+void cvi_model_loss_grad(cvae_model *m, const float *x, size_t n, double *rsum, double *ksum)
+{
+    cvi_model_shard_loss_grad(m, x, 0, n, n, rsum, ksum);
+}
+
 CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,
                                            int n, double *recon, double *kl)
 {
     return cvae_model_train_step_labels(m, opt, x, NULL, n, recon, kl);
 }
 
+/* Draws of images [first, first + n) of a batch of total, from a generator
+ * that makes the whole batch's: the pixels' draws when binarising (one per
+ * pixel), then eps (image by image); the other images' draws are skipped. */
+static void draw_shard(cvae_model *m, const float **x, size_t first, size_t n, size_t total)
+{
+    size_t I = m->image, per = (m->L + 1) / 2 * 2; /* cvi_rng_normal: draws in pairs */
+    if (m->binarize) {
+        cvi_rng_skip(&m->rng, (uint64_t)first * I);
+        cvi_binarize(&m->rng, m->xbuf, *x, n * I);
+        cvi_rng_skip(&m->rng, (uint64_t)(total - first - n) * I);
+        *x = m->xbuf;
+    }
+    cvi_rng_skip(&m->rng, (uint64_t)first * per);
+    draw_eps(&m->rng, m->eps, n, m->L);
+    cvi_rng_skip(&m->rng, (uint64_t)(total - first - n) * per);
+}
+
+/* The part of a training step before the update, for the shard [first,
+ * first + n) of a batch of total images (a whole step: 0, n, n): the draws,
+ * the data init of a first step, forward, loss and backward. On a non-finite
+ * loss the generator and learned sigma are put back. */
+static cvae_status shard_step(cvae_model *m, const char *what, const float *x, const int *labels,
+                              size_t first, size_t n, size_t total, double *rsum, double *ksum)
+{
+    cvi_rng before = m->rng;
+    double sigma_before = m->sigma_learned;
+    int whole = first == 0 && n == total;
+    if (!whole && m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0) {
+        cvi_set_error(m->err,
+                      "%s: a learned sigma needs the whole batch's squared error; set "
+                      "CVAE_MODEL_SIGMA > 0 to train on shards",
+                      what);
+        return CVAE_ERR_STATE;
+    }
+    if (!whole && m->data_init && m->steps == 0 && !m->data_init_done) {
+        cvi_set_error(m->err,
+                      "%s: the first step's data init needs the whole batch: call "
+                      "cvae_model_data_init with it first",
+                      what);
+        return CVAE_ERR_STATE;
+    }
+    draw_shard(m, &x, first, n, total);
+    if (whole && m->data_init && m->steps == 0 && !m->data_init_done)
+        init_output_bias(m, x, n);
+    cvi_model_use_labels(m, labels);
+    cvi_model_shard_loss_grad(m, x, first, n, total, rsum, ksum);
+    cvi_model_use_labels(m, NULL);
+    if (!isfinite(*rsum) || !isfinite(*ksum)) {
+        m->rng = before;
+        m->sigma_learned = sigma_before;
+        cvi_set_error(m->err, "%s: the loss is not finite (recon %g, kl %g)", what,
+                      *rsum / (double)n, *ksum / (double)n);
+        return CVAE_ERR_NUMERIC;
+    }
+    m->shard_rng = before;
+    m->shard_sigma = sigma_before;
+    return CVAE_OK;
+}
+
+static cvae_status check_optimizer(cvae_model *m, cvae_optimizer *opt, const char *what)
+{
+    cvi_optimizer_state os;
+    cvi_optimizer_get_state(opt, &os);
+    if (os.n != m->nparams) {
+        cvi_set_error(m->err, "%s: the optimizer is for %zu parameters, not %zu", what, os.n,
+                      m->nparams);
+        return CVAE_ERR_SHAPE;
+    }
+    return CVAE_OK;
+}
+
+/* The optimizer's update with the gradient block as it is; a refused update
+ * puts back the generator and sigma of the step's draws. */
+static cvae_status apply_grads(cvae_model *m, cvae_optimizer *opt, const char *what)
+{
+    cvae_status st;
+    if ((st = check_optimizer(m, opt, what)) != CVAE_OK)
+        return st;
+    if ((st = cvi_optimizer_step(opt, m->params, m->grads, m->nparams,
+                                 cvi_threads_resolve(m->threads))) != CVAE_OK) {
+        if (m->shard_pending) {
+            m->rng = m->shard_rng;
+            m->sigma_learned = m->shard_sigma;
+        }
+        m->shard_pending = 0;
+        cvi_set_error(m->err, "%s: %s", what, cvae_optimizer_last_error(opt));
+        return st;
+    }
+    m->shard_pending = 0;
+    m->steps++;
+    return CVAE_OK;
+}
+
 CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer *opt,
                                                   const float *x, const int *labels, int n,
                                                   double *recon, double *kl)
 {
-    cvi_optimizer_state os;
-    cvi_rng before;
-    double rsum, ksum, sigma_before;
+    double rsum, ksum;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
     if ((st = check_call(m, "model_train_step", x, opt, n, 0)) != CVAE_OK ||
         (st = cvi_model_check_labels(m, "model_train_step", labels, n)) != CVAE_OK)
         return st;
-    cvi_optimizer_get_state(opt, &os);
-    if (os.n != m->nparams) {
-        cvi_set_error(m->err, "model_train_step: the optimizer is for %zu parameters, not %zu",
-                      os.n, m->nparams);
-        return CVAE_ERR_SHAPE;
-    }
-    before = m->rng;
-    sigma_before = m->sigma_learned;
-    if (m->binarize) { /* the pixels' draws, then eps */
-        cvi_binarize(&m->rng, m->xbuf, x, (size_t)n * m->image);
-        x = m->xbuf;
-    }
-    draw_eps(&m->rng, m->eps, (size_t)n, m->L);
-    if (m->data_init && m->steps == 0)
-        init_output_bias(m, x, (size_t)n);
-    cvi_model_use_labels(m, labels);
-    cvi_model_loss_grad(m, x, (size_t)n, &rsum, &ksum);
-    cvi_model_use_labels(m, NULL);
-    if (!isfinite(rsum) || !isfinite(ksum)) {
-        m->rng = before;
-        m->sigma_learned = sigma_before;
-        cvi_set_error(m->err, "model_train_step: the loss is not finite (recon %g, kl %g)",
-                      rsum / n, ksum / n);
-        return CVAE_ERR_NUMERIC;
-    }
-    if ((st = cvi_optimizer_step(opt, m->params, m->grads, m->nparams,
-                                 cvi_threads_resolve(m->threads))) != CVAE_OK) {
-        m->rng = before;
-        m->sigma_learned = sigma_before;
-        cvi_set_error(m->err, "model_train_step: %s", cvae_optimizer_last_error(opt));
+    if ((st = check_optimizer(m, opt, "model_train_step")) != CVAE_OK)
         return st;
-    }
-    m->steps++;
+    if ((st = shard_step(m, "model_train_step", x, labels, 0, (size_t)n, (size_t)n, &rsum,
+                         &ksum)) != CVAE_OK)
+        return st;
+    m->shard_pending = 1;
+    if ((st = apply_grads(m, opt, "model_train_step")) != CVAE_OK)
+        return st;
     if (recon)
         *recon = rsum / n;
     if (kl)
         *kl = ksum / n;
+    return CVAE_OK;
+}
+
+/* ------------------------------------------------- data-parallel steps */
+
+CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const int *labels,
+                                            int first, int n, int total, double *recon,
+                                            double *kl)
+{
+    double rsum, ksum;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_call(m, "model_shard_grads", x, x, n, 0)) != CVAE_OK ||
+        (st = cvi_model_check_labels(m, "model_shard_grads", labels, n)) != CVAE_OK)
+        return st;
+    if (first < 0 || total < 1 || first > total || n > total - first) {
+        cvi_set_error(m->err,
+                      "model_shard_grads: images [%d, %d + %d) are not a shard of a batch of %d",
+                      first, first, n, total);
+        return CVAE_ERR_INVALID_ARG;
+    }
+    m->shard_pending = 0;
+    if ((st = shard_step(m, "model_shard_grads", x, labels, (size_t)first, (size_t)n,
+                         (size_t)total, &rsum, &ksum)) != CVAE_OK)
+        return st;
+    m->shard_pending = 1;
+    if (recon)
+        *recon = rsum / total;
+    if (kl)
+        *kl = ksum / total;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_apply_grads(cvae_model *m, cvae_optimizer *opt)
+{
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = require_arch(m, "model_apply_grads")) != CVAE_OK)
+        return st;
+    if (!opt) {
+        cvi_set_error(m->err, "model_apply_grads: the optimizer is NULL");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    return apply_grads(m, opt, "model_apply_grads");
+}
+
+CVAE_API cvae_status cvae_model_data_init(cvae_model *m, const float *x, int n)
+{
+    size_t i, count;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = check_call(m, "model_data_init", x, x, n, 1)) != CVAE_OK)
+        return st;
+    count = (size_t)n * m->image;
+    for (i = 0; i < count; i++)
+        if (!isfinite(x[i])) {
+            cvi_set_error(m->err, "model_data_init: pixel %zu of image %zu is not finite",
+                          i % m->image, i / m->image);
+            return CVAE_ERR_NUMERIC;
+        }
+    if (!m->data_init || m->steps > 0)
+        return CVAE_OK;
+    init_output_bias(m, x, (size_t)n);
+    m->data_init_done = 1;
     return CVAE_OK;
 }
 
@@ -1126,45 +1288,91 @@ cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const
     return CVAE_OK;
 }
 
+/* The sums of cvae_model_evaluate over images [first, first + count) of ds.
+ * The draws follow the whole evaluation's: chunks of max batch images from
+ * the start, each with its pixels' draws when binarising, then eps; the
+ * draws of images outside the range are skipped. */
+static void evaluate_sums(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed, size_t first,
+                          size_t count, double *rsum, double *ksum)
+{
+    cvi_rng rng;
+    size_t c0, i, L = m->L, I = m->image, per = (L + 1) / 2 * 2, end = first + count;
+    size_t total = (size_t)cvae_dataset_count(ds);
+    cvi_rng_seed(&rng, eps_seed);
+    *rsum = *ksum = 0.0;
+    for (c0 = 0; c0 < end; c0 += m->max_batch) {
+        size_t cn = chunk(m, total, c0), a = c0 > first ? c0 : first;
+        size_t b = c0 + cn < end ? c0 + cn : end, n = b > a ? b - a : 0;
+        const float *hh, *logits;
+        if (n == 0) { /* the whole chunk is before the range */
+            cvi_rng_skip(&rng, (uint64_t)cn * (m->binarize ? I + per : per));
+            continue;
+        }
+        cvi_dataset_batch_stored(ds, a, n, m->xbuf);
+        if (m->binarize) {
+            cvi_rng_skip(&rng, (uint64_t)(a - c0) * I);
+            cvi_binarize(&rng, m->xbuf, m->xbuf, n * I);
+            cvi_rng_skip(&rng, (uint64_t)(c0 + cn - b) * I);
+        }
+        if (m->classes) {
+            cvi_dataset_labels_stored(ds, a, n, m->ybuf);
+            cvi_model_use_labels(m, m->ybuf);
+        }
+        hh = cvi_model_forward(m, m->enc, m->xbuf, n);
+        cvi_rng_skip(&rng, (uint64_t)(a - c0) * per);
+        draw_eps(&rng, m->eps, n, L);
+        cvi_rng_skip(&rng, (uint64_t)(c0 + cn - b) * per);
+        reparameterise(m->z, hh, m->eps, n, L);
+        for (i = 0; i < n; i++)
+            *ksum += cvi_kl_normal(hh + i * 2 * L, hh + i * 2 * L + L, L, NULL, NULL, 0.0f);
+        logits = cvi_model_forward(m, m->dec, m->z, n);
+        *rsum += cvi_model_recon(m, logits, m->xbuf, n * I, NULL, 0.0f);
+    }
+    cvi_model_use_labels(m, NULL);
+}
+
 CVAE_API cvae_status cvae_model_evaluate(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed,
                                          double *recon, double *kl, double *total)
 {
-    cvi_rng rng;
-    double rsum = 0.0, ksum = 0.0;
-    size_t first, count, i, L;
+    double rsum, ksum;
+    size_t count;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
     if ((st = cvi_model_check_dataset(m, ds, "model_evaluate")) != CVAE_OK)
         return st;
-    L = m->L;
     count = (size_t)cvae_dataset_count(ds);
-    cvi_rng_seed(&rng, eps_seed);
-    for (first = 0; first < count; first += m->max_batch) {
-        size_t n = chunk(m, count, first);
-        const float *hh, *logits;
-        cvi_dataset_batch_stored(ds, first, n, m->xbuf);
-        if (m->binarize)
-            cvi_binarize(&rng, m->xbuf, m->xbuf, n * m->image);
-        if (m->classes) {
-            cvi_dataset_labels_stored(ds, first, n, m->ybuf);
-            cvi_model_use_labels(m, m->ybuf);
-        }
-        hh = cvi_model_forward(m, m->enc, m->xbuf, n);
-        draw_eps(&rng, m->eps, n, L);
-        reparameterise(m->z, hh, m->eps, n, L);
-        for (i = 0; i < n; i++)
-            ksum += cvi_kl_normal(hh + i * 2 * L, hh + i * 2 * L + L, L, NULL, NULL, 0.0f);
-        logits = cvi_model_forward(m, m->dec, m->z, n);
-        rsum += cvi_model_recon(m, logits, m->xbuf, n * m->image, NULL, 0.0f);
-    }
-    cvi_model_use_labels(m, NULL);
+    evaluate_sums(m, ds, eps_seed, 0, count, &rsum, &ksum);
     if (recon)
         *recon = rsum / (double)count;
     if (kl)
         *kl = ksum / (double)count;
     if (total)
         *total = (rsum + ksum) / (double)count;
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_model_evaluate_range(cvae_model *m, const cvae_dataset *ds,
+                                               uint64_t eps_seed, int first, int count,
+                                               double *recon_sum, double *kl_sum)
+{
+    double rsum, ksum;
+    cvae_status st;
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    if ((st = cvi_model_check_dataset(m, ds, "model_evaluate_range")) != CVAE_OK)
+        return st;
+    if (first < 0 || count < 0 || first > cvae_dataset_count(ds) ||
+        count > cvae_dataset_count(ds) - first) {
+        cvi_set_error(m->err, "model_evaluate_range: images [%d, %d + %d) are not in the %d of "
+                      "the dataset", first, first, count, cvae_dataset_count(ds));
+        return CVAE_ERR_INVALID_ARG;
+    }
+    evaluate_sums(m, ds, eps_seed, (size_t)first, (size_t)count, &rsum, &ksum);
+    if (recon_sum)
+        *recon_sum = rsum;
+    if (kl_sum)
+        *kl_sum = ksum;
     return CVAE_OK;
 }
 

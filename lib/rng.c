@@ -45,3 +45,9 @@ float cvi_rng_uniform(cvi_rng *rng)
 {
     return (float)(cvi_rng_next(rng) >> 40) * (1.0f / 16777216.0f);
 }
+
+void cvi_rng_skip(cvi_rng *rng, uint64_t count)
+{
+    while (count--)
+        (void)cvi_rng_next(rng);
+}
