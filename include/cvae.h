@@ -952,9 +952,11 @@ CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int 
 
 /*
  * Forward and backward of the shard of a global batch of total images that
- * starts at image first (0 <= first, 1 <= n <= max batch, first + n <=
+ * starts at image first (0 <= first, 0 <= n <= max batch, first + n <=
  * total): x holds its n images (and labels its n labels, for a conditional
- * model; NULL otherwise). Leaves the shard's part of the step's gradient in
+ * model; NULL otherwise). A shard may be empty (n = 0, x and labels then
+ * unread: a batch smaller than the number of processes): its part is zero
+ * and its generator moves on all the same. Leaves the shard's part of the step's gradient in
  * cvae_model_grads (scaled by 1 / total, see above) and in *recon and *kl
  * (either may be NULL) the shard's sums divided by total, so that the sums
  * over all shards are the batch means cvae_model_train_step reports. The

@@ -1028,6 +1028,11 @@ void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size
     float scale = 1.0f / (float)total;
     int threads = cvi_threads_resolve(m->threads), k;
     int count = cut_lanes(first, n, total, start, len);
+    if (count == 0) { /* an empty shard */
+        memset(m->grads, 0, m->nparams * sizeof(float));
+        *rsum = *ksum = 0.0;
+        return;
+    }
     /* Lanes at once, one thread each, when there are threads for them;
      * else one after the other, each with all the threads inside. */
     int at_once = count > 1 && threads >= count;
@@ -1203,8 +1208,12 @@ CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
-    if ((st = check_call(m, "model_shard_grads", x, x, n, 0)) != CVAE_OK ||
-        (st = cvi_model_check_labels(m, "model_shard_grads", labels, n)) != CVAE_OK)
+    /* A shard may be empty (a batch smaller than the number of processes):
+     * its part is zero, and its generator still moves on. */
+    if (n == 0 && (st = require_arch(m, "model_shard_grads")) != CVAE_OK)
+        return st;
+    if (n != 0 && ((st = check_call(m, "model_shard_grads", x, x, n, 0)) != CVAE_OK ||
+                   (st = cvi_model_check_labels(m, "model_shard_grads", labels, n)) != CVAE_OK))
         return st;
     if (first < 0 || total < 1 || first > total || n > total - first) {
         cvi_set_error(m->err,

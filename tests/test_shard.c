@@ -8,7 +8,7 @@
  *  - two shards that are the batch's lanes reproduce the one-process bits,
  *    plain, binarised and conditional, even and odd batches, over steps;
  *  - three shards match the one-process gradient within 1e-5 (L2), keep
- *    the generators in step, and each shard's gradient is n / B times the
+ *    the generators in step (an empty shard too), and each shard's gradient is n / B times the
  *    gradient of its images taken as their own batch;
  *  - each shard's eps and binarised pixels are the rows a whole step draws;
  *  - a refused update changes nothing and puts the generator back;
@@ -98,7 +98,7 @@ static double run_shards(int flags, int b, int P, const int *cut, int exact)
     assert_non_null(sum);
     assert_non_null(g1);
     for (p = 0; p < P; p++) {
-        rep[p] = model(flags, cut[p + 1] - cut[p]);
+        rep[p] = model(flags, cut[p + 1] - cut[p] > 0 ? cut[p + 1] - cut[p] : 1);
         opt[p] = adam(rep[p]);
     }
     for (s = 0; s < STEPS; s++) {
@@ -186,6 +186,9 @@ static void test_other_cuts_match(void **state)
     w = run_shards(CONDITIONAL | RECIPE, 41, 3, (const int[]){0, 10, 30, 41}, 0);
     assert_true(w <= 1e-5);
     w = run_shards(BINARISED, 40, 2, (const int[]){0, 15, 40}, 0);
+    assert_true(w <= 1e-5);
+    /* A batch smaller than the number of replicas: an empty shard. */
+    w = run_shards(BINARISED | CONDITIONAL, 2, 3, (const int[]){0, 1, 1, 2}, 0);
     assert_true(w <= 1e-5);
 }
 
@@ -284,7 +287,7 @@ static void test_errors(void **state)
     expect_error(e, cvae_model_shard_grads(e, x, NULL, 0, 1, 1, &r, &r), CVAE_ERR_STATE, NULL);
     expect_error(m, cvae_model_shard_grads(m, NULL, NULL, 0, 1, 1, &r, &r), CVAE_ERR_INVALID_ARG,
                  "NULL");
-    expect_error(m, cvae_model_shard_grads(m, x, NULL, 0, 0, 1, &r, &r), CVAE_ERR_INVALID_ARG,
+    expect_error(m, cvae_model_shard_grads(m, x, NULL, 0, -1, 1, &r, &r), CVAE_ERR_INVALID_ARG,
                  "images");
     expect_error(m, cvae_model_shard_grads(m, x, NULL, 0, 21, 40, &r, &r), CVAE_ERR_INVALID_ARG,
                  "[1, 20]");
@@ -299,6 +302,10 @@ static void test_errors(void **state)
     expect_error(c, cvae_model_shard_grads(c, x, NULL, 0, 5, 10, &r, &r), CVAE_ERR_INVALID_ARG,
                  "label");
     assert_memory_equal(&before, &m->rng, sizeof before);
+    /* An empty shard is fine, x unread: a zero gradient. */
+    cvae_model_grads(m, NULL)[3] = 1.0f;
+    CHECK(cvae_model_shard_grads(m, NULL, NULL, 4, 0, 9, &r, &r), m);
+    assert_true(r == 0.0 && cvae_model_grads(m, NULL)[3] == 0.0f);
     /* The data init of a first step needs the whole batch. */
     expect_error(d, cvae_model_shard_grads(d, x, NULL, 0, 5, 10, &r, &r), CVAE_ERR_STATE,
                  "cvae_model_data_init");
