@@ -4,6 +4,9 @@
 #   make check            build and run every test
 #   make deps             install what building and testing need, when missing
 #   make NATIVE=1         add -march=native (the default binary runs anywhere)
+#   make mpi              the MPI trainer build/bin/cvae-train-mpi (needs mpicc:
+#                         `make deps`); `make check` runs its tests when mpicc
+#                         and mpirun are there
 #   make bench            speed table (training, layers, multiply, sampling;
 #                         tests/bench/cvae-bench.c, built as build/bin/cvae-bench)
 #   make abi-check        the shared library against lib/libcvae.abi
@@ -297,6 +300,21 @@ BENCH_FLAGS ?=
 bench: $(BENCH_BIN)
 	$(BENCH_BIN) $(BENCH_FLAGS)
 
+# -------------------------------------------------------------------- MPI
+
+# The data-parallel trainer (examples/mpi/, apart so that the plain build,
+# which globs examples/*.c, never needs MPI). Open MPI's mpicc wraps $(CC)
+# (OMPI_CC); the library itself knows nothing of MPI.
+MPICC ?= mpicc
+MPI_BIN := $(B)/bin/cvae-train-mpi
+HAVE_MPI := $(shell command -v $(MPICC) >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo 1)
+.PHONY: mpi
+mpi: $(MPI_BIN)
+$(MPI_BIN): examples/mpi/cvae-train-mpi.c $(EXAMPLE_COMMON_OBJ) $(STATIC) $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	OMPI_CC="$(CC)" $(MPICC) $(BASE_CFLAGS) -Iexamples/common -MMD -MP $< -o $@ $(BASE_LDFLAGS) \
+		$(EXAMPLE_COMMON_OBJ) $(STATIC) $(LIBS)
+
 # -------------------------------------------------------------------- ABI
 
 # lib/libcvae.abi is abidw's description of the last release's shared
@@ -341,6 +359,10 @@ check: all $(B)/tools/header_api $(if $(MNIST_DIR),data)
 	sh tests/check_tile.sh $(B)/obj/lib/gemm.o "$(SANFLAGS)" "$(OPT)"
 	@echo "== the export checks themselves; every header function through the shared library"
 	sh tests/check_exports.sh $(B) "$(CC)" "$(BASE_LDFLAGS)"
+	@echo "== data-parallel training over MPI"
+	@if [ "$(HAVE_MPI)" != 1 ]; then echo "check: no mpicc/mpirun: MPI tests skipped (make deps installs Open MPI)"; \
+	elif [ -n "$(SANFLAGS)" ]; then echo "check: sanitizer build: MPI tests skipped (Open MPI is not instrumented; test_shard covers the library's side)"; \
+	else $(MAKE) --no-print-directory mpi && sh tests/check_mpi.sh $(B); fi
 	@echo "== install, pkg-config client, uninstall"
 	sh tests/check_install.sh "$(MAKE)" "$(CC)" "$(SANFLAGS)"
 	@echo "== all checks passed"
@@ -363,7 +385,8 @@ valgrind: $(if $(MNIST_DIR),data)
 	@echo "== valgrind: no errors, no leaks"
 
 # Installs what building and testing need, where it is missing.
-DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev abigail-tools libclang-rt-dev valgrind
+DEPS_DEBIAN := build-essential pkg-config libcmocka-dev clang libomp-dev abigail-tools libclang-rt-dev valgrind \
+	libopenmpi-dev openmpi-bin
 deps:
 	@missing=""; \
 	command -v $(firstword $(CC)) >/dev/null 2>&1 || missing="$$missing build-essential"; \
@@ -373,6 +396,8 @@ deps:
 	command -v nm >/dev/null 2>&1 || missing="$$missing binutils"; \
 	command -v abidiff >/dev/null 2>&1 || missing="$$missing abigail-tools"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	command -v mpicc >/dev/null 2>&1 || missing="$$missing libopenmpi-dev"; \
+	command -v mpirun >/dev/null 2>&1 || missing="$$missing openmpi-bin"; \
 	printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n{ (void)d; (void)n; return 0; }\n' \
 		| clang -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 || missing="$$missing libclang-rt-dev"; \
 	printf '#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n' \
