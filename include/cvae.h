@@ -935,10 +935,11 @@ CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int 
  *   cvae_model_apply_grads(m, opt)                       the same update
  * and the replicas stay equal. A one-process step is the same calls with
  * one shard (first 0, n = B): it gives cvae_model_train_step's bits, and
- * so do two shards that are the halves B/2 (rounded down) and the rest,
- * summed, because a step of 32 or more images is computed in those two
- * halves (the lanes: docs/API.md). Other cuts differ from one process in
- * the order of the float sums only (about 1e-7 relative per gradient).
+ * so do two shards cut by cvae_shard_cut, summed: a step of 32 or more
+ * images is computed in two halves (the lanes: docs/API.md), a smaller one
+ * whole, and cvae_shard_cut cuts two shards alike. Other cuts differ from
+ * one process in the order of the float sums only (about 1e-7 relative
+ * per gradient).
  *
  * The gradient is scaled for the global batch: the shard's images'
  * gradients of recon + beta kl, summed and divided by B, so the sum over
@@ -949,6 +950,18 @@ CVAE_API cvae_status cvae_model_iwae(cvae_model *m, const cvae_dataset *ds, int 
  * replicas stay in step (a few B x L draws a step, and B x pixels when
  * binarising).
  */
+
+/*
+ * The shard of process index (0 <= index < shards) in a batch of total
+ * images: *first and *count. Two shards are the step's two lanes (the first
+ * total / 2 images, rounded down, and the rest; for total < 32 the first
+ * shard takes all, the second none), with which two processes reproduce a
+ * one-process step bit for bit; otherwise an even cut (total * index /
+ * shards to total * (index + 1) / shards). CVAE_ERR_INVALID_ARG for
+ * total < 0, shards < 1, index out of range or NULL outputs. Thread-safe.
+ * Since 0.8.0.
+ */
+CVAE_API cvae_status cvae_shard_cut(int total, int shards, int index, int *first, int *count);
 
 /*
  * Forward and backward of the shard of a global batch of total images that

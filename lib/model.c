@@ -1233,6 +1233,24 @@ CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const
     return CVAE_OK;
 }
 
+CVAE_API cvae_status cvae_shard_cut(int total, int shards, int index, int *first, int *count)
+{
+    long a, b;
+    if (total < 0 || shards < 1 || index < 0 || index >= shards || !first || !count)
+        return CVAE_ERR_INVALID_ARG;
+    if (shards == CVI_LANES && total < 2 * CVI_LANE_MIN) {
+        /* A step this small is one lane: the first shard takes it whole. */
+        a = index == 0 ? 0 : total;
+        b = total;
+    } else {
+        a = (long)total * index / shards;
+        b = (long)total * (index + 1) / shards;
+    }
+    *first = (int)a;
+    *count = (int)(b - a);
+    return CVAE_OK;
+}
+
 CVAE_API cvae_status cvae_model_apply_grads(cvae_model *m, cvae_optimizer *opt)
 {
     cvae_status st;

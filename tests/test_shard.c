@@ -7,6 +7,7 @@
  *    (parameters, losses, step count, generator), with the default recipe;
  *  - two shards that are the batch's lanes reproduce the one-process bits,
  *    plain, binarised and conditional, even and odd batches, over steps;
+ *    cvae_shard_cut gives those lanes (a batch under 32 whole to one);
  *  - three shards match the one-process gradient within 1e-5 (L2), keep
  *    the generators in step (an empty shard too), and each shard's gradient is n / B times the
  *    gradient of its images taken as their own batch;
@@ -172,6 +173,52 @@ static void test_two_lanes_reproduce_bits(void **state)
     assert_true(run_shards(BINARISED, 40, 2, (const int[]){0, 20, 40}, 1) == 0.0);
     assert_true(run_shards(CONDITIONAL, 33, 2, (const int[]){0, 16, 33}, 1) == 0.0);
     assert_true(run_shards(RECIPE, 40, 2, (const int[]){0, 20, 40}, 1) == 0.0);
+}
+
+/* The cuts of cvae_shard_cut for P shards of b images, as run_shards takes them. */
+static void cut_of(int b, int P, int *cut)
+{
+    int p, first, n;
+    for (p = 0; p < P; p++) {
+        assert_int_equal(cvae_shard_cut(b, P, p, &first, &n), CVAE_OK);
+        assert_int_equal(first, p == 0 ? 0 : cut[p]);
+        cut[p] = first;
+        cut[p + 1] = first + n;
+    }
+    assert_int_equal(cut[P], b);
+}
+
+/* Fails unless cvae_shard_cut gives the lanes for two shards (a batch under
+ * 32 whole to the first), with which two replicas reproduce one process,
+ * an even cut otherwise, and refuses bad arguments. */
+static void test_shard_cut(void **state)
+{
+    int cut[5] = {0}, first, n, b;
+    (void)state;
+    cut_of(40, 2, cut);
+    assert_true(cut[1] == 20);
+    cut_of(41, 2, cut);
+    assert_true(cut[1] == 20);
+    cut_of(31, 2, cut);
+    assert_true(cut[1] == 31); /* one lane: all to the first */
+    cut_of(32, 2, cut);
+    assert_true(cut[1] == 16);
+    cut_of(40, 3, cut);
+    assert_true(cut[1] == 13 && cut[2] == 26);
+    cut_of(2, 4, cut);
+    assert_true(cut[1] == 0 && cut[2] == 1 && cut[3] == 1);
+    cut_of(0, 1, cut);
+    /* Every batch size the lanes treat apart: two replicas give the bits. */
+    for (b = 30; b <= 33; b++) {
+        cut_of(b, 2, cut);
+        assert_true(run_shards(b % 2 ? CONDITIONAL : BINARISED, b, 2, cut, 1) == 0.0);
+    }
+    assert_int_equal(cvae_shard_cut(-1, 2, 0, &first, &n), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_shard_cut(8, 0, 0, &first, &n), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_shard_cut(8, 2, 2, &first, &n), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_shard_cut(8, 2, -1, &first, &n), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_shard_cut(8, 2, 0, NULL, &n), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_shard_cut(8, 2, 0, &first, NULL), CVAE_ERR_INVALID_ARG);
 }
 
 /* Fails unless three shards (and two that are not the lanes) give the
@@ -404,6 +451,7 @@ int main(void)
         cmocka_unit_test_teardown(test_whole_batch_is_train_step, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_two_lanes_reproduce_bits, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_other_cuts_match, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_shard_cut, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_shard_scale, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_shard_draws, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_refused_update, tu_release_all_teardown),

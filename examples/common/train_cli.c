@@ -18,8 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* eps seed of every test evaluation, so epochs compare on the same draws. */
-#define TEST_EPS_SEED 12345
 
 /* The KL weight of --conditional without --beta: with 1 the latent code
  * also learns the digit and the samples drawn for a label often show
@@ -644,7 +642,7 @@ int tc_finish_epoch(cvae_model *m, cvae_optimizer *opt, const cvae_dataset *test
 
     if (test) {
         r->has_test = 1;
-        st = cvae_model_evaluate(m, test, TEST_EPS_SEED, &r->test_recon, &r->test_kl, NULL);
+        st = cvae_model_evaluate(m, test, TC_TEST_EPS_SEED, &r->test_recon, &r->test_kl, NULL);
         if (st != CVAE_OK)
             return ex_status_error("evaluating the test set", st, cvae_model_last_error(m));
     }
@@ -671,7 +669,7 @@ int tc_print_final(cvae_model *m, const struct tc_options *o, const cvae_dataset
     } else { /* nothing left to train: measure the model as it is */
         memset(&last, 0, sizeof last);
         last.has_test = test != NULL;
-        st = cvae_model_evaluate(m, test ? test : train, TEST_EPS_SEED,
+        st = cvae_model_evaluate(m, test ? test : train, TC_TEST_EPS_SEED,
                                  test ? &last.test_recon : &last.recon,
                                  test ? &last.test_kl : &last.kl, NULL);
         if (st != CVAE_OK)

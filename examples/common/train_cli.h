@@ -39,6 +39,9 @@ struct tc_options {
     uint64_t seed;
 };
 
+/* eps seed of every test evaluation, so epochs compare on the same draws. */
+#define TC_TEST_EPS_SEED 12345
+
 /* One epoch's figures, as printed, logged and plotted. Losses in nats per image. */
 struct tc_epoch_result {
     int epoch; /* 1-based */
