@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 /* Test hook (tests/check_mpi.sh): the rank named here nudges one of its
- * parameters after the first step, as a replica that drifted would. */
+ * parameters after the run's first step, as a replica that drifted would. */
 #define DRIFT_ENV "CVAE_TRAIN_MPI_TEST_DRIFT"
 
 struct mpi_options {
@@ -204,7 +204,7 @@ static void step(struct run *rn, int b, struct tc_epoch_result *r)
         fail(1);
     }
     rn->steps++;
-    if (rn->drift_rank == rank && cvae_model_steps(rn->m) == 1)
+    if (rn->drift_rank == rank && rn->steps == 1)
         cvae_model_params(rn->m, NULL)[0] += 1e-3f;
     if (rn->mo.check_every > 0 && cvae_model_steps(rn->m) % (uint64_t)rn->mo.check_every == 0)
         check_replicas(rn->m, rn->sums);
