@@ -988,6 +988,24 @@ CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const
                                             double *kl);
 
 /*
+ * Gradient buckets, to overlap the sum across processes with the backward
+ * pass: fn(ctx, offset, count) is called by cvae_model_shard_grads, on the
+ * calling thread, once for each layer with parameters, as soon as floats
+ * offset .. offset + count - 1 of cvae_model_grads are final for the call.
+ * The calls come in backward order, decoder's last layer first and
+ * encoder's first layer last, so the spans are adjacent, their offsets
+ * falling, and cover the block once. The caller may start a non-blocking
+ * sum of a span (MPI_Iallreduce) at once; the library does not touch it
+ * again in the call. The spans arrive as the backward goes when the call
+ * runs on the calling thread alone (a model with one thread, or a shard
+ * within one lane, as cvae_shard_cut cuts for two or more processes), else
+ * all at the end of the call. fn must not call the model. NULL stops the
+ * calls. Not saved. CVAE_ERR_INVALID_ARG for a NULL model. Since 0.8.0.
+ */
+typedef void (*cvae_grads_ready_fn)(void *ctx, size_t offset, size_t count);
+CVAE_API cvae_status cvae_model_set_grads_ready(cvae_model *m, cvae_grads_ready_fn fn, void *ctx);
+
+/*
  * One step of opt (created for cvae_model_param_count parameters) on the
  * model's parameters with the gradient block as the caller left it (after
  * cvae_model_shard_grads and a sum across processes, or any gradient the

@@ -258,7 +258,15 @@ typedef struct cvi_workspace {
     size_t grad_offset;
     /* concat_label's labels, one per image of the pass; NULL for none. */
     const int *labels;
+    /* When not NULL, called after each layer with parameters has done its
+     * backward (data-parallel steps report final gradient spans: model.c). */
+    const struct cvi_grad_hook *hook;
 } cvi_workspace;
+
+typedef struct cvi_grad_hook {
+    void (*done)(const struct cvi_grad_hook *h, const cvae_layer *l);
+    void *ctx;
+} cvi_grad_hook;
 
 /* What each kind of layer provides; one table per kind, one kind per file. */
 typedef struct cvi_layer_ops {
@@ -520,6 +528,8 @@ struct cvae_model {
     cvi_rng shard_rng;
     double shard_sigma;
     int shard_pending, data_init_done;
+    cvae_grads_ready_fn grads_ready; /* cvae_model_set_grads_ready */
+    void *grads_ready_ctx;
     char err[CVI_ERRMSG_SIZE];
 };
 

@@ -971,6 +971,7 @@ static void make_lanes(cvae_model *m, const size_t *start, const size_t *len, in
         ln->enc_ws.grad_offset = ln->dec_ws.grad_offset = (size_t)k * m->nparams;
         ln->enc_ws.labels = enc.labels ? enc.labels + ln->first : NULL;
         ln->dec_ws.labels = dec.labels ? dec.labels + ln->first : NULL;
+        ln->enc_ws.hook = ln->dec_ws.hook = NULL;
     }
 }
 
@@ -1020,6 +1021,44 @@ const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, si
     return cvi_stack_forward_part_output(s);
 }
 
+/* cvae_model_set_grads_ready: a layer's span of the gradient block is final
+ * once the step's last part has done that layer's backward and the other
+ * parts' blocks are added in (the same sums, element by element, as
+ * add_lane_grads). */
+typedef struct ready_hook {
+    cvi_grad_hook h; /* first: the stacks see this */
+    cvae_model *m;
+    int parts; /* blocks to add into block 0 first */
+} ready_hook;
+
+static void layer_ready(const cvi_grad_hook *h, const cvae_layer *l)
+{
+    const ready_hook *rh = (const ready_hook *)(const void *)h;
+    cvae_model *m = rh->m;
+    size_t off = (size_t)(l->grads - m->grads), i;
+    int k;
+    for (k = 1; k < rh->parts; k++)
+        for (i = 0; i < l->nparams; i++)
+            m->grads[off + i] += m->grads[(size_t)k * m->nparams + off + i];
+    m->grads_ready(m->grads_ready_ctx, off, l->nparams);
+}
+
+/* Every layer's span, in backward order, when none was reported during the
+ * passes. */
+static void report_all(cvae_model *m)
+{
+    cvae_stack *stacks[2];
+    int s, i;
+    stacks[0] = m->dec;
+    stacks[1] = m->enc;
+    for (s = 0; s < 2; s++)
+        for (i = cvae_stack_layer_count(stacks[s]); i-- > 0;) {
+            const cvae_layer *l = cvae_stack_layer(stacks[s], i);
+            if (l->nparams)
+                m->grads_ready(m->grads_ready_ctx, (size_t)(l->grads - m->grads), l->nparams);
+        }
+}
+
 void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size_t n,
                                size_t total, double *rsum, double *ksum)
 {
@@ -1027,17 +1066,28 @@ void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size
     size_t start[CVI_LANES], len[CVI_LANES];
     float scale = 1.0f / (float)total;
     int threads = cvi_threads_resolve(m->threads), k;
-    int count = cut_lanes(first, n, total, start, len);
+    int count = cut_lanes(first, n, total, start, len), at_once, inner;
+    ready_hook hook;
     if (count == 0) { /* an empty shard */
         memset(m->grads, 0, m->nparams * sizeof(float));
         *rsum = *ksum = 0.0;
+        if (m->grads_ready)
+            report_all(m);
         return;
     }
     /* Lanes at once, one thread each, when there are threads for them;
      * else one after the other, each with all the threads inside. */
-    int at_once = count > 1 && threads >= count;
-    int inner = at_once ? 1 : threads < m->shared.gemm_threads ? threads : m->shared.gemm_threads;
+    at_once = count > 1 && threads >= count;
+    inner = at_once ? 1 : threads < m->shared.gemm_threads ? threads : m->shared.gemm_threads;
     make_lanes(m, start, len, count, inner, lanes);
+    /* Spans reported as they become final: by the last lane, on this
+     * thread, when the lanes run one after the other. */
+    hook.h.done = layer_ready;
+    hook.h.ctx = NULL;
+    hook.m = m;
+    hook.parts = count;
+    if (m->grads_ready && !at_once)
+        lanes[count - 1].enc_ws.hook = lanes[count - 1].dec_ws.hook = &hook.h;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(count) schedule(static, 1) if (at_once)
 #endif
@@ -1059,8 +1109,10 @@ void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size
 #endif
     for (k = 0; k < count; k++)
         lane_backward(m, &lanes[k], x, scale);
-    if (count > 1)
+    if (count > 1 && !(m->grads_ready && !at_once)) /* else added layer by layer */
         add_lane_grads(m->grads, m->nparams, at_once ? threads : 1);
+    if (m->grads_ready && at_once)
+        report_all(m);
     *rsum = *ksum = 0.0;
     for (k = 0; k < count; k++) {
         *rsum += lanes[k].recon;
@@ -1177,6 +1229,7 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
                                                   double *recon, double *kl)
 {
     double rsum, ksum;
+    cvae_grads_ready_fn ready;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
@@ -1185,8 +1238,11 @@ CVAE_API cvae_status cvae_model_train_step_labels(cvae_model *m, cvae_optimizer 
         return st;
     if ((st = check_optimizer(m, opt, "model_train_step")) != CVAE_OK)
         return st;
-    if ((st = shard_step(m, "model_train_step", x, labels, 0, (size_t)n, (size_t)n, &rsum,
-                         &ksum)) != CVAE_OK)
+    ready = m->grads_ready; /* reported by cvae_model_shard_grads only */
+    m->grads_ready = NULL;
+    st = shard_step(m, "model_train_step", x, labels, 0, (size_t)n, (size_t)n, &rsum, &ksum);
+    m->grads_ready = ready;
+    if (st != CVAE_OK)
         return st;
     m->shard_pending = 1;
     if ((st = apply_grads(m, opt, "model_train_step")) != CVAE_OK)
@@ -1263,6 +1319,15 @@ CVAE_API cvae_status cvae_model_apply_grads(cvae_model *m, cvae_optimizer *opt)
         return CVAE_ERR_INVALID_ARG;
     }
     return apply_grads(m, opt, "model_apply_grads");
+}
+
+CVAE_API cvae_status cvae_model_set_grads_ready(cvae_model *m, cvae_grads_ready_fn fn, void *ctx)
+{
+    if (!m)
+        return CVAE_ERR_INVALID_ARG;
+    m->grads_ready = fn;
+    m->grads_ready_ctx = fn ? ctx : NULL;
+    return CVAE_OK;
 }
 
 CVAE_API cvae_status cvae_model_data_init(cvae_model *m, const float *x, int n)

@@ -624,6 +624,8 @@ void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t 
             continue; /* a view: its input gradient is its output gradient */
         if (!want) {
             l->ops->backward(l, NULL, g, x, y, n, ws);
+            if (ws->hook && l->nparams)
+                ws->hook->done(ws->hook, l);
             break;
         }
         gi = grad_target(stack, i, gi, din != NULL);
@@ -632,6 +634,8 @@ void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t 
          * encoder of one and the decoder of another share the dbufs. */
         target = gi == GRAD_DIN ? din : stack->dbuf[gi] + first * stack->dbuf_image[gi];
         l->ops->backward(l, target, g, x, y, n, ws);
+        if (ws->hook && l->nparams)
+            ws->hook->done(ws->hook, l);
         g = target;
     }
     if (din && g != din)

@@ -14,7 +14,8 @@
  *  - each shard's eps and binarised pixels are the rows a whole step draws;
  *  - a refused update changes nothing and puts the generator back;
  *  - every misuse gets its status;
- *  - evaluation ranges add up to cvae_model_evaluate (chunked, binarised).
+ *  - evaluation ranges add up to cvae_model_evaluate (chunked, binarised);
+ *  - the grads-ready callback reports final spans in backward order.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -408,6 +409,90 @@ static void test_data_init(void **state)
     free(pb);
 }
 
+/* What the grads-ready callback saw: the spans, the values each span held
+ * when reported, and whether the encoder's first layer was still untouched
+ * at the first report. */
+typedef struct spans {
+    cvae_model *m;
+    size_t offset[16], count[16];
+    int calls, encoder_clear_at_first;
+    float *seen;
+} spans;
+
+static void on_ready(void *ctx, size_t offset, size_t count)
+{
+    spans *sp = ctx;
+    const float *g = cvae_model_grads(sp->m, NULL);
+    size_t i, first = cvae_layer_param_count(cvae_stack_layer(cvae_model_encoder(sp->m), 0));
+    assert_true(sp->calls < 16);
+    if (sp->calls == 0) {
+        sp->encoder_clear_at_first = 1;
+        for (i = 0; i < first; i++)
+            if (g[i] != 0.0f)
+                sp->encoder_clear_at_first = 0;
+    }
+    sp->offset[sp->calls] = offset;
+    sp->count[sp->calls++] = count;
+    memcpy(sp->seen + offset, g + offset, count * sizeof(float));
+}
+
+/* Fails unless the callback of cvae_model_set_grads_ready reports each
+ * layer's span once, in backward order, adjacent and covering the block,
+ * with the values it keeps (final), without changing the gradient's bits;
+ * as the backward goes for a shard within one lane (the encoder's first
+ * layer not yet computed at the first report); for shards across the lanes
+ * on one thread and two, empty shards; and never from train_step. */
+static void test_grads_ready(void **state)
+{
+    static const int shards[][3] = {{0, 20, 40}, {20, 20, 40}, {10, 20, 40}, {0, 40, 40},
+                                    {5, 0, 40}, {0, 7, 7}};
+    int t, c, j;
+    (void)state;
+    for (t = 1; t <= 2; t++)
+        for (c = 0; c < 6; c++) {
+            cvae_model *m = model(CONDITIONAL, 40), *ref = model(CONDITIONAL, 40);
+            size_t np = cvae_model_param_count(m), end;
+            int first = shards[c][0], n = shards[c][1], total = shards[c][2];
+            const int *y = labels[0] + first;
+            spans sp;
+            memset(&sp, 0, sizeof sp);
+            sp.m = m;
+            sp.seen = malloc(np * sizeof(float));
+            assert_non_null(sp.seen);
+            CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, t), m);
+            CHECK(cvae_model_set(ref, CVAE_MODEL_THREADS, t), ref);
+            CHECK(cvae_model_set_grads_ready(m, on_ready, &sp), m);
+            CHECK(cvae_model_shard_grads(m, images[0] + first * IMG, y, first, n, total, NULL,
+                                         NULL),
+                  m);
+            CHECK(cvae_model_shard_grads(ref, images[0] + first * IMG, y, first, n, total, NULL,
+                                         NULL),
+                  ref);
+            assert_int_equal(sp.calls, 8); /* the preset's parameter layers */
+            for (end = np, j = 0; j < sp.calls; j++) {
+                assert_int_equal(sp.offset[j] + sp.count[j], end);
+                end = sp.offset[j];
+            }
+            assert_int_equal(end, 0);
+            assert_memory_equal(sp.seen, cvae_model_grads(m, NULL), np * sizeof(float));
+            assert_memory_equal(cvae_model_grads(ref, NULL), cvae_model_grads(m, NULL),
+                                np * sizeof(float));
+            if (c == 0 || c == 1) /* within one lane: reported as the backward goes */
+                assert_true(sp.encoder_clear_at_first);
+            /* train_step does not call it; NULL stops it. */
+            sp.calls = 0;
+            CHECK(cvae_model_train_step_labels(m, adam(m), images[1], labels[1], 40, NULL, NULL),
+                  m);
+            assert_int_equal(sp.calls, 0);
+            CHECK(cvae_model_set_grads_ready(m, NULL, &sp), m);
+            CHECK(cvae_model_shard_grads(m, images[0], labels[0], 0, 20, 40, NULL, NULL), m);
+            assert_int_equal(sp.calls, 0);
+            free(sp.seen);
+            tu_release_all();
+        }
+    assert_int_equal(cvae_model_set_grads_ready(NULL, on_ready, NULL), CVAE_ERR_INVALID_ARG);
+}
+
 /* Fails unless the sums of evaluation ranges cutting a dataset (across the
  * model's chunks of max batch, binarised so the pixels' draws count too)
  * add up to cvae_model_evaluate, an empty range gives 0, and a range
@@ -458,6 +543,7 @@ int main(void)
         cmocka_unit_test_teardown(test_errors, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_data_init, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_evaluate_range, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_grads_ready, tu_release_all_teardown),
     };
     make_data();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,8 +44,9 @@ static const char extra_help[] =
     "  --check-every N  compare a checksum of every rank's parameters every N steps\n"
     "                   and at the end of each epoch, stopping if a replica drifted\n"
     "                   (default 100; 0: at the end of each epoch only)\n"
-    "  --timing         print the steps per second and the time spent in the\n"
-    "                   gradient's allreduce when training ends\n";
+    "  --timing         print the steps per second, the time spent waiting for the\n"
+    "                   slowest rank (a barrier before each allreduce, only with\n"
+    "                   --timing) and in the gradient's allreduce when training ends\n";
 
 static const char extra_notes[] =
     "Run it under MPI: mpirun -np P cvae-train-mpi --data DIR ... (Open MPI: add\n"
@@ -141,7 +142,7 @@ struct run {
     int *y;
     uint64_t *sums; /* (ranks) checksums */
     int drift_rank;
-    double allreduce_seconds, train_seconds;
+    double allreduce_seconds, wait_seconds, train_seconds;
     long steps;
 };
 
@@ -192,6 +193,11 @@ static void step(struct run *rn, int b, struct tc_epoch_result *r)
         fail(1);
     }
     g = cvae_model_grads(rn->m, &np);
+    if (rn->mo.timing) { /* the wait for the slowest rank, apart from the transfer */
+        t = MPI_Wtime();
+        MPI_Barrier(MPI_COMM_WORLD);
+        rn->wait_seconds += MPI_Wtime() - t;
+    }
     t = MPI_Wtime();
     MPI_Allreduce(MPI_IN_PLACE, g, (int)np, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, losses, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
@@ -385,10 +391,12 @@ int main(int argc, char **argv)
             fail(rc);
         if (rn.mo.timing && rn.steps > 0)
             printf("timing: %d ranks, %ld steps in %.2f s of training: %.2f steps/s; "
-                   "gradient allreduce %.2f s (%.1f %%); whole run %.2f s\n",
+                   "waiting for the slowest rank %.2f s (%.1f %%), gradient allreduce %.2f s "
+                   "(%.1f %%, %.2f ms a step); whole run %.2f s\n",
                    ranks, rn.steps, rn.train_seconds, rn.steps / rn.train_seconds,
+                   rn.wait_seconds, 100.0 * rn.wait_seconds / rn.train_seconds,
                    rn.allreduce_seconds, 100.0 * rn.allreduce_seconds / rn.train_seconds,
-                   MPI_Wtime() - t_start);
+                   1e3 * rn.allreduce_seconds / rn.steps, MPI_Wtime() - t_start);
         fflush(stdout);
     }
     free(rn.x);
