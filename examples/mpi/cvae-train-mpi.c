@@ -37,6 +37,7 @@
 
 struct mpi_options {
     long check_every; /* steps between replica checks; 0: only at each epoch's end */
+    double bucket_mb; /* gradient bucket size; 0: one allreduce after the backward */
     int timing;
 };
 
@@ -44,6 +45,11 @@ static const char extra_help[] =
     "  --check-every N  compare a checksum of every rank's parameters every N steps\n"
     "                   and at the end of each epoch, stopping if a replica drifted\n"
     "                   (default 100; 0: at the end of each epoch only)\n"
+    "  --bucket-mb X    sum the gradient in buckets of about X MB (a decimal), each\n"
+    "                   started (MPI_Iallreduce) while the backward pass computes\n"
+    "                   the next; for networks where MPI moves data on its own\n"
+    "                   (default 0: one allreduce after the backward, faster on\n"
+    "                   one machine: docs/DISTRIBUTED.md)\n"
     "  --timing         print the steps per second, the time spent waiting for the\n"
     "                   slowest rank (a barrier before each allreduce, only with\n"
     "                   --timing) and in the gradient's allreduce when training ends\n";
@@ -53,12 +59,14 @@ static const char extra_notes[] =
     "--oversubscribe for more ranks than cores). Each batch of B images is cut\n"
     "into P shards of the same epoch order as cvae-train's, and the ranks' parts of\n"
     "the gradient are summed before every update, so P ranks train what one\n"
-    "process trains: with P = 2 the same bits as cvae-train --threads 1 (the two\n"
-    "halves of a batch are computed apart there too); with other P the sums differ\n"
-    "in their order only. Every rank reads DIR and --resume (a shared file system\n"
-    "on several machines); rank 0 writes OUT, the log and the chart. --resume works\n"
-    "with any P. A rank that fails ends the whole job; Ctrl-C ends it too, and the\n"
-    "last epoch's checkpoint stays (no OUT.interrupted). --threads is per rank.\n";
+    "process trains: with P = 2 the same bits as cvae-train (a batch is computed\n"
+    "in two halves there too); with other P the sums differ in their order only.\n"
+    "Every rank reads DIR and --resume (a shared file system on several machines);\n"
+    "rank 0 writes OUT, the log and the chart. --resume works with any P. A rank\n"
+    "that fails ends the whole job with its message. Under mpirun, Ctrl-C ends the\n"
+    "job at once (no OUT.interrupted: the last epoch's checkpoint stays).\n"
+    "--threads is per rank; Open MPI binds each rank to one core, so with\n"
+    "--threads N > 1 add --bind-to none or --map-by slot:PE=N.\n";
 
 static void usage(FILE *f)
 {
@@ -71,6 +79,10 @@ static int mpi_option(int argc, char **argv, int *i, void *ctx)
     const char *v;
     if (ex_option(argc, argv, i, "--check-every", &v)) {
         mo->check_every = ex_parse_long("--check-every", v, 0, 1000000000L);
+        return 1;
+    }
+    if (ex_option(argc, argv, i, "--bucket-mb", &v)) {
+        mo->bucket_mb = ex_parse_double("--bucket-mb", v, 0, 1e6);
         return 1;
     }
     if (ex_flag(argv[*i], "--timing")) {
@@ -144,7 +156,39 @@ struct run {
     int drift_rank;
     double allreduce_seconds, wait_seconds, train_seconds;
     long steps;
+    /* Buckets: spans of the gradient block reported by the library
+     * (falling offsets) gather into [lo, hi) until bucket_floats, then an
+     * MPI_Iallreduce sums them while the backward goes on. */
+    size_t bucket_floats, lo, hi;
+    MPI_Request *requests;
+    int nrequests, max_requests;
 };
+
+/* Starts the sum of the gathered bucket, if any. */
+static void send_bucket(struct run *rn)
+{
+    float *g = cvae_model_grads(rn->m, NULL);
+    if (rn->hi == rn->lo)
+        return;
+    MPI_Iallreduce(MPI_IN_PLACE, g + rn->lo, (int)(rn->hi - rn->lo), MPI_FLOAT, MPI_SUM,
+                   MPI_COMM_WORLD, &rn->requests[rn->nrequests++]);
+    rn->hi = rn->lo;
+}
+
+/* cvae_grads_ready_fn: a layer's span is final. MPI moves non-blocking
+ * collectives on when called, so each report also tests the sums under way. */
+static void span_ready(void *ctx, size_t offset, size_t count)
+{
+    struct run *rn = ctx;
+    int flag;
+    if (rn->hi == rn->lo)
+        rn->hi = rn->lo = offset + count;
+    rn->lo = offset; /* spans come adjacent, offsets falling */
+    if (rn->hi - rn->lo >= rn->bucket_floats)
+        send_bucket(rn);
+    if (rn->nrequests > 0)
+        MPI_Testall(rn->nrequests, rn->requests, &flag, MPI_STATUSES_IGNORE);
+}
 
 /* CVAE_MODEL_DATA_INIT before the first step, from the whole first batch
  * (every rank has it), as a one-process first step does. */
@@ -199,7 +243,13 @@ static void step(struct run *rn, int b, struct tc_epoch_result *r)
         rn->wait_seconds += MPI_Wtime() - t;
     }
     t = MPI_Wtime();
-    MPI_Allreduce(MPI_IN_PLACE, g, (int)np, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    if (rn->bucket_floats == 0) {
+        MPI_Allreduce(MPI_IN_PLACE, g, (int)np, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    } else { /* the last bucket, then the wait for all */
+        send_bucket(rn);
+        MPI_Waitall(rn->nrequests, rn->requests, MPI_STATUSES_IGNORE);
+        rn->nrequests = 0;
+    }
     MPI_Allreduce(MPI_IN_PLACE, losses, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     rn->allreduce_seconds += MPI_Wtime() - t;
     if (tc_schedule_lr(rn->opt, o, cvae_model_steps(rn->m),
@@ -328,6 +378,7 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
     memset(&rn, 0, sizeof rn);
     rn.mo.check_every = 100;
+    rn.mo.bucket_mb = 0;
     rn.o = &o;
     rn.drift_rank = (drift = getenv(DRIFT_ENV)) ? atoi(drift) : -1;
 
@@ -359,6 +410,24 @@ int main(int argc, char **argv)
     if (!rn.x || !rn.sums || !hist || (classes > 0 && !rn.y)) {
         ex_error("out of memory");
         fail(1);
+    }
+    if (rn.mo.bucket_mb > 0) {
+        cvae_stack *stacks[2];
+        int k, i;
+        stacks[0] = cvae_model_encoder(rn.m);
+        stacks[1] = cvae_model_decoder(rn.m);
+        rn.bucket_floats = (size_t)(rn.mo.bucket_mb * 1e6 / sizeof(float));
+        if (rn.bucket_floats < 1)
+            rn.bucket_floats = 1;
+        /* At most a bucket per layer with parameters. */
+        for (k = 0; k < 2; k++)
+            for (i = 0; i < cvae_stack_layer_count(stacks[k]); i++)
+                rn.max_requests += cvae_layer_param_count(cvae_stack_layer(stacks[k], i)) > 0;
+        if (!(rn.requests = malloc((size_t)(rn.max_requests + 1) * sizeof *rn.requests))) {
+            ex_error("out of memory");
+            fail(1);
+        }
+        cvae_model_set_grads_ready(rn.m, span_ready, &rn);
     }
     /* Replicas that start apart (another --resume file on some machine) are
      * found before the first step. */
@@ -397,11 +466,13 @@ int main(int argc, char **argv)
                    rn.wait_seconds, 100.0 * rn.wait_seconds / rn.train_seconds,
                    rn.allreduce_seconds, 100.0 * rn.allreduce_seconds / rn.train_seconds,
                    1e3 * rn.allreduce_seconds / rn.steps, MPI_Wtime() - t_start);
+
         fflush(stdout);
     }
     free(rn.x);
     free(rn.y);
     free(rn.sums);
+    free(rn.requests);
     free(hist);
     cvae_optimizer_destroy(rn.opt);
     cvae_model_destroy(rn.m);
