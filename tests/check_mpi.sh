@@ -2,7 +2,8 @@
 # check_mpi.sh BUILD_DIR - data-parallel training over MPI (cvae-train-mpi)
 # against one-process training (cvae-train --threads 1), on the MNIST copy in
 # data/mnist, with 2 and 3 ranks on this machine:
-#  - 2 ranks train the same bits as one process (the model files are equal);
+#  - 2 ranks train the same bits as one process (the model files are equal),
+#    also with the gradient summed in buckets during the backward;
 #  - 3 ranks: the test loss after one epoch within 0.01 nats of one process;
 #    two runs give the same bits;
 #  - --resume: bit for bit with the same number of ranks, from one process
@@ -58,6 +59,19 @@ else
 fi
 grep -q '^2 ranks, 64 images per rank and step (batch 128)$' "$TMP/p2.txt" ||
     bad "2 ranks: no line on the ranks"
+
+# Gradient buckets summed during the backward (MPI_Iallreduce): the same bits
+# with 2 ranks, the loss within 0.01 with 3.
+timeout 300 $RUN -np 2 "$MPI" --data "$DATA" --epochs 1 --threads 1 --out "$TMP/b2.bin" \
+    --bucket-mb 0.5 > "$TMP/b2.txt"
+cmp -s "$TMP/one1.bin" "$TMP/b2.bin" &&
+    say "2 ranks, buckets of 0.5 MB: the model file is one process's, byte for byte" ||
+    bad "2 ranks with buckets: the model differs from one process's"
+timeout 300 $RUN -np 3 "$MPI" --data "$DATA" --epochs 1 --threads 1 --out "$TMP/b3.bin" \
+    --bucket-mb 1 > "$TMP/b3.txt"
+B3=$(final_loss "$TMP/b3.txt")
+within "$B3" "$ONE1" 0.01 && say "3 ranks, buckets of 1 MB: test loss $B3" ||
+    bad "3 ranks with buckets: test loss $B3, one process $ONE1"
 
 # Three ranks: the loss within 0.01 nats; twice the same bits.
 for run in a b; do
