@@ -15,7 +15,14 @@
 #include "cvae.h"
 #include "testwrap.h"
 
-/* Fails if a training step, evaluation, sampling, encoding or a stack pass
+static void count_span(void *ctx, size_t offset, size_t count)
+{
+    (void)offset;
+    (void)count;
+    ++*(int *)ctx;
+}
+
+/* Fails if a training step, a data-parallel step, evaluation, sampling, encoding or a stack pass
  * calls the allocator, or if the wrap does not see the library's set-up
  * allocations at all (then the test would prove nothing). */
 static void test_steps_do_not_allocate(void **state)
@@ -28,7 +35,7 @@ static void test_steps_do_not_allocate(void **state)
     cvae_dataset *ds = NULL;
     unsigned long before;
     double r, k, t;
-    int i;
+    int i, spans = 0;
     (void)state;
     for (i = 0; i < N * 16 * 12; i++)
         pixels[i] = (uint8_t)(i * 37 % 251);
@@ -53,6 +60,15 @@ static void test_steps_do_not_allocate(void **state)
     assert_int_equal(cvae_dataset_shuffle(ds, 2), CVAE_OK);
     assert_int_equal(cvae_dataset_batch(ds, 0, B, x, NULL), CVAE_OK);
     assert_int_equal(cvae_model_train_step(m, opt, x, B, &r, &k), CVAE_OK);
+    /* The data-parallel calls, a straddling shard and a lane, with spans reported. */
+    assert_int_equal(cvae_model_data_init(m, x, B), CVAE_OK);
+    assert_int_equal(cvae_model_set_grads_ready(m, count_span, &spans), CVAE_OK);
+    assert_int_equal(cvae_model_shard_grads(m, x + 10 * 16 * 12, NULL, 10, 20, 2 * B, &r, &k),
+                     CVAE_OK);
+    assert_int_equal(cvae_model_shard_grads(m, x, NULL, 0, B, 2 * B, &r, &k), CVAE_OK);
+    assert_int_equal(cvae_model_apply_grads(m, opt), CVAE_OK);
+    assert_int_equal(cvae_model_evaluate_range(m, ds, 1, 7, 50, &r, &k), CVAE_OK);
+    assert_true(spans == 16);
     if (tw_libc_calls() != before)
         fail_msg("%lu allocator calls during steps and passes", tw_libc_calls() - before);
 
