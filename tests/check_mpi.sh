@@ -21,7 +21,7 @@ MPI=$B/bin/cvae-train-mpi
 DATA=data/mnist
 # As root (CI) Open MPI wants --allow-run-as-root; three ranks on two cores
 # want --oversubscribe. Loopback only: no network is needed or used.
-RUN="mpirun --allow-run-as-root --oversubscribe --mca btl self,vader"
+RUN="mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 fails=0
