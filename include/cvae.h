@@ -969,10 +969,11 @@ CVAE_API cvae_status cvae_shard_cut(int total, int shards, int index, int *first
  * total): x holds its n images (and labels its n labels, for a conditional
  * model; NULL otherwise). A shard may be empty (n = 0, x and labels then
  * unread: a batch smaller than the number of processes): its part is zero
- * and its generator moves on all the same. Leaves the shard's part of the step's gradient in
- * cvae_model_grads (scaled by 1 / total, see above) and in *recon and *kl
- * (either may be NULL) the shard's sums divided by total, so that the sums
- * over all shards are the batch means cvae_model_train_step reports. The
+ * and its generator moves on all the same. Leaves the shard's part of the
+ * step's gradient in cvae_model_grads (scaled by 1 / total, see above) and
+ * in *recon and *kl (either may be NULL) the shard's sums divided by
+ * total, so that the sums over all shards are the batch means
+ * cvae_model_train_step reports. The
  * model's parameters, step count and optimizer are not touched; its eps
  * generator moves on by one whole step of total images. A non-finite loss
  * returns CVAE_ERR_NUMERIC and puts the generator back. Never allocates.
@@ -998,7 +999,7 @@ CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const
  * sum of a span (MPI_Iallreduce) at once; the library does not touch it
  * again in the call. The spans arrive as the backward goes when the call
  * runs on the calling thread alone (a model with one thread, or a shard
- * within one lane, as cvae_shard_cut cuts for two or more processes), else
+ * within one lane, as cvae_shard_cut's shards for two processes are), else
  * all at the end of the call. fn must not call the model. NULL stops the
  * calls. Not saved. CVAE_ERR_INVALID_ARG for a NULL model. Since 0.8.0.
  */
