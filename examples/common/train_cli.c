@@ -56,6 +56,7 @@ void tc_usage(FILE *f, const char *prog, const char *extra_options, const char *
                "  --epochs N       train until N epochs in total are done (default 10)\n"
                "  --batch B        images per step (default 128)\n"
                "  --lr X           Adam learning rate (default 1e-3)\n"
+               "  --weight-decay W decoupled weight decay (AdamW), >= 0 (default 0)\n"
                "  --latent L       latent dimensions (default 16)\n"
                "  --width N        channels of the first convolution, the second has 2N\n"
                "                   (default 32)\n"
@@ -141,6 +142,9 @@ void tc_parse_options(int argc, char **argv, void (*usage)(FILE *), tc_extra_opt
         else if (ex_option(argc, argv, &i, "--lr", &v)) {
             o->lr = ex_parse_double("--lr", v, 1e-12, 10);
             o->lr_set = 1;
+        } else if (ex_option(argc, argv, &i, "--weight-decay", &v)) {
+            o->weight_decay = ex_parse_double("--weight-decay", v, 0, 10);
+            o->weight_decay_set = 1;
         } else if (ex_option(argc, argv, &i, "--latent", &v))
             o->latent = (int)ex_parse_long("--latent", v, 1, 4096), o->latent_set = 1;
         else if (ex_option(argc, argv, &i, "--format", &v))
@@ -327,6 +331,9 @@ int tc_setup(const struct tc_options *o, const cvae_dataset *train, int max_batc
         return ex_status_error("loading the optimizer state", st, cvae_optimizer_last_error(*opt));
     if ((!o->resume || o->lr_set) && (st = cvae_optimizer_set(*opt, CVAE_OPT_LR, o->lr)) != CVAE_OK)
         return ex_status_error("--lr", st, cvae_optimizer_last_error(*opt));
+    if ((!o->resume || o->weight_decay_set) &&
+        (st = cvae_optimizer_set(*opt, CVAE_OPT_WEIGHT_DECAY, o->weight_decay)) != CVAE_OK)
+        return ex_status_error("--weight-decay", st, cvae_optimizer_last_error(*opt));
     return 0;
 }
 

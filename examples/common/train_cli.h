@@ -27,8 +27,9 @@ struct tc_options {
     int epochs, batch, latent, threads, width, hidden;
     int conditional, binarize;
     int likelihood; /* a cvae_likelihood, or -1: the model's (Bernoulli when new) */
-    double lr, beta, sigma;
-    int lr_set, beta_set, sigma_set; /* given on the command line (they override a checkpoint) */
+    double lr, beta, sigma, weight_decay;
+    int lr_set, beta_set, sigma_set, weight_decay_set; /* given on the command line (they
+                                                         override a checkpoint) */
     int batch_set, latent_set; /* given on the command line (they override --config) */
     /* The training recipe when given; else -1 (logvar_init: 1), and the
      * model's own is kept (the library's default, or the checkpoint's). */
