@@ -3,7 +3,8 @@
 # sets made here with the shell alone:
 #  - a small valid IDX set (512 training and 256 test images of 28 x 28 with
 #    labels): a tiny VAE and a classifier train on it, and the programs that
-#    read a model or a classifier run on it;
+#    read a model or a classifier run on it; cvae-train's --weight-decay
+#    changes the run and a resumed checkpoint keeps it;
 #  - the same images without label files: an unconditional model trains;
 #  - damaged copies (a labels file with one label too few, or with a label of
 #    200; the training split's or the test split's): every program that
@@ -171,6 +172,27 @@ clf=$tmp/clf.bin
 # shellcheck disable=SC2086
 runs "cvae-train on the valid set" "$bin/cvae-train" --data "$good" $tiny --out "$model"
 [ -s "$model" ] || fail "cvae-train wrote no $model"
+# --weight-decay reaches the optimizer, and a checkpoint keeps it: resuming
+# without the flag is resuming with it; 0 given again changes the run.
+# shellcheck disable=SC2086
+runs "cvae-train --weight-decay" "$bin/cvae-train" --data "$good" $tiny --weight-decay 0.5 \
+    --out "$tmp/wd1.cvae"
+cmp -s "$model" "$tmp/wd1.cvae" && fail "cvae-train --weight-decay 0.5 trained what no decay trains"
+tiny2=$(echo "$tiny" | sed 's/--epochs 1/--epochs 2/')
+for wd in kept 0.5 0; do
+    flag=""
+    [ "$wd" = kept ] || flag="--weight-decay $wd"
+    # shellcheck disable=SC2086
+    runs "cvae-train --resume (weight decay $wd)" "$bin/cvae-train" --data "$good" $tiny2 \
+        --resume "$tmp/wd1.cvae" $flag --out "$tmp/wd2-$wd.cvae"
+done
+cmp -s "$tmp/wd2-kept.cvae" "$tmp/wd2-0.5.cvae" || fail "a resumed run lost the checkpoint's weight decay"
+cmp -s "$tmp/wd2-0.5.cvae" "$tmp/wd2-0.cvae" && fail "--weight-decay 0 on resume changed nothing"
+status=0
+"$bin/cvae-train" --data "$good" --weight-decay -1 > /dev/null 2> "$tmp/stderr" || status=$?
+[ "$status" -eq 2 ] && grep -q -- "--weight-decay" "$tmp/stderr" ||
+    fail "cvae-train --weight-decay -1: status $status, $(cat "$tmp/stderr")"
+cases=$((cases + 1))
 runs "cvae-classify train on the valid set" \
     "$bin/cvae-classify" train --data "$good" --epochs 1 --batch 64 --threads 1 --out "$clf"
 [ -s "$clf" ] || fail "cvae-classify wrote no $clf"
