@@ -976,7 +976,8 @@ CVAE_API cvae_status cvae_shard_cut(int total, int shards, int index, int *first
  * cvae_model_train_step reports. The
  * model's parameters, step count and optimizer are not touched; its eps
  * generator moves on by one whole step of total images. A non-finite loss
- * returns CVAE_ERR_NUMERIC and puts the generator back. Never allocates.
+ * or gradient returns CVAE_ERR_NUMERIC (the message names the first bad
+ * gradient) and puts the generator back. Never allocates.
  * CVAE_ERR_INVALID_ARG (NULL x, n or first out of range, labels as
  * cvae_model_train_step_labels), CVAE_ERR_STATE (no architecture; a
  * Gaussian likelihood with a learned sigma, which needs the whole batch, on

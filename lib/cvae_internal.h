@@ -577,6 +577,8 @@ cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const
 /* dst = 1 where a uniform draw from rng is below src, else 0: a Bernoulli
  * draw per pixel with the intensity as probability. dst may be src. */
 void cvi_binarize(cvi_rng *rng, float *dst, const float *src, size_t n);
+/* Index of the first NaN or infinity of v[0 .. n), or n when all are finite. */
+size_t cvi_first_nonfinite(const float *v, size_t n);
 
 /* A conditional model needs n labels in [0, classes), any other model none
  * (CVAE_ERR_INVALID_ARG, message starting with what); use_labels points the

@@ -849,6 +849,27 @@ void cvi_binarize(cvi_rng *rng, float *dst, const float *src, size_t n)
         dst[i] = cvi_rng_uniform(rng) < src[i] ? 1.0f : 0.0f;
 }
 
+size_t cvi_first_nonfinite(const float *v, size_t n)
+{
+    /* x * 0 is 0 for finite x and NaN otherwise: one pass of independent
+     * sums the compiler can vectorise, then a search only on a hit. */
+    float acc[16] = {0};
+    size_t i, j, blocks = n / 16 * 16;
+    int hit = 0;
+    for (i = 0; i < blocks; i += 16)
+        for (j = 0; j < 16; j++)
+            acc[j] += v[i + j] * 0.0f;
+    for (j = 0; j < 16; j++)
+        hit |= acc[j] != 0.0f || acc[j] != acc[j];
+    for (i = blocks; i < n; i++)
+        hit |= !isfinite(v[i]);
+    if (!hit)
+        return n;
+    for (i = 0; i < n && isfinite(v[i]); i++)
+        ;
+    return i;
+}
+
 /* n x L standard normals, drawn image by image, so that an image's eps does
  * not depend on how a dataset is cut into chunks. */
 static void draw_eps(cvi_rng *rng, float *eps, size_t n, size_t L)
@@ -1261,6 +1282,7 @@ CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const
                                             double *kl)
 {
     double rsum, ksum;
+    size_t bad;
     cvae_status st;
     if (!m)
         return CVAE_ERR_INVALID_ARG;
@@ -1281,6 +1303,15 @@ CVAE_API cvae_status cvae_model_shard_grads(cvae_model *m, const float *x, const
     if ((st = shard_step(m, "model_shard_grads", x, labels, (size_t)first, (size_t)n,
                          (size_t)total, &rsum, &ksum)) != CVAE_OK)
         return st;
+    /* No optimizer follows to refuse a non-finite gradient: the caller would
+     * send it to the other processes. */
+    if ((bad = cvi_first_nonfinite(m->grads, m->nparams)) < m->nparams) {
+        m->rng = m->shard_rng;
+        m->sigma_learned = m->shard_sigma;
+        cvi_set_error(m->err, "model_shard_grads: gradient %zu of %zu is not finite (%g)", bad,
+                      m->nparams, (double)m->grads[bad]);
+        return CVAE_ERR_NUMERIC;
+    }
     m->shard_pending = 1;
     if (recon)
         *recon = rsum / total;

@@ -12,7 +12,8 @@
  *    the generators in step (an empty shard too), and each shard's gradient is n / B times the
  *    gradient of its images taken as their own batch;
  *  - each shard's eps and binarised pixels are the rows a whole step draws;
- *  - a refused update changes nothing and puts the generator back;
+ *  - a refused update changes nothing and puts the generator back; so does
+ *    a non-finite gradient of a finite loss;
  *  - every misuse gets its status;
  *  - evaluation ranges add up to cvae_model_evaluate (chunked, binarised);
  *  - the grads-ready callback reports final spans in backward order.
@@ -493,6 +494,42 @@ static void test_grads_ready(void **state)
     assert_int_equal(cvae_model_set_grads_ready(NULL, on_ready, NULL), CVAE_ERR_INVALID_ARG);
 }
 
+static void poison_span(void *ctx, size_t offset, size_t count)
+{
+    cvae_model *m = ctx;
+    cvae_model_grads(m, NULL)[offset + count / 2] = INFINITY;
+}
+
+/* Fails unless a non-finite gradient with a finite loss (made here by the
+ * grads-ready callback) is refused with CVAE_ERR_NUMERIC, naming the
+ * gradient, with the generator put back; and unless cvi_first_nonfinite
+ * finds NaN and infinities anywhere, in and after its blocks of 16. */
+static void test_nonfinite_gradient(void **state)
+{
+    cvae_model *m = model(PLAIN, 20);
+    cvi_rng before = m->rng;
+    float v[37];
+    size_t i, at;
+    (void)state;
+    CHECK(cvae_model_set_grads_ready(m, poison_span, m), m);
+    assert_int_equal(cvae_model_shard_grads(m, images[0], NULL, 0, 20, 40, NULL, NULL),
+                     CVAE_ERR_NUMERIC);
+    assert_non_null(strstr(cvae_model_last_error(m), "is not finite (inf)"));
+    assert_memory_equal(&before, &m->rng, sizeof before);
+    for (i = 0; i < 37; i++)
+        v[i] = (float)i - 18.0f;
+    assert_int_equal(cvi_first_nonfinite(v, 37), 37);
+    for (at = 0; at < 37; at += 5) {
+        float keep = v[at];
+        v[at] = at % 2 ? NAN : -INFINITY;
+        assert_int_equal(cvi_first_nonfinite(v, 37), at);
+        v[36] = INFINITY; /* a later one does not hide the first */
+        assert_int_equal(cvi_first_nonfinite(v, 37), at);
+        v[36] = 18.0f;
+        v[at] = keep;
+    }
+}
+
 /* Fails unless the sums of evaluation ranges cutting a dataset (across the
  * model's chunks of max batch, binarised so the pixels' draws count too)
  * add up to cvae_model_evaluate, an empty range gives 0, and a range
@@ -544,6 +581,7 @@ int main(void)
         cmocka_unit_test_teardown(test_data_init, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_evaluate_range, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_grads_ready, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_nonfinite_gradient, tu_release_all_teardown),
     };
     make_data();
     return cmocka_run_group_tests(tests, NULL, NULL);
