@@ -39,7 +39,7 @@ static int train_epoch(cvae_model *m, cvae_optimizer *opt, cvae_dataset *train, 
 
     tc_progress_start(&p);
     for (b = first; b < steps_per_epoch && !tc_interrupted(); b++) {
-        int n = count - b * o->batch < o->batch ? count - b * o->batch : o->batch;
+        int n = tc_batch_images(o, count, b);
         double recon, kl;
 
         if ((st = cvae_dataset_batch(train, b * o->batch, n, x, y)) != CVAE_OK)
@@ -57,12 +57,7 @@ static int train_epoch(cvae_model *m, cvae_optimizer *opt, cvae_dataset *train, 
     }
     tc_progress_clear(&p);
     *next = b;
-    if (images > 0) {
-        r->recon /= (double)images;
-        r->kl /= (double)images;
-    }
-    r->seconds = ex_now() - p.start;
-    r->images_per_second = images / (r->seconds > 1e-9 ? r->seconds : 1e-9);
+    tc_end_training(r, images, &p);
     return 0;
 }
 

@@ -265,7 +265,6 @@ typedef struct cvi_workspace {
 
 typedef struct cvi_grad_hook {
     void (*done)(const struct cvi_grad_hook *h, const cvae_layer *l);
-    void *ctx;
 } cvi_grad_hook;
 
 /* What each kind of layer provides; one table per kind, one kind per file. */

@@ -1104,7 +1104,6 @@ void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size
     /* Spans reported as they become final: by the last lane, on this
      * thread, when the lanes run one after the other. */
     hook.h.done = layer_ready;
-    hook.h.ctx = NULL;
     hook.m = m;
     hook.parts = count;
     if (m->grads_ready && !at_once)

@@ -462,6 +462,21 @@ void tc_progress_clear(const struct tc_progress *p)
         fprintf(stderr, "\r%72s\r", "");
 }
 
+int tc_batch_images(const struct tc_options *o, int count, int b)
+{
+    return count - b * o->batch < o->batch ? count - b * o->batch : o->batch;
+}
+
+void tc_end_training(struct tc_epoch_result *r, long images, const struct tc_progress *p)
+{
+    if (images > 0) {
+        r->recon /= (double)images;
+        r->kl /= (double)images;
+    }
+    r->seconds = ex_now() - p->start;
+    r->images_per_second = images / (r->seconds > 1e-9 ? r->seconds : 1e-9);
+}
+
 /* ------------------------------------------------------------ logging */
 
 int tc_log_start(const char *path)

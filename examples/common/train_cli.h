@@ -134,6 +134,14 @@ void tc_progress_draw(struct tc_progress *p, int epoch, int epochs, long done, l
                       long images, double loss_sum);
 void tc_progress_clear(const struct tc_progress *p);
 
+/* Images in batch b of an epoch of count images: --batch, the last fewer. */
+int tc_batch_images(const struct tc_options *o, int count, int b);
+
+/* After an epoch's steps: r's loss sums (weighted by batch size) become
+ * means over the images trained, and its seconds and images per second
+ * are measured from p's start. */
+void tc_end_training(struct tc_epoch_result *r, long images, const struct tc_progress *p);
+
 /*
  * After an epoch's training, whose train figures r holds: evaluates the test
  * set, sets r->seconds to the time since t0 (ex_now), prints the epoch's

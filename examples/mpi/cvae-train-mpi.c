@@ -216,7 +216,7 @@ static void step(struct run *rn, int b, struct tc_epoch_result *r)
 {
     const struct tc_options *o = rn->o;
     int count = cvae_dataset_count(rn->train);
-    int n = count - b * o->batch < o->batch ? count - b * o->batch : o->batch, first, k;
+    int n = tc_batch_images(o, count, b), first, k;
     double losses[2], t;
     size_t np;
     float *g;
@@ -280,20 +280,15 @@ static void train_epoch(struct run *rn, int epoch, int first, int steps_per_epoc
     tc_progress_start(&p);
     p.on = p.on && rank == 0;
     for (b = first; b < steps_per_epoch; b++) {
-        int n = count - b * o->batch < o->batch ? count - b * o->batch : o->batch;
+        int n = tc_batch_images(o, count, b);
         step(rn, b, r);
         images += n;
         tc_progress_draw(&p, epoch + 1, o->epochs, (long)b * o->batch + n, count, images,
                          r->recon + r->kl);
     }
     tc_progress_clear(&p);
-    if (images > 0) {
-        r->recon /= (double)images;
-        r->kl /= (double)images;
-    }
-    r->seconds = ex_now() - p.start;
+    tc_end_training(r, images, &p);
     rn->train_seconds += r->seconds;
-    r->images_per_second = images / (r->seconds > 1e-9 ? r->seconds : 1e-9);
 }
 
 /* The test loss: each rank's share of the test set, summed. */
