@@ -105,6 +105,10 @@ const char *cvi_gemm_path_name(cvi_gemm_path path); /* AUTO: the best's name */
 
 /* Floats of packing workspace a multiply on `threads` threads needs. */
 size_t cvi_gemm_workspace_floats(int threads);
+/* The depth a product takes in one pass: with K at most this, C = beta C +
+ * (the sum over k), so a product added with beta 1 onto another's result
+ * gives the same bits as the two computed apart and then added. */
+size_t cvi_gemm_one_pass_depth(void);
 
 /* Where and how a multiply runs: the variant, the threads (>= 1; the
  * workspace must hold cvi_gemm_workspace_floats(threads) floats, 64-byte
@@ -253,9 +257,13 @@ float *cvi_conv_prepare(const cvi_conv_hp *hp, size_t max_batch, float *scratch,
 typedef struct cvi_workspace {
     cvi_gemm_env gemm; /* gemm.threads is also the layers' own thread count */
     float *scratch;
-    /* Where backward accumulates: each layer's l->grads + grad_offset (a
-     * model's second lane writes the second half of its gradient block). */
-    size_t grad_offset;
+    /* Which lane of a model's step the pass is (model.c): lane 0, and every
+     * pass outside a model, accumulates into l->grads; lane 1 into
+     * l->lane_grads, except the weights of a layer with lane_direct
+     * (cvi_layer_grad_spans). turns is not NULL when the two lanes run at
+     * once and such a layer must take its turn (cvi_lane_turn_give, _take). */
+    int lane;
+    struct cvi_lane_turns *turns;
     /* concat_label's labels, one per image of the pass; NULL for none. */
     const int *labels;
     /* When not NULL, called after each layer with parameters has done its
@@ -266,6 +274,17 @@ typedef struct cvi_workspace {
 typedef struct cvi_grad_hook {
     void (*done)(const struct cvi_grad_hook *h, const cvae_layer *l);
 } cvi_grad_hook;
+
+/* A layer's gradient for one pass: where the first wcount floats (its
+ * weights) and the rest (its biases) accumulate (see cvi_workspace.lane). */
+void cvi_layer_grad_spans(const cvae_layer *l, const cvi_workspace *ws, size_t wcount,
+                          float **weights, float **rest);
+/* Lane 0 gives up a layer's turn once its weight gradient is in l->grads;
+ * lane 1 takes the turn (waiting for it) before adding its own, so the sum
+ * is lane 0's plus lane 1's whichever thread is faster. Both do nothing when
+ * t is NULL or the layer does not share its weight gradient. (model.c) */
+void cvi_lane_turn_give(struct cvi_lane_turns *t, const cvae_layer *l);
+void cvi_lane_turn_take(struct cvi_lane_turns *t, const cvae_layer *l);
 
 /* What each kind of layer provides; one table per kind, one kind per file. */
 typedef struct cvi_layer_ops {
@@ -294,6 +313,13 @@ struct cvae_layer {
     cvi_shape in, out;
     size_t nparams;
     float *params, *grads; /* views into the owner's blocks */
+    /* In a model (model.c): the layer's span of the second lane's gradient
+     * block, which holds all but its first lane_direct floats: the second
+     * lane adds the gradient of those (a linear layer's weights) straight
+     * into grads, at turn lane_turn, after the first lane's. */
+    float *lane_grads;
+    size_t lane_direct;
+    int lane_turn;
     cvi_workspace *ws;     /* the owner's workspace, for cvae_layer_forward */
     size_t max_batch;      /* the owner's */
     size_t ws_floats;
@@ -500,7 +526,11 @@ struct cvae_model {
     size_t C, H, W, L, max_batch, image;
     size_t nparams, enc_nparams;
     float *params; /* (nparams): encoder's block, then decoder's */
-    float *grads;  /* (nparams) per lane, laid out as params; lane 0's is the step's */
+    float *grads;  /* (nparams) laid out as params: lane 0's, then the step's */
+    float *lane_grads;  /* (lane_floats) lane 1's spans (each layer's lane_grads) */
+    size_t lane_floats;
+    struct cvi_lane_turns *turns; /* lane_turns of them; NULL for none */
+    int lane_turns;
     float *eps, *z, *dz;   /* (B, L) */
     float *denc;           /* (B, 2L) */
     float *dlogits, *xbuf; /* (B, I) */

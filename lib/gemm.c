@@ -138,6 +138,8 @@ size_t cvi_gemm_workspace_floats(int threads)
     return PER_THREAD * (size_t)(threads < 1 ? 1 : threads);
 }
 
+size_t cvi_gemm_one_pass_depth(void) { return CVI_KC; }
+
 int cvi_threads_resolve(int setting)
 {
 #ifdef _OPENMP

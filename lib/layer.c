@@ -67,6 +67,21 @@ void cvi_init_uniform_fan_in(float *w, size_t nw, float *b, size_t nb, size_t fa
         b[i] = (2.0f * cvi_rng_uniform(rng) - 1.0f) * bound;
 }
 
+void cvi_layer_grad_spans(const cvae_layer *l, const cvi_workspace *ws, size_t wcount,
+                          float **weights, float **rest)
+{
+    if (ws->lane == 0) {
+        *weights = l->grads;
+        *rest = l->grads + wcount;
+    } else if (l->lane_direct) {
+        *weights = l->grads;
+        *rest = l->lane_grads;
+    } else {
+        *weights = l->lane_grads;
+        *rest = l->lane_grads + wcount;
+    }
+}
+
 void cvi_layer_free(cvae_layer *layer)
 {
     cvae_allocator mem = layer->mem; /* not read from the block being freed */

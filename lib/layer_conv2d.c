@@ -138,8 +138,9 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
     size_t image = g->C * g->H * g->W, b0;
-    float *dw = l->grads + ws->grad_offset, *db = l->grads + ws->grad_offset + F * ckk;
+    float *dw, *db;
     (void)out;
+    cvi_layer_grad_spans(l, ws, F * ckk, &dw, &db);
     cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;
     float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);

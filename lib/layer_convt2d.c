@@ -139,8 +139,9 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
     size_t P = g->H * g->W, b0;
-    float *dw = l->grads + ws->grad_offset, *db = l->grads + ws->grad_offset + C * fkk;
+    float *dw, *db;
     (void)out;
+    cvi_layer_grad_spans(l, ws, C * fkk, &dw, &db);
     cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;
     float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);

@@ -65,14 +65,25 @@ static void linear_backward(cvae_layer *l, float *din, const float *dout, const 
                             const float *out, size_t n, const cvi_workspace *ws)
 {
     size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features, b, o;
-    float *dw = l->grads + ws->grad_offset, *db = l->grads + ws->grad_offset + O * I;
+    float *dw, *db;
     (void)out;
+    cvi_layer_grad_spans(l, ws, O * I, &dw, &db);
     for (b = 0; b < n; b++)
         for (o = 0; o < O; o++)
             db[o] += dout[b * O + o];
-    cvi_gemm(&ws->gemm, 1, 0, O, I, n, 1.0f, dout, O, in, I, 1.0f, dw, I);
+    /* With the lanes at once and the weight gradient shared, the first lane
+     * adds its part first and then computes din; the second computes din
+     * while it waits for its turn. */
+    if (ws->lane == 0) {
+        cvi_gemm(&ws->gemm, 1, 0, O, I, n, 1.0f, dout, O, in, I, 1.0f, dw, I);
+        cvi_lane_turn_give(ws->turns, l);
+    }
     if (din)
         cvi_gemm(&ws->gemm, 0, 0, n, I, O, 1.0f, dout, O, l->params, I, 0.0f, din, I);
+    if (ws->lane != 0) {
+        cvi_lane_turn_take(ws->turns, l);
+        cvi_gemm(&ws->gemm, 1, 0, O, I, n, 1.0f, dout, O, in, I, 1.0f, dw, I);
+    }
 }
 
 const cvi_layer_ops cvi_linear_ops = {CVAE_LAYER_LINEAR, "linear",       linear_bind,

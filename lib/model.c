@@ -13,18 +13,39 @@
  *
  * Lanes. A training batch of at least 2 CVI_LANE_MIN images is cut in two
  * halves, the lanes, each run through encoder and decoder on its own rows of
- * the blocks with its own scratch, packing buffers and gradient block (the
- * second half of m->grads); the step's gradient is then lane 0's plus lane
- * 1's, element by element. With two threads the lanes run at once, one
- * thread each, with no barrier inside the passes; with one they run one
- * after the other. The cut depends on the batch size only, so every thread
- * count computes the same operations in the same order: the same bits.
+ * the blocks with its own scratch, packing buffers and gradients; the step's
+ * gradient is then lane 0's plus lane 1's, element by element. With two
+ * threads the lanes run at once, one thread each, with no barrier inside the
+ * passes; with one they run one after the other. The cut depends on the
+ * batch size only, so every thread count computes the same operations in the
+ * same order: the same bits.
+ *
+ * Lane 1's gradients need no second block of the model's size. A linear
+ * layer's weight gradient is one product over the lane's rows, which the
+ * multiply adds onto its output in one pass when the rows are few enough
+ * (cvi_gemm_one_pass_depth): so lane 1 adds its product straight onto lane
+ * 0's finished one and gets the bits of the two added afterwards. The
+ * lanes take turns there (an OpenMP lock per such layer, which lane 0 holds
+ * until its product is in); lane 1 computes its input gradient first, so it
+ * rarely waits. Its other gradients (convolutions, biases: 4 % of the
+ * preset's) have their own block, m->lane_grads, added in at the end.
  */
 #include "cvae_internal.h"
 
 #include <float.h>
 #include <math.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+struct cvi_lane_turns {
+    omp_lock_t lock;
+};
+#else
+struct cvi_lane_turns {
+    int unused;
+};
+#endif
 
 CVAE_API cvae_status cvae_model_create_with(cvae_model **out, const cvae_allocator *allocator)
 {
@@ -74,6 +95,15 @@ void cvi_model_clear(cvae_model *m)
     cvae_stack_destroy(m->dec);
     cvi_free_floats(&m->mem, m->params);
     cvi_free_floats(&m->mem, m->grads);
+    cvi_free_floats(&m->mem, m->lane_grads);
+    if (m->turns) {
+#ifdef _OPENMP
+        int k;
+        for (k = 0; k < m->lane_turns; k++)
+            omp_destroy_lock(&m->turns[k].lock);
+#endif
+        cvi_free(&m->mem, m->turns);
+    }
     cvi_free_floats(&m->mem, m->eps);
     cvi_free_floats(&m->mem, m->z);
     cvi_free_floats(&m->mem, m->dz);
@@ -163,7 +193,7 @@ static size_t planned_floats(const cvae_model *m, size_t acts, int threads)
     size_t B = m->max_batch, L = m->L, terms[12], total = 0;
     size_t i;
     terms[0] = m->nparams;                               /* params */
-    terms[1] = m->nparams * CVI_LANES;                   /* grads, a block per lane */
+    terms[1] = m->nparams + m->lane_floats;              /* grads, lane 1's */
     terms[2] = terms[3] = terms[4] = B * L;              /* eps, z, dz */
     terms[5] = 2 * B * L;                                /* denc */
     terms[6] = terms[7] = B * m->image;                  /* dlogits, xbuf */
@@ -177,6 +207,40 @@ static size_t planned_floats(const cvae_model *m, size_t acts, int threads)
     return total;
 }
 
+/* Lane 1's gradient block (see the top of this file): each layer's span in
+ * it, in parameter order, and whether the layer's leading weights go
+ * straight into m->grads instead, with a turn. Lays the spans out from
+ * block when it is not NULL; returns the floats and the turns. */
+static size_t lane_layout(cvae_model *m, float *block, int *turns)
+{
+    cvae_stack *stacks[2];
+    /* A linear layer's weight product over lane 1's rows must be one pass.
+     * They are at most half of a whole step's batch, but a shard of a
+     * larger batch (cvae_model_shard_grads) may have up to max_batch. */
+    size_t off = 0;
+    int share = m->max_batch <= cvi_gemm_one_pass_depth(), s, i;
+    stacks[0] = m->enc;
+    stacks[1] = m->dec;
+    *turns = 0;
+    for (s = 0; s < 2; s++)
+        for (i = 0; i < cvae_stack_layer_count(stacks[s]); i++) {
+            cvae_layer *l = cvae_stack_layer(stacks[s], i);
+            size_t direct = 0;
+            if (!l->nparams)
+                continue;
+            if (share && l->ops->kind == CVAE_LAYER_LINEAR)
+                direct = l->hp.linear.in_features * l->hp.linear.out_features;
+            if (block) {
+                l->lane_grads = block + off;
+                l->lane_direct = direct;
+                l->lane_turn = direct ? *turns : -1;
+            }
+            *turns += direct > 0;
+            off += l->nparams - direct;
+        }
+    return off;
+}
+
 /* Allocates the model's blocks and buffers and builds both stacks on them,
  * once the whole is known to fit the model's memory limit. */
 static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int max_batch,
@@ -185,12 +249,14 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
     size_t B = (size_t)max_batch, L = (size_t)latent, io, floats;
     double bytes;
     cvae_status st;
+    int turns;
     if (cvi_mul_overflow(B, m->image, &io) || io > CVI_MAX_ELEMS ||
         B * 2 * L > CVI_MAX_ELEMS) {
         cvi_set_error(m->err, "model: batch %d of %dx%dx%d images is too large", max_batch, c, h,
                       w);
         return CVAE_ERR_TOO_LARGE;
     }
+    m->lane_floats = lane_layout(m, NULL, &turns);
     floats = planned_floats(m, acts, cvi_threads_resolve(m->threads));
     bytes = floats == SIZE_MAX ? HUGE_VAL : (double)floats * sizeof(float);
     if (m->max_memory > 0.0 && bytes > m->max_memory) {
@@ -202,7 +268,9 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
         return CVAE_ERR_TOO_LARGE;
     }
     m->params = cvi_alloc_floats(&m->mem, m->nparams);
-    m->grads = cvi_alloc_floats(&m->mem, m->nparams * CVI_LANES);
+    m->grads = cvi_alloc_floats(&m->mem, m->nparams);
+    m->lane_grads = m->lane_floats ? cvi_alloc_floats(&m->mem, m->lane_floats) : NULL;
+    m->turns = turns ? cvi_calloc(&m->mem, (size_t)turns, sizeof *m->turns) : NULL;
     m->eps = cvi_alloc_floats(&m->mem, B * L);
     m->z = cvi_alloc_floats(&m->mem, B * L);
     m->dz = cvi_alloc_floats(&m->mem, B * L);
@@ -221,14 +289,25 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
                             ? cvi_alloc_floats(&m->mem, m->shared.scratch_floats * CVI_LANES)
                             : NULL;
     m->ybuf = m->classes ? cvi_calloc(&m->mem, 2 * B, sizeof *m->ybuf) : NULL;
-    if (!m->params || !m->grads || !m->eps || !m->z || !m->dz || !m->denc || !m->dlogits ||
+    if (!m->params || !m->grads || (m->lane_floats && !m->lane_grads) ||
+        (turns && !m->turns) || !m->eps || !m->z || !m->dz || !m->denc || !m->dlogits ||
         !m->xbuf || !m->shared.gemm_ws || !m->shared.dbuf[0] || !m->shared.dbuf[1] ||
         (m->shared.scratch_floats && !m->shared.scratch) || (m->classes && !m->ybuf)) {
         cvi_set_error(m->err, "model: out of memory for %zu parameters and batch %d",
                       m->nparams, max_batch);
         return CVAE_ERR_NOMEM;
     }
-    memset(m->grads, 0, m->nparams * CVI_LANES * sizeof(float));
+#ifdef _OPENMP
+    {
+        int k;
+        for (k = 0; k < turns; k++)
+            omp_init_lock(&m->turns[k].lock);
+    }
+#endif
+    m->lane_turns = turns; /* initialised: cvi_model_clear destroys them */
+    memset(m->grads, 0, m->nparams * sizeof(float));
+    if (m->lane_grads)
+        memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
     if ((st = cvi_stack_build_shared(m->enc, c, h, w, max_batch, m->params, m->grads,
                                      &m->shared)) != CVAE_OK) {
         cvi_set_error(m->err, "encoder: %s", cvae_stack_last_error(m->enc));
@@ -240,6 +319,7 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
         cvi_set_error(m->err, "decoder: %s", cvae_stack_last_error(m->dec));
         return st;
     }
+    lane_layout(m, m->lane_grads, &turns);
     return CVAE_OK;
 }
 
@@ -926,17 +1006,58 @@ double cvi_model_recon(const cvae_model *m, const float *logits, const float *x,
     return cvi_bce_logits(logits, x, n, dlogits, scale);
 }
 
-/* g[i] += g[n + i]: lane 1's gradient into lane 0's, element by element
- * (the same sums for any number of threads). */
-static void add_lane_grads(float *g, size_t n, int threads)
+void cvi_lane_turn_give(struct cvi_lane_turns *t, const cvae_layer *l)
 {
-    size_t i;
+#ifdef _OPENMP
+    if (t && l->lane_direct)
+        omp_unset_lock(&t[l->lane_turn].lock);
+#else
+    (void)t;
+    (void)l;
+#endif
+}
+
+void cvi_lane_turn_take(struct cvi_lane_turns *t, const cvae_layer *l)
+{
+#ifdef _OPENMP
+    if (t && l->lane_direct) {
+        omp_set_lock(&t[l->lane_turn].lock); /* free once lane 0 has given it */
+        omp_unset_lock(&t[l->lane_turn].lock);
+    }
+#else
+    (void)t;
+    (void)l;
+#endif
+}
+
+/* Lane 1's span of layer l added into lane 0's, element by element (the same
+ * sums for any number of threads). */
+static void add_lane_span(const cvae_layer *l, int threads)
+{
+    float *g = l->grads + l->lane_direct;
+    const float *h = l->lane_grads;
+    size_t n = l->nparams - l->lane_direct, i;
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n > 65536)
 #endif
     for (i = 0; i < n; i++)
-        g[i] += g[n + i];
+        g[i] += h[i];
+}
+
+/* Every layer's lane 1 span added into lane 0's. */
+static void add_lane_grads(cvae_model *m, int threads)
+{
+    cvae_stack *stacks[2];
+    int s, i;
+    stacks[0] = m->enc;
+    stacks[1] = m->dec;
+    for (s = 0; s < 2; s++)
+        for (i = 0; i < cvae_stack_layer_count(stacks[s]); i++) {
+            const cvae_layer *l = cvae_stack_layer(stacks[s], i);
+            if (l->nparams)
+                add_lane_span(l, threads);
+        }
 }
 
 /* One lane's part of a training batch: its rows, and the workspace its
@@ -989,7 +1110,8 @@ static void make_lanes(cvae_model *m, const size_t *start, const size_t *len, in
             m->shared.gemm_ws + (size_t)k * cvi_gemm_workspace_floats(1);
         ln->enc_ws.scratch = ln->dec_ws.scratch =
             m->shared.scratch ? m->shared.scratch + (size_t)k * m->shared.scratch_floats : NULL;
-        ln->enc_ws.grad_offset = ln->dec_ws.grad_offset = (size_t)k * m->nparams;
+        ln->enc_ws.lane = ln->dec_ws.lane = k;
+        ln->enc_ws.turns = ln->dec_ws.turns = NULL; /* set when the lanes run at once */
         ln->enc_ws.labels = enc.labels ? enc.labels + ln->first : NULL;
         ln->dec_ws.labels = dec.labels ? dec.labels + ln->first : NULL;
         ln->enc_ws.hook = ln->dec_ws.hook = NULL;
@@ -1000,8 +1122,11 @@ static void make_lanes(cvae_model *m, const size_t *start, const size_t *len, in
 static void lane_forward(cvae_model *m, lane *ln, const float *x)
 {
     size_t L = m->L, f = ln->first;
-    /* The lane's gradient block, cleared on the lane's own thread. */
-    memset(m->grads + ln->enc_ws.grad_offset, 0, m->nparams * sizeof(float));
+    /* The lane's gradients, cleared on the lane's own thread. */
+    if (ln->enc_ws.lane == 0)
+        memset(m->grads, 0, m->nparams * sizeof(float));
+    else
+        memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
     ln->h = cvi_stack_forward_part(m->enc, &ln->enc_ws, f, ln->n, x + f * m->image);
     reparameterise(m->z + f * L, ln->h, m->eps + f * L, ln->n, L);
     ln->logits = cvi_stack_forward_part(m->dec, &ln->dec_ws, f, ln->n, m->z + f * L);
@@ -1022,7 +1147,7 @@ static void lane_backward(cvae_model *m, lane *ln, const float *x, float scale)
 const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, size_t n)
 {
     lane lanes[CVI_LANES];
-    size_t start[CVI_LANES], len[CVI_LANES];
+    size_t start[CVI_LANES] = {0}, len[CVI_LANES] = {0}; /* for gcc without OpenMP */
     int threads = cvi_threads_resolve(m->threads), k;
     int count = threads >= CVI_LANES ? cut_lanes(0, n, n, start, len) : 1;
     const float *out;
@@ -1049,19 +1174,16 @@ const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, si
 typedef struct ready_hook {
     cvi_grad_hook h; /* first: the stacks see this */
     cvae_model *m;
-    int parts; /* blocks to add into block 0 first */
+    int parts; /* lanes of the shard: with 2, lane 1's span is added first */
 } ready_hook;
 
 static void layer_ready(const cvi_grad_hook *h, const cvae_layer *l)
 {
     const ready_hook *rh = (const ready_hook *)(const void *)h;
     cvae_model *m = rh->m;
-    size_t off = (size_t)(l->grads - m->grads), i;
-    int k;
-    for (k = 1; k < rh->parts; k++)
-        for (i = 0; i < l->nparams; i++)
-            m->grads[off + i] += m->grads[(size_t)k * m->nparams + off + i];
-    m->grads_ready(m->grads_ready_ctx, off, l->nparams);
+    if (rh->parts > 1)
+        add_lane_span(l, 1);
+    m->grads_ready(m->grads_ready_ctx, (size_t)(l->grads - m->grads), l->nparams);
 }
 
 /* Every layer's span, in backward order, when none was reported during the
@@ -1078,6 +1200,69 @@ static void report_all(cvae_model *m)
             if (l->nparams)
                 m->grads_ready(m->grads_ready_ctx, (size_t)(l->grads - m->grads), l->nparams);
         }
+}
+
+/* With a learned Gaussian sigma: the maximum-likelihood value for this
+ * decoder and batch, so the gradient through s is zero and s is held
+ * fixed. */
+static void learn_sigma(cvae_model *m, const lane *lanes, int count, size_t n)
+{
+    double sq = 0.0, mse;
+    int k;
+    if (!(m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0))
+        return;
+    for (k = 0; k < count; k++)
+        sq += lanes[k].sq;
+    mse = sq / (double)(n * m->image);
+    m->sigma_learned = sqrt(mse < CVI_MIN_LEARNED_VAR ? CVI_MIN_LEARNED_VAR
+                            : mse > 1.0                ? 1.0
+                                                       : mse);
+}
+
+/* The lanes' passes one after the other. */
+static void run_lanes_in_turn(cvae_model *m, lane *lanes, int count, const float *x, size_t n,
+                              float scale)
+{
+    int k;
+    for (k = 0; k < count; k++)
+        lane_forward(m, &lanes[k], x);
+    learn_sigma(m, lanes, count, n);
+    for (k = 0; k < count; k++)
+        lane_backward(m, &lanes[k], x, scale);
+}
+
+/* The lanes' passes at once, one thread each, when OpenMP gives a thread per
+ * lane; lane 0 holds every turn until its backward gives it. */
+static void run_lanes_at_once(cvae_model *m, lane *lanes, int count, const float *x, size_t n,
+                              float scale)
+{
+#ifdef _OPENMP
+#pragma omp parallel num_threads(count)
+    {
+        int me = omp_get_thread_num(), k;
+        if (omp_get_num_threads() < count) {
+            if (me == 0)
+                run_lanes_in_turn(m, lanes, count, x, n, scale);
+        } else {
+            if (me == 0)
+                for (k = 0; k < m->lane_turns; k++)
+                    omp_set_lock(&m->turns[k].lock);
+            for (k = 0; k < count; k++)
+                if (k == me) {
+                    lanes[k].enc_ws.turns = lanes[k].dec_ws.turns = m->turns;
+                    lane_forward(m, &lanes[k], x);
+                }
+#pragma omp barrier
+#pragma omp single
+            learn_sigma(m, lanes, count, n);
+            for (k = 0; k < count; k++)
+                if (k == me)
+                    lane_backward(m, &lanes[k], x, scale);
+        }
+    }
+#else
+    run_lanes_in_turn(m, lanes, count, x, n, scale);
+#endif
 }
 
 void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size_t n,
@@ -1108,29 +1293,12 @@ void cvi_model_shard_loss_grad(cvae_model *m, const float *x, size_t first, size
     hook.parts = count;
     if (m->grads_ready && !at_once)
         lanes[count - 1].enc_ws.hook = lanes[count - 1].dec_ws.hook = &hook.h;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(count) schedule(static, 1) if (at_once)
-#endif
-    for (k = 0; k < count; k++)
-        lane_forward(m, &lanes[k], x);
-    if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0) {
-        /* The learned s: the maximum-likelihood value for this decoder and
-         * batch, so the gradient through s is zero and s is held fixed. */
-        double sq = 0.0, mse;
-        for (k = 0; k < count; k++)
-            sq += lanes[k].sq;
-        mse = sq / (double)(n * m->image);
-        m->sigma_learned = sqrt(mse < CVI_MIN_LEARNED_VAR ? CVI_MIN_LEARNED_VAR
-                                : mse > 1.0                ? 1.0
-                                                           : mse);
-    }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(count) schedule(static, 1) if (at_once)
-#endif
-    for (k = 0; k < count; k++)
-        lane_backward(m, &lanes[k], x, scale);
+    if (at_once)
+        run_lanes_at_once(m, lanes, count, x, n, scale);
+    else
+        run_lanes_in_turn(m, lanes, count, x, n, scale);
     if (count > 1 && !(m->grads_ready && !at_once)) /* else added layer by layer */
-        add_lane_grads(m->grads, m->nparams, at_once ? threads : 1);
+        add_lane_grads(m, at_once ? threads : 1);
     if (m->grads_ready && at_once)
         report_all(m);
     *rsum = *ksum = 0.0;

@@ -7,7 +7,12 @@
  *  - the two-lane gradient against the gradients of the two halves taken
  *    apart (each a one-lane batch), weighted by their sizes;
  *  - the learned sigma of a Gaussian model, which needs the whole batch's
- *    error, against the error of the decoded batch computed here.
+ *    error, against the error of the decoded batch computed here;
+ *  - the step's gradient, on 1 and 2 threads, bit for bit the float sum of
+ *    the two lanes' gradients taken apart: lane 1 adds its linear layers'
+ *    weight gradients straight onto lane 0's (no second block of the
+ *    model's size), which gives those bits only while its rows fit one pass
+ *    of the multiply, and a batch of 600 (lanes of 300) must not do it.
  * That any thread count gives the same bits is test_threads' (its batch
  * splits into lanes too).
  */
@@ -41,7 +46,7 @@ static int labels[N];
  * tanh, flatten, concat_label, linear(2L); decoder concat_label,
  * linear(2 x 3 x 3), tanh, reshape(2, 3, 3), conv_transpose2d(1, 4x4, s2 p1)
  * giving 1 x 6 x 6. */
-static cvae_model *conv_model(uint64_t seed, int gaussian)
+static cvae_model *conv_model_with(uint64_t seed, int gaussian, int threads, int max_batch)
 {
     cvae_model *m = tu_new_model();
     cvae_stack *enc = NULL, *dec = NULL;
@@ -62,8 +67,14 @@ static cvae_model *conv_model(uint64_t seed, int gaussian)
         CHECK(cvae_model_set(m, CVAE_MODEL_LIKELIHOOD, CVAE_LIKELIHOOD_GAUSSIAN), m);
         CHECK(cvae_model_set(m, CVAE_MODEL_SIGMA, 0.0), m);
     }
-    CHECK(cvae_model_init_stacks(m, enc, dec, 1, SIDE, SIDE, LAT, N, seed), m);
+    CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, (double)threads), m);
+    CHECK(cvae_model_init_stacks(m, enc, dec, 1, SIDE, SIDE, LAT, max_batch, seed), m);
     return m;
+}
+
+static cvae_model *conv_model(uint64_t seed, int gaussian)
+{
+    return conv_model_with(seed, gaussian, 0, N);
 }
 
 typedef struct loss_data {
@@ -109,7 +120,6 @@ static void test_lane_gradient(void **state)
     significant = tu_check_model_gradient(m, loss_at, &d, "two lanes");
     /* The check saw real gradients, not a model that ignores its input. */
     assert_true(significant > 20);
-    cvae_model_destroy(m);
 }
 
 /* Fails if the two-lane gradient of 33 images is not 16/33 of the first
@@ -152,7 +162,6 @@ static void test_lanes_equal_halves(void **state)
         fail_msg("two lanes against two halves: relative L2 difference %g", sqrt(diff / norm));
     assert_true(fabs(r - (ra + rb)) <= 1e-9 * fabs(r));
     assert_true(fabs(k - (ka + kb)) <= 1e-9 * fabs(k) + 1e-12);
-    cvae_model_destroy(m);
 }
 
 /* Fails if a Gaussian model's learned sigma on a two-lane batch is not the
@@ -182,15 +191,98 @@ static void test_lanes_learned_sigma(void **state)
     if (fabs(sigma - want) > 1e-6 * want)
         fail_msg("learned sigma %.9g, the batch's root mean squared error %.9g", sigma, want);
     tu_check_model_gradient(m, loss_at, &d, "two lanes, learned sigma");
-    cvae_model_destroy(m);
+}
+
+/* The gradient of images [first, first + n) of a batch of total, as a
+ * shard (copied out of the model into g). */
+static void shard_grad(cvae_model *m, const float *x, const float *eps, const int *lab,
+                       size_t first, size_t n, size_t total, float *g)
+{
+    double r, k;
+    memcpy(m->eps, eps + first * LAT, n * LAT * sizeof(float));
+    cvi_model_use_labels(m, lab + first);
+    cvi_model_shard_loss_grad(m, x + first * IMG, first, n, total, &r, &k);
+    cvi_model_use_labels(m, NULL);
+    memcpy(g, m->grads, m->nparams * sizeof(float));
+}
+
+/* Fails if a two-lane step's gradient is not, bit for bit, lane 0's plus
+ * lane 1's computed apart (each shard one lane), on 1 or 2 threads, for
+ * lanes that fit one pass of the multiply (33 images) and lanes that do not
+ * (300); or if the first keeps a second gradient block of the model's size. */
+static void test_lane_sums_bits(void **state)
+{
+    static const int batches[2] = {66, 600};
+    int b, t, nlinear = 0, i;
+    (void)state;
+    for (b = 0; b < 2; b++)
+        for (t = 1; t <= 2; t++) {
+            size_t B = (size_t)batches[b], h = B / 2, np, j;
+            cvae_model *m = conv_model_with(13, 0, t, batches[b]);
+            float *x = tu_keep(TU_KEEP_MEMORY, malloc(B * IMG * sizeof *x));
+            float *eps = tu_keep(TU_KEEP_MEMORY, malloc(B * LAT * sizeof *eps));
+            int *lab = tu_keep(TU_KEEP_MEMORY, malloc(B * sizeof *lab));
+            float *whole, *ga, *gb;
+            np = m->nparams;
+            whole = tu_keep(TU_KEEP_MEMORY, malloc(np * sizeof *whole));
+            ga = tu_keep(TU_KEEP_MEMORY, malloc(np * sizeof *ga));
+            gb = tu_keep(TU_KEEP_MEMORY, malloc(np * sizeof *gb));
+            tu_fill_uniform(x, B * IMG, 21);
+            tu_fill_uniform(eps, B * LAT, 22);
+            for (j = 0; j < B; j++) {
+                eps[j * LAT] = 2.0f * eps[j * LAT] - 1.0f;
+                lab[j] = (int)(j * 5 % K);
+            }
+            shard_grad(m, x, eps, lab, 0, B, B, whole);
+            shard_grad(m, x, eps, lab, 0, h, B, ga);
+            shard_grad(m, x, eps, lab, h, B - h, B, gb);
+            for (j = 0; j < np; j++) {
+                float sum = ga[j] + gb[j];
+                if (memcmp(&sum, &whole[j], sizeof sum) != 0)
+                    fail_msg("batch %zu, %d thread(s): gradient %zu is %.9g, the lanes apart "
+                             "give %.9g + %.9g = %.9g",
+                             B, t, j, (double)whole[j], (double)ga[j], (double)gb[j],
+                             (double)sum);
+            }
+            /* The layout: the linear layers' weights (2L x 18 + 4 x 18) have
+             * no place in lane 1's block while 33 rows fit one pass. */
+            nlinear = 0;
+            for (i = 0; i < cvae_stack_layer_count(cvae_model_decoder(m)); i++)
+                nlinear += cvae_stack_layer(cvae_model_decoder(m), i)->lane_direct > 0;
+            for (i = 0; i < cvae_stack_layer_count(cvae_model_encoder(m)); i++)
+                nlinear += cvae_stack_layer(cvae_model_encoder(m), i)->lane_direct > 0;
+            if (b == 0) {
+                assert_int_equal(nlinear, 2);
+                assert_int_equal(m->lane_floats, np - (size_t)(IMG * 2 + K) * 2 * LAT -
+                                                     (size_t)(LAT + K) * 18);
+            } else {
+                assert_int_equal(nlinear, 0);
+                assert_int_equal(m->lane_floats, np);
+            }
+            tu_release_all();
+                }
+}
+
+/* Fails if the preset's second lane keeps more than 5 % of a gradient block
+ * (its linear layers' weights are 96 % of the parameters). */
+static void test_preset_lane_block(void **state)
+{
+    cvae_model *m = tu_new_model();
+    (void)state;
+    CHECK(cvae_model_init_preset(m, 1, 28, 28, 16, 128, 1), m);
+    if (m->lane_floats * 20 > m->nparams)
+        fail_msg("lane 1's block holds %zu of %zu parameters' gradients", m->lane_floats,
+                 m->nparams);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lane_gradient),
-        cmocka_unit_test(test_lanes_equal_halves),
-        cmocka_unit_test(test_lanes_learned_sigma),
+        cmocka_unit_test_teardown(test_lane_gradient, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_lanes_equal_halves, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_lanes_learned_sigma, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_lane_sums_bits, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_preset_lane_block, tu_release_all_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
