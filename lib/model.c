@@ -228,7 +228,10 @@ static size_t lane_layout(cvae_model *m, float *block, int *turns)
             size_t direct = 0;
             if (!l->nparams)
                 continue;
-            if (share && l->ops->kind == CVAE_LAYER_LINEAR)
+            /* Not the encoder's first layer with parameters: it computes no
+             * input gradient, so lane 1 would have nothing to do while it
+             * waits for its turn. */
+            if (share && l->ops->kind == CVAE_LAYER_LINEAR && !(s == 0 && off == 0))
                 direct = l->hp.linear.in_features * l->hp.linear.out_features;
             if (block) {
                 l->lane_grads = block + off;
@@ -1066,6 +1069,7 @@ typedef struct lane {
     size_t first, n;
     const float *h, *logits; /* its rows of the encoder's and decoder's outputs */
     cvi_workspace enc_ws, dec_ws;
+    size_t clear_from, clear_to; /* its share of m->grads to clear */
     double recon, kl, sq;
 } lane;
 
@@ -1116,16 +1120,26 @@ static void make_lanes(cvae_model *m, const size_t *start, const size_t *len, in
         ln->dec_ws.labels = dec.labels ? dec.labels + ln->first : NULL;
         ln->enc_ws.hook = ln->dec_ws.hook = NULL;
     }
+    /* Clearing the gradients: lane 1 clears its own block and the end of
+     * lane 0's, so that both lanes clear as much (a lane on its own: all). */
+    if (count == 1) {
+        lanes[0].clear_from = 0;
+        lanes[0].clear_to = m->nparams;
+    } else {
+        size_t half = (m->nparams + m->lane_floats) / 2;
+        lanes[0].clear_from = 0;
+        lanes[0].clear_to = lanes[1].clear_from = half < m->nparams ? half : m->nparams;
+        lanes[1].clear_to = m->nparams;
+    }
 }
 
 /* Encoder, reparameterisation and decoder on one lane's images of x. */
 static void lane_forward(cvae_model *m, lane *ln, const float *x)
 {
     size_t L = m->L, f = ln->first;
-    /* The lane's gradients, cleared on the lane's own thread. */
-    if (ln->enc_ws.lane == 0)
-        memset(m->grads, 0, m->nparams * sizeof(float));
-    else
+    /* The gradients, cleared on the lanes' own threads. */
+    memset(m->grads + ln->clear_from, 0, (ln->clear_to - ln->clear_from) * sizeof(float));
+    if (ln->enc_ws.lane == 1)
         memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
     ln->h = cvi_stack_forward_part(m->enc, &ln->enc_ws, f, ln->n, x + f * m->image);
     reparameterise(m->z + f * L, ln->h, m->eps + f * L, ln->n, L);
