@@ -194,6 +194,7 @@ static void test_stack_threads(void **state)
 /* Two models trained at the same time from two threads of the caller. */
 typedef struct concurrent_job {
     uint64_t seed;
+    int threads; /* the model's setting; 0 is taken as 1 */
     float params_out[8]; /* a digest: the first parameters after training */
     double recon, kl;
     cvae_status status;
@@ -210,7 +211,7 @@ static void *concurrent_train(void *arg)
     tu_fill_uniform(x, (size_t)BATCH * PIXELS, job->seed + 100);
     job->status = cvae_model_create(&m);
     if (job->status == CVAE_OK)
-        job->status = cvae_model_set(m, CVAE_MODEL_THREADS, 1);
+        job->status = cvae_model_set(m, CVAE_MODEL_THREADS, job->threads ? job->threads : 1);
     if (job->status == CVAE_OK)
         job->status = cvae_model_init_preset(m, 1, SIDE, SIDE, LATENT, BATCH, job->seed);
     if (job->status == CVAE_OK)
@@ -229,20 +230,23 @@ static void *concurrent_train(void *arg)
 }
 
 /* Fails if two models trained at the same time in two threads (no global state, each handle
- * its own buffers) do not give exactly what each gives trained alone, one after the other. */
-static void test_models_in_two_threads(void **state)
+ * its own buffers, each model's lanes their own turns) do not give exactly what each gives
+ * trained alone, one after the other; each model on 1 thread, then on 2 (its lanes at once,
+ * 4 threads in all). */
+static void models_in_two_threads(int threads)
 {
     concurrent_job alone[2], together[2];
     pthread_t th[2];
     int k;
-    (void)state;
     for (k = 0; k < 2; k++) {
         memset(&alone[k], 0, sizeof alone[k]);
         alone[k].seed = 11 + (uint64_t)k;
+        alone[k].threads = 1;
         concurrent_train(&alone[k]);
         assert_int_equal(alone[k].status, CVAE_OK);
         memset(&together[k], 0, sizeof together[k]);
         together[k].seed = alone[k].seed;
+        together[k].threads = threads;
     }
     for (k = 0; k < 2; k++)
         assert_int_equal(pthread_create(&th[k], NULL, concurrent_train, &together[k]), 0);
@@ -258,6 +262,43 @@ static void test_models_in_two_threads(void **state)
     assert_memory_not_equal(alone[0].params_out, alone[1].params_out, sizeof alone[0].params_out);
 }
 
+static void test_models_in_two_threads(void **state)
+{
+    (void)state;
+    models_in_two_threads(1);
+    models_in_two_threads(2);
+}
+
+/* Fails if a model set to 2 threads, trained inside a parallel region of the caller's (where
+ * OpenMP gives its region one thread, so its lanes run one after the other on it), hangs or
+ * gives other bits than alone. */
+static void test_model_inside_parallel_region(void **state)
+{
+    concurrent_job alone[2], inside[2];
+    int k;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        memset(&alone[k], 0, sizeof alone[k]);
+        alone[k].seed = 21 + (uint64_t)k;
+        alone[k].threads = 1;
+        concurrent_train(&alone[k]);
+        assert_int_equal(alone[k].status, CVAE_OK);
+        inside[k] = alone[k];
+        inside[k].threads = 2;
+        memset(inside[k].params_out, 0, sizeof inside[k].params_out);
+    }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(2) schedule(static, 1)
+#endif
+    for (k = 0; k < 2; k++)
+        concurrent_train(&inside[k]);
+    for (k = 0; k < 2; k++) {
+        assert_int_equal(inside[k].status, CVAE_OK);
+        assert_memory_equal(inside[k].params_out, alone[k].params_out,
+                            sizeof alone[k].params_out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +307,7 @@ int main(void)
         cmocka_unit_test_teardown(test_threads_option, tu_release_all_teardown),
         cmocka_unit_test(test_stack_threads),
         cmocka_unit_test(test_models_in_two_threads),
+        cmocka_unit_test(test_model_inside_parallel_region),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
