@@ -430,6 +430,40 @@ static void test_bce_by_hand(void **state)
     assert_true(cvi_bce_logits(x, t, n, NULL, 1.0f) == got);
 }
 
+/* Fails if the loss over 1,000 pixels (chunks of 256 inside, and a tail) is not, bit for bit,
+ * the per-pixel float terms summed in order in double, or its gradient not the per-pixel
+ * scalar formula; and, as a check on both, if they depart from libm in double. */
+static void test_bce_chunks_exact(void **state)
+{
+    enum { N = 1000 };
+    static float x[N], t[N], d[N];
+    double want = 0.0, ref = 0.0, got;
+    size_t i;
+    (void)state;
+    tu_fill_uniform(x, N, 31);
+    tu_fill_uniform(t, N, 32);
+    for (i = 0; i < N; i++)
+        x[i] = 40.0f * x[i] - 20.0f;
+    got = cvi_bce_logits(x, t, N, d, 0.25f);
+    for (i = 0; i < N; i++) {
+        float e = expf(-fabsf(x[i]));
+        float term = (x[i] > 0.0f ? x[i] : 0.0f) - x[i] * t[i] + cvi_log1p01(e);
+        float g = 0.25f * ((x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e)) - t[i]);
+        double s = 1.0 / (1.0 + exp(-(double)x[i]));
+        want += (double)term;
+        ref += (x[i] > 0.0f ? x[i] : 0.0) - (double)x[i] * t[i] + log1p(exp(-fabs((double)x[i])));
+        if (memcmp(&g, &d[i], sizeof g) != 0)
+            fail_msg("dbce[%zu] = %.9g, the scalar formula gives %.9g", i, d[i], g);
+        if (!(fabs(d[i] - 0.25 * (s - t[i])) <= 1e-7))
+            fail_msg("dbce[%zu] = %.9g, libm in double %.9g", i, d[i], 0.25 * (s - t[i]));
+    }
+    if (got != want)
+        fail_msg("bce sum %.17g, the terms summed in order %.17g", got, want);
+    if (!(fabs(got - ref) <= 1e-6 * ref))
+        fail_msg("bce sum %.17g, libm in double %.17g", got, ref);
+    assert_true(cvi_bce_logits(x, t, N, NULL, 1.0f) == got);
+}
+
 /* Fails if KL(N(mu, e^lv) || N(0, 1)) = 0.5 (mu^2 + e^lv - 1 - lv) or its gradients
  * (mu, 0.5 (e^lv - 1), times scale) depart from hand values. */
 static void test_kl_by_hand(void **state)
@@ -1048,6 +1082,7 @@ int main(void)
         cmocka_unit_test_teardown(test_loss_value_independent, tu_release_all_teardown),
         cmocka_unit_test(test_log1p01_accuracy),
         cmocka_unit_test_teardown(test_bce_by_hand, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_bce_chunks_exact, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_kl_by_hand, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_preset, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_training_is_deterministic, tu_release_all_teardown),
