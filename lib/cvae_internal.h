@@ -279,6 +279,10 @@ typedef struct cvi_grad_hook {
  * weights) and the rest (its biases) accumulate (see cvi_workspace.lane). */
 void cvi_layer_grad_spans(const cvae_layer *l, const cvi_workspace *ws, size_t wcount,
                           float **weights, float **rest);
+/* A turn of the lanes: 1 once lane 0 has given it in the current step. */
+typedef struct cvi_lane_turns {
+    int given;
+} cvi_lane_turns;
 /* Lane 0 gives up a layer's turn once its weight gradient is in l->grads;
  * lane 1 takes the turn (waiting for it) before adding its own, so the sum
  * is lane 0's plus lane 1's whichever thread is faster. Both do nothing when

@@ -25,9 +25,10 @@
  * multiply adds onto its output in one pass when the rows are few enough
  * (cvi_gemm_one_pass_depth): so lane 1 adds its product straight onto lane
  * 0's finished one and gets the bits of the two added afterwards. The
- * lanes take turns there (an OpenMP lock per such layer, which lane 0 holds
- * until its product is in); lane 1 computes its input gradient first, so it
- * rarely waits. Its other gradients (convolutions, biases: 4 % of the
+ * lanes take turns there (a flag per such layer, which lane 0 sets once its
+ * product is in, with OpenMP atomics and flushes: no runtime objects to
+ * create or destroy); lane 1 computes its input gradient first, so it rarely
+ * waits. Its other gradients (convolutions, biases: 4 % of the
  * preset's) have their own block, m->lane_grads, added in at the end.
  */
 #include "cvae_internal.h"
@@ -38,13 +39,12 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-struct cvi_lane_turns {
-    omp_lock_t lock;
-};
+#endif
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define CPU_RELAX() __builtin_ia32_pause() /* kinder to the other thread while spinning */
 #else
-struct cvi_lane_turns {
-    int unused;
-};
+#define CPU_RELAX() ((void)0)
 #endif
 
 CVAE_API cvae_status cvae_model_create_with(cvae_model **out, const cvae_allocator *allocator)
@@ -96,14 +96,7 @@ void cvi_model_clear(cvae_model *m)
     cvi_free_floats(&m->mem, m->params);
     cvi_free_floats(&m->mem, m->grads);
     cvi_free_floats(&m->mem, m->lane_grads);
-    if (m->turns) {
-#ifdef _OPENMP
-        int k;
-        for (k = 0; k < m->lane_turns; k++)
-            omp_destroy_lock(&m->turns[k].lock);
-#endif
-        cvi_free(&m->mem, m->turns);
-    }
+    cvi_free(&m->mem, m->turns);
     cvi_free_floats(&m->mem, m->eps);
     cvi_free_floats(&m->mem, m->z);
     cvi_free_floats(&m->mem, m->dz);
@@ -300,14 +293,7 @@ static cvae_status allocate(cvae_model *m, int c, int h, int w, int latent, int 
                       m->nparams, max_batch);
         return CVAE_ERR_NOMEM;
     }
-#ifdef _OPENMP
-    {
-        int k;
-        for (k = 0; k < turns; k++)
-            omp_init_lock(&m->turns[k].lock);
-    }
-#endif
-    m->lane_turns = turns; /* initialised: cvi_model_clear destroys them */
+    m->lane_turns = turns;
     memset(m->grads, 0, m->nparams * sizeof(float));
     if (m->lane_grads)
         memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
@@ -1012,8 +998,13 @@ double cvi_model_recon(const cvae_model *m, const float *logits, const float *x,
 void cvi_lane_turn_give(struct cvi_lane_turns *t, const cvae_layer *l)
 {
 #ifdef _OPENMP
-    if (t && l->lane_direct)
-        omp_unset_lock(&t[l->lane_turn].lock);
+    if (t && l->lane_direct) {
+        int *given = &t[l->lane_turn].given;
+#pragma omp flush /* lane 0's product is out before the flag */
+#pragma omp atomic write
+        *given = 1;
+#pragma omp flush
+    }
 #else
     (void)t;
     (void)l;
@@ -1024,8 +1015,15 @@ void cvi_lane_turn_take(struct cvi_lane_turns *t, const cvae_layer *l)
 {
 #ifdef _OPENMP
     if (t && l->lane_direct) {
-        omp_set_lock(&t[l->lane_turn].lock); /* free once lane 0 has given it */
-        omp_unset_lock(&t[l->lane_turn].lock);
+        int *given = &t[l->lane_turn].given, v;
+        for (;;) {
+#pragma omp atomic read
+            v = *given;
+            if (v)
+                break;
+            CPU_RELAX();
+        }
+#pragma omp flush /* and lane 0's product is seen after it */
     }
 #else
     (void)t;
@@ -1246,11 +1244,14 @@ static void run_lanes_in_turn(cvae_model *m, lane *lanes, int count, const float
 }
 
 /* The lanes' passes at once, one thread each, when OpenMP gives a thread per
- * lane; lane 0 holds every turn until its backward gives it. */
+ * lane; no turn is given before lane 0's backward gives it. */
 static void run_lanes_at_once(cvae_model *m, lane *lanes, int count, const float *x, size_t n,
                               float scale)
 {
 #ifdef _OPENMP
+    int t;
+    for (t = 0; t < m->lane_turns; t++)
+        m->turns[t].given = 0; /* before the region: its start orders this for both */
 #pragma omp parallel num_threads(count)
     {
         int me = omp_get_thread_num(), k;
@@ -1258,9 +1259,6 @@ static void run_lanes_at_once(cvae_model *m, lane *lanes, int count, const float
             if (me == 0)
                 run_lanes_in_turn(m, lanes, count, x, n, scale);
         } else {
-            if (me == 0)
-                for (k = 0; k < m->lane_turns; k++)
-                    omp_set_lock(&m->turns[k].lock);
             for (k = 0; k < count; k++)
                 if (k == me) {
                     lanes[k].enc_ws.turns = lanes[k].dec_ws.turns = m->turns;

@@ -25,6 +25,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cvae.h"
 #include "cvae_internal.h"
@@ -263,6 +267,50 @@ static void test_lane_sums_bits(void **state)
                 }
 }
 
+/* Fails if lane 1's take of a turn does not wait for lane 0's give, and for what lane 0
+ * wrote before it: lane 0 writes a value 20 ms after the region starts, then gives the turn;
+ * lane 1 takes it at once and reads the value. (Run on two OpenMP threads; skipped when
+ * there are not two.) */
+static void test_turn_waits_for_give(void **state)
+{
+#ifdef _OPENMP
+    cvae_model *m = conv_model_with(13, 0, 2, 66);
+    cvae_stack *dec = cvae_model_decoder(m);
+    cvae_layer *shared = NULL;
+    float written = 0.0f, seen = -1.0f;
+    int i, team = 0;
+    (void)state;
+    for (i = 0; i < cvae_stack_layer_count(dec); i++)
+        if (cvae_stack_layer(dec, i)->lane_direct)
+            shared = cvae_stack_layer(dec, i);
+    assert_non_null(shared);
+    m->turns[shared->lane_turn].given = 0;
+#pragma omp parallel num_threads(2)
+    {
+        if (omp_get_num_threads() == 2) {
+            if (omp_get_thread_num() == 0) {
+                clock_t until = clock() + CLOCKS_PER_SEC / 50;
+                team = 2;
+                while (clock() < until)
+                    ;
+                written = 42.0f;
+                cvi_lane_turn_give(m->turns, shared);
+            } else {
+                cvi_lane_turn_take(m->turns, shared);
+                seen = written;
+            }
+        }
+    }
+    if (team != 2)
+        skip();
+    if (seen != 42.0f)
+        fail_msg("lane 1 went on before lane 0 gave its turn (it read %g)", (double)seen);
+#else
+    (void)state;
+    skip();
+#endif
+}
+
 /* Fails if the preset's second lane keeps more than 5 % of a gradient block
  * (its linear layers' weights are 96 % of the parameters). */
 static void test_preset_lane_block(void **state)
@@ -283,6 +331,7 @@ int main(void)
         cmocka_unit_test_teardown(test_lanes_learned_sigma, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_lane_sums_bits, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_preset_lane_block, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_turn_waits_for_give, tu_release_all_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
