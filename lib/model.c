@@ -1244,32 +1244,29 @@ static void run_lanes_in_turn(cvae_model *m, lane *lanes, int count, const float
 }
 
 /* The lanes' passes at once, one thread each, when OpenMP gives a thread per
- * lane; no turn is given before lane 0's backward gives it. */
+ * lane (else one after the other on one: lane 0 then gives every turn before
+ * lane 1 takes it). No turn is given before lane 0's backward gives it. */
 static void run_lanes_at_once(cvae_model *m, lane *lanes, int count, const float *x, size_t n,
                               float scale)
 {
 #ifdef _OPENMP
-    int t;
-    for (t = 0; t < m->lane_turns; t++)
-        m->turns[t].given = 0; /* before the region: its start orders this for both */
+    int k;
+    for (k = 0; k < m->lane_turns; k++)
+        m->turns[k].given = 0; /* before the region: its start orders this for both */
+    for (k = 0; k < count; k++)
+        lanes[k].enc_ws.turns = lanes[k].dec_ws.turns = m->turns;
 #pragma omp parallel num_threads(count)
     {
-        int me = omp_get_thread_num(), k;
+        int me = omp_get_thread_num();
         if (omp_get_num_threads() < count) {
             if (me == 0)
                 run_lanes_in_turn(m, lanes, count, x, n, scale);
         } else {
-            for (k = 0; k < count; k++)
-                if (k == me) {
-                    lanes[k].enc_ws.turns = lanes[k].dec_ws.turns = m->turns;
-                    lane_forward(m, &lanes[k], x);
-                }
+            lane_forward(m, &lanes[me], x);
 #pragma omp barrier
 #pragma omp single
             learn_sigma(m, lanes, count, n);
-            for (k = 0; k < count; k++)
-                if (k == me)
-                    lane_backward(m, &lanes[k], x, scale);
+            lane_backward(m, &lanes[me], x, scale);
         }
     }
 #else

@@ -229,44 +229,55 @@ static void *concurrent_train(void *arg)
     return NULL;
 }
 
+/* Trains the seeds seed0 and seed0 + 1 alone, one after the other, on 1 thread each, into
+ * alone; sets up again[k] to train alone[k]'s seed once more on `threads`. */
+static void train_alone(uint64_t seed0, int threads, concurrent_job alone[2],
+                        concurrent_job again[2])
+{
+    int k;
+    for (k = 0; k < 2; k++) {
+        memset(&alone[k], 0, sizeof alone[k]);
+        alone[k].seed = seed0 + (uint64_t)k;
+        alone[k].threads = 1;
+        concurrent_train(&alone[k]);
+        assert_int_equal(alone[k].status, CVAE_OK);
+        memset(&again[k], 0, sizeof again[k]);
+        again[k].seed = alone[k].seed;
+        again[k].threads = threads;
+    }
+    /* The two seeds did train differently: the comparisons can fail. */
+    assert_memory_not_equal(alone[0].params_out, alone[1].params_out, sizeof alone[0].params_out);
+}
+
+/* Fails unless each of the two runs gave the bits of its seed trained alone. */
+static void assert_same_as_alone(const concurrent_job got[2], const concurrent_job alone[2])
+{
+    int k;
+    for (k = 0; k < 2; k++) {
+        assert_int_equal(got[k].status, CVAE_OK);
+        assert_memory_equal(got[k].params_out, alone[k].params_out, sizeof alone[k].params_out);
+        assert_true(got[k].recon == alone[k].recon && got[k].kl == alone[k].kl);
+    }
+}
+
 /* Fails if two models trained at the same time in two threads (no global state, each handle
  * its own buffers, each model's lanes their own turns) do not give exactly what each gives
  * trained alone, one after the other; each model on 1 thread, then on 2 (its lanes at once,
  * 4 threads in all). */
-static void models_in_two_threads(int threads)
+static void test_models_in_two_threads(void **state)
 {
     concurrent_job alone[2], together[2];
     pthread_t th[2];
-    int k;
-    for (k = 0; k < 2; k++) {
-        memset(&alone[k], 0, sizeof alone[k]);
-        alone[k].seed = 11 + (uint64_t)k;
-        alone[k].threads = 1;
-        concurrent_train(&alone[k]);
-        assert_int_equal(alone[k].status, CVAE_OK);
-        memset(&together[k], 0, sizeof together[k]);
-        together[k].seed = alone[k].seed;
-        together[k].threads = threads;
-    }
-    for (k = 0; k < 2; k++)
-        assert_int_equal(pthread_create(&th[k], NULL, concurrent_train, &together[k]), 0);
-    for (k = 0; k < 2; k++)
-        assert_int_equal(pthread_join(th[k], NULL), 0);
-    for (k = 0; k < 2; k++) {
-        assert_int_equal(together[k].status, CVAE_OK);
-        assert_memory_equal(together[k].params_out, alone[k].params_out,
-                            sizeof alone[k].params_out);
-        assert_true(together[k].recon == alone[k].recon && together[k].kl == alone[k].kl);
-    }
-    /* The two seeds did train differently: the comparison can fail. */
-    assert_memory_not_equal(alone[0].params_out, alone[1].params_out, sizeof alone[0].params_out);
-}
-
-static void test_models_in_two_threads(void **state)
-{
+    int threads, k;
     (void)state;
-    models_in_two_threads(1);
-    models_in_two_threads(2);
+    for (threads = 1; threads <= 2; threads++) {
+        train_alone(11, threads, alone, together);
+        for (k = 0; k < 2; k++)
+            assert_int_equal(pthread_create(&th[k], NULL, concurrent_train, &together[k]), 0);
+        for (k = 0; k < 2; k++)
+            assert_int_equal(pthread_join(th[k], NULL), 0);
+        assert_same_as_alone(together, alone);
+    }
 }
 
 /* Fails if a model set to 2 threads, trained inside a parallel region of the caller's (where
@@ -277,26 +288,13 @@ static void test_model_inside_parallel_region(void **state)
     concurrent_job alone[2], inside[2];
     int k;
     (void)state;
-    for (k = 0; k < 2; k++) {
-        memset(&alone[k], 0, sizeof alone[k]);
-        alone[k].seed = 21 + (uint64_t)k;
-        alone[k].threads = 1;
-        concurrent_train(&alone[k]);
-        assert_int_equal(alone[k].status, CVAE_OK);
-        inside[k] = alone[k];
-        inside[k].threads = 2;
-        memset(inside[k].params_out, 0, sizeof inside[k].params_out);
-    }
+    train_alone(21, 2, alone, inside);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(2) schedule(static, 1)
 #endif
     for (k = 0; k < 2; k++)
         concurrent_train(&inside[k]);
-    for (k = 0; k < 2; k++) {
-        assert_int_equal(inside[k].status, CVAE_OK);
-        assert_memory_equal(inside[k].params_out, alone[k].params_out,
-                            sizeof alone[k].params_out);
-    }
+    assert_same_as_alone(inside, alone);
 }
 
 int main(void)
