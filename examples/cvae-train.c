@@ -128,6 +128,8 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    if (tc_use_weights(m, opt, 1) != 0) /* the final figures are the average's */
+        goto done;
     rc = tc_print_final(m, &o, train, test, hist, nhist);
 done:
     free(x);

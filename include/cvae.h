@@ -38,11 +38,11 @@ extern "C" {
 
 /* The version of this header. The Makefile and pkg-config file read these. */
 #define CVAE_VERSION_MAJOR 0
-#define CVAE_VERSION_MINOR 8
-#define CVAE_VERSION_PATCH 1
+#define CVAE_VERSION_MINOR 9
+#define CVAE_VERSION_PATCH 0
 #define CVAE_VERSION_NUMBER                                                    \
     (CVAE_VERSION_MAJOR * 10000 + CVAE_VERSION_MINOR * 100 + CVAE_VERSION_PATCH)
-#define CVAE_VERSION_STRING "0.8.1"
+#define CVAE_VERSION_STRING "0.9.0"
 
 /* Marks every exported function. The shared library is built with
  * -fvisibility=hidden, so only functions carrying this macro are exported. */
@@ -575,7 +575,9 @@ typedef enum cvae_optimizer_option {
     CVAE_OPT_EPS = 103,          /* Adam, > 0; default 1e-8 */
     CVAE_OPT_WEIGHT_DECAY = 104, /* Adam: decoupled (AdamW); SGD: added to the gradient. >= 0, default 0 */
     CVAE_OPT_MOMENTUM = 105,     /* SGD, [0, 1); default 0.9 */
-    CVAE_OPT_CLIP_NORM = 106     /* clip the gradient's global L2 norm to this; 0 = off (default) */
+    CVAE_OPT_CLIP_NORM = 106,    /* clip the gradient's global L2 norm to this; 0 = off (default) */
+    CVAE_OPT_AVERAGE = 107       /* decay of a running average of the parameters, [0, 1); 0 = off
+                                    (default). See cvae_optimizer_swap_average. Since 0.9.0 */
 } cvae_optimizer_option;
 
 /*
@@ -630,12 +632,42 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
 CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                          size_t nparams);
 
+/*
+ * The running average of the parameters (Polyak averaging, an exponential
+ * moving average), kept by the optimizer when CVAE_OPT_AVERAGE = d > 0:
+ * after every step, a = p (equal values) for the first averaged step, then
+ * a = d_k a + (1 - d_k) p with d_k = min(d, (1 + k) / (10 + k)) after k
+ * averaged steps, in float (the decay rises to d over the first steps, so
+ * the random start weighs little). The average usually generalises better
+ * than the last parameters (docs/EVALUATION.md). Setting d allocates the
+ * average's storage, once (CVAE_ERR_NOMEM from cvae_optimizer_set); setting
+ * it back to 0 stops the updates and keeps the average.
+ *
+ * cvae_optimizer_swap_average exchanges params (nparams floats, for a model
+ * cvae_model_params) with the average, exactly: evaluate, sample or save
+ * with the average in the parameters, then swap again to go on training.
+ * While swapped, steps are refused with CVAE_ERR_STATE (the parameters are
+ * not the training weights). A model saved with its optimizer keeps both:
+ * cvae-train saves its checkpoints swapped, so every tool that loads the
+ * model uses the average, and a resumed run swaps back (after
+ * cvae_optimizer_load, cvae_optimizer_average_swapped says so).
+ * CVAE_ERR_INVALID_ARG (NULL), CVAE_ERR_SHAPE (nparams differs from the
+ * optimizer's), CVAE_ERR_STATE (no step averaged yet). Since 0.9.0.
+ */
+CVAE_API cvae_status cvae_optimizer_swap_average(cvae_optimizer *opt, float *params,
+                                                 size_t nparams);
+
+/* 1 while the average is swapped into the parameters, else 0 (also for
+ * NULL). Since 0.9.0. */
+CVAE_API int cvae_optimizer_average_swapped(const cvae_optimizer *opt);
+
 /* Number of steps taken (Adam's t). Since 0.2.0; exported by the shared
  * library since 0.6.1 (version node CVAE_0.6.1). */
 CVAE_API uint64_t cvae_optimizer_steps(const cvae_optimizer *opt);
 
 /*
- * Restores the optimizer state (kind, options, step count, moments) saved
+ * Restores the optimizer state (kind, options, step count, moments, and
+ * since 0.9.0 the running average and whether it was swapped) saved
  * with cvae_model_save into path. The optimizer must have the saved kind
  * and size (CVAE_ERR_SHAPE otherwise); CVAE_ERR_STATE if the file holds no
  * optimizer state; file errors as cvae_model_load. Since 0.2.0.
@@ -830,7 +862,8 @@ CVAE_API size_t cvae_model_param_count(const cvae_model *m);
  * before the update. A non-finite loss or gradient returns
  * CVAE_ERR_NUMERIC and leaves the parameters, the optimizer, the step count
  * and the eps generator as they were. Also CVAE_ERR_INVALID_ARG (NULL, n out
- * of range), CVAE_ERR_STATE (no architecture), CVAE_ERR_SHAPE (optimizer of
+ * of range), CVAE_ERR_STATE (no architecture, or the optimizer's running
+ * average swapped into the parameters: nothing changes), CVAE_ERR_SHAPE (optimizer of
  * another size). Never allocates. Since 0.2.0.
  */
 CVAE_API cvae_status cvae_model_train_step(cvae_model *m, cvae_optimizer *opt, const float *x,
@@ -1016,8 +1049,10 @@ CVAE_API cvae_status cvae_model_set_grads_ready(cvae_model *m, cvae_grads_ready_
  * when the block holds the same gradient. A non-finite gradient or update
  * returns CVAE_ERR_NUMERIC and changes nothing, and puts back the eps
  * generator as it was before the latest cvae_model_shard_grads, as a
- * refused cvae_model_train_step does. CVAE_ERR_INVALID_ARG (NULL),
- * CVAE_ERR_STATE (no architecture), CVAE_ERR_SHAPE (optimizer of another
+ * refused cvae_model_train_step does; since 0.9.0 so does a refusal with
+ * CVAE_ERR_SHAPE or for a swapped average. CVAE_ERR_INVALID_ARG (NULL), CVAE_ERR_STATE (no
+ * architecture, or the optimizer's running average swapped into the
+ * parameters), CVAE_ERR_SHAPE (optimizer of another
  * size). Never allocates. Since 0.8.0.
  */
 CVAE_API cvae_status cvae_model_apply_grads(cvae_model *m, cvae_optimizer *opt);

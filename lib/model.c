@@ -1396,24 +1396,30 @@ static cvae_status check_optimizer(cvae_model *m, cvae_optimizer *opt, const cha
                       m->nparams);
         return CVAE_ERR_SHAPE;
     }
+    if (*os.swapped) {
+        cvi_set_error(m->err, "%s: the optimizer's running average is swapped into the "
+                              "parameters; swap it back before training",
+                      what);
+        return CVAE_ERR_STATE;
+    }
     return CVAE_OK;
 }
 
 /* The optimizer's update with the gradient block as it is; a refused update
- * puts back the generator and sigma of the step's draws. */
+ * (any status) puts back the generator and sigma of the step's draws. */
 static cvae_status apply_grads(cvae_model *m, cvae_optimizer *opt, const char *what)
 {
     cvae_status st;
-    if ((st = check_optimizer(m, opt, what)) != CVAE_OK)
-        return st;
-    if ((st = cvi_optimizer_step(opt, m->params, m->grads, m->nparams,
-                                 cvi_threads_resolve(m->threads))) != CVAE_OK) {
+    if ((st = check_optimizer(m, opt, what)) == CVAE_OK &&
+        (st = cvi_optimizer_step(opt, m->params, m->grads, m->nparams,
+                                 cvi_threads_resolve(m->threads))) != CVAE_OK)
+        cvi_set_error(m->err, "%s: %s", what, cvae_optimizer_last_error(opt));
+    if (st != CVAE_OK) {
         if (m->shard_pending) {
             m->rng = m->shard_rng;
             m->sigma_learned = m->shard_sigma;
         }
         m->shard_pending = 0;
-        cvi_set_error(m->err, "%s: %s", what, cvae_optimizer_last_error(opt));
         return st;
     }
     m->shard_pending = 0;

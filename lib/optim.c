@@ -26,6 +26,20 @@ struct cvae_optimizer {
     double lr, beta1, beta2, eps, weight_decay, momentum, clip_norm;
     uint64_t t;
     float *m, *v; /* v is NULL for SGD */
+    /* The running average of the parameters (CVAE_OPT_AVERAGE): its decay,
+     * the number of updates averaged, whether it is swapped into the
+     * caller's parameters (then avg holds the training weights), and the
+     * average itself, allocated when the decay is first set above 0. */
+    double average;
+    uint64_t avg_count;
+    int swapped;
+    float *avg;
+    /* Adam: the largest |m|, v and |a| the last step stored, as float bits
+     * (the order of non-negative floats), when bounds_known; they let a
+     * step prove its update finite without the check pass (see
+     * surely_finite). Anything else that writes the state clears it. */
+    int bounds_known;
+    uint32_t max_m, max_v, max_a;
     char err[CVI_ERRMSG_SIZE];
 };
 
@@ -63,6 +77,7 @@ CVAE_API cvae_status cvae_optimizer_create_with(cvae_optimizer **out, cvae_optim
     memset(o->m, 0, nparams * sizeof(float));
     if (o->v)
         memset(o->v, 0, nparams * sizeof(float));
+    o->bounds_known = 1; /* all zeros */
     *out = o;
     return CVAE_OK;
 }
@@ -81,6 +96,7 @@ CVAE_API void cvae_optimizer_destroy(cvae_optimizer *opt)
     mem = opt->mem; /* not read from the block being freed */
     cvi_free_floats(&mem, opt->m);
     cvi_free_floats(&mem, opt->v);
+    cvi_free_floats(&mem, opt->avg);
     cvi_free(&mem, opt);
 }
 
@@ -128,6 +144,10 @@ static double *option_slot(cvae_optimizer *o, cvae_optimizer_option key, double 
         return &o->weight_decay;
     case CVAE_OPT_CLIP_NORM:
         return &o->clip_norm;
+    case CVAE_OPT_AVERAGE:
+        *hi = 1.0;
+        *open_hi = 1;
+        return &o->average;
     }
     return NULL;
 }
@@ -155,7 +175,16 @@ CVAE_API cvae_status cvae_optimizer_set(cvae_optimizer *opt, cvae_optimizer_opti
                       (int)key, value, open_lo ? '(' : '[', lo, hi, open_hi ? ')' : ']');
         return CVAE_ERR_INVALID_ARG;
     }
+    /* The average's storage comes with its first use, so that a step never
+     * allocates; it stays until the optimizer is destroyed. */
+    if (key == CVAE_OPT_AVERAGE && value > 0.0 && cvi_optimizer_alloc_average(opt) != CVAE_OK) {
+        cvi_set_error(opt->err, "%s: no memory for the average of %zu parameters", kind_name(opt),
+                      opt->n);
+        return CVAE_ERR_NOMEM;
+    }
     *slot = value;
+    if (key == CVAE_OPT_AVERAGE)
+        opt->bounds_known = 0;
     return CVAE_OK;
 }
 
@@ -188,16 +217,49 @@ CVAE_API cvae_status cvae_optimizer_bounds(const cvae_optimizer *opt, cvae_optim
     return CVAE_OK;
 }
 
+/* The running average's update after a step: a = d a + c p, with a = p for
+ * the first (d = 0, c = 1 on an average that is still all zeros). */
+typedef struct avg_update {
+    float *a; /* NULL: no average */
+    float d, c;
+} avg_update;
+
+static avg_update average_for_step(const cvae_optimizer *o)
+{
+    avg_update u;
+    /* The decay rises to its setting over the first updates, (1 + k) /
+     * (10 + k) after k of them, so that the random start weighs little
+     * whatever the decay. */
+    double warm = (1.0 + (double)o->avg_count) / (10.0 + (double)o->avg_count);
+    double d = o->avg_count == 0 ? 0.0 : o->average < warm ? o->average : warm;
+    u.a = o->average > 0.0 ? o->avg : NULL;
+    u.d = (float)d;
+    u.c = (float)(1.0 - d);
+    return u;
+}
+
 /* One pass of an update over [lo, hi) (threads share the range; every
  * element's arithmetic is the same on any thread). With store == 0 it only
- * computes the new parameters and state and returns 1 if any is not finite:
- * a finite gradient can still overflow the float state (Adam squares it,
- * SGD's momentum adds it up) and absurd options such as a learning rate of
- * 1e100 overflow the parameters. The step runs this pass first, so that a
- * refused step changes nothing.
+ * computes the new parameters, state and average and returns 1 if any is
+ * not finite: a finite gradient can still overflow the float state (Adam
+ * squares it, SGD's momentum adds it up) and absurd options such as a
+ * learning rate of 1e100 overflow the parameters. The step runs this pass
+ * first, so that a refused step changes nothing.
  * With store == 1 it writes them and returns 0. */
+/* The largest magnitudes a store pass wrote, as float bits. */
+typedef struct state_max {
+    uint32_t m, v, a;
+} state_max;
+
+static uint32_t abs_bits(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    return b & 0x7fffffffu;
+}
+
 static int adam_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                     size_t hi, int store)
+                     size_t hi, int store, avg_update u, state_max *mx)
 {
     /* PyTorch: bias corrections in double, the rest in float. */
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
@@ -207,30 +269,59 @@ static int adam_pass(cvae_optimizer *o, float *p, const float *g, float scale, s
     float c1 = (float)(1.0 - o->beta1), c2 = (float)(1.0 - o->beta2);
     float step = (float)(o->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     float decay = (float)(1.0 - o->lr * o->weight_decay);
-    float *restrict m = o->m, *restrict v = o->v, *restrict pp = p;
+    float *restrict m = o->m, *restrict v = o->v, *restrict pp = p, *restrict a = u.a;
     const float *restrict gg = g;
     size_t i;
     int bad = 0;
-    for (i = lo; i < hi; i++) {
-        float gi = gg[i] * scale;
-        float mi = b1 * m[i] + c1 * gi, vi = b2 * v[i] + c2 * gi * gi;
-        float pi = pp[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
-        if (store) {
+/* One element's new moments and parameter, in mi, vi, pi. */
+#define ADAM_ELEMENT                                                                               \
+    float gi = gg[i] * scale;                                                                      \
+    float mi = b1 * m[i] + c1 * gi, vi = b2 * v[i] + c2 * gi * gi;                                 \
+    float pi = pp[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    if (!store) {
+        for (i = lo; i < hi; i++) {
+            ADAM_ELEMENT
+            float ai = a ? u.d * a[i] + u.c * pi : 0.0f;
+            bad |= !(fabsf(mi) <= FLT_MAX) | !(vi <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX) |
+                   !(fabsf(ai) <= FLT_MAX);
+        }
+    } else if (a) { /* two loops without a test per element: both vectorise */
+        uint32_t xm = 0, xv = 0, xa = 0;
+        for (i = lo; i < hi; i++) {
+            ADAM_ELEMENT
+            float ai = u.d * a[i] + u.c * pi;
+            uint32_t bm = abs_bits(mi), bv = abs_bits(vi), ba = abs_bits(ai);
             m[i] = mi;
             v[i] = vi;
             pp[i] = pi;
-        } else {
-            bad |= !(fabsf(mi) <= FLT_MAX) | !(vi <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX);
+            a[i] = ai;
+            xm = bm > xm ? bm : xm;
+            xv = bv > xv ? bv : xv;
+            xa = ba > xa ? ba : xa;
         }
+        mx->m = xm, mx->v = xv, mx->a = xa;
+    } else {
+        uint32_t xm = 0, xv = 0;
+        for (i = lo; i < hi; i++) {
+            ADAM_ELEMENT
+            uint32_t bm = abs_bits(mi), bv = abs_bits(vi);
+            m[i] = mi;
+            v[i] = vi;
+            pp[i] = pi;
+            xm = bm > xm ? bm : xm;
+            xv = bv > xv ? bv : xv;
+        }
+        mx->m = xm, mx->v = xv, mx->a = 0;
     }
+#undef ADAM_ELEMENT
     return bad;
 }
 
 static int sgd_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                    size_t hi, int store)
+                    size_t hi, int store, avg_update u)
 {
     float lr = (float)o->lr, mom = (float)o->momentum, wd = (float)o->weight_decay;
-    float *restrict b = o->m, *restrict pp = p;
+    float *restrict b = o->m, *restrict pp = p, *restrict a = u.a;
     const float *restrict gg = g;
     size_t i;
     int bad = 0;
@@ -238,44 +329,97 @@ static int sgd_pass(cvae_optimizer *o, float *p, const float *g, float scale, si
         float d = gg[i] * scale + wd * pp[i];
         float bi = o->t == 1 ? d : mom * b[i] + d;
         float pi = pp[i] - lr * bi;
+        float ai = a ? u.d * a[i] + u.c * pi : 0.0f;
         if (store) {
             b[i] = bi;
             pp[i] = pi;
+            if (a)
+                a[i] = ai;
         } else {
-            bad |= !(fabsf(bi) <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX);
+            bad |= !(fabsf(bi) <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX) | !(fabsf(ai) <= FLT_MAX);
         }
     }
     return bad;
 }
 
+/* The whole pass over the block, on `threads` threads; a store pass also
+ * records the state's new maxima (Adam). */
 static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale, int threads,
                        int store)
 {
     size_t n = o->n;
-    int bad = 0;
-    if (threads < 2 || n < 65536)
-        return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, 0, n, store)
-                                              : sgd_pass(o, p, g, scale, 0, n, store);
+    avg_update u = average_for_step(o);
+    state_max mx = {0, 0, 0};
+    int bad = 0, adam = o->kind == CVAE_OPTIMIZER_ADAM;
+    if (threads < 2 || n < 65536) {
+        bad = adam ? adam_pass(o, p, g, scale, 0, n, store, u, &mx)
+                   : sgd_pass(o, p, g, scale, 0, n, store, u);
+    } else {
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(| : bad)
-    {
-        size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
-        size_t lo = n * t / nt, hi = n * (t + 1) / nt;
-        bad |= o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, lo, hi, store)
-                                               : sgd_pass(o, p, g, scale, lo, hi, store);
-    }
+        uint32_t xm = 0, xv = 0, xa = 0;
+#pragma omp parallel num_threads(threads) reduction(| : bad) reduction(max : xm, xv, xa)
+        {
+            size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+            size_t lo = n * t / nt, hi = n * (t + 1) / nt;
+            state_max part = {0, 0, 0};
+            bad |= adam ? adam_pass(o, p, g, scale, lo, hi, store, u, &part)
+                        : sgd_pass(o, p, g, scale, lo, hi, store, u);
+            xm = part.m > xm ? part.m : xm;
+            xv = part.v > xv ? part.v : xv;
+            xa = part.a > xa ? part.a : xa;
+        }
+        mx.m = xm, mx.v = xv, mx.a = xa;
 #endif
+    }
+    if (store) {
+        o->bounds_known = adam;
+        o->max_m = mx.m, o->max_v = mx.v, o->max_a = mx.a;
+    }
     return bad;
+}
+
+static double bits_float(uint32_t b)
+{
+    float x;
+    memcpy(&x, &b, 4);
+    return x;
+}
+
+/* Whether Adam's next update is certainly finite, from bounds alone: the
+ * gradient's norm bounds every |g_i|, the recorded maxima bound the state,
+ * and pmax bounds |p|; every term of the update is then bounded in double,
+ * with a margin of 4 for the float roundings. When it says yes the check
+ * pass would find nothing, so the step skips it (one pass over the block
+ * instead of two); when it cannot tell, the check pass decides. */
+static int surely_finite(const cvae_optimizer *o, double gmax, double pmax)
+{
+    const double lim = FLT_MAX / 4.0;
+    double bc1, bc2, mb, vb, step, den, q, pb;
+    if (o->kind != CVAE_OPTIMIZER_ADAM || !o->bounds_known)
+        return 0;
+    bc1 = 1.0 - pow(o->beta1, (double)o->t);
+    bc2 = 1.0 - pow(o->beta2, (double)o->t);
+    mb = o->beta1 * bits_float(o->max_m) + (1.0 - o->beta1) * gmax;
+    vb = o->beta2 * bits_float(o->max_v) + (1.0 - o->beta2) * gmax * gmax;
+    step = o->lr / bc1;
+    den = sqrt(vb) / sqrt(bc2) + o->eps;
+    q = step * mb;
+    pb = pmax * fabs(1.0 - o->lr * o->weight_decay) + q / o->eps;
+    if (!(gmax * gmax <= lim && mb <= lim && vb <= lim && den <= lim && q <= lim && pb <= lim))
+        return 0;
+    return !(o->average > 0.0) || (bits_float(o->max_a) <= lim);
 }
 
 /* Sum of squares of g, in double, in a fixed order whatever the threads:
  * NORM_CHUNKS contiguous chunks, each summed in 8 interleaved lanes (which
- * vectorise), the chunks then added in order. */
+ * vectorise), the chunks then added in order. When p is not NULL, *pmax
+ * receives the largest |p_i| (as float bits, exact in any order). */
 #define NORM_CHUNKS 64
 #define NORM_LANES 8
-static double sum_squares(const float *g, size_t n, int threads)
+static double sum_squares(const float *g, const float *p, uint32_t *pmax, size_t n, int threads)
 {
     double part[NORM_CHUNKS], sum = 0.0;
+    uint32_t pm[NORM_CHUNKS];
     size_t per = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
     ptrdiff_t c;
     (void)threads;
@@ -286,6 +430,7 @@ static double sum_squares(const float *g, size_t n, int threads)
         size_t lo = (size_t)c * per < n ? (size_t)c * per : n;
         size_t hi = lo + per < n ? lo + per : n, i, j;
         double lane[NORM_LANES] = {0};
+        uint32_t xp = 0;
         for (i = lo; i + NORM_LANES <= hi; i += NORM_LANES)
             for (j = 0; j < NORM_LANES; j++)
                 lane[j] += (double)g[i + j] * g[i + j];
@@ -294,9 +439,18 @@ static double sum_squares(const float *g, size_t n, int threads)
         part[c] = 0.0;
         for (j = 0; j < NORM_LANES; j++)
             part[c] += lane[j];
+        if (p)
+            for (i = lo; i < hi; i++) {
+                uint32_t b = abs_bits(p[i]);
+                xp = b > xp ? b : xp;
+            }
+        pm[c] = xp;
     }
-    for (c = 0; c < NORM_CHUNKS; c++)
+    for (c = 0; c < NORM_CHUNKS; c++) {
         sum += part[c];
+        if (pmax && pm[c] > *pmax)
+            *pmax = pm[c];
+    }
     return sum;
 }
 
@@ -305,6 +459,8 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
 {
     double norm;
     float scale = 1.0f;
+    uint32_t pmax = 0;
+    int fast;
     if (!opt)
         return CVAE_ERR_INVALID_ARG;
     if (!params || !grads) {
@@ -316,7 +472,14 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
                       nparams, opt->n);
         return CVAE_ERR_SHAPE;
     }
-    norm = sqrt(sum_squares(grads, nparams, threads));
+    if (opt->swapped) {
+        cvi_set_error(opt->err, "optimizer_step: the running average is swapped into the "
+                                "parameters; swap it back first (cvae_optimizer_swap_average)");
+        return CVAE_ERR_STATE;
+    }
+    /* The parameters' largest magnitude only when the bounds can use it. */
+    fast = opt->kind == CVAE_OPTIMIZER_ADAM && opt->bounds_known;
+    norm = sqrt(sum_squares(grads, fast ? params : NULL, &pmax, nparams, threads));
     if (!isfinite(norm)) {
         cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
         return CVAE_ERR_NUMERIC;
@@ -324,7 +487,10 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
     if (opt->clip_norm > 0.0 && norm > opt->clip_norm)
         scale = (float)(opt->clip_norm / norm);
     opt->t++;
-    if (update_pass(opt, params, grads, scale, threads, 0)) {
+    /* An infinite or NaN parameter has bits from 0x7f800000 up: no proof. */
+    if (!(fast && pmax < 0x7f800000u &&
+          surely_finite(opt, norm * (double)scale * (1.0 + 1e-6), bits_float(pmax))) &&
+        update_pass(opt, params, grads, scale, threads, 0)) {
         opt->t--;
         cvi_set_error(opt->err,
                       "optimizer_step: the update would make a parameter or the optimizer's "
@@ -333,7 +499,60 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
         return CVAE_ERR_NUMERIC;
     }
     update_pass(opt, params, grads, scale, threads, 1);
+    if (opt->average > 0.0)
+        opt->avg_count++;
     return CVAE_OK;
+}
+
+void cvi_optimizer_forget_bounds(cvae_optimizer *opt)
+{
+    opt->bounds_known = 0;
+}
+
+cvae_status cvi_optimizer_alloc_average(cvae_optimizer *opt)
+{
+    if (opt->avg)
+        return CVAE_OK;
+    if (!(opt->avg = cvi_alloc_floats(&opt->mem, opt->n)))
+        return CVAE_ERR_NOMEM;
+    memset(opt->avg, 0, opt->n * sizeof(float));
+    return CVAE_OK;
+}
+
+CVAE_API cvae_status cvae_optimizer_swap_average(cvae_optimizer *opt, float *params,
+                                                 size_t nparams)
+{
+    size_t i;
+    if (!opt)
+        return CVAE_ERR_INVALID_ARG;
+    if (!params) {
+        cvi_set_error(opt->err, "optimizer_swap_average: params is NULL");
+        return CVAE_ERR_INVALID_ARG;
+    }
+    if (nparams != opt->n) {
+        cvi_set_error(opt->err,
+                      "optimizer_swap_average: %zu parameters, the optimizer was made for %zu",
+                      nparams, opt->n);
+        return CVAE_ERR_SHAPE;
+    }
+    if (opt->avg_count == 0) {
+        cvi_set_error(opt->err, "optimizer_swap_average: nothing averaged yet (the average "
+                                "starts with the first step after CVAE_OPT_AVERAGE is set)");
+        return CVAE_ERR_STATE;
+    }
+    for (i = 0; i < nparams; i++) {
+        float t = params[i];
+        params[i] = opt->avg[i];
+        opt->avg[i] = t;
+    }
+    opt->swapped = !opt->swapped;
+    opt->bounds_known = 0;
+    return CVAE_OK;
+}
+
+CVAE_API int cvae_optimizer_average_swapped(const cvae_optimizer *opt)
+{
+    return opt ? opt->swapped : 0;
 }
 
 CVAE_API cvae_status cvae_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
@@ -358,6 +577,10 @@ void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st)
     st->options[4] = &opt->weight_decay;
     st->options[5] = &opt->momentum;
     st->options[6] = &opt->clip_norm;
+    st->average = &opt->average;
+    st->avg_count = &opt->avg_count;
+    st->swapped = &opt->swapped;
+    st->avg = opt->avg;
 }
 
 char *cvi_optimizer_err(cvae_optimizer *opt)

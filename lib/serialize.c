@@ -18,9 +18,11 @@
 #include <math.h>
 #include <string.h>
 
-/* Version 2 adds the concat_label layer (conditional models); a model
- * without one is still written as version 1, which older libraries read. */
-#define FORMAT_VERSION 4u
+/* Version 2 adds the concat_label layer (conditional models), 3 the
+ * Gaussian likelihood, 4 the training recipe, 5 the optimizer's running
+ * average; a file is written with the oldest version that holds it (see
+ * file_version), which older libraries read. */
+#define FORMAT_VERSION 5u
 #define HEADER_SIZE 24
 #define FLAG_OPTIMIZER 1u
 #define MAX_LAYERS 4096
@@ -138,11 +140,24 @@ static void put_stack(writer *w, cvae_stack *s)
     }
 }
 
-/* The oldest version that holds the model, so older libraries read what
- * they can: 4 for a training recipe other than the plain one, 3 for a
- * Gaussian likelihood, 2 for a conditional model, else 1. */
-static uint32_t file_version(const cvae_model *m)
+/* Whether the optimizer (may be NULL) has a running average to save. */
+static int has_average(cvae_optimizer *opt)
 {
+    cvi_optimizer_state os;
+    if (!opt)
+        return 0;
+    cvi_optimizer_get_state(opt, &os);
+    return *os.average > 0.0 || *os.avg_count > 0;
+}
+
+/* The oldest version that holds the model and optimizer, so older
+ * libraries read what they can: 5 for an optimizer with a running average,
+ * 4 for a training recipe other than the plain one, 3 for a Gaussian
+ * likelihood, 2 for a conditional model, else 1. */
+static uint32_t file_version(const cvae_model *m, cvae_optimizer *opt)
+{
+    if (has_average(opt))
+        return 5u;
     if (m->kl_warmup || m->data_init || m->logvar_init != 0.0)
         return 4u;
     if (m->likelihood != CVAE_LIKELIHOOD_BERNOULLI)
@@ -165,12 +180,13 @@ static void put_payload(writer *w, cvae_model *m, cvae_optimizer *opt)
     put_stack(w, m->dec);
     put_u64(w, m->nparams);
     put_floats(w, m->params, m->nparams);
-    if (file_version(m) >= 3u) {
+    uint32_t version = file_version(m, opt);
+    if (version >= 3u) {
         put_u32(w, (uint32_t)m->likelihood);
         put_f64(w, m->sigma);
         put_f64(w, m->sigma_learned);
     }
-    if (file_version(m) >= 4u) {
+    if (version >= 4u) {
         put_u64(w, m->kl_warmup);
         put_u32(w, (uint32_t)m->data_init);
         put_f64(w, m->logvar_init);
@@ -186,6 +202,13 @@ static void put_payload(writer *w, cvae_model *m, cvae_optimizer *opt)
         put_floats(w, os.m, os.n);
         if (os.v)
             put_floats(w, os.v, os.n);
+        if (version >= 5u) {
+            put_f64(w, *os.average);
+            put_u64(w, *os.avg_count);
+            put_u32(w, (uint32_t)*os.swapped);
+            if (*os.avg_count > 0)
+                put_floats(w, os.avg, os.n);
+        }
     }
 }
 
@@ -219,7 +242,7 @@ CVAE_API cvae_status cvae_model_save(cvae_model *m, const cvae_optimizer *opt, c
     count.err = m->err;
     put_payload(&count, m, o);
     memcpy(header, MAGIC, 8);
-    cvi_put_u32le(header + 8, file_version(m));
+    cvi_put_u32le(header + 8, file_version(m, o));
     cvi_put_u32le(header + 12, o ? FLAG_OPTIMIZER : 0u);
     cvi_put_u32le(header + 16, (uint32_t)count.count);
     cvi_put_u32le(header + 20, (uint32_t)(count.count >> 32));
@@ -632,6 +655,12 @@ typedef struct optim_rec {
     double options[CVI_OPT_NOPTIONS];
     uint64_t t, n;
     size_t moments_at;
+    /* Version 5: the running average (0, 0, 0 before); avg_at its values
+     * when avg_count > 0. */
+    double average;
+    uint64_t avg_count;
+    uint32_t swapped;
+    size_t avg_at;
 } optim_rec;
 
 static cvae_status read_optim_rec(reader *r, optim_rec *orec, const char *path, char *err)
@@ -644,12 +673,33 @@ static cvae_status read_optim_rec(reader *r, optim_rec *orec, const char *path, 
     orec->t = get_u64(r);
     orec->n = get_u64(r);
     orec->moments_at = r->pos;
-    if (!r->overrun && (orec->kind == CVAE_OPTIMIZER_ADAM || orec->kind == CVAE_OPTIMIZER_SGD) &&
-        orec->n <= CVI_MAX_ELEMS &&
-        take(r, 4 * (size_t)orec->n * (orec->kind == CVAE_OPTIMIZER_ADAM ? 2 : 1)))
-        return CVAE_OK;
-    cvi_set_error(err, "%s: offset %zu: bad optimizer section", path, at);
-    return CVAE_ERR_FORMAT;
+    orec->average = 0.0;
+    orec->avg_count = 0;
+    orec->swapped = 0;
+    orec->avg_at = 0;
+    if (r->overrun || (orec->kind != CVAE_OPTIMIZER_ADAM && orec->kind != CVAE_OPTIMIZER_SGD) ||
+        orec->n > CVI_MAX_ELEMS ||
+        !take(r, 4 * (size_t)orec->n * (orec->kind == CVAE_OPTIMIZER_ADAM ? 2 : 1))) {
+        cvi_set_error(err, "%s: offset %zu: bad optimizer section", path, at);
+        return CVAE_ERR_FORMAT;
+    }
+    if (cvi_get_u32le(r->p + 8) >= 5u) {
+        at = r->pos;
+        orec->average = get_f64(r);
+        orec->avg_count = get_u64(r);
+        orec->swapped = get_u32(r);
+        orec->avg_at = r->pos;
+        /* The decay in [0, 1), a swap only of something averaged, and the
+         * average's values when there are any. */
+        if (r->overrun || !(orec->average >= 0.0 && orec->average < 1.0) ||
+            orec->swapped > 1u || (orec->swapped && orec->avg_count == 0) ||
+            (orec->avg_count > 0 && !take(r, 4 * (size_t)orec->n))) {
+            cvi_set_error(err, "%s: offset %zu: bad running average in the optimizer section",
+                          path, at);
+            return CVAE_ERR_FORMAT;
+        }
+    }
+    return CVAE_OK;
 }
 
 /* Reads and checks a whole file: the model record, and the optimizer
@@ -773,7 +823,22 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path)
             }
         }
     }
+    if (st == CVAE_OK && orec.avg_count > 0) {
+        mr_reader.pos = orec.avg_at;
+        bad = get_floats(&mr_reader, NULL, os.n);
+        if (bad < os.n) {
+            cvi_set_error(err, "%s: running average value %zu is not finite", path, bad);
+            st = CVAE_ERR_NUMERIC;
+        }
+    }
+    /* The only allocation, before anything is changed. */
+    if (st == CVAE_OK && (orec.average > 0.0 || orec.avg_count > 0) &&
+        cvi_optimizer_alloc_average(opt) != CVAE_OK) {
+        cvi_set_error(err, "%s: no memory for the running average", path);
+        st = CVAE_ERR_NOMEM;
+    }
     if (st == CVAE_OK) {
+        cvi_optimizer_get_state(opt, &os); /* the average's storage, if just made */
         mr_reader.pos = orec.moments_at;
         get_floats(&mr_reader, os.m, os.n);
         if (os.v)
@@ -781,6 +846,16 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path)
         for (i = 0; i < CVI_OPT_NOPTIONS; i++)
             *os.options[i] = orec.options[i];
         *os.t = orec.t;
+        *os.average = orec.average;
+        *os.avg_count = orec.avg_count;
+        *os.swapped = (int)orec.swapped;
+        cvi_optimizer_forget_bounds(opt);
+        if (os.avg && orec.avg_count > 0) {
+            mr_reader.pos = orec.avg_at;
+            get_floats(&mr_reader, os.avg, os.n);
+        } else if (os.avg) { /* nothing averaged: the next average starts afresh */
+            memset(os.avg, 0, os.n * sizeof(float));
+        }
     }
     free_model_rec(os.mem, &mr);
     cvi_free(os.mem, data);

@@ -4,7 +4,8 @@
 #  - a small valid IDX set (512 training and 256 test images of 28 x 28 with
 #    labels): a tiny VAE and a classifier train on it, and the programs that
 #    read a model or a classifier run on it; cvae-train's --weight-decay
-#    changes the run and a resumed checkpoint keeps it;
+#    changes the run and a resumed checkpoint keeps it; --average saves the
+#    running average and a resumed run is bit for bit a straight one;
 #  - the same images without label files: an unconditional model trains;
 #  - damaged copies (a labels file with one label too few, or with a label of
 #    200; the training split's or the test split's): every program that
@@ -193,6 +194,31 @@ status=0
 [ "$status" -eq 2 ] && grep -q -- "--weight-decay" "$tmp/stderr" ||
     fail "cvae-train --weight-decay -1: status $status, $(cat "$tmp/stderr")"
 cases=$((cases + 1))
+# --average (default 0.99): the checkpoint is format version 5 with the running
+# average swapped into the model; 0 trains the same weights but saves the
+# last ones (another file, of an older version); two epochs straight are bit
+# for bit one epoch, then a resumed one (the resume swaps the training
+# weights back before its first step).
+version() { od -An -tu4 -j8 -N4 "$1" | tr -d ' '; }
+[ "$(version "$model")" = 5 ] || fail "cvae-train's default checkpoint is version $(version "$model"), not 5"
+# shellcheck disable=SC2086
+runs "cvae-train --average 0" "$bin/cvae-train" --data "$good" $tiny --average 0 --out "$tmp/avg0.cvae"
+[ "$(version "$tmp/avg0.cvae")" -lt 5 ] || fail "cvae-train --average 0 wrote a version-5 file"
+cmp -s "$model" "$tmp/avg0.cvae" && fail "cvae-train saved the same model with and without --average"
+# shellcheck disable=SC2086
+runs "cvae-train, 2 epochs" "$bin/cvae-train" --data "$good" $tiny2 --out "$tmp/avg-straight.cvae"
+# shellcheck disable=SC2086
+runs "cvae-train --resume, epoch 2" "$bin/cvae-train" --data "$good" $tiny2 --resume "$model" \
+    --out "$tmp/avg-resumed.cvae"
+cmp -s "$tmp/avg-straight.cvae" "$tmp/avg-resumed.cvae" ||
+    fail "a resumed run with the running average differs from the straight run"
+for bad in 1 -0.1 nan; do
+    status=0
+    "$bin/cvae-train" --data "$good" --average "$bad" > /dev/null 2> "$tmp/stderr" || status=$?
+    [ "$status" -eq 2 ] && grep -q -- "--average" "$tmp/stderr" ||
+        fail "cvae-train --average $bad: status $status, $(cat "$tmp/stderr")"
+    cases=$((cases + 1))
+done
 runs "cvae-classify train on the valid set" \
     "$bin/cvae-classify" train --data "$good" --epochs 1 --batch 64 --threads 1 --out "$clf"
 [ -s "$clf" ] || fail "cvae-classify wrote no $clf"

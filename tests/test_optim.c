@@ -6,7 +6,9 @@
  * (moments, momentum buffer) are worked out in double in the test from the formulas of cvae.h,
  * so the float implementation must agree to ~1e-6 relative. Gradient clipping by the global
  * norm, refusal of non-finite gradients and of a wrong size (nothing may change), and the
- * options (defaults, round trip, ranges, keys a kind lacks, bounds) follow.
+ * options (defaults, round trip, ranges, keys a kind lacks, bounds) follow. The running average
+ * of the parameters (CVAE_OPT_AVERAGE) is compared over many steps with a reference worked out
+ * in double, and its swap, refusals and independence from training are checked bit for bit.
  *
  * Left out: saving and loading the optimizer state (test_serialize.c), and the optimizer
  * driven by a model (test_model.c).
@@ -23,6 +25,7 @@
 
 #include "cvae.h"
 #include "cvae_internal.h"
+#include "testutil.h"
 
 #define NP 3    /* parameters of the hand-worked problems */
 #define NSTEP 3 /* steps taken by the hand-worked problems */
@@ -490,7 +493,7 @@ static void test_defaults(void **state)
     assert_int_equal(cvae_optimizer_get(sgd, CVAE_OPT_BETA1, &v), CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_optimizer_get(sgd, CVAE_OPT_BETA2, &v), CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_optimizer_get(sgd, CVAE_OPT_EPS, &v), CVAE_ERR_INVALID_ARG);
-    assert_int_equal(cvae_optimizer_get(adam, (cvae_optimizer_option)107, &v),
+    assert_int_equal(cvae_optimizer_get(adam, (cvae_optimizer_option)108, &v),
                      CVAE_ERR_INVALID_ARG);
     assert_int_equal(cvae_optimizer_get(adam, (cvae_optimizer_option)99, &v), CVAE_ERR_INVALID_ARG);
     drop(adam);
@@ -578,12 +581,19 @@ static void test_option_ranges(void **state)
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 1.0, 0},
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, -0.5, 0},
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 0.0, 1},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_AVERAGE, 1.0, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_AVERAGE, -0.1, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_AVERAGE, NAN, 0},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_AVERAGE, 0.0, 1},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_AVERAGE, 0.999, 1},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_AVERAGE, 0.5, 1},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_AVERAGE, INFINITY, 0},
         /* Keys the kind lacks, with values that would otherwise be fine. */
         {CVAE_OPTIMIZER_ADAM, CVAE_OPT_MOMENTUM, 0.5, 0},
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_BETA1, 0.5, 0},
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_BETA2, 0.5, 0},
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_EPS, 1e-6, 0},
-        {CVAE_OPTIMIZER_ADAM, (cvae_optimizer_option)107, 0.5, 0},
+        {CVAE_OPTIMIZER_ADAM, (cvae_optimizer_option)108, 0.5, 0},
         {CVAE_OPTIMIZER_SGD, (cvae_optimizer_option)99, 0.5, 0},
         {CVAE_OPTIMIZER_SGD, (cvae_optimizer_option)300, 0.5, 0},
     };
@@ -641,6 +651,8 @@ static void test_option_bounds(void **state)
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_MOMENTUM, 0.0, 1.0},
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_WEIGHT_DECAY, 0.0, INFINITY},
         {CVAE_OPTIMIZER_SGD, CVAE_OPT_CLIP_NORM, 0.0, INFINITY},
+        {CVAE_OPTIMIZER_ADAM, CVAE_OPT_AVERAGE, 0.0, 1.0},
+        {CVAE_OPTIMIZER_SGD, CVAE_OPT_AVERAGE, 0.0, 1.0},
     };
     size_t c;
     (void)state;
@@ -673,10 +685,444 @@ static void test_option_bounds(void **state)
         assert_int_equal(cvae_optimizer_bounds(sgd, CVAE_OPT_BETA1, &lo, &hi),
                          CVAE_ERR_INVALID_ARG);
         assert_int_equal(cvae_optimizer_bounds(sgd, CVAE_OPT_EPS, &lo, &hi), CVAE_ERR_INVALID_ARG);
-        assert_int_equal(cvae_optimizer_bounds(sgd, (cvae_optimizer_option)107, &lo, &hi),
+        assert_int_equal(cvae_optimizer_bounds(sgd, (cvae_optimizer_option)108, &lo, &hi),
                          CVAE_ERR_INVALID_ARG);
         drop(adam);
         drop(sgd);
+    }
+}
+
+/* ------------------------------------------------------------------ running average */
+
+#define AN 50         /* parameters of the averaging tests */
+#define AVG_RTOL 1e-5 /* the float average against its double reference */
+
+/* The running average as cvae.h documents it, worked out in double from the parameters after
+ * each averaged step: a = p at the first, then a = d_k a + (1 - d_k) p with
+ * d_k = min(d, (1 + k) / (10 + k)) after k of them. scale[i] is the largest |p_i| seen: the
+ * float average rounds each update at about 6e-8 of it, and those errors decay with d, so
+ * their sum stays far below AVG_RTOL (at most 1e-6 at d = 0.9; 2.4e-7 measured), while a
+ * decay off by 1e-3 moves the average by about 1e-4 of the parameters' size. */
+typedef struct ref_average {
+    double decay;
+    uint64_t k; /* averaged steps so far */
+    double a[AN], scale[AN];
+} ref_average;
+
+static void ref_average_update(ref_average *r, const float *p)
+{
+    const double warm = (1.0 + (double)r->k) / (10.0 + (double)r->k);
+    const double dk = warm < r->decay ? warm : r->decay;
+    int i;
+    for (i = 0; i < AN; i++) {
+        r->a[i] = r->k == 0 ? (double)p[i] : dk * r->a[i] + (1.0 - dk) * (double)p[i];
+        r->scale[i] = fmax(r->scale[i], fabs((double)p[i]));
+    }
+    r->k++;
+}
+
+/* Fails unless avg is within AVG_RTOL of the reference (relative to the larger of the value
+ * and the parameters' size, so that an average crossing 0 is held to what float allows). */
+static void expect_reference_average(const char *what, int step, const ref_average *r,
+                                     const float *avg)
+{
+    int i;
+    for (i = 0; i < AN; i++) {
+        const double tol = AVG_RTOL * fmax(fabs(r->a[i]), r->scale[i]);
+        if (!(fabs((double)avg[i] - r->a[i]) <= tol))
+            fail_msg("%s: average[%d] after step %d (averaged step %llu): got %.9g, expected "
+                     "%.9g (error %.2g, allowed %.2g)",
+                     what, i, step, (unsigned long long)r->k, (double)avg[i], r->a[i],
+                     fabs((double)avg[i] - r->a[i]), tol);
+    }
+}
+
+/* Fails unless avg (after averaged step k + 1, k > 0) is bit for bit the documented float
+ * update of prev (the average before the step) with the parameters p after it:
+ * d = (float)d_k, c = (float)(1 - d_k) with d_k formed in double, then d prev + c p in float.
+ * A compiler that contracts the update into a fused multiply-add is allowed either way. */
+static void expect_float_update(const char *what, int step, double decay, uint64_t k,
+                                const float *prev, const float *p, const float *avg)
+{
+    const double warm = (1.0 + (double)k) / (10.0 + (double)k);
+    const double dk = warm < decay ? warm : decay;
+    const float d = (float)dk, c = (float)(1.0 - dk);
+    int i;
+    for (i = 0; i < AN; i++) {
+        const float t1 = d * prev[i];
+        const float t2 = c * p[i];
+        const float plain = t1 + t2, fused1 = fmaf(d, prev[i], t2), fused2 = fmaf(c, p[i], t1);
+        if (memcmp(&avg[i], &plain, 4) != 0 && memcmp(&avg[i], &fused1, 4) != 0 &&
+            memcmp(&avg[i], &fused2, 4) != 0)
+            fail_msg("%s: average[%d] after step %d is %.9g, the float update %.9g * %.9g + "
+                     "%.9g * %.9g gives %.9g",
+                     what, i, step, (double)avg[i], (double)d, (double)prev[i], (double)c,
+                     (double)p[i], (double)plain);
+    }
+}
+
+/* An optimizer over AN parameters whose steps move them a lot (so that a wrong decay shows
+ * far above AVG_RTOL): lr 0.05 for Adam, 0.02 with the default momentum 0.9 for SGD. */
+static cvae_optimizer *average_opt(cvae_optimizer_kind kind, double decay)
+{
+    cvae_optimizer *o = make_opt(kind, AN);
+    CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, kind == CVAE_OPTIMIZER_ADAM ? 0.05 : 0.02), o);
+    if (decay > 0.0)
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_AVERAGE, decay), o);
+    return o;
+}
+
+/* AN values uniform in [-1, 1), each exact in float. */
+static void fill_sym(float *v, tu_rng *r)
+{
+    int i;
+    for (i = 0; i < AN; i++)
+        v[i] = tu_rng_sym(r);
+}
+
+/* The average o holds, read by swapping it into a copy of p (into avg) and back. Fails unless
+ * both swaps succeed, cvae_optimizer_average_swapped follows them (0, 1, 0), and the second
+ * swap gives the copy of p back bit for bit. */
+static void read_average(cvae_optimizer *o, const float *p, float *avg)
+{
+    float q[AN];
+    memcpy(q, p, sizeof q);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    CHECK(cvae_optimizer_swap_average(o, q, AN), o);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 1);
+    memcpy(avg, q, sizeof q);
+    CHECK(cvae_optimizer_swap_average(o, q, AN), o);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    assert_memory_equal(q, p, sizeof q);
+}
+
+/* Runs `plain` steps without the average, then sets it to decay and runs `averaged` steps,
+ * with a twin optimizer that never averages taking the same steps. After every averaged step:
+ * the average matches the double reference (bit for bit at the first averaged step, where it
+ * is p) and is bit for bit the documented float update of the previous average, swapping it into
+ * the live parameters and back restores them bit for bit, the second swap brings the same average
+ * again, and the parameters and moments stay bit-identical to the twin's (the average must not
+ * steer training). Before the first averaged step, swapping is refused with CVAE_ERR_STATE. */
+static void run_average(cvae_optimizer_kind kind, double decay, int plain, int averaged,
+                        uint64_t seed)
+{
+    cvae_optimizer *o = average_opt(kind, 0.0), *twin = average_opt(kind, 0.0);
+    cvi_optimizer_state so, st;
+    ref_average ref;
+    float p[AN], pt[AN], g[AN], avg[AN], again[AN], keep[AN], prev[AN];
+    tu_rng r;
+    int s;
+    char what[64];
+    snprintf(what, sizeof what, "%s d=%g after %d plain steps",
+             kind == CVAE_OPTIMIZER_ADAM ? "adam" : "sgd", decay, plain);
+    memset(&ref, 0, sizeof ref);
+    ref.decay = decay;
+    tu_rng_init(&r, seed);
+    fill_sym(p, &r);
+    memcpy(pt, p, sizeof pt);
+    cvi_optimizer_get_state(o, &so);
+    cvi_optimizer_get_state(twin, &st);
+    for (s = 1; s <= plain + averaged; s++) {
+        if (s == plain + 1) {
+            memcpy(keep, p, sizeof keep);
+            assert_int_equal(cvae_optimizer_swap_average(o, p, AN), CVAE_ERR_STATE);
+            CHECK(cvae_optimizer_set(o, CVAE_OPT_AVERAGE, decay), o);
+            /* Set but not yet stepped: nothing averaged. */
+            assert_int_equal(cvae_optimizer_swap_average(o, p, AN), CVAE_ERR_STATE);
+            assert_memory_equal(p, keep, sizeof keep);
+            assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+        }
+        fill_sym(g, &r);
+        CHECK(cvae_optimizer_step(o, p, g, AN), o);
+        CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
+        assert_int_equal(cvae_optimizer_steps(o), (uint64_t)s);
+        assert_memory_equal(p, pt, sizeof p);
+        assert_memory_equal(so.m, st.m, AN * sizeof(float));
+        if (so.v)
+            assert_memory_equal(so.v, st.v, AN * sizeof(float));
+        if (s <= plain)
+            continue;
+        ref_average_update(&ref, p);
+        read_average(o, p, avg);
+        if (s == plain + 1)
+            assert_memory_equal(avg, p, sizeof p); /* a = p, exactly */
+        else
+            expect_float_update(what, s, decay, ref.k - 1, prev, p, avg);
+        expect_reference_average(what, s, &ref, avg);
+        memcpy(prev, avg, sizeof prev);
+        /* The same through the live parameters, as a caller evaluates the average. */
+        memcpy(keep, p, sizeof keep);
+        CHECK(cvae_optimizer_swap_average(o, p, AN), o);
+        assert_int_equal(cvae_optimizer_average_swapped(o), 1);
+        assert_memory_equal(p, avg, sizeof p);
+        CHECK(cvae_optimizer_swap_average(o, p, AN), o);
+        assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+        assert_memory_equal(p, keep, sizeof p);
+        read_average(o, p, again);
+        assert_memory_equal(again, avg, sizeof avg);
+    }
+    drop(o);
+    drop(twin);
+}
+
+/* Fails if the running average departs from its documented formula: a = p at the first
+ * averaged step, a wrong or missing warm-up (1 + k) / (10 + k), a missing cap at d (at
+ * d = 0.9 the warm-up reaches d at k = 80, so 120 steps see both; at d = 0.5 at k = 8), a
+ * warm-up counted from the optimizer's steps rather than the averaged ones (7 plain steps
+ * first), an average of the parameters before rather than after the step; or if swapping is
+ * not an exact exchange, or the average changes training. Adam and SGD. */
+static void test_average_matches_reference(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    int k;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        run_average(kinds[k], 0.9, 0, 120, 11 + (uint64_t)k);
+        run_average(kinds[k], 0.5, 0, 30, 21 + (uint64_t)k);
+        run_average(kinds[k], 0.9, 7, 30, 31 + (uint64_t)k);
+    }
+}
+
+/* Fails if cvae_optimizer_swap_average accepts a NULL handle or params (CVAE_ERR_INVALID_ARG),
+ * a block of another size (CVAE_ERR_SHAPE) or an optimizer that has averaged nothing
+ * (CVAE_ERR_STATE: never set, set but no step since, steps taken before it was set), if a
+ * refused swap changes the parameters or the flag, or if cvae_optimizer_average_swapped(NULL)
+ * is not 0. */
+static void test_average_swap_errors(void **state)
+{
+    cvae_optimizer *o = average_opt(CVAE_OPTIMIZER_ADAM, 0.0);
+    float p[AN + 1], g[AN], keep[AN + 1], avg[AN];
+    tu_rng r;
+    (void)state;
+    tu_rng_init(&r, 5);
+    fill_sym(p, &r);
+    p[AN] = 42.0f;
+    fill_sym(g, &r);
+    memcpy(keep, p, sizeof keep);
+    assert_int_equal(cvae_optimizer_average_swapped(NULL), 0);
+    assert_int_equal(cvae_optimizer_swap_average(NULL, p, AN), CVAE_ERR_INVALID_ARG);
+    /* Never set. */
+    assert_int_equal(cvae_optimizer_swap_average(o, p, AN), CVAE_ERR_STATE);
+    assert_true(cvae_optimizer_last_error(o)[0] != '\0');
+    /* Steps taken without it. */
+    CHECK(cvae_optimizer_step(o, p, g, AN), o);
+    memcpy(keep, p, sizeof keep);
+    assert_int_equal(cvae_optimizer_swap_average(o, p, AN), CVAE_ERR_STATE);
+    /* Set, no step since. */
+    CHECK(cvae_optimizer_set(o, CVAE_OPT_AVERAGE, 0.75), o);
+    assert_int_equal(cvae_optimizer_swap_average(o, p, AN), CVAE_ERR_STATE);
+    assert_memory_equal(p, keep, sizeof keep);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    /* One averaged step: arguments are checked still. */
+    CHECK(cvae_optimizer_step(o, p, g, AN), o);
+    memcpy(keep, p, sizeof keep);
+    assert_int_equal(cvae_optimizer_swap_average(o, NULL, AN), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_swap_average(o, p, AN + 1), CVAE_ERR_SHAPE);
+    assert_true(cvae_optimizer_last_error(o)[0] != '\0');
+    assert_int_equal(cvae_optimizer_swap_average(o, p, AN - 1), CVAE_ERR_SHAPE);
+    assert_int_equal(cvae_optimizer_swap_average(o, p, 0), CVAE_ERR_SHAPE);
+    assert_int_equal(cvae_optimizer_swap_average(NULL, p, AN), CVAE_ERR_INVALID_ARG);
+    assert_memory_equal(p, keep, sizeof keep);
+    assert_true(p[AN] == 42.0f);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    /* The refused calls toggled nothing: the average after one step is p, and swapping works. */
+    read_average(o, p, avg);
+    assert_memory_equal(avg, p, sizeof avg);
+    /* Refused while swapped too, the flag staying 1. */
+    CHECK(cvae_optimizer_swap_average(o, p, AN), o);
+    assert_int_equal(cvae_optimizer_swap_average(o, p, AN + 1), CVAE_ERR_SHAPE);
+    assert_int_equal(cvae_optimizer_swap_average(o, NULL, AN), CVAE_ERR_INVALID_ARG);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 1);
+    CHECK(cvae_optimizer_swap_average(o, p, AN), o);
+    assert_memory_equal(p, keep, sizeof keep);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    drop(o);
+}
+
+/* Fails if a step while the average is swapped in is not refused with CVAE_ERR_STATE, or if
+ * the refused step changes the parameters (the average, then), the step count, the moments
+ * or the stored training weights and average (swapped back and forth, bit for bit), or if the
+ * optimizer does not go on exactly as a twin that never swapped. Adam and SGD. */
+static void test_average_step_refused_while_swapped(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    int k, s;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_optimizer *o = average_opt(kinds[k], 0.9), *twin = average_opt(kinds[k], 0.9);
+        cvi_optimizer_state so;
+        float p[AN], pt[AN], g[AN], train_p[AN], avg[AN], m[AN], v[AN], avg_t[AN];
+        tu_rng r;
+        tu_rng_init(&r, 40 + (uint64_t)k);
+        fill_sym(p, &r);
+        memcpy(pt, p, sizeof pt);
+        for (s = 0; s < 4; s++) {
+            fill_sym(g, &r);
+            CHECK(cvae_optimizer_step(o, p, g, AN), o);
+            CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
+        }
+        cvi_optimizer_get_state(o, &so);
+        memcpy(m, so.m, sizeof m);
+        if (so.v)
+            memcpy(v, so.v, sizeof v);
+        memcpy(train_p, p, sizeof train_p);
+        CHECK(cvae_optimizer_swap_average(o, p, AN), o);
+        memcpy(avg, p, sizeof avg);
+        fill_sym(g, &r);
+        assert_int_equal(cvae_optimizer_step(o, p, g, AN), CVAE_ERR_STATE);
+        assert_true(cvae_optimizer_last_error(o)[0] != '\0');
+        assert_int_equal(cvae_optimizer_step(o, p, g, AN), CVAE_ERR_STATE);
+        assert_memory_equal(p, avg, sizeof p);
+        assert_int_equal(cvae_optimizer_steps(o), 4);
+        assert_int_equal(cvae_optimizer_average_swapped(o), 1);
+        assert_memory_equal(so.m, m, sizeof m);
+        if (so.v)
+            assert_memory_equal(so.v, v, sizeof v);
+        /* Swapped back: the training weights, then the average, unchanged. */
+        CHECK(cvae_optimizer_swap_average(o, p, AN), o);
+        assert_memory_equal(p, train_p, sizeof p);
+        read_average(o, p, avg_t);
+        assert_memory_equal(avg_t, avg, sizeof avg);
+        /* And it goes on as the twin, average included (the count was not moved). */
+        CHECK(cvae_optimizer_step(o, p, g, AN), o);
+        CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
+        assert_int_equal(cvae_optimizer_steps(o), 5);
+        assert_memory_equal(p, pt, sizeof p);
+        read_average(o, p, avg);
+        read_average(twin, pt, avg_t);
+        assert_memory_equal(avg, avg_t, sizeof avg);
+        drop(o);
+        drop(twin);
+    }
+}
+
+/* Fails if a refused step (a non-finite gradient; an update that would overflow, lr 1e100)
+ * changes the average or its count: after the refusals the average is bit for bit what it
+ * was, and one more good step gives bit for bit the average of a twin that was never refused
+ * (a count moved by a refused step would change the decay of that step). Adam and SGD. */
+static void test_average_refused_step_keeps_average(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    int k, s, b;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_optimizer *o = average_opt(kinds[k], 0.9), *twin = average_opt(kinds[k], 0.9);
+        float p[AN], pt[AN], g[AN], gbad[AN], before[AN], after[AN], keep[AN];
+        double lr;
+        tu_rng r;
+        tu_rng_init(&r, 50 + (uint64_t)k);
+        fill_sym(p, &r);
+        memcpy(pt, p, sizeof pt);
+        for (s = 0; s < 3; s++) {
+            fill_sym(g, &r);
+            CHECK(cvae_optimizer_step(o, p, g, AN), o);
+            CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
+        }
+        read_average(o, p, before);
+        memcpy(keep, p, sizeof keep);
+        fill_sym(g, &r);
+        for (b = 0; b < 3; b++) {
+            memcpy(gbad, g, sizeof gbad);
+            gbad[(7 * b) % AN] = bad[b];
+            assert_int_equal(cvae_optimizer_step(o, p, gbad, AN), CVAE_ERR_NUMERIC);
+        }
+        CHECK(cvae_optimizer_get(o, CVAE_OPT_LR, &lr), o);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, 1e100), o);
+        assert_int_equal(cvae_optimizer_step(o, p, g, AN), CVAE_ERR_NUMERIC);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, lr), o);
+        assert_int_equal(cvae_optimizer_steps(o), 3);
+        assert_memory_equal(p, keep, sizeof p);
+        read_average(o, p, after);
+        assert_memory_equal(after, before, sizeof after);
+        CHECK(cvae_optimizer_step(o, p, g, AN), o);
+        CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
+        assert_memory_equal(p, pt, sizeof p);
+        read_average(o, p, after);
+        read_average(twin, pt, before);
+        assert_memory_equal(after, before, sizeof after);
+        drop(o);
+        drop(twin);
+    }
+}
+
+/* Fails if setting CVAE_OPT_AVERAGE back to 0 does not stop the updates (the average stays
+ * bit for bit as it was over further steps that move the parameters), or loses the average
+ * (swapping must still work and give it), or if the option does not read back as 0. */
+static void test_average_off_stops_updates(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    int k, s;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_optimizer *o = average_opt(kinds[k], 0.5);
+        float p[AN], g[AN], frozen[AN], now[AN], keep[AN];
+        double d = -1.0;
+        tu_rng r;
+        tu_rng_init(&r, 60 + (uint64_t)k);
+        fill_sym(p, &r);
+        for (s = 0; s < 5; s++) {
+            fill_sym(g, &r);
+            CHECK(cvae_optimizer_step(o, p, g, AN), o);
+        }
+        read_average(o, p, frozen);
+        CHECK(cvae_optimizer_set(o, CVAE_OPT_AVERAGE, 0.0), o);
+        CHECK(cvae_optimizer_get(o, CVAE_OPT_AVERAGE, &d), o);
+        assert_true(d == 0.0);
+        for (s = 0; s < 6; s++) {
+            memcpy(keep, p, sizeof keep);
+            fill_sym(g, &r);
+            CHECK(cvae_optimizer_step(o, p, g, AN), o);
+            assert_memory_not_equal(p, keep, sizeof p); /* the parameters do move */
+            read_average(o, p, now);
+            assert_memory_equal(now, frozen, sizeof now);
+        }
+        assert_int_equal(cvae_optimizer_steps(o), 11);
+        drop(o);
+    }
+}
+
+/* Fails if the average is on by default (CVAE_OPT_AVERAGE must read 0 and a swap after steps
+ * must be refused: nothing averaged), or if an optimizer with the average on trains otherwise
+ * than one without: parameters and moments must be bit-identical after every step, with
+ * weight decay and clipping on too. Adam and SGD. */
+static void test_average_does_not_change_training(void **state)
+{
+    const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
+    int k, s;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_optimizer *off = make_opt(kinds[k], AN), *on = make_opt(kinds[k], AN);
+        cvi_optimizer_state soff, son;
+        float poff[AN], pon[AN], g[AN];
+        double d = -1.0;
+        tu_rng r;
+        CHECK(cvae_optimizer_get(off, CVAE_OPT_AVERAGE, &d), off);
+        assert_true(d == 0.0);
+        CHECK(cvae_optimizer_set(on, CVAE_OPT_AVERAGE, 0.99), on);
+        CHECK(cvae_optimizer_set(off, CVAE_OPT_WEIGHT_DECAY, 0.01), off);
+        CHECK(cvae_optimizer_set(on, CVAE_OPT_WEIGHT_DECAY, 0.01), on);
+        CHECK(cvae_optimizer_set(off, CVAE_OPT_CLIP_NORM, 2.0), off);
+        CHECK(cvae_optimizer_set(on, CVAE_OPT_CLIP_NORM, 2.0), on);
+        cvi_optimizer_get_state(off, &soff);
+        cvi_optimizer_get_state(on, &son);
+        tu_rng_init(&r, 70 + (uint64_t)k);
+        fill_sym(poff, &r);
+        memcpy(pon, poff, sizeof pon);
+        for (s = 1; s <= 40; s++) {
+            fill_sym(g, &r);
+            CHECK(cvae_optimizer_step(off, poff, g, AN), off);
+            CHECK(cvae_optimizer_step(on, pon, g, AN), on);
+            assert_memory_equal(poff, pon, sizeof poff);
+            assert_memory_equal(soff.m, son.m, AN * sizeof(float));
+            if (soff.v)
+                assert_memory_equal(soff.v, son.v, AN * sizeof(float));
+            assert_int_equal(cvae_optimizer_steps(off), cvae_optimizer_steps(on));
+        }
+        assert_int_equal(cvae_optimizer_swap_average(off, poff, AN), CVAE_ERR_STATE);
+        assert_int_equal(cvae_optimizer_average_swapped(off), 0);
+        drop(off);
+        drop(on);
     }
 }
 
@@ -697,6 +1143,12 @@ int main(void)
         cmocka_unit_test_teardown(test_set_get_round_trip, destroy_owned),
         cmocka_unit_test_teardown(test_option_ranges, destroy_owned),
         cmocka_unit_test_teardown(test_option_bounds, destroy_owned),
+        cmocka_unit_test_teardown(test_average_matches_reference, destroy_owned),
+        cmocka_unit_test_teardown(test_average_swap_errors, destroy_owned),
+        cmocka_unit_test_teardown(test_average_step_refused_while_swapped, destroy_owned),
+        cmocka_unit_test_teardown(test_average_refused_step_keeps_average, destroy_owned),
+        cmocka_unit_test_teardown(test_average_off_stops_updates, destroy_owned),
+        cmocka_unit_test_teardown(test_average_does_not_change_training, destroy_owned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

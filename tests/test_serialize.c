@@ -507,7 +507,8 @@ static void test_header_fields(void **state)
         cvae_status want;
         const char *what;
     } cases[] = {
-        {8, 4, CVAE_ERR_VERSION, "version 5"},
+        {8, 5, CVAE_ERR_VERSION, "version 6"},
+        {8, 4, CVAE_ERR_FORMAT, "version 5 without its likelihood, recipe and average sections"},
         {8, 3, CVAE_ERR_FORMAT, "version 4 without its likelihood and recipe sections"},
         {8, 2, CVAE_ERR_FORMAT, "version 3 without its likelihood section"},
         {8, 0xFFFFFFFEu, CVAE_ERR_VERSION, "version 0xffffffff"},
@@ -1290,6 +1291,656 @@ static void test_optimizer_load_errors(void **state)
     }
 }
 
+/* ------------------------------------------------------------------ running average */
+
+/* Little-endian u64 and f64 fields of a file, whatever the host's byte order. */
+static uint64_t get_u64le(const unsigned char *p)
+{
+    return tu_get_u32le(p) | (uint64_t)tu_get_u32le(p + 4) << 32;
+}
+
+static void put_u64le(unsigned char *p, uint64_t v)
+{
+    tu_put_u32le(p, (uint32_t)v);
+    tu_put_u32le(p + 4, (uint32_t)(v >> 32));
+}
+
+static double get_f64le(const unsigned char *p)
+{
+    uint64_t bits = get_u64le(p);
+    double d;
+    memcpy(&d, &bits, 8);
+    return d;
+}
+
+static void put_f64le(unsigned char *p, double d)
+{
+    uint64_t bits;
+    memcpy(&bits, &d, 8);
+    put_u64le(p, bits);
+}
+
+/* Offsets of the running average at the end of a version-5 payload (docs/FORMAT.md), just
+ * before the CRC: [f64 decay][u64 count][u32 swapped], then NPARAMS floats if count > 0. */
+typedef struct avg_tail {
+    size_t decay_at, count_at, swapped_at, values_at;
+} avg_tail;
+
+static avg_tail find_avg_tail(size_t len, int has_values)
+{
+    avg_tail a;
+    a.values_at = len - 4 - (has_values ? 4 * (size_t)NPARAMS : 0);
+    a.swapped_at = a.values_at - 4;
+    a.count_at = a.swapped_at - 8;
+    a.decay_at = a.count_at - 8;
+    return a;
+}
+
+/* The average o holds over the model's parameters, read by swapping it into a copy of them
+ * (into avg) and back; fails unless both swaps succeed, cvae_optimizer_average_swapped
+ * follows them and the copy comes back bit for bit. o must not be swapped. */
+static void read_average(cvae_optimizer *o, const float *params, float *avg)
+{
+    float q[NPARAMS];
+    memcpy(q, params, sizeof q);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    CHECK_OPT(cvae_optimizer_swap_average(o, q, NPARAMS), o);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 1);
+    memcpy(avg, q, sizeof q);
+    CHECK_OPT(cvae_optimizer_swap_average(o, q, NPARAMS), o);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    assert_memory_equal(q, params, sizeof q);
+}
+
+/* Fails unless the floats stored at f are bit for bit v (NPARAMS of them). */
+static void expect_stored_floats(const unsigned char *f, const float *v)
+{
+    size_t i;
+    for (i = 0; i < NPARAMS; i++) {
+        uint32_t bits;
+        memcpy(&bits, &v[i], 4);
+        if (tu_get_u32le(f + 4 * i) != bits)
+            fail_msg("stored average value %zu: bits 0x%08x, the optimizer holds 0x%08x", i,
+                     (unsigned)tu_get_u32le(f + 4 * i), (unsigned)bits);
+    }
+}
+
+/* Everything of the average an optimizer load may change (through the library's internal
+ * view), with the rest of the optimizer's state, for checking that a failed load changed
+ * nothing. */
+typedef struct avg_snap {
+    opt_snap base;
+    double decay;
+    uint64_t count;
+    int swapped, allocated;
+    float avg[NPARAMS];
+} avg_snap;
+
+static void snap_avg(cvae_optimizer *o, avg_snap *s)
+{
+    cvi_optimizer_state st;
+    memset(s, 0, sizeof *s);
+    snap_opt(o, &s->base);
+    cvi_optimizer_get_state(o, &st);
+    assert_int_equal(st.n, NPARAMS);
+    s->decay = *st.average;
+    s->count = *st.avg_count;
+    s->swapped = *st.swapped;
+    s->allocated = st.avg != NULL;
+    if (st.avg)
+        memcpy(s->avg, st.avg, sizeof s->avg);
+}
+
+/* Fails if an Adam optimizer with the average on is not saved as format version 5 with the
+ * average's decay, count, flag and values at the end of the payload, or if one without it
+ * does not keep the old version; if cvae_optimizer_load does not restore the decay, the
+ * average (bit for bit) and its count (the next step's decay depends on it: one more step on
+ * both must give the same average bit for bit); if the swapped flag is not saved and
+ * restored (a model saved swapped holds the average as its parameters); or if a model train
+ * step or optimizer step with the loaded swapped optimizer is not refused with CVAE_ERR_STATE
+ * leaving everything (generator included) as it was. */
+static void test_average_round_trip_adam(void **state)
+{
+    tmp *t = *state;
+    cvae_model *a = tiny_model(5), *b = tu_new_model(), *c = tu_new_model();
+    cvae_model *plain = tiny_model(6);
+    cvae_optimizer *oa = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *ob = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *oc = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *op = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    float avg_a[NPARAMS], avg_b[NPARAMS], before[NPARAMS], x[MAXB * IMG];
+    unsigned char *f;
+    size_t len;
+    avg_tail tail;
+    double d = -1.0;
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_LR, 3e-3), oa);
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.9), oa);
+    train(a, oa, 5, 100);
+    CHECK(cvae_model_save(a, oa, t->path), a);
+    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    f = read_all(t->path, &len);
+    assert_int_equal(tu_get_u32le(f + 8), 5);
+    assert_int_equal(tu_get_u32le(f + 12), 1);
+    tail = find_avg_tail(len, 1);
+    assert_true(get_f64le(f + tail.decay_at) == 0.9);
+    assert_int_equal(get_u64le(f + tail.count_at), 5);
+    assert_int_equal(tu_get_u32le(f + tail.swapped_at), 0);
+    expect_stored_floats(f + tail.values_at, avg_a);
+
+    /* Without the average (with an optimizer or without one): the old version. */
+    train(plain, op, 5, 100);
+    CHECK(cvae_model_save(plain, op, t->other), plain);
+    f = read_all(t->other, &len);
+    assert_true(tu_get_u32le(f + 8) < 5);
+    CHECK(cvae_model_save(a, NULL, t->other), a);
+    f = read_all(t->other, &len);
+    assert_true(tu_get_u32le(f + 8) < 5);
+
+    /* Loaded: decay, steps, moments, flag, average. */
+    CHECK(cvae_model_load(b, t->path, MAXB), b);
+    CHECK_OPT(cvae_optimizer_load(ob, t->path), ob);
+    expect_same_model(a, b);
+    expect_same_opt(oa, ob);
+    CHECK_OPT(cvae_optimizer_get(ob, CVAE_OPT_AVERAGE, &d), ob);
+    assert_true(d == 0.9);
+    assert_int_equal(cvae_optimizer_steps(ob), 5);
+    assert_int_equal(cvae_optimizer_average_swapped(ob), 0);
+    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+    /* The count: at 5 averaged steps the decay is 6/15, at any other count another one. */
+    train(a, oa, 1, 200);
+    train(b, ob, 1, 200);
+    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
+                        NPARAMS * sizeof(float));
+    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+
+    /* Saved swapped, as cvae-train saves its checkpoints. */
+    CHECK_OPT(cvae_optimizer_swap_average(oa, cvae_model_params(a, NULL), NPARAMS), oa);
+    CHECK(cvae_model_save(a, oa, t->other), a);
+    CHECK_OPT(cvae_optimizer_swap_average(oa, cvae_model_params(a, NULL), NPARAMS), oa);
+    f = read_all(t->other, &len);
+    tail = find_avg_tail(len, 1);
+    assert_int_equal(tu_get_u32le(f + 8), 5);
+    assert_int_equal(tu_get_u32le(f + tail.swapped_at), 1);
+    assert_int_equal(get_u64le(f + tail.count_at), 6);
+    /* Swapped, the stored average is the training weights. */
+    expect_stored_floats(f + tail.values_at, cvae_model_params(a, NULL));
+    CHECK(cvae_model_load(c, t->other, MAXB), c);
+    CHECK_OPT(cvae_optimizer_load(oc, t->other), oc);
+    assert_int_equal(cvae_optimizer_average_swapped(oc), 1);
+    assert_memory_equal(cvae_model_params(c, NULL), avg_a, sizeof avg_a);
+
+    /* Training refused while swapped: nothing moves. */
+    memcpy(before, cvae_model_params(c, NULL), sizeof before);
+    tu_fill_uniform(x, MAXB * IMG, 250);
+    assert_int_equal(cvae_model_train_step(c, oc, x, MAXB, NULL, NULL), CVAE_ERR_STATE);
+    assert_true(cvae_model_last_error(c)[0] != '\0');
+    assert_int_equal(
+        cvae_optimizer_step(oc, cvae_model_params(c, NULL), cvae_model_grads(c, NULL), NPARAMS),
+        CVAE_ERR_STATE);
+    assert_memory_equal(cvae_model_params(c, NULL), before, sizeof before);
+    assert_int_equal(cvae_model_steps(c), 6);
+    assert_int_equal(cvae_optimizer_steps(oc), 6);
+    assert_int_equal(cvae_optimizer_average_swapped(oc), 1);
+
+    /* Swapped back, c and oc go on exactly as a and oa. */
+    CHECK_OPT(cvae_optimizer_swap_average(oc, cvae_model_params(c, NULL), NPARAMS), oc);
+    assert_int_equal(cvae_optimizer_average_swapped(oc), 0);
+    assert_memory_equal(cvae_model_params(c, NULL), cvae_model_params(a, NULL),
+                        NPARAMS * sizeof(float));
+    train(a, oa, 2, 300);
+    train(c, oc, 2, 300);
+    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(c, NULL),
+                        NPARAMS * sizeof(float));
+    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    read_average(oc, cvae_model_params(c, NULL), avg_b);
+    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+    expect_same_opt(oa, oc);
+}
+
+/* Fails if SGD's average (a payload without Adam's second moments) does not survive a round
+ * trip, if an average switched off after some steps (decay 0, values kept) is not saved as
+ * version 5 and restored with its decay 0, values and count, if a model with a training
+ * recipe (version 4) loses it in a version-5 file, or if an average set but not yet stepped
+ * (count 0: no values stored) does not round-trip as such (swap refused, first step a = p). */
+static void test_average_round_trip_sgd(void **state)
+{
+    tmp *t = *state;
+    cvae_model *a = tiny_model(8), *b = tu_new_model();
+    cvae_optimizer *oa = tu_new_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_optimizer *ob = tu_new_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_optimizer *oc = tu_new_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    cvae_optimizer *od = tu_new_opt(CVAE_OPTIMIZER_SGD, NPARAMS);
+    float avg_a[NPARAMS], avg_b[NPARAMS], pc[NPARAMS], g[NPARAMS];
+    unsigned char *f;
+    size_t len;
+    avg_tail tail;
+    double d = -1.0;
+    CHECK(cvae_model_set(a, CVAE_MODEL_KL_WARMUP, 50), a);
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_LR, 0.05), oa);
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.5), oa);
+    train(a, oa, 3, 40);
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.0), oa);
+    CHECK(cvae_model_save(a, oa, t->path), a);
+    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    f = read_all(t->path, &len);
+    assert_int_equal(tu_get_u32le(f + 8), 5);
+    tail = find_avg_tail(len, 1);
+    assert_true(get_f64le(f + tail.decay_at) == 0.0);
+    assert_int_equal(get_u64le(f + tail.count_at), 3);
+    expect_stored_floats(f + tail.values_at, avg_a);
+    CHECK(cvae_model_load(b, t->path, MAXB), b);
+    CHECK_OPT(cvae_optimizer_load(ob, t->path), ob);
+    expect_same_model(a, b);
+    expect_same_opt(oa, ob);
+    CHECK(cvae_model_get(b, CVAE_MODEL_KL_WARMUP, &d), b);
+    assert_true(d == 50.0);
+    CHECK_OPT(cvae_optimizer_get(ob, CVAE_OPT_AVERAGE, &d), ob);
+    assert_true(d == 0.0);
+    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+    /* Off: one more step leaves both averages; on again: the count (3) sets the decay. */
+    train(a, oa, 1, 60);
+    train(b, ob, 1, 60);
+    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.5), oa);
+    CHECK_OPT(cvae_optimizer_set(ob, CVAE_OPT_AVERAGE, 0.5), ob);
+    train(a, oa, 1, 70);
+    train(b, ob, 1, 70);
+    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
+                        NPARAMS * sizeof(float));
+    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+
+    /* Set, never stepped: version 5 with no values; loads with the decay, nothing to swap. */
+    CHECK_OPT(cvae_optimizer_set(oc, CVAE_OPT_AVERAGE, 0.25), oc);
+    CHECK(cvae_model_save(a, oc, t->other), a);
+    f = read_all(t->other, &len);
+    assert_int_equal(tu_get_u32le(f + 8), 5);
+    tail = find_avg_tail(len, 0);
+    assert_true(get_f64le(f + tail.decay_at) == 0.25);
+    assert_int_equal(get_u64le(f + tail.count_at), 0);
+    assert_int_equal(tu_get_u32le(f + tail.swapped_at), 0);
+    CHECK_OPT(cvae_optimizer_load(od, t->other), od);
+    CHECK_OPT(cvae_optimizer_get(od, CVAE_OPT_AVERAGE, &d), od);
+    assert_true(d == 0.25);
+    memcpy(pc, cvae_model_params(a, NULL), sizeof pc);
+    assert_int_equal(cvae_optimizer_swap_average(od, pc, NPARAMS), CVAE_ERR_STATE);
+    tu_fill_uniform(g, NPARAMS, 80);
+    CHECK_OPT(cvae_optimizer_step(od, pc, g, NPARAMS), od);
+    read_average(od, pc, avg_b);
+    assert_memory_equal(avg_b, pc, sizeof pc);
+}
+
+/* Fails if a run with the average is not resumed bit for bit: 2k steps straight against k
+ * steps, a save made as cvae-train makes it (swap, save, swap back), a load into fresh handles
+ * (which must report the average swapped in and hold it as the parameters), a swap back and k
+ * more steps: parameters, moments, step counts and averages must be identical. */
+static void test_average_resume_equivalence(void **state)
+{
+    enum { K = 6 };
+    tmp *t = *state;
+    cvae_model *straight = tiny_model(77), *first = tiny_model(77), *resumed = tu_new_model();
+    cvae_optimizer *os = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *of = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *orr = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    float avg_s[NPARAMS], avg_r[NPARAMS], avg_f[NPARAMS];
+    CHECK_OPT(cvae_optimizer_set(os, CVAE_OPT_AVERAGE, 0.9), os);
+    CHECK_OPT(cvae_optimizer_set(of, CVAE_OPT_AVERAGE, 0.9), of);
+    CHECK_OPT(cvae_optimizer_set(os, CVAE_OPT_LR, 5e-3), os);
+    CHECK_OPT(cvae_optimizer_set(of, CVAE_OPT_LR, 5e-3), of);
+    train(straight, os, 2 * K, 1000); /* batch i from seed 1000 + i */
+    train(first, of, K, 1000);
+    read_average(of, cvae_model_params(first, NULL), avg_f);
+    CHECK_OPT(cvae_optimizer_swap_average(of, cvae_model_params(first, NULL), NPARAMS), of);
+    CHECK(cvae_model_save(first, of, t->path), first);
+    CHECK_OPT(cvae_optimizer_swap_average(of, cvae_model_params(first, NULL), NPARAMS), of);
+    CHECK(cvae_model_load(resumed, t->path, MAXB), resumed);
+    CHECK_OPT(cvae_optimizer_load(orr, t->path), orr);
+    assert_int_equal(cvae_optimizer_average_swapped(orr), 1);
+    assert_memory_equal(cvae_model_params(resumed, NULL), avg_f, sizeof avg_f);
+    CHECK_OPT(cvae_optimizer_swap_average(orr, cvae_model_params(resumed, NULL), NPARAMS), orr);
+    assert_memory_equal(cvae_model_params(resumed, NULL), cvae_model_params(first, NULL),
+                        NPARAMS * sizeof(float));
+    train(resumed, orr, K, 1000 + K);
+    assert_int_equal(cvae_model_steps(resumed), 2 * K);
+    assert_int_equal(cvae_optimizer_steps(orr), 2 * K);
+    assert_memory_equal(cvae_model_params(straight, NULL), cvae_model_params(resumed, NULL),
+                        NPARAMS * sizeof(float));
+    expect_same_opt(os, orr);
+    read_average(os, cvae_model_params(straight, NULL), avg_s);
+    read_average(orr, cvae_model_params(resumed, NULL), avg_r);
+    assert_memory_equal(avg_s, avg_r, sizeof avg_s);
+}
+
+/* Writes buf (len bytes, a copy of a saved file with fields patched) to path with nremove
+ * bytes (possibly 0) taken out at off, the payload length and the CRC fixed: a crafted file
+ * that reaches the parser. */
+static void write_crafted(const char *path, unsigned char *buf, size_t len, size_t off,
+                          size_t nremove)
+{
+    if (nremove > 0) {
+        assert_true(off + nremove <= len - 4);
+        memmove(buf + off, buf + off + nremove, len - off - nremove);
+        len -= nremove;
+    }
+    put_u64le(buf + 16, (uint64_t)len - 28);
+    tu_fix_crc(buf, len);
+    write_all(path, buf, len);
+}
+
+/* Fails if a version-5 file whose running average is out of range (decay >= 1, negative, NaN
+ * or infinite; a swapped flag other than 0 or 1; swapped with nothing averaged; count > 0 with
+ * the values missing or cut short; count 0 with values left over) is not refused with
+ * CVAE_ERR_FORMAT by cvae_optimizer_load and cvae_model_load, or a non-finite average value
+ * with CVAE_ERR_NUMERIC by cvae_optimizer_load; or if a failed load changes the destination
+ * optimizer (one with an average of its own, one without). The CRC is right each time, and
+ * the same files with the field left valid load (so that the field is what is refused). */
+static void test_average_corrupt_rejected(void **state)
+{
+    static const struct {
+        int field;        /* 0 decay, 1 swapped */
+        double decay;     /* field 0 */
+        uint32_t swapped; /* field 1 */
+        const char *what;
+    } fields[] = {
+        {0, 1.0, 0, "decay 1"},
+        {0, 1.5, 0, "decay 1.5"},
+        {0, NAN, 0, "decay NaN"},
+        {0, INFINITY, 0, "decay +inf"},
+        {0, -0.25, 0, "decay -0.25"},
+        {1, 0.0, 2, "swapped 2"},
+        {1, 0.0, 0xFFFFFFFFu, "swapped 0xffffffff"},
+        {1, 0.0, 0x100u, "swapped 0x100"},
+    };
+    const uint32_t nan_bits = 0x7FC00000u, inf_bits = 0x7F800000u, ninf_bits = 0xFF800000u;
+    tmp *t = *state;
+    cvae_model *a = tiny_model(5), *m = tu_new_model();
+    cvae_optimizer *oa = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *own = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *none = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *probe = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    static avg_snap own_before, none_before, now;
+    float p[NPARAMS], g[NPARAMS], own_avg[NPARAMS], again[NPARAMS];
+    unsigned char *good, *bad;
+    size_t len, i;
+    avg_tail tail;
+    cvae_status st;
+    char what[96];
+
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.9), oa);
+    train(a, oa, 5, 100);
+    CHECK(cvae_model_save(a, oa, t->path), a);
+    good = read_all(t->path, &len);
+    bad = tu_keep(TU_KEEP_MEMORY, malloc(len));
+    assert_int_equal(tu_get_u32le(good + 8), 5);
+    tail = find_avg_tail(len, 1);
+    assert_true(get_f64le(good + tail.decay_at) == 0.9);
+    assert_int_equal(get_u64le(good + tail.count_at), 5);
+
+    /* Destinations with state of their own, so "unchanged" is not "still zero". */
+    tu_fill_uniform(p, NPARAMS, 3);
+    tu_fill_uniform(g, NPARAMS, 4);
+    CHECK_OPT(cvae_optimizer_set(own, CVAE_OPT_AVERAGE, 0.5), own);
+    CHECK_OPT(cvae_optimizer_step(own, p, g, NPARAMS), own);
+    CHECK_OPT(cvae_optimizer_step(own, p, g, NPARAMS), own);
+    CHECK_OPT(cvae_optimizer_step(none, p, g, NPARAMS), none);
+    read_average(own, p, own_avg);
+    snap_avg(own, &own_before);
+    snap_avg(none, &none_before);
+
+#define EXPECT_REFUSED(want, label)                                                                \
+    do {                                                                                           \
+        st = cvae_optimizer_load(own, t->other);                                                   \
+        if (st != (want))                                                                          \
+            fail_msg("%s: optimizer load gave %s, expected %s (%s)", label,                        \
+                     cvae_status_string(st), cvae_status_string(want),                             \
+                     cvae_optimizer_last_error(own));                                              \
+        if (!strstr(cvae_optimizer_last_error(own), t->other))                                     \
+            fail_msg("%s: message \"%s\" does not name the file", label,                           \
+                     cvae_optimizer_last_error(own));                                              \
+        snap_avg(own, &now);                                                                       \
+        if (memcmp(&now, &own_before, sizeof now) != 0)                                            \
+            fail_msg("%s: a failed load changed an optimizer with an average", label);             \
+        st = cvae_optimizer_load(none, t->other);                                                  \
+        if (st != (want))                                                                          \
+            fail_msg("%s: optimizer load (no average) gave %s", label, cvae_status_string(st));    \
+        snap_avg(none, &now);                                                                      \
+        if (memcmp(&now, &none_before, sizeof now) != 0)                                           \
+            fail_msg("%s: a failed load changed an optimizer without an average", label);          \
+    } while (0)
+
+    /* The fields one at a time, then the same file with the field valid again. */
+    for (i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        memcpy(bad, good, len);
+        if (fields[i].field == 0)
+            put_f64le(bad + tail.decay_at, fields[i].decay);
+        else
+            tu_put_u32le(bad + tail.swapped_at, fields[i].swapped);
+        write_crafted(t->other, bad, len, len, 0);
+        EXPECT_REFUSED(CVAE_ERR_FORMAT, fields[i].what);
+        if (expect_load_fails(m, t->other, fields[i].what) != CVAE_ERR_FORMAT)
+            fail_msg("%s: model load is not a format error", fields[i].what);
+    }
+    memcpy(bad, good, len);
+    put_f64le(bad + tail.decay_at, nextafter(1.0, 0.0));
+    tu_put_u32le(bad + tail.swapped_at, 1);
+    write_crafted(t->other, bad, len, len, 0);
+    CHECK_OPT(cvae_optimizer_load(probe, t->other), probe);
+    assert_int_equal(cvae_optimizer_average_swapped(probe), 1);
+
+    /* Swapped with nothing averaged: count 0 and no values. Valid with swapped 0. */
+    memcpy(bad, good, len);
+    put_u64le(bad + tail.count_at, 0);
+    tu_put_u32le(bad + tail.swapped_at, 1);
+    write_crafted(t->other, bad, len, tail.values_at, 4 * (size_t)NPARAMS);
+    EXPECT_REFUSED(CVAE_ERR_FORMAT, "swapped with count 0");
+    assert_int_equal(expect_load_fails(m, t->other, "swapped with count 0"), CVAE_ERR_FORMAT);
+    memcpy(bad, good, len);
+    put_u64le(bad + tail.count_at, 0);
+    write_crafted(t->other, bad, len, tail.values_at, 4 * (size_t)NPARAMS);
+    CHECK_OPT(cvae_optimizer_load(probe, t->other), probe);
+    assert_int_equal(cvae_optimizer_average_swapped(probe), 0);
+    assert_int_equal(cvae_optimizer_swap_average(probe, p, NPARAMS), CVAE_ERR_STATE);
+
+    /* Count 0 with the values still there: bytes left over. */
+    memcpy(bad, good, len);
+    put_u64le(bad + tail.count_at, 0);
+    write_crafted(t->other, bad, len, len, 0);
+    EXPECT_REFUSED(CVAE_ERR_FORMAT, "count 0 with values");
+    assert_int_equal(expect_load_fails(m, t->other, "count 0 with values"), CVAE_ERR_FORMAT);
+
+    /* The values cut short: all of them, all but one, one of them. */
+    {
+        const size_t cuts[3] = {4 * (size_t)NPARAMS, 4 * (size_t)NPARAMS - 4, 4};
+        for (i = 0; i < 3; i++) {
+            snprintf(what, sizeof what, "average cut by %zu bytes", cuts[i]);
+            memcpy(bad, good, len);
+            write_crafted(t->other, bad, len, len - 4 - cuts[i], cuts[i]);
+            EXPECT_REFUSED(CVAE_ERR_FORMAT, what);
+            if (expect_load_fails(m, t->other, what) != CVAE_ERR_FORMAT)
+                fail_msg("%s: model load is not a format error", what);
+        }
+        /* And the tail cut inside its fixed fields (the count and flag gone). */
+        memcpy(bad, good, len);
+        write_crafted(t->other, bad, len, tail.count_at, len - 4 - tail.count_at);
+        EXPECT_REFUSED(CVAE_ERR_FORMAT, "tail cut after the decay");
+        assert_int_equal(expect_load_fails(m, t->other, "tail cut after the decay"),
+                         CVAE_ERR_FORMAT);
+    }
+
+    /* A non-finite average value, first, middle and last. */
+    {
+        const struct {
+            size_t at;
+            uint32_t bits;
+        } vals[3] = {{0, ninf_bits}, {NPARAMS / 2, nan_bits}, {NPARAMS - 1, inf_bits}};
+        for (i = 0; i < 3; i++) {
+            snprintf(what, sizeof what, "average value %zu = 0x%08x", vals[i].at,
+                     (unsigned)vals[i].bits);
+            memcpy(bad, good, len);
+            tu_put_u32le(bad + tail.values_at + 4 * vals[i].at, vals[i].bits);
+            write_crafted(t->other, bad, len, len, 0);
+            EXPECT_REFUSED(CVAE_ERR_NUMERIC, what);
+        }
+    }
+#undef EXPECT_REFUSED
+
+    /* After all that: own still swaps its own average, none still has nothing to swap, and
+     * the good file loads into both. */
+    read_average(own, p, again);
+    assert_memory_equal(again, own_avg, sizeof again);
+    assert_int_equal(cvae_optimizer_swap_average(none, p, NPARAMS), CVAE_ERR_STATE);
+    assert_int_equal(cvae_optimizer_steps(own), 2);
+    assert_int_equal(cvae_optimizer_steps(none), 1);
+    CHECK_OPT(cvae_optimizer_load(own, t->path), own);
+    CHECK_OPT(cvae_optimizer_load(none, t->path), none);
+    expect_same_opt(oa, own);
+    expect_same_opt(oa, none);
+    read_average(oa, cvae_model_params(a, NULL), own_avg);
+    read_average(none, cvae_model_params(a, NULL), again);
+    assert_memory_equal(again, own_avg, sizeof again);
+}
+
+/* Fails if a re-checksummed flip of any bit of the average's fixed fields (decay, count,
+ * flag) or of a value's sign and exponent byte crashes cvae_optimizer_load, or is loaded into
+ * an inconsistent optimizer (decay outside [0, 1), a flag other than 0 or 1, a swap that
+ * does not work, a step while swapped not refused, a step while not swapped refused), or
+ * fails changing the optimizer. Under the sanitizer build this checks the bounds of the
+ * average's parsing. */
+static void test_average_tail_flips(void **state)
+{
+    tmp *t = *state;
+    cvae_model *a = tiny_model(5);
+    cvae_optimizer *oa = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    cvae_optimizer *o = tu_new_opt(CVAE_OPTIMIZER_ADAM, NPARAMS);
+    static avg_snap before, after;
+    float p[NPARAMS], g[NPARAMS];
+    unsigned char *good, *bad;
+    size_t len, off, nbytes;
+    avg_tail tail;
+    int bit, loaded = 0, refused = 0;
+    CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.9), oa);
+    train(a, oa, 5, 100);
+    CHECK(cvae_model_save(a, oa, t->path), a);
+    good = read_all(t->path, &len);
+    bad = tu_keep(TU_KEEP_MEMORY, malloc(len));
+    tail = find_avg_tail(len, 1);
+    nbytes = tail.values_at - tail.decay_at;
+    assert_int_equal(nbytes, 20);
+    tu_fill_uniform(g, NPARAMS, 9);
+    for (off = tail.decay_at; off < tail.values_at + 8; off++) {
+        /* The fixed fields, then the top byte (sign, exponent) of the first two values. */
+        if (off >= tail.values_at && (off - tail.values_at) % 4 != 3)
+            continue;
+        for (bit = 0; bit < 8; bit++) {
+            char what[64];
+            cvae_status st;
+            snprintf(what, sizeof what, "tail byte %zu bit %d", off - tail.decay_at, bit);
+            CHECK_OPT(cvae_optimizer_load(o, t->path), o);
+            snap_avg(o, &before);
+            memcpy(bad, good, len);
+            bad[off] ^= (unsigned char)(1u << bit);
+            write_crafted(t->other, bad, len, len, 0);
+            st = cvae_optimizer_load(o, t->other);
+            if (st != CVAE_OK) {
+                refused++;
+                if (st != CVAE_ERR_FORMAT && st != CVAE_ERR_NUMERIC)
+                    fail_msg("%s: %s", what, cvae_status_string(st));
+                snap_avg(o, &after);
+                if (memcmp(&before, &after, sizeof before) != 0)
+                    fail_msg("%s: a failed load changed the optimizer", what);
+                continue;
+            }
+            loaded++;
+            {
+                double d = -1.0;
+                int sw = cvae_optimizer_average_swapped(o);
+                CHECK_OPT(cvae_optimizer_get(o, CVAE_OPT_AVERAGE, &d), o);
+                if (!(d >= 0.0 && d < 1.0) || (sw != 0 && sw != 1))
+                    fail_msg("%s: loaded decay %g, swapped %d", what, d, sw);
+                memcpy(p, cvae_model_params(a, NULL), sizeof p);
+                if (sw) {
+                    assert_int_equal(cvae_optimizer_step(o, p, g, NPARAMS), CVAE_ERR_STATE);
+                    CHECK_OPT(cvae_optimizer_swap_average(o, p, NPARAMS), o);
+                }
+                CHECK_OPT(cvae_optimizer_step(o, p, g, NPARAMS), o);
+                CHECK_OPT(cvae_optimizer_swap_average(o, p, NPARAMS), o);
+                CHECK_OPT(cvae_optimizer_swap_average(o, p, NPARAMS), o);
+            }
+        }
+    }
+    /* Both outcomes happen: the checks are reached and do not refuse everything. */
+    assert_true(loaded > 0 && refused > 0);
+}
+
+/* Fails if a model train step with an optimizer whose average is swapped in is not refused
+ * with CVAE_ERR_STATE before it changes anything: on a new model with the data init on (a
+ * decoder ending in linear + reshape, whose output biases the first step sets from its batch,
+ * "kept even if that step then fails"), the parameters, step count and generator must stay;
+ * swapped back, the model trains bit for bit as a twin that was never refused. */
+static void test_average_swapped_model_step_refused(void **state)
+{
+    cvae_model *m[2];
+    cvae_optimizer *o[2];
+    float before[2 * IMG + 2 * LAT * IMG + 2 * LAT + IMG], x[MAXB * IMG], y[MAXB * IMG];
+    float *q, *g;
+    size_t n = 0;
+    int k;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        cvae_stack *enc = NULL, *dec = NULL;
+        cvae_layer *l = NULL;
+        m[k] = tu_new_model();
+        CHECK(cvae_model_set(m[k], CVAE_MODEL_DATA_INIT, 1), m[k]);
+        assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
+        assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
+        tu_add_layer(enc, cvae_layer_create_flatten(&l), &l);
+        tu_add_layer(enc, cvae_layer_create_linear(&l, 2 * LAT), &l);
+        tu_add_layer(dec, cvae_layer_create_linear(&l, IMG), &l);
+        tu_add_layer(dec, cvae_layer_create_reshape(&l, IC, IH, IW), &l);
+        CHECK(cvae_model_init_stacks(m[k], enc, dec, IC, IH, IW, LAT, MAXB, 12), m[k]);
+        n = cvae_model_param_count(m[k]);
+        assert_int_equal(n, sizeof before / sizeof before[0]);
+        o[k] = tu_new_opt(CVAE_OPTIMIZER_ADAM, n);
+        CHECK_OPT(cvae_optimizer_set(o[k], CVAE_OPT_AVERAGE, 0.9), o[k]);
+    }
+    /* One averaged step of a copy of the parameters, the average swapped into the model (as a
+     * model and optimizer saved swapped come back). */
+    q = tu_keep(TU_KEEP_MEMORY, malloc(n * sizeof *q));
+    g = tu_keep(TU_KEEP_MEMORY, malloc(n * sizeof *g));
+    tu_fill_uniform(q, n, 13);
+    tu_fill_uniform(g, n, 14);
+    for (k = 0; k < 2; k++) {
+        float *p = cvae_model_params(m[k], NULL);
+        memcpy(q, p, n * sizeof *q);
+        CHECK_OPT(cvae_optimizer_step(o[k], q, g, n), o[k]);
+        /* The average (q after the step) into the model, its weights into the optimizer. */
+        CHECK_OPT(cvae_optimizer_swap_average(o[k], p, n), o[k]);
+        assert_memory_equal(p, q, n * sizeof *q);
+    }
+    memcpy(before, cvae_model_params(m[0], NULL), sizeof before);
+    tu_fill_uniform(x, MAXB * IMG, 15);
+    tu_fill_uniform(y, MAXB * IMG, 16);
+    assert_int_equal(cvae_model_train_step(m[0], o[0], x, MAXB, NULL, NULL), CVAE_ERR_STATE);
+    assert_non_null(strstr(cvae_model_last_error(m[0]), "swap"));
+    assert_memory_equal(cvae_model_params(m[0], NULL), before, sizeof before);
+    assert_int_equal(cvae_model_steps(m[0]), 0);
+    assert_int_equal(cvae_optimizer_steps(o[0]), 1);
+    /* Back: both swap back and take the same step on y, m[0] after its refusal. */
+    for (k = 0; k < 2; k++) {
+        CHECK_OPT(cvae_optimizer_swap_average(o[k], cvae_model_params(m[k], NULL), n), o[k]);
+        CHECK(cvae_model_train_step(m[k], o[k], y, MAXB, NULL, NULL), m[k]);
+    }
+    assert_memory_equal(cvae_model_params(m[0], NULL), cvae_model_params(m[1], NULL),
+                        sizeof before);
+    assert_int_equal(cvae_model_steps(m[0]), 1);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
@@ -1312,6 +1963,12 @@ int main(void)
         T(test_save_to_full_device),
         T(test_save_failing_half_way),
         T(test_optimizer_load_errors),
+        T(test_average_round_trip_adam),
+        T(test_average_round_trip_sgd),
+        T(test_average_resume_equivalence),
+        T(test_average_corrupt_rejected),
+        T(test_average_tail_flips),
+        T(test_average_swapped_model_step_refused),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

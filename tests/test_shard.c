@@ -40,6 +40,14 @@
 #define STEPS 3
 
 #define CHECK TU_CHECK_MODEL
+/* The same for an optimizer call. */
+#define CHECK_OPT(call, o)                                                                         \
+    do {                                                                                           \
+        cvae_status st_ = (call);                                                                  \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s (%s)", #call, cvae_status_string(st_),                                \
+                     cvae_optimizer_last_error(o));                                                \
+    } while (0)
 
 enum { PLAIN = 0, BINARISED = 1, CONDITIONAL = 2, RECIPE = 4 };
 
@@ -313,6 +321,43 @@ static void test_refused_update(void **state)
     free(p0);
 }
 
+/* Fails unless an update refused because the optimizer's running average is
+ * swapped into the parameters puts the generator back as a refused
+ * non-finite update does: after swapping back, the same step is the
+ * reference's first, bit for bit. */
+static void test_refused_swapped(void **state)
+{
+    cvae_model *m = model(PLAIN, 40), *ref = model(PLAIN, 40);
+    cvae_optimizer *opt = adam(m), *opt_ref = adam(ref);
+    size_t np = cvae_model_param_count(m);
+    float *p1 = malloc(np * sizeof *p1);
+    cvi_rng before;
+    (void)state;
+    assert_non_null(p1);
+    /* One averaged step each, so that there is an average to swap. */
+    CHECK_OPT(cvae_optimizer_set(opt, CVAE_OPT_AVERAGE, 0.9), opt);
+    CHECK_OPT(cvae_optimizer_set(opt_ref, CVAE_OPT_AVERAGE, 0.9), opt_ref);
+    CHECK(cvae_model_train_step(m, opt, images[0], 40, NULL, NULL), m);
+    CHECK(cvae_model_train_step(ref, opt_ref, images[0], 40, NULL, NULL), ref);
+    CHECK_OPT(cvae_optimizer_swap_average(opt, cvae_model_params(m, NULL), np), opt);
+    memcpy(p1, cvae_model_params(m, NULL), np * sizeof *p1);
+    before = m->rng;
+    CHECK(cvae_model_shard_grads(m, images[1], NULL, 0, 40, 40, NULL, NULL), m);
+    assert_int_equal(cvae_model_apply_grads(m, opt), CVAE_ERR_STATE);
+    assert_non_null(strstr(cvae_model_last_error(m), "swapped"));
+    assert_memory_equal(p1, cvae_model_params(m, NULL), np * sizeof *p1);
+    assert_memory_equal(&before, &m->rng, sizeof before);
+    assert_int_equal(cvae_model_steps(m), 1);
+    assert_int_equal(cvae_optimizer_steps(opt), 1);
+    CHECK_OPT(cvae_optimizer_swap_average(opt, cvae_model_params(m, NULL), np), opt);
+    CHECK(cvae_model_shard_grads(m, images[1], NULL, 0, 40, 40, NULL, NULL), m);
+    CHECK(cvae_model_apply_grads(m, opt), m);
+    CHECK(cvae_model_train_step(ref, opt_ref, images[1], 40, NULL, NULL), ref);
+    assert_memory_equal(cvae_model_params(ref, NULL), cvae_model_params(m, NULL),
+                        np * sizeof *p1);
+    free(p1);
+}
+
 static void expect_error(cvae_model *m, cvae_status got, cvae_status want, const char *words)
 {
     assert_int_equal(got, want);
@@ -577,6 +622,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shard_scale, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_shard_draws, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_refused_update, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_refused_swapped, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_errors, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_data_init, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_evaluate_range, tu_release_all_teardown),

@@ -34,6 +34,7 @@ void tc_defaults(struct tc_options *o)
     o->batch = 128;
     o->latent = 16;
     o->lr = 1e-3;
+    o->average = TC_DEFAULT_AVERAGE;
     o->beta = 1;
     o->likelihood = -1;
     o->kl_warmup_epochs = -1; /* the recipe: the model's own */
@@ -57,6 +58,9 @@ void tc_usage(FILE *f, const char *prog, const char *extra_options, const char *
                "  --batch B        images per step (default 128)\n"
                "  --lr X           Adam learning rate (default 1e-3)\n"
                "  --weight-decay W decoupled weight decay (AdamW), >= 0 (default 0)\n"
+               "  --average D      test and save a running average of the weights with\n"
+               "                   decay D in [0, 1), 0: the last weights (default 0.99;\n"
+               "                   docs/EVALUATION.md)\n"
                "  --latent L       latent dimensions (default 16)\n"
                "  --width N        channels of the first convolution, the second has 2N\n"
                "                   (default 32)\n"
@@ -85,7 +89,8 @@ void tc_usage(FILE *f, const char *prog, const char *extra_options, const char *
                "  --logvar-init V  initial bias of the encoder's log-variances, in [-20, 0];\n"
                "                   0 keeps the layer's own initialisation (default -4)\n"
                "  --recipe pytorch the plain recipe of PyTorch's VAE examples: no KL warm-up,\n"
-               "                   no data init, no log-variance init (the three above 0)\n"
+               "                   no data init, no log-variance init (the three above 0),\n"
+               "                   --average 0\n"
                "  --lr-warmup E    epochs of linear learning-rate warm-up (default 0)\n"
                "  --lr-decay K     none (default) or cosine: the learning rate falls to 0 at\n"
                "                   --epochs (measured worse on MNIST: docs/EVALUATION.md)\n"
@@ -113,8 +118,10 @@ void tc_usage(FILE *f, const char *prog, const char *extra_options, const char *
                "Resuming: the checkpoint holds the model, the optimizer and the step count,\n"
                "and training continues at the same epoch and batch; with the same --data,\n"
                "--batch and --seed the result is bit-for-bit that of an uninterrupted run.\n"
-               "The checkpoint's latent size and conditioning are kept; its --lr, --beta and\n"
-               "recipe (--kl-warmup, --data-init, --logvar-init) are kept unless given again;\n"
+               "The checkpoint's latent size and conditioning are kept; its --lr, --beta,\n"
+               "--average and recipe (--kl-warmup, --data-init, --logvar-init) are kept unless\n"
+               "given again; the model in a checkpoint is the running average (the weights\n"
+               "training goes on from are kept with the optimizer's state);\n"
                "--binarize, --lr-warmup and --lr-decay are not saved: give them again.\n"
                "Ctrl-C finishes the current step, saves OUT.interrupted and exits with\n"
                "status 130; a second Ctrl-C quits at once without saving.\n"
@@ -145,6 +152,9 @@ void tc_parse_options(int argc, char **argv, void (*usage)(FILE *), tc_extra_opt
         } else if (ex_option(argc, argv, &i, "--weight-decay", &v)) {
             o->weight_decay = ex_parse_double("--weight-decay", v, 0, 10);
             o->weight_decay_set = 1;
+        } else if (ex_option(argc, argv, &i, "--average", &v)) {
+            o->average = ex_parse_double("--average", v, 0, 0.999999);
+            o->average_set = 1;
         } else if (ex_option(argc, argv, &i, "--latent", &v))
             o->latent = (int)ex_parse_long("--latent", v, 1, 4096), o->latent_set = 1;
         else if (ex_option(argc, argv, &i, "--format", &v))
@@ -191,6 +201,8 @@ void tc_parse_options(int argc, char **argv, void (*usage)(FILE *), tc_extra_opt
             o->kl_warmup_epochs = 0;
             o->data_init = 0;
             o->logvar_init = 0;
+            o->average = 0;
+            o->average_set = 1;
         } else if (ex_option(argc, argv, &i, "--seed", &v))
             o->seed = ex_parse_u64("--seed", v);
         else if (ex_option(argc, argv, &i, "--threads", &v))
@@ -334,6 +346,31 @@ int tc_setup(const struct tc_options *o, const cvae_dataset *train, int max_batc
     if ((!o->resume || o->weight_decay_set) &&
         (st = cvae_optimizer_set(*opt, CVAE_OPT_WEIGHT_DECAY, o->weight_decay)) != CVAE_OK)
         return ex_status_error("--weight-decay", st, cvae_optimizer_last_error(*opt));
+    if ((!o->resume || o->average_set) &&
+        (st = cvae_optimizer_set(*opt, CVAE_OPT_AVERAGE, o->average)) != CVAE_OK)
+        return ex_status_error("--average", st, cvae_optimizer_last_error(*opt));
+    /* A checkpoint holds the average in the model: train on the weights. */
+    return tc_use_weights(*m, *opt, 0);
+}
+
+int tc_use_weights(cvae_model *m, cvae_optimizer *opt, int averaged)
+{
+    double decay = 0;
+    size_t n;
+    float *p;
+    cvae_status st;
+    if (cvae_optimizer_average_swapped(opt) == averaged)
+        return 0;
+    cvae_optimizer_get(opt, CVAE_OPT_AVERAGE, &decay);
+    if (averaged && decay <= 0) /* no average kept: the weights are the model */
+        return 0;
+    p = cvae_model_params(m, &n);
+    st = cvae_optimizer_swap_average(opt, p, n);
+    if (st == CVAE_ERR_STATE && averaged) /* nothing averaged yet: no step was taken */
+        return 0;
+    if (st != CVAE_OK)
+        return ex_status_error("swapping the running average", st,
+                               cvae_optimizer_last_error(opt));
     return 0;
 }
 
@@ -662,6 +699,10 @@ int tc_finish_epoch(cvae_model *m, cvae_optimizer *opt, const cvae_dataset *test
 {
     cvae_status st;
 
+    /* The running average is what is tested and saved (the checkpoint keeps
+     * the training weights in the optimizer's state). */
+    if (tc_use_weights(m, opt, 1) != 0)
+        return 1;
     if (test) {
         r->has_test = 1;
         st = cvae_model_evaluate(m, test, TC_TEST_EPS_SEED, &r->test_recon, &r->test_kl, NULL);
@@ -673,6 +714,8 @@ int tc_finish_epoch(cvae_model *m, cvae_optimizer *opt, const cvae_dataset *test
     hist[(*nhist)++] = *r;
     if ((st = cvae_model_save(m, opt, o->out)) != CVAE_OK)
         return ex_status_error("saving", st, cvae_model_last_error(m));
+    if (tc_use_weights(m, opt, 0) != 0)
+        return 1;
     if (o->log && tc_log_append(o->log, r) != 0)
         return 1;
     if (o->plot && tc_write_plot(o->plot, hist, *nhist) != 0)
@@ -715,6 +758,8 @@ int tc_save_interrupted(cvae_model *m, cvae_optimizer *opt, const char *out)
 
     if (snprintf(path, sizeof path, "%s.interrupted", out) >= (int)sizeof path)
         return ex_error("%s: file name too long", out);
+    if (tc_use_weights(m, opt, 1) != 0)
+        return 1;
     if ((st = cvae_model_save(m, opt, path)) != CVAE_OK)
         return ex_status_error("saving the interrupted run", st, cvae_model_last_error(m));
     fprintf(stderr,

@@ -27,9 +27,9 @@ struct tc_options {
     int epochs, batch, latent, threads, width, hidden;
     int conditional, binarize;
     int likelihood; /* a cvae_likelihood, or -1: the model's (Bernoulli when new) */
-    double lr, beta, sigma, weight_decay;
-    int lr_set, beta_set, sigma_set, weight_decay_set; /* given on the command line (they
-                                                         override a checkpoint) */
+    double lr, beta, sigma, weight_decay, average;
+    int lr_set, beta_set, sigma_set, weight_decay_set, average_set; /* given on the command
+                                                     line (they override a checkpoint) */
     int batch_set, latent_set; /* given on the command line (they override --config) */
     /* The training recipe when given; else -1 (logvar_init: 1), and the
      * model's own is kept (the library's default, or the checkpoint's). */
@@ -42,6 +42,10 @@ struct tc_options {
 
 /* eps seed of every test evaluation, so epochs compare on the same draws. */
 #define TC_TEST_EPS_SEED 12345
+
+/* --average's default: the decay of the running average of the weights
+ * that is evaluated and saved (docs/EVALUATION.md). */
+#define TC_DEFAULT_AVERAGE 0.99
 
 /* One epoch's figures, as printed, logged and plotted. Losses in nats per image. */
 struct tc_epoch_result {
@@ -166,5 +170,11 @@ int tc_write_plot(const char *path, const struct tc_epoch_result *h, int n);
 /* After Ctrl-C: saves OUT.interrupted with the optimizer, says how to
  * resume, and returns 130 (1 when the save fails). */
 int tc_save_interrupted(cvae_model *m, cvae_optimizer *opt, const char *out);
+
+/* Puts the optimizer's running average into the model's parameters
+ * (averaged = 1: to evaluate and save) or the training weights back
+ * (averaged = 0: to train). Nothing to do when there is no average. Returns
+ * 0 or prints the error and returns 1. */
+int tc_use_weights(cvae_model *m, cvae_optimizer *opt, int averaged);
 
 #endif /* TRAIN_CLI_H */

@@ -316,20 +316,25 @@ static void finish_epoch(struct run *rn, double t0, struct tc_epoch_result *r,
 {
     const struct tc_options *o = rn->o;
     cvae_status st;
+    /* Every rank tests its share with the running average, as cvae-train. */
+    if (tc_use_weights(rn->m, rn->opt, 1) != 0)
+        fail(1);
     if (rn->test)
         test_loss(rn, r);
     check_replicas(rn->m, rn->sums); /* a checkpoint of replicas that agree */
-    if (rank != 0)
-        return;
-    r->seconds = ex_now() - t0; /* the whole epoch, test included; img/s is training only */
-    tc_print_epoch(r, o->epochs);
-    hist[(*nhist)++] = *r;
-    if ((st = cvae_model_save(rn->m, rn->opt, o->out)) != CVAE_OK) {
-        ex_status_error("saving", st, cvae_model_last_error(rn->m));
-        fail(1);
+    if (rank == 0) {
+        r->seconds = ex_now() - t0; /* the whole epoch, test included; img/s is training only */
+        tc_print_epoch(r, o->epochs);
+        hist[(*nhist)++] = *r;
+        if ((st = cvae_model_save(rn->m, rn->opt, o->out)) != CVAE_OK) {
+            ex_status_error("saving", st, cvae_model_last_error(rn->m));
+            fail(1);
+        }
+        if ((o->log && tc_log_append(o->log, r) != 0) ||
+            (o->plot && tc_write_plot(o->plot, hist, *nhist) != 0))
+            fail(1);
     }
-    if ((o->log && tc_log_append(o->log, r) != 0) ||
-        (o->plot && tc_write_plot(o->plot, hist, *nhist) != 0))
+    if (tc_use_weights(rn->m, rn->opt, 0) != 0)
         fail(1);
 }
 
@@ -450,6 +455,8 @@ int main(int argc, char **argv)
         train_epoch(&rn, epoch, first, steps_per_epoch, &r);
         finish_epoch(&rn, t0, &r, hist, &nhist);
     }
+    if (tc_use_weights(rn.m, rn.opt, 1) != 0) /* the final figures are the average's */
+        fail(1);
     if (rank == 0) {
         if ((rc = tc_print_final(rn.m, &o, rn.train, rn.test, hist, nhist)) != 0)
             fail(rc);
