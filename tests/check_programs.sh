@@ -212,6 +212,11 @@ runs "cvae-train --resume, epoch 2" "$bin/cvae-train" --data "$good" $tiny2 --re
     --out "$tmp/avg-resumed.cvae"
 cmp -s "$tmp/avg-straight.cvae" "$tmp/avg-resumed.cvae" ||
     fail "a resumed run with the running average differs from the straight run"
+# Nothing left to train: the checkpoint written at the start is the one resumed.
+# shellcheck disable=SC2086
+runs "cvae-train --resume, nothing to do" "$bin/cvae-train" --data "$good" $tiny --resume "$model" \
+    --out "$tmp/avg-same.cvae"
+cmp -s "$model" "$tmp/avg-same.cvae" || fail "resuming a finished run rewrote its model otherwise"
 for bad in 1 -0.1 nan; do
     status=0
     "$bin/cvae-train" --data "$good" --average "$bad" > /dev/null 2> "$tmp/stderr" || status=$?

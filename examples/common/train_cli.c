@@ -389,8 +389,14 @@ int tc_prepare_outputs(cvae_model *m, cvae_optimizer *opt, const struct tc_optio
 {
     cvae_status st;
 
+    /* Saved as every checkpoint, with the average in the model: a resumed
+     * run rewrites its file with the same bytes. */
+    if (tc_use_weights(m, opt, 1) != 0)
+        return 1;
     if ((st = cvae_model_save(m, opt, o->out)) != CVAE_OK)
         return ex_status_error("saving", st, cvae_model_last_error(m));
+    if (tc_use_weights(m, opt, 0) != 0)
+        return 1;
     if (o->log && tc_log_start(o->log) != 0)
         return 1;
     return 0;
