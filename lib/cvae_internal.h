@@ -490,9 +490,6 @@ void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st);
 cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                size_t nparams, int threads);
 char *cvi_optimizer_err(cvae_optimizer *opt);
-/* To call after writing the state through cvi_optimizer_state: the next
- * step checks its update in full. */
-void cvi_optimizer_forget_bounds(cvae_optimizer *opt);
 /* Allocates the running average (zeros) if it is not yet: CVAE_ERR_NOMEM. */
 cvae_status cvi_optimizer_alloc_average(cvae_optimizer *opt);
 

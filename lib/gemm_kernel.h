@@ -40,20 +40,12 @@ typedef float GK(vec) __attribute__((vector_size(GK_VL * 4), aligned(4), may_ali
  * is GK_NV vector moves; a plain loop of constant length became a call to
  * memmove per row in gcc 12 once GK_NR reached 32. */
 #ifdef GK_VEC
-#if GK_NV == 1
-#define GK_COPY_NR(dst, src) GK_COPY_VL(dst, src)
-#else
-/* Two named vectors, not an array: gcc 12 kept an array of two on the
- * stack, a store and a load more per row. */
 #define GK_COPY_NR(dst, src)                                                                       \
     {                                                                                              \
-        GK(vec) v0_, v1_;                                                                          \
-        memcpy(&v0_, (src), sizeof v0_);                                                           \
-        memcpy(&v1_, (src) + GK_VL, sizeof v1_);                                                   \
-        memcpy((dst), &v0_, sizeof v0_);                                                           \
-        memcpy((dst) + GK_VL, &v1_, sizeof v1_);                                                   \
+        GK(vec) v_[GK_NV];                                                                         \
+        memcpy(v_, (src), sizeof v_);                                                              \
+        memcpy((dst), v_, sizeof v_);                                                              \
     }
-#endif
 #define GK_COPY_VL(dst, src)                                                                       \
     {                                                                                              \
         GK(vec) v_;                                                                                \
@@ -162,30 +154,13 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int tra
                                size_t kc, size_t j0, size_t nc)
 {
     size_t jp;
-    if (!trans && !b->group_cols) {
-        /* Row by row across all the full panels: each row of B is read once,
-         * front to back, which the hardware prefetcher follows; panel by
-         * panel read 128 bytes from every row with a stride of a whole row,
-         * and those loads stalled on the cache (a third of the time beside
-         * the tile in the products with K >= 256). */
-        size_t full = nc / GK_NR * GK_NR, k;
-        const float *src = b->data + k0 * b->ld + j0;
-        for (k = 0; k < kc; k++) {
-            const float *row = src + k * b->ld;
-            float *dst = pb + k * GK_NR;
-            for (jp = 0; jp < full; jp += GK_NR)
-                GK_COPY_NR(dst + jp * kc, row + jp)
-        }
-        jp = full;
-        pb += full * kc;
-    } else {
-        jp = 0;
-    }
-    for (; jp < nc; jp += GK_NR) { /* trans, grouped, or the plain tail */
+    for (jp = 0; jp < nc; jp += GK_NR) {
         size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, j = j0 + jp;
         if (trans) { /* op(B)(k, j) = B[j][k] */
             GK(zero_panel)(pb, cols, kc, GK_NR);
             GK(pack_panel)(pb, b->data + j * b->ld + k0, b->ld, 1, cols, kc, GK_NR);
+        } else if (!b->group_cols && cols == GK_NR) {
+            GK(pack_panel)(pb, b->data + k0 * b->ld + j, 1, b->ld, cols, kc, GK_NR);
         } else if (!b->group_cols) {
             /* The tail panel: its first whole vectors by vector copies, the
              * rest one by one, the padding cleared first. */

@@ -34,12 +34,6 @@ struct cvae_optimizer {
     uint64_t avg_count;
     int swapped;
     float *avg;
-    /* Adam: the largest |m|, v and |a| the last step stored, as float bits
-     * (the order of non-negative floats), when bounds_known; they let a
-     * step prove its update finite without the check pass (see
-     * surely_finite). Anything else that writes the state clears it. */
-    int bounds_known;
-    uint32_t max_m, max_v, max_a;
     char err[CVI_ERRMSG_SIZE];
 };
 
@@ -77,7 +71,6 @@ CVAE_API cvae_status cvae_optimizer_create_with(cvae_optimizer **out, cvae_optim
     memset(o->m, 0, nparams * sizeof(float));
     if (o->v)
         memset(o->v, 0, nparams * sizeof(float));
-    o->bounds_known = 1; /* all zeros */
     *out = o;
     return CVAE_OK;
 }
@@ -183,8 +176,6 @@ CVAE_API cvae_status cvae_optimizer_set(cvae_optimizer *opt, cvae_optimizer_opti
         return CVAE_ERR_NOMEM;
     }
     *slot = value;
-    if (key == CVAE_OPT_AVERAGE)
-        opt->bounds_known = 0;
     return CVAE_OK;
 }
 
@@ -246,20 +237,8 @@ static avg_update average_for_step(const cvae_optimizer *o)
  * learning rate of 1e100 overflow the parameters. The step runs this pass
  * first, so that a refused step changes nothing.
  * With store == 1 it writes them and returns 0. */
-/* The largest magnitudes a store pass wrote, as float bits. */
-typedef struct state_max {
-    uint32_t m, v, a;
-} state_max;
-
-static uint32_t abs_bits(float x)
-{
-    uint32_t b;
-    memcpy(&b, &x, 4);
-    return b & 0x7fffffffu;
-}
-
 static int adam_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                     size_t hi, int store, avg_update u, state_max *mx)
+                     size_t hi, int store, avg_update u)
 {
     /* PyTorch: bias corrections in double, the rest in float. */
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
@@ -286,32 +265,20 @@ static int adam_pass(cvae_optimizer *o, float *p, const float *g, float scale, s
                    !(fabsf(ai) <= FLT_MAX);
         }
     } else if (a) { /* two loops without a test per element: both vectorise */
-        uint32_t xm = 0, xv = 0, xa = 0;
         for (i = lo; i < hi; i++) {
             ADAM_ELEMENT
-            float ai = u.d * a[i] + u.c * pi;
-            uint32_t bm = abs_bits(mi), bv = abs_bits(vi), ba = abs_bits(ai);
             m[i] = mi;
             v[i] = vi;
             pp[i] = pi;
-            a[i] = ai;
-            xm = bm > xm ? bm : xm;
-            xv = bv > xv ? bv : xv;
-            xa = ba > xa ? ba : xa;
+            a[i] = u.d * a[i] + u.c * pi;
         }
-        mx->m = xm, mx->v = xv, mx->a = xa;
     } else {
-        uint32_t xm = 0, xv = 0;
         for (i = lo; i < hi; i++) {
             ADAM_ELEMENT
-            uint32_t bm = abs_bits(mi), bv = abs_bits(vi);
             m[i] = mi;
             v[i] = vi;
             pp[i] = pi;
-            xm = bm > xm ? bm : xm;
-            xv = bv > xv ? bv : xv;
         }
-        mx->m = xm, mx->v = xv, mx->a = 0;
     }
 #undef ADAM_ELEMENT
     return bad;
@@ -342,84 +309,35 @@ static int sgd_pass(cvae_optimizer *o, float *p, const float *g, float scale, si
     return bad;
 }
 
-/* The whole pass over the block, on `threads` threads; a store pass also
- * records the state's new maxima (Adam). */
 static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale, int threads,
                        int store)
 {
     size_t n = o->n;
     avg_update u = average_for_step(o);
-    state_max mx = {0, 0, 0};
-    int bad = 0, adam = o->kind == CVAE_OPTIMIZER_ADAM;
-    if (threads < 2 || n < 65536) {
-        bad = adam ? adam_pass(o, p, g, scale, 0, n, store, u, &mx)
-                   : sgd_pass(o, p, g, scale, 0, n, store, u);
-    } else {
+    int bad = 0;
+    if (threads < 2 || n < 65536)
+        return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, 0, n, store, u)
+                                              : sgd_pass(o, p, g, scale, 0, n, store, u);
 #ifdef _OPENMP
-        uint32_t xm = 0, xv = 0, xa = 0;
-#pragma omp parallel num_threads(threads) reduction(| : bad) reduction(max : xm, xv, xa)
-        {
-            size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
-            size_t lo = n * t / nt, hi = n * (t + 1) / nt;
-            state_max part = {0, 0, 0};
-            bad |= adam ? adam_pass(o, p, g, scale, lo, hi, store, u, &part)
-                        : sgd_pass(o, p, g, scale, lo, hi, store, u);
-            xm = part.m > xm ? part.m : xm;
-            xv = part.v > xv ? part.v : xv;
-            xa = part.a > xa ? part.a : xa;
-        }
-        mx.m = xm, mx.v = xv, mx.a = xa;
+#pragma omp parallel num_threads(threads) reduction(| : bad)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        size_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        bad |= o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, lo, hi, store, u)
+                                               : sgd_pass(o, p, g, scale, lo, hi, store, u);
+    }
 #endif
-    }
-    if (store) {
-        o->bounds_known = adam;
-        o->max_m = mx.m, o->max_v = mx.v, o->max_a = mx.a;
-    }
     return bad;
-}
-
-static double bits_float(uint32_t b)
-{
-    float x;
-    memcpy(&x, &b, 4);
-    return x;
-}
-
-/* Whether Adam's next update is certainly finite, from bounds alone: the
- * gradient's norm bounds every |g_i|, the recorded maxima bound the state,
- * and pmax bounds |p|; every term of the update is then bounded in double,
- * with a margin of 4 for the float roundings. When it says yes the check
- * pass would find nothing, so the step skips it (one pass over the block
- * instead of two); when it cannot tell, the check pass decides. */
-static int surely_finite(const cvae_optimizer *o, double gmax, double pmax)
-{
-    const double lim = FLT_MAX / 4.0;
-    double bc1, bc2, mb, vb, step, den, q, pb;
-    if (o->kind != CVAE_OPTIMIZER_ADAM || !o->bounds_known)
-        return 0;
-    bc1 = 1.0 - pow(o->beta1, (double)o->t);
-    bc2 = 1.0 - pow(o->beta2, (double)o->t);
-    mb = o->beta1 * bits_float(o->max_m) + (1.0 - o->beta1) * gmax;
-    vb = o->beta2 * bits_float(o->max_v) + (1.0 - o->beta2) * gmax * gmax;
-    step = o->lr / bc1;
-    den = sqrt(vb) / sqrt(bc2) + o->eps;
-    q = step * mb;
-    pb = pmax * fabs(1.0 - o->lr * o->weight_decay) + q / o->eps;
-    if (!(gmax * gmax <= lim && mb <= lim && vb <= lim && den <= lim && q <= lim && pb <= lim))
-        return 0;
-    return !(o->average > 0.0) || (bits_float(o->max_a) <= lim);
 }
 
 /* Sum of squares of g, in double, in a fixed order whatever the threads:
  * NORM_CHUNKS contiguous chunks, each summed in 8 interleaved lanes (which
- * vectorise), the chunks then added in order. When p is not NULL, *pmax
- * receives the largest |p_i| (as float bits, exact in any order). */
+ * vectorise), the chunks then added in order. */
 #define NORM_CHUNKS 64
 #define NORM_LANES 8
-static double sum_squares(const float *g, const float *p, uint32_t *pmax, size_t n, int threads)
+static double sum_squares(const float *g, size_t n, int threads)
 {
     double part[NORM_CHUNKS], sum = 0.0;
-    uint32_t pm[NORM_CHUNKS];
     size_t per = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
     ptrdiff_t c;
     (void)threads;
@@ -430,7 +348,6 @@ static double sum_squares(const float *g, const float *p, uint32_t *pmax, size_t
         size_t lo = (size_t)c * per < n ? (size_t)c * per : n;
         size_t hi = lo + per < n ? lo + per : n, i, j;
         double lane[NORM_LANES] = {0};
-        uint32_t xp = 0;
         for (i = lo; i + NORM_LANES <= hi; i += NORM_LANES)
             for (j = 0; j < NORM_LANES; j++)
                 lane[j] += (double)g[i + j] * g[i + j];
@@ -439,18 +356,9 @@ static double sum_squares(const float *g, const float *p, uint32_t *pmax, size_t
         part[c] = 0.0;
         for (j = 0; j < NORM_LANES; j++)
             part[c] += lane[j];
-        if (p)
-            for (i = lo; i < hi; i++) {
-                uint32_t b = abs_bits(p[i]);
-                xp = b > xp ? b : xp;
-            }
-        pm[c] = xp;
     }
-    for (c = 0; c < NORM_CHUNKS; c++) {
+    for (c = 0; c < NORM_CHUNKS; c++)
         sum += part[c];
-        if (pmax && pm[c] > *pmax)
-            *pmax = pm[c];
-    }
     return sum;
 }
 
@@ -459,8 +367,6 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
 {
     double norm;
     float scale = 1.0f;
-    uint32_t pmax = 0;
-    int fast;
     if (!opt)
         return CVAE_ERR_INVALID_ARG;
     if (!params || !grads) {
@@ -477,9 +383,7 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
                                 "parameters; swap it back first (cvae_optimizer_swap_average)");
         return CVAE_ERR_STATE;
     }
-    /* The parameters' largest magnitude only when the bounds can use it. */
-    fast = opt->kind == CVAE_OPTIMIZER_ADAM && opt->bounds_known;
-    norm = sqrt(sum_squares(grads, fast ? params : NULL, &pmax, nparams, threads));
+    norm = sqrt(sum_squares(grads, nparams, threads));
     if (!isfinite(norm)) {
         cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
         return CVAE_ERR_NUMERIC;
@@ -487,10 +391,7 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
     if (opt->clip_norm > 0.0 && norm > opt->clip_norm)
         scale = (float)(opt->clip_norm / norm);
     opt->t++;
-    /* An infinite or NaN parameter has bits from 0x7f800000 up: no proof. */
-    if (!(fast && pmax < 0x7f800000u &&
-          surely_finite(opt, norm * (double)scale * (1.0 + 1e-6), bits_float(pmax))) &&
-        update_pass(opt, params, grads, scale, threads, 0)) {
+    if (update_pass(opt, params, grads, scale, threads, 0)) {
         opt->t--;
         cvi_set_error(opt->err,
                       "optimizer_step: the update would make a parameter or the optimizer's "
@@ -502,11 +403,6 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
     if (opt->average > 0.0)
         opt->avg_count++;
     return CVAE_OK;
-}
-
-void cvi_optimizer_forget_bounds(cvae_optimizer *opt)
-{
-    opt->bounds_known = 0;
 }
 
 cvae_status cvi_optimizer_alloc_average(cvae_optimizer *opt)
@@ -546,7 +442,6 @@ CVAE_API cvae_status cvae_optimizer_swap_average(cvae_optimizer *opt, float *par
         opt->avg[i] = t;
     }
     opt->swapped = !opt->swapped;
-    opt->bounds_known = 0;
     return CVAE_OK;
 }
 

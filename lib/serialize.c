@@ -849,7 +849,6 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path)
         *os.average = orec.average;
         *os.avg_count = orec.avg_count;
         *os.swapped = (int)orec.swapped;
-        cvi_optimizer_forget_bounds(opt);
         if (os.avg && orec.avg_count > 0) {
             mr_reader.pos = orec.avg_at;
             get_floats(&mr_reader, os.avg, os.n);
