@@ -1352,6 +1352,21 @@ static void read_average(cvae_optimizer *o, const float *params, float *avg)
     assert_memory_equal(q, params, sizeof q);
 }
 
+/* Trains a, oa and b, ob `steps` steps on the same images (seed) and fails
+ * unless their parameters and running averages stay the same bits (avg_a,
+ * avg_b: NPARAMS floats of room each). */
+static void train_alike(cvae_model *a, cvae_optimizer *oa, cvae_model *b, cvae_optimizer *ob,
+                        int steps, uint64_t seed, float *avg_a, float *avg_b)
+{
+    train(a, oa, steps, seed);
+    train(b, ob, steps, seed);
+    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
+                        NPARAMS * sizeof(float));
+    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    assert_memory_equal(avg_a, avg_b, NPARAMS * sizeof(float));
+}
+
 /* Fails unless the floats stored at f are bit for bit v (NPARAMS of them). */
 static void expect_stored_floats(const unsigned char *f, const float *v)
 {
@@ -1448,13 +1463,7 @@ static void test_average_round_trip_adam(void **state)
     read_average(ob, cvae_model_params(b, NULL), avg_b);
     assert_memory_equal(avg_a, avg_b, sizeof avg_a);
     /* The count: at 5 averaged steps the decay is 6/15, at any other count another one. */
-    train(a, oa, 1, 200);
-    train(b, ob, 1, 200);
-    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
-                        NPARAMS * sizeof(float));
-    read_average(oa, cvae_model_params(a, NULL), avg_a);
-    read_average(ob, cvae_model_params(b, NULL), avg_b);
-    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+    train_alike(a, oa, b, ob, 1, 200, avg_a, avg_b);
 
     /* Saved swapped, as cvae-train saves its checkpoints. */
     CHECK_OPT(cvae_optimizer_swap_average(oa, cvae_model_params(a, NULL), NPARAMS), oa);
@@ -1490,13 +1499,7 @@ static void test_average_round_trip_adam(void **state)
     assert_int_equal(cvae_optimizer_average_swapped(oc), 0);
     assert_memory_equal(cvae_model_params(c, NULL), cvae_model_params(a, NULL),
                         NPARAMS * sizeof(float));
-    train(a, oa, 2, 300);
-    train(c, oc, 2, 300);
-    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(c, NULL),
-                        NPARAMS * sizeof(float));
-    read_average(oa, cvae_model_params(a, NULL), avg_a);
-    read_average(oc, cvae_model_params(c, NULL), avg_b);
-    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+    train_alike(a, oa, c, oc, 2, 300, avg_a, avg_b);
     expect_same_opt(oa, oc);
 }
 
@@ -1548,13 +1551,7 @@ static void test_average_round_trip_sgd(void **state)
     assert_memory_equal(avg_a, avg_b, sizeof avg_a);
     CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.5), oa);
     CHECK_OPT(cvae_optimizer_set(ob, CVAE_OPT_AVERAGE, 0.5), ob);
-    train(a, oa, 1, 70);
-    train(b, ob, 1, 70);
-    assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
-                        NPARAMS * sizeof(float));
-    read_average(oa, cvae_model_params(a, NULL), avg_a);
-    read_average(ob, cvae_model_params(b, NULL), avg_b);
-    assert_memory_equal(avg_a, avg_b, sizeof avg_a);
+    train_alike(a, oa, b, ob, 1, 70, avg_a, avg_b);
 
     /* Set, never stepped: version 5 with no values; loads with the decay, nothing to swap. */
     CHECK_OPT(cvae_optimizer_set(oc, CVAE_OPT_AVERAGE, 0.25), oc);
