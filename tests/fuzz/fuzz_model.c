@@ -186,6 +186,17 @@ static void fuzz_optimizer(cvae_model *m, size_t n, int runnable, int image)
         }
         free(snap.m);
         free(snap.v);
+        if (m && runnable && cvae_optimizer_average_swapped(opt)) {
+            /* A checkpoint saved with the running average in the model:
+             * a step is refused until the training weights are back. */
+            float *x1 = calloc((size_t)image, sizeof *x1);
+            FUZZ_CHECK(x1 != NULL);
+            FUZZ_CHECK(cvae_model_train_step(m, opt, x1, 1, NULL, NULL) == CVAE_ERR_STATE);
+            free(x1);
+            FUZZ_CHECK(cvae_optimizer_swap_average(opt, cvae_model_params(m, NULL), n) ==
+                       CVAE_OK);
+            FUZZ_CHECK(!cvae_optimizer_average_swapped(opt));
+        }
         if (m && runnable) {
             float *x = calloc((size_t)image, sizeof *x);
             double recon, kl;

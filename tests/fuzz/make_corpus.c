@@ -591,6 +591,28 @@ static void make_models(void)
     ao = save(tiny, adam, "ok-tiny-adam.cvae");
     b = save(tiny, sgd, "ok-tiny-sgd.cvae");
     free(b.p);
+    /* Version 5: Adam with a running average, saved swapped as cvae-train
+     * saves its checkpoints. */
+    {
+        size_t n, i;
+        float *p = cvae_model_params(tiny, &n), *g = malloc(n * sizeof *g);
+        cvae_optimizer *avg = optimizer(tiny, CVAE_OPTIMIZER_ADAM);
+        if (!g)
+            die("out of memory", NULL);
+        for (i = 0; i < n; i++)
+            g[i] = (float)((int)(i * 7 % 5) - 2) / 4.0f;
+        check(cvae_optimizer_set(avg, CVAE_OPT_AVERAGE, 0.5), "optimizer_set");
+        check(cvae_optimizer_step(avg, p, g, n), "optimizer_step");
+        check(cvae_optimizer_step(avg, p, g, n), "optimizer_step");
+        free(g);
+        set_pattern(tiny);
+        check(cvae_optimizer_swap_average(avg, p, n), "optimizer_swap_average");
+        b = save(tiny, avg, "ok-tiny-adam-average.cvae");
+        free(b.p);
+        check(cvae_optimizer_swap_average(avg, p, n), "optimizer_swap_average");
+        set_pattern(tiny);
+        cvae_optimizer_destroy(avg);
+    }
     b = save(conv, NULL, "ok-conv.cvae");
     free(b.p);
     b = save(conv, conv_adam, "ok-conv-adam.cvae");
