@@ -780,22 +780,6 @@ static void fill_sym(float *v, tu_rng *r)
         v[i] = tu_rng_sym(r);
 }
 
-/* The average o holds, read by swapping it into a copy of p (into avg) and back. Fails unless
- * both swaps succeed, cvae_optimizer_average_swapped follows them (0, 1, 0), and the second
- * swap gives the copy of p back bit for bit. */
-static void read_average(cvae_optimizer *o, const float *p, float *avg)
-{
-    float q[AN];
-    memcpy(q, p, sizeof q);
-    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
-    CHECK(cvae_optimizer_swap_average(o, q, AN), o);
-    assert_int_equal(cvae_optimizer_average_swapped(o), 1);
-    memcpy(avg, q, sizeof q);
-    CHECK(cvae_optimizer_swap_average(o, q, AN), o);
-    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
-    assert_memory_equal(q, p, sizeof q);
-}
-
 /* Runs `plain` steps without the average, then sets it to decay and runs `averaged` steps,
  * with a twin optimizer that never averages taking the same steps. After every averaged step:
  * the average matches the double reference (bit for bit at the first averaged step, where it
@@ -843,7 +827,7 @@ static void run_average(cvae_optimizer_kind kind, double decay, int plain, int a
         if (s <= plain)
             continue;
         ref_average_update(&ref, p);
-        read_average(o, p, avg);
+        tu_read_average(o, p, AN, avg);
         if (s == plain + 1)
             assert_memory_equal(avg, p, sizeof p); /* a = p, exactly */
         else
@@ -858,7 +842,7 @@ static void run_average(cvae_optimizer_kind kind, double decay, int plain, int a
         CHECK(cvae_optimizer_swap_average(o, p, AN), o);
         assert_int_equal(cvae_optimizer_average_swapped(o), 0);
         assert_memory_equal(p, keep, sizeof p);
-        read_average(o, p, again);
+        tu_read_average(o, p, AN, again);
         assert_memory_equal(again, avg, sizeof avg);
     }
     drop(o);
@@ -926,7 +910,7 @@ static void test_average_swap_errors(void **state)
     assert_true(p[AN] == 42.0f);
     assert_int_equal(cvae_optimizer_average_swapped(o), 0);
     /* The refused calls toggled nothing: the average after one step is p, and swapping works. */
-    read_average(o, p, avg);
+    tu_read_average(o, p, AN, avg);
     assert_memory_equal(avg, p, sizeof avg);
     /* Refused while swapped too, the flag staying 1. */
     CHECK(cvae_optimizer_swap_average(o, p, AN), o);
@@ -981,15 +965,15 @@ static void test_average_step_refused_while_swapped(void **state)
         /* Swapped back: the training weights, then the average, unchanged. */
         CHECK(cvae_optimizer_swap_average(o, p, AN), o);
         assert_memory_equal(p, train_p, sizeof p);
-        read_average(o, p, avg_t);
+        tu_read_average(o, p, AN, avg_t);
         assert_memory_equal(avg_t, avg, sizeof avg);
         /* And it goes on as the twin, average included (the count was not moved). */
         CHECK(cvae_optimizer_step(o, p, g, AN), o);
         CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
         assert_int_equal(cvae_optimizer_steps(o), 5);
         assert_memory_equal(p, pt, sizeof p);
-        read_average(o, p, avg);
-        read_average(twin, pt, avg_t);
+        tu_read_average(o, p, AN, avg);
+        tu_read_average(twin, pt, AN, avg_t);
         assert_memory_equal(avg, avg_t, sizeof avg);
         drop(o);
         drop(twin);
@@ -1019,7 +1003,7 @@ static void test_average_refused_step_keeps_average(void **state)
             CHECK(cvae_optimizer_step(o, p, g, AN), o);
             CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
         }
-        read_average(o, p, before);
+        tu_read_average(o, p, AN, before);
         memcpy(keep, p, sizeof keep);
         fill_sym(g, &r);
         for (b = 0; b < 3; b++) {
@@ -1033,13 +1017,13 @@ static void test_average_refused_step_keeps_average(void **state)
         CHECK(cvae_optimizer_set(o, CVAE_OPT_LR, lr), o);
         assert_int_equal(cvae_optimizer_steps(o), 3);
         assert_memory_equal(p, keep, sizeof p);
-        read_average(o, p, after);
+        tu_read_average(o, p, AN, after);
         assert_memory_equal(after, before, sizeof after);
         CHECK(cvae_optimizer_step(o, p, g, AN), o);
         CHECK(cvae_optimizer_step(twin, pt, g, AN), twin);
         assert_memory_equal(p, pt, sizeof p);
-        read_average(o, p, after);
-        read_average(twin, pt, before);
+        tu_read_average(o, p, AN, after);
+        tu_read_average(twin, pt, AN, before);
         assert_memory_equal(after, before, sizeof after);
         drop(o);
         drop(twin);
@@ -1065,7 +1049,7 @@ static void test_average_off_stops_updates(void **state)
             fill_sym(g, &r);
             CHECK(cvae_optimizer_step(o, p, g, AN), o);
         }
-        read_average(o, p, frozen);
+        tu_read_average(o, p, AN, frozen);
         CHECK(cvae_optimizer_set(o, CVAE_OPT_AVERAGE, 0.0), o);
         CHECK(cvae_optimizer_get(o, CVAE_OPT_AVERAGE, &d), o);
         assert_true(d == 0.0);
@@ -1074,7 +1058,7 @@ static void test_average_off_stops_updates(void **state)
             fill_sym(g, &r);
             CHECK(cvae_optimizer_step(o, p, g, AN), o);
             assert_memory_not_equal(p, keep, sizeof p); /* the parameters do move */
-            read_average(o, p, now);
+            tu_read_average(o, p, AN, now);
             assert_memory_equal(now, frozen, sizeof now);
         }
         assert_int_equal(cvae_optimizer_steps(o), 11);

@@ -1336,22 +1336,6 @@ static avg_tail find_avg_tail(size_t len, int has_values)
     return a;
 }
 
-/* The average o holds over the model's parameters, read by swapping it into a copy of them
- * (into avg) and back; fails unless both swaps succeed, cvae_optimizer_average_swapped
- * follows them and the copy comes back bit for bit. o must not be swapped. */
-static void read_average(cvae_optimizer *o, const float *params, float *avg)
-{
-    float q[NPARAMS];
-    memcpy(q, params, sizeof q);
-    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
-    CHECK_OPT(cvae_optimizer_swap_average(o, q, NPARAMS), o);
-    assert_int_equal(cvae_optimizer_average_swapped(o), 1);
-    memcpy(avg, q, sizeof q);
-    CHECK_OPT(cvae_optimizer_swap_average(o, q, NPARAMS), o);
-    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
-    assert_memory_equal(q, params, sizeof q);
-}
-
 /* Trains a, oa and b, ob `steps` steps on the same images (seed) and fails
  * unless their parameters and running averages stay the same bits (avg_a,
  * avg_b: NPARAMS floats of room each). */
@@ -1362,8 +1346,8 @@ static void train_alike(cvae_model *a, cvae_optimizer *oa, cvae_model *b, cvae_o
     train(b, ob, steps, seed);
     assert_memory_equal(cvae_model_params(a, NULL), cvae_model_params(b, NULL),
                         NPARAMS * sizeof(float));
-    read_average(oa, cvae_model_params(a, NULL), avg_a);
-    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    tu_read_average(oa, cvae_model_params(a, NULL), NPARAMS, avg_a);
+    tu_read_average(ob, cvae_model_params(b, NULL), NPARAMS, avg_b);
     assert_memory_equal(avg_a, avg_b, NPARAMS * sizeof(float));
 }
 
@@ -1432,7 +1416,7 @@ static void test_average_round_trip_adam(void **state)
     CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.9), oa);
     train(a, oa, 5, 100);
     CHECK(cvae_model_save(a, oa, t->path), a);
-    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    tu_read_average(oa, cvae_model_params(a, NULL), NPARAMS, avg_a);
     f = read_all(t->path, &len);
     assert_int_equal(tu_get_u32le(f + 8), 5);
     assert_int_equal(tu_get_u32le(f + 12), 1);
@@ -1460,7 +1444,7 @@ static void test_average_round_trip_adam(void **state)
     assert_true(d == 0.9);
     assert_int_equal(cvae_optimizer_steps(ob), 5);
     assert_int_equal(cvae_optimizer_average_swapped(ob), 0);
-    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    tu_read_average(ob, cvae_model_params(b, NULL), NPARAMS, avg_b);
     assert_memory_equal(avg_a, avg_b, sizeof avg_a);
     /* The count: at 5 averaged steps the decay is 6/15, at any other count another one. */
     train_alike(a, oa, b, ob, 1, 200, avg_a, avg_b);
@@ -1527,7 +1511,7 @@ static void test_average_round_trip_sgd(void **state)
     train(a, oa, 3, 40);
     CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.0), oa);
     CHECK(cvae_model_save(a, oa, t->path), a);
-    read_average(oa, cvae_model_params(a, NULL), avg_a);
+    tu_read_average(oa, cvae_model_params(a, NULL), NPARAMS, avg_a);
     f = read_all(t->path, &len);
     assert_int_equal(tu_get_u32le(f + 8), 5);
     tail = find_avg_tail(len, 1);
@@ -1542,12 +1526,12 @@ static void test_average_round_trip_sgd(void **state)
     assert_true(d == 50.0);
     CHECK_OPT(cvae_optimizer_get(ob, CVAE_OPT_AVERAGE, &d), ob);
     assert_true(d == 0.0);
-    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    tu_read_average(ob, cvae_model_params(b, NULL), NPARAMS, avg_b);
     assert_memory_equal(avg_a, avg_b, sizeof avg_a);
     /* Off: one more step leaves both averages; on again: the count (3) sets the decay. */
     train(a, oa, 1, 60);
     train(b, ob, 1, 60);
-    read_average(ob, cvae_model_params(b, NULL), avg_b);
+    tu_read_average(ob, cvae_model_params(b, NULL), NPARAMS, avg_b);
     assert_memory_equal(avg_a, avg_b, sizeof avg_a);
     CHECK_OPT(cvae_optimizer_set(oa, CVAE_OPT_AVERAGE, 0.5), oa);
     CHECK_OPT(cvae_optimizer_set(ob, CVAE_OPT_AVERAGE, 0.5), ob);
@@ -1569,7 +1553,7 @@ static void test_average_round_trip_sgd(void **state)
     assert_int_equal(cvae_optimizer_swap_average(od, pc, NPARAMS), CVAE_ERR_STATE);
     tu_fill_uniform(g, NPARAMS, 80);
     CHECK_OPT(cvae_optimizer_step(od, pc, g, NPARAMS), od);
-    read_average(od, pc, avg_b);
+    tu_read_average(od, pc, NPARAMS, avg_b);
     assert_memory_equal(avg_b, pc, sizeof pc);
 }
 
@@ -1592,7 +1576,7 @@ static void test_average_resume_equivalence(void **state)
     CHECK_OPT(cvae_optimizer_set(of, CVAE_OPT_LR, 5e-3), of);
     train(straight, os, 2 * K, 1000); /* batch i from seed 1000 + i */
     train(first, of, K, 1000);
-    read_average(of, cvae_model_params(first, NULL), avg_f);
+    tu_read_average(of, cvae_model_params(first, NULL), NPARAMS, avg_f);
     CHECK_OPT(cvae_optimizer_swap_average(of, cvae_model_params(first, NULL), NPARAMS), of);
     CHECK(cvae_model_save(first, of, t->path), first);
     CHECK_OPT(cvae_optimizer_swap_average(of, cvae_model_params(first, NULL), NPARAMS), of);
@@ -1609,8 +1593,8 @@ static void test_average_resume_equivalence(void **state)
     assert_memory_equal(cvae_model_params(straight, NULL), cvae_model_params(resumed, NULL),
                         NPARAMS * sizeof(float));
     expect_same_opt(os, orr);
-    read_average(os, cvae_model_params(straight, NULL), avg_s);
-    read_average(orr, cvae_model_params(resumed, NULL), avg_r);
+    tu_read_average(os, cvae_model_params(straight, NULL), NPARAMS, avg_s);
+    tu_read_average(orr, cvae_model_params(resumed, NULL), NPARAMS, avg_r);
     assert_memory_equal(avg_s, avg_r, sizeof avg_s);
 }
 
@@ -1686,7 +1670,7 @@ static void test_average_corrupt_rejected(void **state)
     CHECK_OPT(cvae_optimizer_step(own, p, g, NPARAMS), own);
     CHECK_OPT(cvae_optimizer_step(own, p, g, NPARAMS), own);
     CHECK_OPT(cvae_optimizer_step(none, p, g, NPARAMS), none);
-    read_average(own, p, own_avg);
+    tu_read_average(own, p, NPARAMS, own_avg);
     snap_avg(own, &own_before);
     snap_avg(none, &none_before);
 
@@ -1789,7 +1773,7 @@ static void test_average_corrupt_rejected(void **state)
 
     /* After all that: own still swaps its own average, none still has nothing to swap, and
      * the good file loads into both. */
-    read_average(own, p, again);
+    tu_read_average(own, p, NPARAMS, again);
     assert_memory_equal(again, own_avg, sizeof again);
     assert_int_equal(cvae_optimizer_swap_average(none, p, NPARAMS), CVAE_ERR_STATE);
     assert_int_equal(cvae_optimizer_steps(own), 2);
@@ -1798,8 +1782,8 @@ static void test_average_corrupt_rejected(void **state)
     CHECK_OPT(cvae_optimizer_load(none, t->path), none);
     expect_same_opt(oa, own);
     expect_same_opt(oa, none);
-    read_average(oa, cvae_model_params(a, NULL), own_avg);
-    read_average(none, cvae_model_params(a, NULL), again);
+    tu_read_average(oa, cvae_model_params(a, NULL), NPARAMS, own_avg);
+    tu_read_average(none, cvae_model_params(a, NULL), NPARAMS, again);
     assert_memory_equal(again, own_avg, sizeof again);
 }
 

@@ -204,6 +204,25 @@ cvae_optimizer *tu_new_opt(cvae_optimizer_kind kind, size_t n)
     return tu_keep(TU_KEEP_OPT, o);
 }
 
+void tu_read_average(cvae_optimizer *o, const float *p, size_t n, float *avg)
+{
+    float *q = malloc(n * sizeof *q);
+    cvae_status st;
+    assert_non_null(q);
+    memcpy(q, p, n * sizeof *q);
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    if ((st = cvae_optimizer_swap_average(o, q, n)) != CVAE_OK)
+        fail_msg("swap_average: %s (%s)", cvae_status_string(st), cvae_optimizer_last_error(o));
+    assert_int_equal(cvae_optimizer_average_swapped(o), 1);
+    memcpy(avg, q, n * sizeof *q);
+    if ((st = cvae_optimizer_swap_average(o, q, n)) != CVAE_OK)
+        fail_msg("swap_average back: %s (%s)", cvae_status_string(st),
+                 cvae_optimizer_last_error(o));
+    assert_int_equal(cvae_optimizer_average_swapped(o), 0);
+    assert_memory_equal(q, p, n * sizeof *q);
+    free(q);
+}
+
 cvae_dataset *tu_new_dataset(void)
 {
     cvae_dataset *ds = NULL;

@@ -111,6 +111,12 @@ void tu_plain_recipe(cvae_model *m);
             fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_model_last_error(m));     \
     } while (0)
 cvae_optimizer *tu_new_opt(cvae_optimizer_kind kind, size_t n);
+
+/* The running average o holds over the n floats at p, read into avg by swapping it into a
+ * copy of p and back. Fails the test unless both swaps succeed,
+ * cvae_optimizer_average_swapped follows them (0, 1, 0) and the copy comes back bit for bit.
+ * o must not be swapped. */
+void tu_read_average(cvae_optimizer *o, const float *p, size_t n, float *avg);
 cvae_dataset *tu_new_dataset(void);
 
 /* Appends the layer a constructor call just made into *l to s, failing the test unless both
