@@ -663,6 +663,13 @@ cvae_status cvi_dataset_adopt(cvae_dataset *ds, uint8_t *pixels, uint8_t *labels
 void cvi_dataset_labels_stored(const cvae_dataset *ds, size_t first, size_t n, int *labels);
 size_t cvi_dataset_max_label(const cvae_dataset *ds);
 
+/* The packed form of one image of n bytes (pack.c): cvi_pack_image writes
+ * it to out (when not NULL) and returns its length in bytes, at most
+ * n + ceil(n / 128); cvi_unpack_float turns it back into the n pixels as
+ * x / 255.0f, the floats the raw bytes give. */
+size_t cvi_pack_image(const uint8_t *px, size_t n, uint8_t *out);
+void cvi_unpack_float(const uint8_t *code, size_t n, float *out);
+
 /* The dataset's images first .. first+n-1 in stored order, as floats. */
 void cvi_dataset_batch_stored(const cvae_dataset *ds, size_t first, size_t n, float *images);
 

@@ -4,7 +4,10 @@
  * seeded train/validation splits.
  *
  * Pixels stay uint8 in memory (a quarter of the floats' size) and are
- * converted per batch. Shuffling permutes an index array, never the pixels.
+ * converted per batch. Where that is smaller still, as for digits on a
+ * blank background, the images are kept packed (pack.c) and unpacked per
+ * batch into the same floats. Shuffling permutes an index array, never the
+ * pixels.
  * Only plain IDX files of unsigned bytes are read: no gzip (the message says
  * how to decompress), no other IDX element types, no augmentation.
  */
@@ -16,8 +19,10 @@
 
 struct cvae_dataset {
     cvae_allocator mem;
-    uint8_t *pixels; /* (count, c, h, w), NULL when empty */
-    uint8_t *labels; /* (count), NULL when there are none */
+    uint8_t *pixels;   /* (count, c, h, w), NULL when empty or packed */
+    uint8_t *packed;   /* the images packed one after another, or NULL */
+    size_t *packed_at; /* (count + 1): where image k's code starts in packed */
+    uint8_t *labels;   /* (count), NULL when there are none */
     size_t count, c, h, w;
     size_t *order; /* (count): position -> stored index */
     char err[CVI_ERRMSG_SIZE];
@@ -53,6 +58,8 @@ CVAE_API cvae_status cvae_dataset_create(cvae_dataset **out)
 static void free_content(cvae_dataset *ds)
 {
     cvi_free(&ds->mem, ds->pixels);
+    cvi_free(&ds->mem, ds->packed);
+    cvi_free(&ds->mem, ds->packed_at);
     cvi_free(&ds->mem, ds->labels);
     cvi_free(&ds->mem, ds->order);
 }
@@ -78,7 +85,8 @@ CVAE_API const char *cvae_dataset_last_error(const cvae_dataset *ds)
  * blocks come from the allocator of the dataset it is for. */
 typedef struct content {
     const cvae_allocator *mem;
-    uint8_t *pixels, *labels;
+    uint8_t *pixels, *packed, *labels; /* pixels or packed, as in the dataset */
+    size_t *packed_at;
     size_t count, c, h, w;
     size_t *order;
 } content;
@@ -89,10 +97,12 @@ static void content_free(content *ct)
     if (!ct->mem)
         return;
     cvi_free(ct->mem, ct->pixels);
+    cvi_free(ct->mem, ct->packed);
+    cvi_free(ct->mem, ct->packed_at);
     cvi_free(ct->mem, ct->labels);
     cvi_free(ct->mem, ct->order);
-    ct->pixels = ct->labels = NULL;
-    ct->order = NULL;
+    ct->pixels = ct->packed = ct->labels = NULL;
+    ct->order = ct->packed_at = NULL;
 }
 
 static void identity(size_t *order, size_t count)
@@ -102,11 +112,46 @@ static void identity(size_t *order, size_t count)
         order[i] = i;
 }
 
-/* Replaces ds's content with ct's, which ds then owns. */
+/* Packs ds's raw pixels when the code and its index take at most 7/8 of
+ * them. Needs no more than the code's size beside the raw pixels; without
+ * that memory the pixels simply stay raw. */
+static void pack_pixels(cvae_dataset *ds)
+{
+    size_t image = ds->c * ds->h * ds->w, raw = ds->count * image, bytes = 0, k;
+    size_t limit = raw - raw / 8, index = (ds->count + 1) * sizeof(size_t);
+    uint8_t *packed;
+    size_t *at;
+    if (!ds->pixels || index >= limit)
+        return;
+    limit -= index;
+    for (k = 0; k < ds->count && bytes <= limit; k++)
+        bytes += cvi_pack_image(ds->pixels + k * image, image, NULL);
+    if (bytes > limit)
+        return;
+    packed = cvi_calloc(&ds->mem, bytes ? bytes : 1, 1);
+    at = cvi_calloc(&ds->mem, ds->count + 1, sizeof *at);
+    if (!packed || !at) {
+        cvi_free(&ds->mem, packed);
+        cvi_free(&ds->mem, at);
+        return;
+    }
+    at[0] = 0;
+    for (k = 0; k < ds->count; k++)
+        at[k + 1] = at[k] + cvi_pack_image(ds->pixels + k * image, image, packed + at[k]);
+    cvi_free(&ds->mem, ds->pixels);
+    ds->pixels = NULL;
+    ds->packed = packed;
+    ds->packed_at = at;
+}
+
+/* Replaces ds's content with ct's, which ds then owns, packing raw pixels
+ * where that saves memory. */
 static void install(cvae_dataset *ds, content *ct)
 {
     free_content(ds);
     ds->pixels = ct->pixels;
+    ds->packed = ct->packed;
+    ds->packed_at = ct->packed_at;
     ds->labels = ct->labels;
     ds->order = ct->order;
     ds->count = ct->count;
@@ -114,8 +159,9 @@ static void install(cvae_dataset *ds, content *ct)
     ds->h = ct->h;
     ds->w = ct->w;
     identity(ds->order, ds->count);
-    ct->pixels = ct->labels = NULL;
-    ct->order = NULL;
+    ct->pixels = ct->packed = ct->labels = NULL;
+    ct->order = ct->packed_at = NULL;
+    pack_pixels(ds);
     ds->err[0] = '\0';
 }
 
@@ -565,10 +611,25 @@ static void image_to_float(float *out, const uint8_t *px, size_t n)
         out[i] = (float)px[i] / 255.0f;
 }
 
-void cvi_dataset_batch_stored(const cvae_dataset *ds, size_t first, size_t n, float *images)
+/* Stored image k as floats. */
+static void stored_image(const cvae_dataset *ds, size_t k, float *out)
 {
     size_t image = ds->c * ds->h * ds->w;
-    image_to_float(images, ds->pixels + first * image, n * image);
+    if (ds->packed)
+        cvi_unpack_float(ds->packed + ds->packed_at[k], image, out);
+    else
+        image_to_float(out, ds->pixels + k * image, image);
+}
+
+void cvi_dataset_batch_stored(const cvae_dataset *ds, size_t first, size_t n, float *images)
+{
+    size_t image = ds->c * ds->h * ds->w, i;
+    if (!ds->packed) {
+        image_to_float(images, ds->pixels + first * image, n * image);
+        return;
+    }
+    for (i = 0; i < n; i++)
+        stored_image(ds, first + i, images + i * image);
 }
 
 CVAE_API cvae_status cvae_dataset_batch(cvae_dataset *ds, int first, int n, float *images,
@@ -589,7 +650,7 @@ CVAE_API cvae_status cvae_dataset_batch(cvae_dataset *ds, int first, int n, floa
     image = ds->c * ds->h * ds->w;
     for (i = 0; i < (size_t)n; i++) {
         size_t k = ds->order[(size_t)first + i];
-        image_to_float(images + i * image, ds->pixels + k * image, image);
+        stored_image(ds, k, images + i * image);
         if (labels)
             labels[i] = ds->labels ? (int)ds->labels[k] : -1;
     }
@@ -598,17 +659,35 @@ CVAE_API cvae_status cvae_dataset_batch(cvae_dataset *ds, int first, int n, floa
 
 /* -------------------------------------------------------------- split */
 
-/* Copies the images whose pick[] equals want, in stored order, into ct. */
+/* Bytes of the packed code of the images whose pick[] equals want. */
+static size_t packed_bytes(const cvae_dataset *ds, const uint8_t *pick, uint8_t want)
+{
+    size_t i, bytes = 0;
+    for (i = 0; i < ds->count; i++)
+        if (pick[i] == want)
+            bytes += ds->packed_at[i + 1] - ds->packed_at[i];
+    return bytes;
+}
+
+/* Copies the images whose pick[] equals want, in stored order, into ct:
+ * their codes when ds is packed, else their pixels. */
 static cvae_status subset(content *ct, const cvae_dataset *ds, const uint8_t *pick, uint8_t want,
                           size_t count, char *err)
 {
-    size_t image = ds->c * ds->h * ds->w, i, k = 0;
+    size_t image = ds->c * ds->h * ds->w, i, k = 0, bytes = 0;
     memset(ct, 0, sizeof *ct);
     ct->mem = &ds->mem;
-    ct->pixels = cvi_calloc(ct->mem, count, image);
+    if (ds->packed) {
+        bytes = packed_bytes(ds, pick, want);
+        ct->packed = cvi_calloc(ct->mem, bytes ? bytes : 1, 1);
+        ct->packed_at = cvi_calloc(ct->mem, count + 1, sizeof *ct->packed_at);
+    } else {
+        ct->pixels = cvi_calloc(ct->mem, count, image);
+    }
     ct->labels = ds->labels ? cvi_calloc(ct->mem, count, 1) : NULL;
     ct->order = cvi_calloc(ct->mem, count, sizeof *ct->order);
-    if (!ct->pixels || (ds->labels && !ct->labels) || !ct->order) {
+    if ((ds->packed ? !ct->packed || !ct->packed_at : !ct->pixels) ||
+        (ds->labels && !ct->labels) || !ct->order) {
         cvi_set_error(err, "dataset_split: out of memory for %zu images", count);
         content_free(ct);
         return CVAE_ERR_NOMEM;
@@ -616,7 +695,13 @@ static cvae_status subset(content *ct, const cvae_dataset *ds, const uint8_t *pi
     for (i = 0; i < ds->count; i++) {
         if (pick[i] != want)
             continue;
-        memcpy(ct->pixels + k * image, ds->pixels + i * image, image);
+        if (ds->packed) {
+            size_t len = ds->packed_at[i + 1] - ds->packed_at[i];
+            memcpy(ct->packed + ct->packed_at[k], ds->packed + ds->packed_at[i], len);
+            ct->packed_at[k + 1] = ct->packed_at[k] + len;
+        } else {
+            memcpy(ct->pixels + k * image, ds->pixels + i * image, image);
+        }
         if (ds->labels)
             ct->labels[k] = ds->labels[i];
         k++;

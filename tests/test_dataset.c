@@ -26,14 +26,6 @@
 #include "cvae_internal.h"
 #include "testutil.h"
 
-/* Fails the test with the dataset's message unless st is CVAE_OK. */
-#define CHECK(st, ds)                                                                              \
-    do {                                                                                           \
-        cvae_status st_ = (st);                                                                    \
-        if (st_ != CVAE_OK)                                                                        \
-            fail_msg("%s: %s", cvae_status_string(st_), cvae_dataset_last_error(ds));              \
-    } while (0)
-
 /* ------------------------------------------------------------- fixture */
 
 #define MAX_PATHS 16
@@ -229,7 +221,7 @@ static cvae_dataset *indexed_dataset(int n)
         lab[i] = (uint8_t)(i % 10);
     }
     assert_int_equal(cvae_dataset_create(&ds), CVAE_OK);
-    CHECK(cvae_dataset_set_u8(ds, n, 1, 1, 1, px, lab), ds);
+    TU_CHECK_DATASET(cvae_dataset_set_u8(ds, n, 1, 1, 1, px, lab), ds);
     return ds;
 }
 
@@ -314,16 +306,16 @@ static void test_load_roundtrip(void **state)
     float out[V_PIXELS], part[3 * V_ROWS * V_COLS];
     int labels[V_COUNT], c = 0, h = 0, w = 0, i;
     valid_pixels(px);
-    CHECK(cvae_dataset_shuffle(fx->ds, 5), fx->ds);
-    CHECK(cvae_dataset_load_idx(fx->ds, img, lab), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(fx->ds, 5), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_idx(fx->ds, img, lab), fx->ds);
     assert_string_equal(cvae_dataset_last_error(fx->ds), "");
     assert_int_equal(cvae_dataset_count(fx->ds), V_COUNT);
-    CHECK(cvae_dataset_shape(fx->ds, &c, &h, &w), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_shape(fx->ds, &c, &h, &w), fx->ds);
     assert_int_equal(c, 1);
     assert_int_equal(h, V_ROWS);
     assert_int_equal(w, V_COLS);
     assert_int_equal(cvae_dataset_has_labels(fx->ds), 1);
-    CHECK(cvae_dataset_batch(fx->ds, 0, V_COUNT, out, labels), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, V_COUNT, out, labels), fx->ds);
     for (i = 0; i < V_PIXELS; i++)
         if (out[i] != (float)px[i] / 255.0f)
             fail_msg("pixel %d: %.9g, expected %d/255", i, (double)out[i], px[i]);
@@ -332,7 +324,7 @@ static void test_load_roundtrip(void **state)
     for (i = 0; i < V_COUNT; i++)
         assert_int_equal(labels[i], v_labels[i]);
     /* A window in the middle, labels not asked for. */
-    CHECK(cvae_dataset_batch(fx->ds, 1, 3, part, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 1, 3, part, NULL), fx->ds);
     assert_memory_equal(part, out + V_ROWS * V_COLS, sizeof part);
 }
 
@@ -344,10 +336,10 @@ static void test_load_without_labels(void **state)
     const char *img = write_valid_images(fx, "img");
     float out[V_PIXELS];
     int labels[V_COUNT], i;
-    CHECK(cvae_dataset_load_idx(fx->ds, img, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_idx(fx->ds, img, NULL), fx->ds);
     assert_int_equal(cvae_dataset_count(fx->ds), V_COUNT);
     assert_int_equal(cvae_dataset_has_labels(fx->ds), 0);
-    CHECK(cvae_dataset_batch(fx->ds, 0, V_COUNT, out, labels), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, V_COUNT, out, labels), fx->ds);
     for (i = 0; i < V_COUNT; i++)
         assert_int_equal(labels[i], -1);
 }
@@ -621,15 +613,15 @@ static void test_set_u8_copies(void **state)
     int labels[3], c = 0, h = 0, w = 0, i;
     for (i = 0; i < (int)sizeof px; i++)
         px[i] = (uint8_t)(7 * i + 3);
-    CHECK(cvae_dataset_set_u8(fx->ds, 3, 2, 2, 3, px, lab), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_set_u8(fx->ds, 3, 2, 2, 3, px, lab), fx->ds);
     memset(px, 0xEE, sizeof px);
     memset(lab, 0xEE, sizeof lab);
     assert_int_equal(cvae_dataset_count(fx->ds), 3);
-    CHECK(cvae_dataset_shape(fx->ds, &c, &h, &w), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_shape(fx->ds, &c, &h, &w), fx->ds);
     assert_int_equal(c, 2);
     assert_int_equal(h, 2);
     assert_int_equal(w, 3);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 3, out, labels), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 3, out, labels), fx->ds);
     for (i = 0; i < (int)sizeof px; i++)
         if (out[i] != (float)(uint8_t)(7 * i + 3) / 255.0f)
             fail_msg("pixel %d: %.9g", i, (double)out[i]);
@@ -637,7 +629,7 @@ static void test_set_u8_copies(void **state)
     assert_int_equal(labels[1], 0);
     assert_int_equal(labels[2], 9);
     /* Without labels, the old ones go. */
-    CHECK(cvae_dataset_set_u8(fx->ds, 1, 1, 1, 1, px, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_set_u8(fx->ds, 1, 1, 1, 1, px, NULL), fx->ds);
     assert_int_equal(cvae_dataset_has_labels(fx->ds), 0);
 }
 
@@ -675,9 +667,9 @@ static void test_shuffle_is_permutation(void **state)
     float f[50];
     int labels[50], seen[50] = {0}, moved = 0, i;
     (void)state;
-    CHECK(cvae_dataset_shuffle(ds, 1234), ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(ds, 1234), ds);
     assert_string_equal(cvae_dataset_last_error(ds), "");
-    CHECK(cvae_dataset_batch(ds, 0, 50, f, labels), ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(ds, 0, 50, f, labels), ds);
     for (i = 0; i < 50; i++) {
         int id = pixel_id(f[i]);
         assert_in_range(id, 0, 49);
@@ -697,16 +689,16 @@ static void test_shuffle_reproducible(void **state)
     cvae_dataset *a = indexed_dataset(40), *b = indexed_dataset(40);
     int o1[40], o2[40], o3[40], o4[40];
     (void)state;
-    CHECK(cvae_dataset_shuffle(a, 99), a);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(a, 99), a);
     read_order(a, o1);
-    CHECK(cvae_dataset_shuffle(a, 99), a);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(a, 99), a);
     read_order(a, o2);
     assert_memory_equal(o1, o2, sizeof o1);
-    CHECK(cvae_dataset_shuffle(b, 7), b);
-    CHECK(cvae_dataset_shuffle(b, 99), b);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(b, 7), b);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(b, 99), b);
     read_order(b, o3);
     assert_memory_equal(o1, o3, sizeof o1);
-    CHECK(cvae_dataset_shuffle(b, 100), b);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(b, 100), b);
     read_order(b, o4);
     assert_true(memcmp(o1, o4, sizeof o1) != 0);
     cvae_dataset_destroy(a);
@@ -727,7 +719,7 @@ static void test_shuffle_matches_reference(void **state)
         cvae_dataset *ds = indexed_dataset(sizes[k]);
         for (s = 0; s < 4; s++) {
             int i;
-            CHECK(cvae_dataset_shuffle(ds, seeds[s]), ds);
+            TU_CHECK_DATASET(cvae_dataset_shuffle(ds, seeds[s]), ds);
             read_order(ds, got);
             ref_shuffle(want, sizes[k], seeds[s]);
             for (i = 0; i < sizes[k]; i++)
@@ -749,7 +741,7 @@ static void test_shuffle_uniform(void **state)
     uint64_t seed;
     (void)state;
     for (seed = 0; seed < 6000; seed++) {
-        CHECK(cvae_dataset_shuffle(ds, seed), ds);
+        TU_CHECK_DATASET(cvae_dataset_shuffle(ds, seed), ds);
         read_order(ds, o);
         counts[o[0] * 3 + o[1]]++; /* the first two fix the order */
     }
@@ -768,8 +760,8 @@ static void test_unshuffle_restores(void **state)
     cvae_dataset *ds = indexed_dataset(30);
     int o[30], i;
     (void)state;
-    CHECK(cvae_dataset_shuffle(ds, 3), ds);
-    CHECK(cvae_dataset_unshuffle(ds), ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(ds, 3), ds);
+    TU_CHECK_DATASET(cvae_dataset_unshuffle(ds), ds);
     read_order(ds, o);
     for (i = 0; i < 30; i++)
         assert_int_equal(o[i], i);
@@ -784,7 +776,7 @@ static void test_batch_stored_ignores_order(void **state)
     float f[5];
     int i;
     (void)state;
-    CHECK(cvae_dataset_shuffle(ds, 11), ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(ds, 11), ds);
     cvi_dataset_batch_stored(ds, 7, 5, f);
     for (i = 0; i < 5; i++)
         assert_int_equal(pixel_id(f[i]), 7 + i);
@@ -857,15 +849,15 @@ static void test_split_partition(void **state)
     cvae_dataset *ds = indexed_dataset(20), *tr = NULL, *va = NULL;
     int val[20], before[20], after[20], shuffled[20], want[20] = {0}, i, k = 0;
     (void)state;
-    CHECK(cvae_dataset_shuffle(ds, 77), ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(ds, 77), ds);
     read_order(ds, before);
-    CHECK(cvae_dataset_split(ds, 6, 5, &tr, &va), ds);
+    TU_CHECK_DATASET(cvae_dataset_split(ds, 6, 5, &tr, &va), ds);
     check_split(tr, va, 20, 6, val);
     read_order(ds, after);
     assert_memory_equal(before, after, sizeof before);
     assert_int_equal(cvae_dataset_count(ds), 20);
     /* The validation set is {first 6 of shuffle(seed)}. */
-    CHECK(cvae_dataset_shuffle(ds, 5), ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(ds, 5), ds);
     read_order(ds, shuffled);
     for (i = 0; i < 6; i++)
         want[shuffled[i]] = 1;
@@ -887,37 +879,37 @@ static void test_split_deterministic(void **state)
     float f[4];
     int lab[2];
     (void)state;
-    CHECK(cvae_dataset_split(ds, 6, 5, &tr, &va), ds);
+    TU_CHECK_DATASET(cvae_dataset_split(ds, 6, 5, &tr, &va), ds);
     check_split(tr, va, 20, 6, v1);
     cvae_dataset_destroy(tr);
     cvae_dataset_destroy(va);
-    CHECK(cvae_dataset_shuffle(ds, 1), ds);
-    CHECK(cvae_dataset_split(ds, 6, 5, &tr, &va), ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(ds, 1), ds);
+    TU_CHECK_DATASET(cvae_dataset_split(ds, 6, 5, &tr, &va), ds);
     check_split(tr, va, 20, 6, v2);
     assert_memory_equal(v1, v2, 6 * sizeof *v1);
     cvae_dataset_destroy(tr);
     cvae_dataset_destroy(va);
-    CHECK(cvae_dataset_split(ds, 6, 6, &tr, &va), ds);
+    TU_CHECK_DATASET(cvae_dataset_split(ds, 6, 6, &tr, &va), ds);
     check_split(tr, va, 20, 6, v3);
     assert_true(memcmp(v1, v3, 6 * sizeof *v1) != 0);
     cvae_dataset_destroy(tr);
     cvae_dataset_destroy(va);
-    CHECK(cvae_dataset_split(ds, 1, 5, &tr, &va), ds);
+    TU_CHECK_DATASET(cvae_dataset_split(ds, 1, 5, &tr, &va), ds);
     check_split(tr, va, 20, 1, v3);
     cvae_dataset_destroy(tr);
     cvae_dataset_destroy(va);
-    CHECK(cvae_dataset_split(ds, 19, 5, &tr, &va), ds);
+    TU_CHECK_DATASET(cvae_dataset_split(ds, 19, 5, &tr, &va), ds);
     check_split(tr, va, 20, 19, v3);
     cvae_dataset_destroy(tr);
     cvae_dataset_destroy(va);
     /* Unlabelled images of 1x1x2, {9, 8} and {7, 6}: both parts unlabelled,
      * each image whole. */
-    CHECK(cvae_dataset_set_u8(ds, 2, 1, 1, 2, px, NULL), ds);
-    CHECK(cvae_dataset_split(ds, 1, 3, &tr, &va), ds);
+    TU_CHECK_DATASET(cvae_dataset_set_u8(ds, 2, 1, 1, 2, px, NULL), ds);
+    TU_CHECK_DATASET(cvae_dataset_split(ds, 1, 3, &tr, &va), ds);
     assert_int_equal(cvae_dataset_has_labels(tr), 0);
     assert_int_equal(cvae_dataset_has_labels(va), 0);
-    CHECK(cvae_dataset_batch(tr, 0, 1, f, lab), tr);
-    CHECK(cvae_dataset_batch(va, 0, 1, f + 2, lab + 1), va);
+    TU_CHECK_DATASET(cvae_dataset_batch(tr, 0, 1, f, lab), tr);
+    TU_CHECK_DATASET(cvae_dataset_batch(va, 0, 1, f + 2, lab + 1), va);
     assert_int_equal(lab[0], -1);
     assert_int_equal(lab[1], -1);
     for (i = 0; i < 4; i++)

@@ -27,14 +27,6 @@
 #include "cvae.h"
 #include "testutil.h"
 
-/* Fails the test with the dataset's message unless st is CVAE_OK. */
-#define CHECK(st, ds)                                                                              \
-    do {                                                                                           \
-        cvae_status st_ = (st);                                                                    \
-        if (st_ != CVAE_OK)                                                                        \
-            fail_msg("%s: %s", cvae_status_string(st_), cvae_dataset_last_error(ds));              \
-    } while (0)
-
 #define CIFAR_PIXELS 3072
 #define CIFAR_RECORD 3073
 #define CIFAR_PLANE 1024
@@ -243,7 +235,7 @@ static void expect_shape(cvae_dataset *ds, int count, int channels, int height, 
 {
     int c = 0, h = 0, w = 0;
     assert_int_equal(cvae_dataset_count(ds), count);
-    CHECK(cvae_dataset_shape(ds, &c, &h, &w), ds);
+    TU_CHECK_DATASET(cvae_dataset_shape(ds, &c, &h, &w), ds);
     assert_int_equal(c, channels);
     assert_int_equal(h, height);
     assert_int_equal(w, width);
@@ -295,7 +287,7 @@ static void expect_cifar_records(cvae_dataset *ds, int first, int n)
 {
     int labels[8], i;
     assert_true(n <= 8);
-    CHECK(cvae_dataset_batch(ds, 0, n, cifar_out, labels), ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(ds, 0, n, cifar_out, labels), ds);
     cifar_records(first, n);
     for (i = 0; i < n; i++) {
         const uint8_t *rec = cifar_buf + (size_t)i * CIFAR_RECORD;
@@ -324,11 +316,11 @@ static void test_cifar_one_file(void **state)
     cifar_buf[CIFAR_RECORD] = 9;
     cifar_buf[2 * CIFAR_RECORD] = 4;
     p = write_file(fx, "data_batch_1.bin", cifar_buf, 3 * CIFAR_RECORD);
-    CHECK(cvae_dataset_shuffle(fx->ds, 5), fx->ds);
-    CHECK(cvae_dataset_load_cifar10(fx->ds, &p, 1), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(fx->ds, 5), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_cifar10(fx->ds, &p, 1), fx->ds);
     expect_shape(fx->ds, 3, 3, 32, 32);
     assert_int_equal(cvae_dataset_has_labels(fx->ds), 1);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 3, cifar_out, labels), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 3, cifar_out, labels), fx->ds);
     assert_int_equal(labels[0], 0);
     assert_int_equal(labels[1], 9);
     assert_int_equal(labels[2], 4);
@@ -352,19 +344,19 @@ static void test_cifar_several_files(void **state)
     paths[0] = write_cifar(fx, "data_batch_1.bin", 0, 2);
     paths[1] = write_cifar(fx, "data_batch_2.bin", 2, 1);
     paths[2] = write_cifar(fx, "data_batch_3.bin", 3, 3);
-    CHECK(cvae_dataset_load_cifar10(fx->ds, paths, 3), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_cifar10(fx->ds, paths, 3), fx->ds);
     expect_shape(fx->ds, 6, 3, 32, 32);
     expect_cifar_records(fx->ds, 0, 6);
     /* Another order, and one file twice. */
     paths[0] = fx->path[2];
     paths[1] = fx->path[1];
     paths[2] = fx->path[1];
-    CHECK(cvae_dataset_load_cifar10(fx->ds, paths, 3), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_cifar10(fx->ds, paths, 3), fx->ds);
     expect_shape(fx->ds, 5, 3, 32, 32);
     expect_cifar_records(fx->ds, 3, 3);
     {
         int labels[2];
-        CHECK(cvae_dataset_batch(fx->ds, 3, 2, cifar_out, labels), fx->ds);
+        TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 3, 2, cifar_out, labels), fx->ds);
         cifar_records(2, 1);
         expect_pixels(cifar_out, cifar_buf + 1, CIFAR_PIXELS);
         expect_pixels(cifar_out + CIFAR_PIXELS, cifar_buf + 1, CIFAR_PIXELS);
@@ -558,11 +550,11 @@ static void test_pnm_p5(void **state)
         b[i] = (uint8_t)(250 - i);
     paths[0] = write_pnm(fx, "a.pgm", "P5\n4 3\n255\n", a, 12);
     paths[1] = write_pnm(fx, "b.pgm", "P5\n# c\n 4  3\n255\n", b, 12);
-    CHECK(cvae_dataset_shuffle(fx->ds, 5), fx->ds);
-    CHECK(cvae_dataset_load_pnm(fx->ds, paths, 2), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_shuffle(fx->ds, 5), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, paths, 2), fx->ds);
     expect_shape(fx->ds, 2, 1, 3, 4);
     assert_int_equal(cvae_dataset_has_labels(fx->ds), 0);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 2, out, labels), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 2, out, labels), fx->ds);
     assert_int_equal(labels[0], -1);
     assert_int_equal(labels[1], -1);
     expect_pixels(out, a, 12);
@@ -570,11 +562,11 @@ static void test_pnm_p5(void **state)
     /* Reversed order; and a single file. */
     paths[0] = fx->path[1];
     paths[1] = fx->path[0];
-    CHECK(cvae_dataset_load_pnm(fx->ds, paths, 2), fx->ds);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 2, out, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, paths, 2), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 2, out, NULL), fx->ds);
     expect_pixels(out, b, 12);
     expect_pixels(out + 12, a, 12);
-    CHECK(cvae_dataset_load_pnm(fx->ds, paths, 1), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, paths, 1), fx->ds);
     expect_shape(fx->ds, 1, 1, 3, 4);
 }
 
@@ -597,10 +589,10 @@ static void test_pnm_p6_channel_order(void **state)
     assert_int_equal(rgb[1], 100);
     assert_int_equal(rgb[2], 200);
     p = write_pnm(fx, "rgb.ppm", "P6\n3 2\n255\n", rgb, sizeof rgb);
-    CHECK(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
     expect_shape(fx->ds, 1, 3, 2, 3);
     assert_int_equal(cvae_dataset_has_labels(fx->ds), 0);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
     assert_true(out[0] == 10.0f / 255.0f);   /* R of (row 0, col 0) */
     assert_true(out[6] == 100.0f / 255.0f);  /* G of (0, 0) */
     assert_true(out[12] == 200.0f / 255.0f); /* B of (0, 0) */
@@ -640,7 +632,7 @@ static void test_pnm_header_whitespace_comments(void **state)
             fail_msg("header %zu refused: %s: %s", i, cvae_status_string(st),
                      cvae_dataset_last_error(fx->ds));
         expect_shape(fx->ds, 1, 1, 3, 4);
-        CHECK(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
+        TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
         expect_pixels(out, px, 12);
     }
 }
@@ -653,9 +645,9 @@ static void test_pnm_raster_starts_with_whitespace(void **state)
     const uint8_t px[6] = {'\n', ' ', '#', '\t', '\r', '\n'};
     float out[6];
     const char *p = write_pnm(fx, "ws.pgm", "P5\n3 2\n255\n", px, sizeof px);
-    CHECK(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
     expect_shape(fx->ds, 1, 1, 2, 3);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
     expect_pixels(out, px, 6);
 }
 
@@ -681,9 +673,9 @@ static void test_pnm_maxval_scaling(void **state)
         snprintf(header, sizeof header, "P5\n%d 1\n%d\n", m + 1, m);
         snprintf(name, sizeof name, "m%d.pgm", m);
         p = write_pnm(fx, name, header, px, (size_t)m + 1);
-        CHECK(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
+        TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
         expect_shape(fx->ds, 1, 1, 1, m + 1);
-        CHECK(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
+        TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
         expect_pixels(out, want, (size_t)m + 1);
         /* RGB: pixel v is (v, m - v, v), so the planes are 0..m, m..0, 0..m. */
         for (v = 0; v <= m; v++)
@@ -695,9 +687,9 @@ static void test_pnm_maxval_scaling(void **state)
         snprintf(header, sizeof header, "P6\n%d 1\n%d\n", m + 1, m);
         snprintf(name, sizeof name, "m%d.ppm", m);
         p = write_pnm(fx, name, header, px, 3 * ((size_t)m + 1));
-        CHECK(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
+        TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
         expect_shape(fx->ds, 1, 3, 1, m + 1);
-        CHECK(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
+        TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 1, out, NULL), fx->ds);
         expect_pixels(out, want, 3 * ((size_t)m + 1));
     }
     assert_int_equal(want[0], 0);
@@ -875,14 +867,14 @@ static void test_pnm_side_limits(void **state)
     memset(row, 0, sizeof row);
     row[65534] = 255;
     p = write_pnm(fx, "w65535.pgm", "P5\n65535 1\n255\n", row, 65535);
-    CHECK(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
     expect_shape(fx->ds, 1, 1, 1, 65535);
     p = write_pnm(fx, "h65535.pgm", "P5\n1 65535\n255\n", row, 65535);
-    CHECK(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, &p, 1), fx->ds);
     expect_shape(fx->ds, 1, 1, 65535, 1);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 1, column, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 1, column, NULL), fx->ds);
     expect_pixels(column, row, 65535); /* 0 ... 0 255: the last row is read too */
-    CHECK(cvae_dataset_set_u8(fx->ds, 2, 1, 2, 3, prev_pixels, prev_labels), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_set_u8(fx->ds, 2, 1, 2, 3, prev_pixels, prev_labels), fx->ds);
     p = write_pnm(fx, "w65536.pgm", "P5\n65536 1\n255\n", row, 65536);
     expect_fails1(fx, cvae_dataset_load_pnm, p, CVAE_ERR_TOO_LARGE, NULL);
     p = write_pnm(fx, "h65536.pgm", "P5\n1 65536\n255\n", row, 65536);
@@ -943,7 +935,7 @@ static void test_pnm_shape_mismatch(void **state)
                              paths[0]);
     /* A different maxval is no mismatch: both become 0..255. */
     paths[2] = write_pnm(fx, "e.pgm", "P5\n4 3\n15\n", px, 12);
-    CHECK(cvae_dataset_load_pnm(fx->ds, paths, 3), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, paths, 3), fx->ds);
     expect_shape(fx->ds, 3, 1, 3, 4);
 }
 
@@ -1018,7 +1010,7 @@ static void test_pnm_nomem(void **state)
     assert_true(extra > 0);
     assert_true(extra < 16);
     expect_shape(fx->ds, 2, 3, 2, 3);
-    CHECK(cvae_dataset_batch(fx->ds, 0, 2, out, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, 2, out, NULL), fx->ds);
     for (k = 0; k < 18; k++) {
         /* interleaved sample k is pixel k / 3, channel k % 3 */
         assert_true(out[(k % 3) * 6 + k / 3] == (float)rgb[k] / 255.0f);
@@ -1072,13 +1064,13 @@ static void test_loaders_agree_on_shapes(void **state)
     }
     bin[0] = write_file(fx, "shapes_1.bin", records, 5 * CIFAR_RECORD);
     bin[1] = write_file(fx, "shapes_2.bin", records + 5 * CIFAR_RECORD, 4 * CIFAR_RECORD);
-    CHECK(cvae_dataset_load_pnm(fx->ds, ppm, N), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_pnm(fx->ds, ppm, N), fx->ds);
     expect_shape(fx->ds, N, 3, 32, 32);
-    CHECK(cvae_dataset_batch(fx->ds, 0, N, from_ppm, NULL), fx->ds);
-    CHECK(cvae_dataset_load_cifar10(fx->ds, bin, 2), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, 0, N, from_ppm, NULL), fx->ds);
+    TU_CHECK_DATASET(cvae_dataset_load_cifar10(fx->ds, bin, 2), fx->ds);
     expect_shape(fx->ds, N, 3, 32, 32);
     for (i = 0; i < N; i++) {
-        CHECK(cvae_dataset_batch(fx->ds, i, 1, cifar_out, labels + i), fx->ds);
+        TU_CHECK_DATASET(cvae_dataset_batch(fx->ds, i, 1, cifar_out, labels + i), fx->ds);
         assert_int_equal(labels[i], i % 3);
         assert_memory_equal(cifar_out, from_ppm + (size_t)i * CIFAR_PIXELS,
                             CIFAR_PIXELS * sizeof(float));

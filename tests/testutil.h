@@ -110,6 +110,14 @@ void tu_plain_recipe(cvae_model *m);
         if (st_ != CVAE_OK)                                                                        \
             fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_model_last_error(m));     \
     } while (0)
+
+/* The same for a dataset call, with the dataset's message. */
+#define TU_CHECK_DATASET(call, ds)                                                                 \
+    do {                                                                                           \
+        cvae_status st_ = (call);                                                                  \
+        if (st_ != CVAE_OK)                                                                        \
+            fail_msg("%s: %s (%s)", #call, cvae_status_string(st_), cvae_dataset_last_error(ds));  \
+    } while (0)
 cvae_optimizer *tu_new_opt(cvae_optimizer_kind kind, size_t n);
 
 /* The running average o holds over the n floats at p, read into avg by swapping it into a
