@@ -94,6 +94,11 @@ ifeq ($(origin OPT)$(SANITIZE),file)
   LIB_CFLAGS := $(subst -O2,-O3,$(LIB_CFLAGS))
 endif
 LIB_CFLAGS += -fno-math-errno
+# Functions start on a 64-byte line, so that a change elsewhere in the
+# library cannot move a hot loop across a fetch boundary: without it, adding
+# pack.c shifted im2col's loop by 16 bytes and made it 40 % slower (issue 14,
+# docs/PERFORMANCE.md 0.9.1).
+LIB_CFLAGS += -falign-functions=64
 BASE_LDFLAGS := $(SANFLAGS) $(OMPFLAGS) $(LDFLAGS)
 LIBS := -lm
 

@@ -433,6 +433,12 @@ CVAE_API cvae_status cvae_stack_backward(cvae_stack *stack, const float *dout, i
  * stored order until cvae_dataset_shuffle.
  * Create an empty handle, then fill it with cvae_dataset_load_idx or
  * cvae_dataset_set_u8; filling again replaces the content.
+ * Images that are mostly zero bytes, such as digits on a blank background,
+ * are kept in a packed form (runs of zeros and of other bytes) when that
+ * takes at most 7/8 of their bytes: MNIST takes about 28 %, Fashion-MNIST
+ * about 62 %. Batches are the same floats either way. Packing is the one
+ * allocation of a fill that may be refused without failing it: the images
+ * then stay unpacked. Since 0.9.1.
  */
 
 /* Creates an empty dataset. CVAE_ERR_INVALID_ARG, CVAE_ERR_NOMEM. Since 0.2.0. */
