@@ -359,6 +359,10 @@ check: all $(B)/tools/header_api $(if $(MNIST_DIR),data)
 	sh tests/check_library.sh $(B) $(VERSION)
 	@echo "== programs refuse damaged data sets"
 	sh tests/check_programs.sh $(B)
+	@echo "== peak memory of cvae-train on MNIST"
+	@if [ ! -f data/mnist/train-images-idx3-ubyte ]; then echo "check: no data/mnist: memory check skipped"; \
+	elif [ -n "$(SANFLAGS)" ]; then echo "check: sanitizer build: memory check skipped"; \
+	else sh tests/check_memory.sh $(B) data/mnist; fi
 	@echo "== the multiply's register tile, as compiled"
 	sh tests/check_tile.sh $(B)/obj/lib/gemm.o "$(SANFLAGS)" "$(OPT)"
 	@echo "== the export checks themselves; every header function through the shared library"

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -730,9 +731,23 @@ int tc_finish_epoch(cvae_model *m, cvae_optimizer *opt, const cvae_dataset *test
     return 0;
 }
 
+/* This process's peak resident memory in MB (10^6 bytes), or -1. */
+static double peak_memory_mb(void)
+{
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u) != 0)
+        return -1.0;
+#ifdef __APPLE__
+    return (double)u.ru_maxrss / 1e6; /* bytes there, KiB on Linux and the BSDs */
+#else
+    return (double)u.ru_maxrss * 1024.0 / 1e6;
+#endif
+}
+
 int tc_print_final(cvae_model *m, const struct tc_options *o, const cvae_dataset *train,
                    const cvae_dataset *test, const struct tc_epoch_result *hist, int nhist)
 {
+    double peak;
     struct tc_epoch_result last;
     cvae_status st;
 
@@ -754,6 +769,8 @@ int tc_print_final(cvae_model *m, const struct tc_options *o, const cvae_dataset
     else
         printf("final train loss %.2f nats (recon %.2f + kl %.2f)\n", last.recon + last.kl,
                last.recon, last.kl);
+    if ((peak = peak_memory_mb()) > 0.0)
+        printf("peak memory %.1f MB (resident, this process)\n", peak);
     return 0;
 }
 
