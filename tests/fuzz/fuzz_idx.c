@@ -44,7 +44,7 @@ static const uint8_t *find_separator(const uint8_t *data, size_t size)
  * bytes, already accepted by the loader, so its header is valid). */
 static void exercise(cvae_dataset *ds, const uint8_t *img, size_t img_size, int has_labels)
 {
-    int count = cvae_dataset_count(ds), c = 0, h = 0, w = 0, n, i;
+    int count = cvae_dataset_count(ds), c = 0, h = 0, w = 0, n, i, first;
     size_t image, k;
     float *batch;
     int labels[MAX_BATCH];
@@ -61,13 +61,18 @@ static void exercise(cvae_dataset *ds, const uint8_t *img, size_t img_size, int 
     n = count < MAX_BATCH ? count : MAX_BATCH;
     batch = malloc((size_t)n * image * sizeof *batch);
     FUZZ_CHECK(batch != NULL);
-    FUZZ_CHECK(cvae_dataset_batch(ds, 0, n, batch, labels) == CVAE_OK);
-    for (k = 0; k < (size_t)n * image; k++) {
-        FUZZ_CHECK(batch[k] == (float)img[16 + k] / 255.0f);
-        FUZZ_CHECK(batch[k] >= 0.0f && batch[k] <= 1.0f);
+    /* Every image, packed or raw (lib/pack.c), gives the file's bytes / 255. */
+    for (first = 0; first < count; first += n) {
+        int m = count - first < n ? count - first : n;
+        const uint8_t *px = img + 16 + (size_t)first * image;
+        FUZZ_CHECK(cvae_dataset_batch(ds, first, m, batch, labels) == CVAE_OK);
+        for (k = 0; k < (size_t)m * image; k++) {
+            FUZZ_CHECK(batch[k] == (float)px[k] / 255.0f);
+            FUZZ_CHECK(batch[k] >= 0.0f && batch[k] <= 1.0f);
+        }
+        for (i = 0; i < m; i++)
+            FUZZ_CHECK(has_labels ? labels[i] >= 0 && labels[i] <= 9 : labels[i] == -1);
     }
-    for (i = 0; i < n; i++)
-        FUZZ_CHECK(has_labels ? labels[i] >= 0 && labels[i] <= 9 : labels[i] == -1);
 
     /* Shuffled, the last batch; then the whole range check. */
     FUZZ_CHECK(cvae_dataset_shuffle(ds, (uint64_t)img_size) == CVAE_OK);

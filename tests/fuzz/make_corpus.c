@@ -110,6 +110,22 @@ static void idx_images(buf *b, uint32_t magic, uint32_t count, uint32_t h, uint3
     }
 }
 
+/* count 28 x 28 images, zero but for a block of ink in rows 9-18 that
+ * holds a few zeros of its own. */
+static void idx_blank(buf *b, uint32_t count)
+{
+    size_t i;
+    add_be32(b, 0x803);
+    add_be32(b, count);
+    add_be32(b, 28);
+    add_be32(b, 28);
+    for (i = 0; i < (size_t)count * 784; i++) {
+        size_t y = i % 784 / 28, x = i % 28;
+        uint8_t v = y >= 9 && y <= 18 && x >= 6 + i / 784 && x <= 20 ? (uint8_t)(i * 37 % 256) : 0;
+        add(b, &v, 1);
+    }
+}
+
 static void idx_labels(buf *b, uint32_t magic, uint32_t count, size_t data_bytes)
 {
     size_t i;
@@ -143,6 +159,13 @@ static void make_idx(void)
     add(&b, SEP, 8);
     idx_labels(&b, 0x801, 5, 5);
     write_buf("idx", "ok-5x2x7-labels", &b);
+
+    /* Digits on a blank background, as MNIST's: the dataset keeps them
+     * packed (lib/pack.c), with zero runs longer than a code's 128. */
+    idx_blank(&b, 4);
+    add(&b, SEP, 8);
+    idx_labels(&b, 0x801, 4, 4);
+    write_buf("idx", "ok-4x28x28-blank-labels", &b);
 
     /* Malformed images. */
     write_buf("idx", "bad-empty", &b);
