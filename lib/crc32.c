@@ -2,27 +2,35 @@
  * crc32.c - CRC-32 (ISO-HDLC: reflected polynomial 0xEDB88320, as zlib, PNG
  * and gzip use) and Adler-32 (RFC 1950), for the model file and PNG.
  *
- * The CRC goes four bits at a time through a 16-entry constant table: no
- * table built at run time (that would be global state), and fast enough for
- * files of a few megabytes.
+ * The CRC takes eight bytes a step through eight constant 256-entry tables
+ * (slicing-by-8, crc32_table.h): a model file of 27 MB is checksummed at
+ * every save and load, and the four-bits-at-a-time loop of 0.9.0 spent
+ * about 0.1 s on it, 3 % of a training run with a checkpoint per epoch.
+ * The tables are constants, not built at run time (that would be global
+ * state), and the bytes are combined one by one, so any byte order works.
  */
 #include "cvae_internal.h"
 
-static const uint32_t nibble_table[16] = {
-    0x00000000u, 0x1db71064u, 0x3b6e20c8u, 0x26d930acu, 0x76dc4190u, 0x6b6b51f4u,
-    0x4db26158u, 0x5005713cu, 0xedb88320u, 0xf00f9344u, 0xd6d6a3e8u, 0xcb61b38cu,
-    0x9b64c2b0u, 0x86d3d2d4u, 0xa00ae278u, 0xbdbdf21cu};
+#include "crc32_table.h"
+
+/* The little-endian 32-bit word at p. */
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 uint32_t cvi_crc32_update(uint32_t crc, const void *data, size_t n)
 {
     const unsigned char *p = data;
-    size_t i;
     crc = ~crc;
-    for (i = 0; i < n; i++) {
-        crc ^= p[i];
-        crc = (crc >> 4) ^ nibble_table[crc & 15];
-        crc = (crc >> 4) ^ nibble_table[crc & 15];
+    for (; n >= 8; n -= 8, p += 8) {
+        uint32_t lo = crc ^ le32(p), hi = le32(p + 4);
+        crc = crc_table[7][lo & 0xff] ^ crc_table[6][lo >> 8 & 0xff] ^
+              crc_table[5][lo >> 16 & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^
+              crc_table[2][hi >> 8 & 0xff] ^ crc_table[1][hi >> 16 & 0xff] ^ crc_table[0][hi >> 24];
     }
+    for (; n > 0; n--, p++)
+        crc = crc_table[0][(crc ^ *p) & 0xff] ^ crc >> 8;
     return ~crc;
 }
 

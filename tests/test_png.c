@@ -444,6 +444,36 @@ static void test_checksums(void **state)
     free(buf);
 }
 
+/* Fails if the eight-bytes-a-step CRC differs from the bit-at-a-time
+ * reference: random bytes (every table entry is read many times) from
+ * every start offset modulo 8 and every length up to 40, then 64 KB, and
+ * updates in pieces of every size up to 17. */
+static void test_crc32_slices(void **state)
+{
+    enum { LONG = 65536 };
+    unsigned char *buf = malloc(LONG);
+    tu_rng r;
+    size_t i, off, len, piece;
+    (void)state;
+    assert_non_null(buf);
+    tu_rng_init(&r, 91);
+    for (i = 0; i < LONG; i++)
+        buf[i] = (unsigned char)(tu_rng_next(&r) >> 56);
+    for (off = 0; off < 8; off++)
+        for (len = 0; len <= 40; len++)
+            assert_int_equal(cvi_crc32_update(0, buf + off, len), tu_crc32(0, buf + off, len));
+    assert_int_equal(cvi_crc32_update(0, buf, LONG), tu_crc32(0, buf, LONG));
+    assert_int_equal(cvi_crc32_update(0x12345678u, buf + 3, LONG - 3),
+                     tu_crc32(0x12345678u, buf + 3, LONG - 3));
+    for (piece = 1; piece <= 17; piece++) {
+        uint32_t crc = 0;
+        for (i = 0; i < 4096; i += piece)
+            crc = cvi_crc32_update(crc, buf + i, 4096 - i < piece ? 4096 - i : piece);
+        assert_int_equal(crc, tu_crc32(0, buf, 4096));
+    }
+    free(buf);
+}
+
 /* Calls with the given arguments; expects want, a non-empty message, and no
  * file created. */
 static void expect_error(const char *path, const float *images, int count, int channels, int height,
@@ -599,6 +629,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_columns_clamped, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_large_multi_block, setup_dir, teardown_dir),
         cmocka_unit_test(test_checksums),
+        cmocka_unit_test(test_crc32_slices),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_message_truncation, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_directory, setup_dir, teardown_dir),
