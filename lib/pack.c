@@ -3,7 +3,7 @@
  * than the raw pixels: runs of zeros and runs of literal bytes.
  *
  * Digits and clothes are mostly background: an MNIST digit is about 80 %
- * zero bytes, and packed it takes about a third of its 784. Images with
+ * zero bytes, and packed it takes about a quarter of its 784 bytes. Images with
  * little background (photographs) do not shrink and stay raw (dataset.c
  * decides). Each image is coded on its own, so any image can be read
  * without the ones before it.
