@@ -180,16 +180,18 @@ typedef struct cvi_conv_geom {
 /* What im2col and col2im index by, built per call in a layer's scratch:
  * gather[t][p], for kernel tap t = ky*KW + kx and output position p, is the
  * offset in a channel plane of the pixel the tap reads, or -1 in the padding
- * (the same for every channel and image, so the loops test no bounds);
- * start/from list, for each pixel in tap order, where in the columns the
- * entries that read it are (t * ldcol + p), so that col2im is a gather that
- * writes each pixel once. Offsets fit in int32 because layers refuse planes
- * of more than 2^31 pixels. */
+ * (the same for every channel and image, so the loops test no bounds).
+ * col2im's list holds, for each pixel, the pixel and then where in the
+ * columns (t * ldcol + p) the entries that read it are, in tap order; the
+ * pixels read by k entries come together (class k, class_pixels[k] of them),
+ * classes in increasing k, so that col2im is a gather that writes each pixel
+ * once with loops of one length per class. Plane offsets fit in int32
+ * because layers refuse planes of more than 2^31 pixels. */
 typedef struct cvi_conv_tables {
-    const int32_t *gather; /* (KH*KW, OH*OW) */
-    const int32_t *start;  /* (H*W + 1) */
-    const int64_t *from;
-    size_t ldcol;          /* row stride of the columns they were built for */
+    const int32_t *gather;       /* (KH*KW, OH*OW) */
+    const int64_t *class_pixels; /* (KH*KW + 1) */
+    const int64_t *list;         /* H*W records: pixel, then its k entries */
+    size_t ldcol;                /* row stride of the columns they were built for */
 } cvi_conv_tables;
 
 size_t cvi_conv_tables_floats(const cvi_conv_geom *g);

@@ -29,7 +29,7 @@ static void gather_table(int32_t *gather, const cvi_conv_geom *g)
 }
 
 /* Floats of each part, rounded to 16 floats so that every part stays
- * 64-byte aligned: gather (int32), start (int32), from (int64). */
+ * 64-byte aligned: gather (int32), then the int64 parts of col2im's list. */
 static size_t part_floats(size_t bytes)
 {
     return (bytes / sizeof(float) + 15) / 16 * 16;
@@ -37,41 +37,58 @@ static size_t part_floats(size_t bytes)
 
 size_t cvi_conv_tables_floats(const cvi_conv_geom *g)
 {
-    size_t taps_p = g->KH * g->KW * g->OH * g->OW;
-    return part_floats(taps_p * sizeof(int32_t)) +
-           part_floats((g->H * g->W + 1) * sizeof(int32_t)) +
-           part_floats(taps_p * sizeof(int64_t));
+    size_t taps = g->KH * g->KW, taps_p = taps * g->OH * g->OW, pixels = g->H * g->W;
+    return part_floats(taps_p * sizeof(int32_t)) + part_floats(pixels * sizeof(int64_t)) +
+           part_floats(2 * (taps + 1) * sizeof(int64_t)) +
+           part_floats((pixels + taps_p) * sizeof(int64_t));
 }
 
 void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *g, size_t ldcol)
 {
-    size_t P = g->OH * g->OW, taps_p = g->KH * g->KW * P, pixels = g->H * g->W, e, q;
-    int32_t *gather = (int32_t *)mem, *start;
-    int64_t *from;
+    size_t P = g->OH * g->OW, taps = g->KH * g->KW, taps_p = taps * P, pixels = g->H * g->W;
+    size_t e, q, k, at;
+    int32_t *gather = (int32_t *)mem;
+    int64_t *cursor, *class_pixels, *class_at, *list;
     mem += part_floats(taps_p * sizeof(int32_t));
-    start = (int32_t *)mem;
-    mem += part_floats((pixels + 1) * sizeof(int32_t));
-    from = (int64_t *)mem;
+    cursor = (int64_t *)mem;
+    mem += part_floats(pixels * sizeof(int64_t));
+    class_pixels = (int64_t *)mem;
+    class_at = class_pixels + taps + 1;
+    mem += part_floats(2 * (taps + 1) * sizeof(int64_t));
+    list = (int64_t *)mem;
     gather_table(gather, g);
-    /* A counting sort of the (tap, position) pairs by the pixel they read;
-     * scanning in tap order keeps each pixel's list in tap order, the order
-     * in which a scatter would have added them. */
-    for (q = 0; q <= pixels; q++)
-        start[q] = 0;
+    /* How many entries read each pixel (at most one per tap), and how many
+     * pixels are read by k entries. */
+    for (q = 0; q < pixels; q++)
+        cursor[q] = 0;
     for (e = 0; e < taps_p; e++)
         if (gather[e] >= 0)
-            start[gather[e] + 1]++;
+            cursor[gather[e]]++;
+    for (k = 0; k <= taps; k++)
+        class_pixels[k] = 0;
     for (q = 0; q < pixels; q++)
-        start[q + 1] += start[q];
+        class_pixels[cursor[q]]++;
+    /* Each pixel's record (the pixel, then its entries) goes after the
+     * records of every smaller class and of the smaller pixels of its own:
+     * the class-k records start where classes 0 .. k-1 end. */
+    for (k = 0, at = 0; k <= taps; k++) {
+        class_at[k] = (int64_t)at;
+        at += (size_t)class_pixels[k] * (k + 1);
+    }
+    for (q = 0; q < pixels; q++) {
+        k = (size_t)cursor[q];
+        at = (size_t)class_at[k];
+        class_at[k] += (int64_t)(k + 1);
+        list[at] = (int64_t)q;
+        cursor[q] = (int64_t)(at + 1); /* where its next entry goes */
+    }
+    /* Entries in tap order, so that each pixel sums them in that order. */
     for (e = 0; e < taps_p; e++)
-        if (gather[e] >= 0) /* start[pixel] counts up to the next pixel's start */
-            from[start[gather[e]]++] = (int64_t)((e / P) * ldcol + e % P);
-    for (q = pixels; q > 0; q--) /* and back to each pixel's own start */
-        start[q] = start[q - 1];
-    start[0] = 0;
+        if (gather[e] >= 0)
+            list[cursor[gather[e]]++] = (int64_t)((e / P) * ldcol + e % P);
     t->gather = gather;
-    t->start = start;
-    t->from = from;
+    t->class_pixels = class_pixels;
+    t->list = list;
     t->ldcol = ldcol;
 }
 
@@ -91,20 +108,52 @@ static void im2col_channel(float *col, const float *img, size_t c, const cvi_con
 }
 
 /* col2im of channel c of one image as a gather: each pixel sums the column
- * entries that read it, in tap order, and is written once (no
- * read-modify-write chains, no zeroing first). */
+ * entries that read it, in tap order from 0.0f, and is written once (no
+ * read-modify-write chains, no zeroing first). The pixels come class by
+ * class, so that the loop over a pixel's entries has the same length for
+ * long runs (its exits predicted), and the common lengths are unrolled. */
 static void col2im_channel(float *img, const float *col, size_t c, const cvi_conv_geom *g,
                            const cvi_conv_tables *t)
 {
-    size_t q, pixels = g->H * g->W, taps = g->KH * g->KW;
-    float *plane = img + c * pixels;
+    size_t k, n, j, taps = g->KH * g->KW;
+    float *plane = img + c * g->H * g->W;
     const float *base = col + c * taps * t->ldcol;
-    for (q = 0; q < pixels; q++) {
-        float sum = 0.0f;
-        int32_t e;
-        for (e = t->start[q]; e < t->start[q + 1]; e++)
-            sum += base[t->from[e]];
-        plane[q] = sum;
+    const int64_t *r = t->list;
+    for (k = 0; k <= taps; k++) {
+        size_t count = (size_t)t->class_pixels[k];
+        float s;
+        switch (k) {
+        case 0:
+            for (n = 0; n < count; n++, r += 1)
+                plane[r[0]] = 0.0f;
+            break;
+        case 1:
+            for (n = 0; n < count; n++, r += 2)
+                plane[r[0]] = 0.0f + base[r[1]];
+            break;
+        case 2:
+            for (n = 0; n < count; n++, r += 3) {
+                s = 0.0f + base[r[1]];
+                plane[r[0]] = s + base[r[2]];
+            }
+            break;
+        case 4:
+            for (n = 0; n < count; n++, r += 5) {
+                s = 0.0f + base[r[1]];
+                s += base[r[2]];
+                s += base[r[3]];
+                plane[r[0]] = s + base[r[4]];
+            }
+            break;
+        default:
+            for (n = 0; n < count; n++, r += k + 1) {
+                s = 0.0f;
+                for (j = 1; j <= k; j++)
+                    s += base[r[j]];
+                plane[r[0]] = s;
+            }
+            break;
+        }
     }
 }
 

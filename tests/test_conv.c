@@ -792,6 +792,78 @@ static void test_im2col_col2im_batched(void **state)
     }
 }
 
+/* Fails if a pixel of col2im is not, bit for bit, the float sum from 0.0f of
+ * its column entries in tap order: the order that makes results the same
+ * for any batch split and thread count, and that the specialised loops for
+ * pixels of 1, 2 and 4 entries must keep. Random geometries, then fixed ones
+ * that give pixels of no entry (stride 3 over a kernel of 2), of 9 (3x3,
+ * stride 1) and of 25 (5x5), on 3 images side by side, 1 and 2 threads. */
+static void test_col2im_sums_in_tap_order(void **state)
+{
+    enum { NB = 3, N_RANDOM = 24 };
+    static const size_t fixed[][9] = {
+        /* C, H, W, KH, KW, SH, SW, PH, PW */
+        {2, 14, 14, 4, 4, 2, 2, 1, 1},
+        {2, 7, 6, 3, 3, 1, 1, 1, 1},
+        {1, 9, 8, 5, 5, 1, 1, 2, 2},
+        {2, 8, 7, 2, 2, 3, 3, 0, 0},
+        {1, 5, 6, 1, 1, 1, 1, 0, 0},
+    };
+    const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
+    tu_rng r;
+    int k, threads;
+
+    (void)state;
+    tu_rng_init(&r, 77);
+    for (k = 0; k < N_RANDOM + n_fixed; k++) {
+        cvi_conv_geom g;
+        size_t il, P, rows, i, row, j, q;
+        float *col, *img, *ref;
+        if (k < N_RANDOM) {
+            draw_geom(&r, &g);
+        } else {
+            const size_t *f = fixed[k - N_RANDOM];
+            g.C = f[0], g.H = f[1], g.W = f[2], g.KH = f[3], g.KW = f[4];
+            g.SH = f[5], g.SW = f[6], g.PH = f[7], g.PW = f[8];
+            g.OH = (g.H + 2 * g.PH - g.KH) / g.SH + 1;
+            g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
+        }
+        il = img_len(&g);
+        P = g.OH * g.OW;
+        rows = g.C * g.KH * g.KW;
+        col = malloc(NB * col_len(&g) * sizeof *col);
+        img = malloc(NB * il * sizeof *img);
+        ref = malloc(NB * il * sizeof *ref);
+        assert_true(col && img && ref);
+        /* Magnitudes 2^-12 .. 2^12: sums whose rounding depends on the order
+         * (values of one magnitude would add exactly in any order). */
+        for (q = 0; q < NB * col_len(&g); q++)
+            col[q] = ldexpf(tu_rng_sym(&r), rng_int(&r, -12, 12));
+        for (q = 0; q < NB * il; q++)
+            ref[q] = 0.0f;
+        for (i = 0; i < NB; i++) /* rows in order: each pixel's taps in order */
+            for (row = 0; row < rows; row++)
+                for (j = 0; j < P; j++) {
+                    long src = col_source(&g, row, j);
+                    if (src >= 0)
+                        ref[i * il + (size_t)src] += col[row * NB * P + i * P + j];
+                }
+        for (threads = 1; threads <= 2; threads++) {
+            fill_sym(img, NB * il, &r); /* col2im overwrites */
+            col2im_n(img, col, NB, &g, threads);
+            for (q = 0; q < NB * il; q++)
+                if (memcmp(&img[q], &ref[q], sizeof *img))
+                    fail_msg("geometry %d (C=%zu H=%zu W=%zu k=%zux%zu s=%zu,%zu p=%zu,%zu), "
+                             "%d threads: pixel %zu is %.9g, the sum in tap order %.9g",
+                             k, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, threads, q,
+                             (double)img[q], (double)ref[q]);
+        }
+        free(col);
+        free(img);
+        free(ref);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -803,6 +875,7 @@ int main(void)
         cmocka_unit_test(test_col2im_matches_definition),
         cmocka_unit_test(test_im2col_col2im_adjoint),
         cmocka_unit_test(test_im2col_col2im_batched),
+        cmocka_unit_test(test_col2im_sums_in_tap_order),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
