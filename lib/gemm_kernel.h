@@ -318,23 +318,31 @@ GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, const float *r
 #undef GK_STORE
 
 /* C block (rows, cols) at column j of C = alpha acc + b C (b == 0: C not
- * read), then the epilogue's bias. A tile inside one column group is written
- * row by row; one that straddles groups column by column. */
+ * read), then the epilogue's bias. The block is written row by row, in runs
+ * of columns that stay inside one column group (one run unless the tile
+ * straddles groups, as most do with groups of 49 or 196 columns), so that
+ * every run is a contiguous, vectorisable loop. */
 GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_t cols,
                                    const cvi_gemm_out *c, size_t i, size_t j, float alpha,
                                    float b, int last)
 {
-    size_t r, q;
+    size_t r, q, q0, run;
     const float *row_bias = last ? c->row_bias : NULL, *col_bias = last ? c->col_bias : NULL;
-    if (!c->group_cols || j % c->group_cols + cols <= c->group_cols) {
-        float *base = c->group_cols ? c->data + (j / c->group_cols) * c->group_stride +
-                                          j % c->group_cols
-                                    : c->data + j;
+    for (q0 = 0; q0 < cols; q0 += run) {
+        size_t jj = j + q0;
+        float *base = c->data + jj;
+        run = cols - q0;
+        if (c->group_cols) {
+            size_t in_group = jj % c->group_cols;
+            base = c->data + (jj / c->group_cols) * c->group_stride + in_group;
+            if (run > c->group_cols - in_group)
+                run = c->group_cols - in_group;
+        }
         for (r = 0; r < rows; r++) {
             float *restrict crow = base + (i + r) * c->ld;
-            const float *restrict arow = acc + r * GK_NR;
+            const float *restrict arow = acc + r * GK_NR + q0;
             float rb = row_bias ? row_bias[i + r] : 0.0f;
-            if (cols == GK_NR) { /* constant trip counts: vectorised */
+            if (run == GK_NR) { /* constant trip counts: vectorised */
                 if (b == 0.0f)
                     for (q = 0; q < GK_NR; q++)
                         crow[q] = alpha * arow[q] + rb;
@@ -343,32 +351,18 @@ GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_
                         crow[q] = alpha * arow[q] + b * crow[q] + rb;
                 if (col_bias)
                     for (q = 0; q < GK_NR; q++)
-                        crow[q] += col_bias[j + q];
+                        crow[q] += col_bias[jj + q];
                 continue;
             }
             if (b == 0.0f)
-                for (q = 0; q < cols; q++)
+                for (q = 0; q < run; q++)
                     crow[q] = alpha * arow[q] + rb;
             else
-                for (q = 0; q < cols; q++)
+                for (q = 0; q < run; q++)
                     crow[q] = alpha * arow[q] + b * crow[q] + rb;
             if (col_bias)
-                for (q = 0; q < cols; q++)
-                    crow[q] += col_bias[j + q];
-        }
-        return;
-    }
-    for (q = 0; q < cols; q++) {
-        size_t jj = j + q;
-        float *col = c->data + (jj / c->group_cols) * c->group_stride + jj % c->group_cols;
-        for (r = 0; r < rows; r++) {
-            float *e = col + (i + r) * c->ld;
-            float v = alpha * acc[r * GK_NR + q] + (b == 0.0f ? 0.0f : b * *e);
-            if (row_bias)
-                v += row_bias[i + r];
-            if (col_bias)
-                v += col_bias[jj];
-            *e = v;
+                for (q = 0; q < run; q++)
+                    crow[q] += col_bias[jj + q];
         }
     }
 }

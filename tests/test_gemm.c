@@ -399,25 +399,23 @@ static size_t grouped_at(size_t r, size_t c, size_t ld, size_t gcols, size_t gst
     return (c / gcols) * gstride + r * ld + c % gcols;
 }
 
-/* Fails if grouped operands (A grouped along K, B and C along N, as the
- * batched convolutions use them) or the fused row and column biases are
- * indexed wrongly, on any variant and thread count, or if anything between
- * C's groups is written. Groups of 7, 13 and 5 columns straddle every tile;
- * the reference gathers the plain matrices first. */
-static void test_gemm_grouped_operands_and_bias(void **state)
+/* One case of test_gemm_grouped_operands_and_bias: M x N x K, A grouped
+ * along K by ga columns, B and C along N by gb and gc; ld* as small as the
+ * groups allow plus a gap. */
+static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size_t gb,
+                         size_t gc)
 {
-    enum { M = 37, N = 5 * 13 + 4, K = 7 * 9 + 3 };
-    const size_t ga = 7, gb = 13, gc = 5, lda = 9, ldb = 15, ldc = 6;
+    const size_t lda = ga + 2, ldb = gb + 2, ldc = gc + 1;
     const size_t sa = M * lda + 3, sb = K * ldb + 1, sc = M * ldc + 2;
     size_t na = (K / ga + 1) * sa, nb = (N / gb + 1) * sb, nc = (N / gc + 1) * sc;
     float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B), *C = malloc(nc * sizeof *C);
-    float *C0 = malloc(nc * sizeof *C0), rb[M], cb[N];
-    double *ref = malloc((size_t)M * N * sizeof *ref);
+    float *C0 = malloc(nc * sizeof *C0), *rb = malloc(M * sizeof *rb), *cb = malloc(N * sizeof *cb);
+    double *ref = malloc(M * N * sizeof *ref);
     tu_rng r;
     size_t i, j, k, t;
     int path, bias;
 
-    assert_true(A && B && C && C0 && ref);
+    assert_true(A && B && C && C0 && rb && cb && ref);
     tu_rng_init(&r, 77);
     for (i = 0; i < na; i++)
         A[i] = tu_rng_sym(&r);
@@ -450,7 +448,7 @@ static void test_gemm_grouped_operands_and_bias(void **state)
                 memset(&g, 0, sizeof g);
                 env.path = (cvi_gemm_path)path;
                 env.threads = thread_counts[t];
-                env.ws = *state;
+                env.ws = ws;
                 g.M = M;
                 g.N = N;
                 g.K = K;
@@ -476,14 +474,15 @@ static void test_gemm_grouped_operands_and_bias(void **state)
                     for (j = 0; j < N; j++) {
                         size_t at = grouped_at(i, j, ldc, gc, sc);
                         if (!(fabs(C[at] - ref[i * N + j]) <= (K + 8) * FLT_EPSILON * (K + 3)))
-                            fail_msg("%s, %d threads, bias %d: C(%zu,%zu) = %.9g, want %.9g",
-                                     cvi_gemm_path_name(env.path), env.threads, bias, i, j,
+                            fail_msg("%zux%zux%zu, C groups of %zu, %s, %d threads, bias %d: "
+                                     "C(%zu,%zu) = %.9g, want %.9g",
+                                     M, N, K, gc, cvi_gemm_path_name(env.path), env.threads, bias, i, j,
                                      (double)C[at], ref[i * N + j]);
                     }
                 for (i = 0; i < nc; i++)
                     touched += memcmp(&C[i], &C0[i], sizeof *C) != 0;
                 /* Every C element of the view changes (random data), nothing else. */
-                assert_int_equal(touched, (size_t)M * N);
+                assert_int_equal(touched, M * N);
             }
         }
     }
@@ -491,7 +490,22 @@ static void test_gemm_grouped_operands_and_bias(void **state)
     free(B);
     free(C);
     free(C0);
+    free(rb);
+    free(cb);
     free(ref);
+}
+
+/* Fails if grouped operands (A grouped along K, B and C along N, as the
+ * batched convolutions use them) or the fused row and column biases are
+ * indexed wrongly, on any variant and thread count, or if anything between
+ * C's groups is written; the reference gathers the plain matrices first.
+ * Groups of 7, 13 and 5 columns straddle every tile; groups of 45 columns
+ * give tiles wholly inside a group, tiles across two, and (K > 256) several
+ * passes over C, the bias added on the last. */
+static void test_gemm_grouped_operands_and_bias(void **state)
+{
+    grouped_case(*state, 37, 5 * 13 + 4, 7 * 9 + 3, 7, 13, 5);
+    grouped_case(*state, 19, 2 * 45 + 17, 7 * 40 + 3, 7, 45, 45);
 }
 
 int main(void)
