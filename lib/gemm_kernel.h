@@ -105,6 +105,12 @@ GK_ATTR static void GK(pack_panel)(float *restrict p, const float *X, size_t rs,
     } else if (rows == GK_NR && w == GK_NR) {
         for (k = 0; k < kc; k++)
             GK_COPY_NR(p + k * GK_NR, X + k * ks)
+    } else if (rows == GK_MR && w == GK_MR) {
+        /* A full panel of a transposed A: GK_MR contiguous floats per k,
+         * a copy of constant length (the loop below has a variable one). */
+        for (k = 0; k < kc; k++)
+            for (r = 0; r < GK_MR; r++)
+                p[k * GK_MR + r] = X[k * ks + r];
     } else {
         for (k = 0; k < kc; k++)
             for (r = 0; r < rows; r++)
