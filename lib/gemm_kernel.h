@@ -11,10 +11,13 @@
  *
  * op(B) is packed into panels GK_NR columns wide and op(A) into panels GK_MR
  * rows tall, a CVI_KC-deep slice at a time; a fixed GK_MR x GK_NR tile with
- * constant trip counts then runs over the packed panels, so that compilers
- * keep the tile in vector registers. Packing absorbs the transposes, the
- * column groups (see cvi_operand) and the zero padding of the tails, so
- * the tile has no edge cases; edge tiles are only clipped when written back.
+ * constant trip counts then runs over the panels, so that compilers keep the
+ * tile in vector registers. Packing absorbs the transposes, the column groups
+ * (see cvi_operand) and the zero padding of the tails, so the tile has no
+ * edge cases; edge tiles are only clipped when written back. Where an
+ * operand already holds a full panel's GK_MR or GK_NR floats of each k side
+ * by side (a transposed A, a plain B), the tile reads it in place with its
+ * row stride instead: packing it would only copy it.
  */
 
 #ifdef GK_VEC
@@ -130,11 +133,15 @@ GK_ATTR static void GK(zero_panel)(float *restrict p, size_t rows, size_t kc, si
 /* Packs op(A)[i0 .. i0+mc) x [k0 .. k0+kc) as MR-row panels pa[panel][k][r].
  * A grouped A (never transposed) is cut into runs of k inside one group. */
 GK_ATTR static void GK(pack_a)(float *restrict pa, const cvi_operand *a, int trans, size_t i0,
-                               size_t mc, size_t k0, size_t kc)
+                               size_t mc, size_t k0, size_t kc, int direct)
 {
     size_t ip;
     for (ip = 0; ip < mc; ip += GK_MR) {
         size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR, i = i0 + ip;
+        if (direct && rows == GK_MR) { /* the tile reads A itself */
+            pa += kc * GK_MR;
+            continue;
+        }
         GK(zero_panel)(pa, rows, kc, GK_MR);
         if (trans) { /* op(A)(i, k) = A[k][i] */
             GK(pack_panel)(pa, a->data + k0 * a->ld + i, 1, a->ld, rows, kc, GK_MR);
@@ -157,12 +164,13 @@ GK_ATTR static void GK(pack_a)(float *restrict pa, const cvi_operand *a, int tra
 /* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels pb[panel][k][c].
  * A grouped B is never transposed. */
 GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int trans, size_t k0,
-                               size_t kc, size_t j0, size_t nc)
+                               size_t kc, size_t j0, size_t nc, int direct)
 {
     size_t jp;
     for (jp = 0; jp < nc; jp += GK_NR) {
         size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, j = j0 + jp;
-        if (trans) { /* op(B)(k, j) = B[j][k] */
+        if (direct && cols == GK_NR) { /* the tile reads B itself */
+        } else if (trans) { /* op(B)(k, j) = B[j][k] */
             GK(zero_panel)(pb, cols, kc, GK_NR);
             GK(pack_panel)(pb, b->data + j * b->ld + k0, b->ld, 1, cols, kc, GK_NR);
         } else if (!b->group_cols && cols == GK_NR) {
@@ -267,13 +275,13 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int tra
  * and copied accumulators inside the k loop. One call per tile is nothing
  * beside its kc steps. */
 GK_ATTR __attribute__((noinline)) static void GK(tile)(size_t kc, const float *restrict pa,
-                                                       const float *restrict pb,
-                                                       float *restrict acc)
+                                                       size_t a_step, const float *restrict pb,
+                                                       size_t b_step, float *restrict acc)
 {
     GK_ROWS(GK_DECL)
     size_t k;
     for (k = 0; k < kc; k++) {
-        const float *restrict b = pb + k * GK_NR, *restrict a = pa + k * GK_MR;
+        const float *restrict b = pb + k * b_step, *restrict a = pa + k * a_step;
         GK_LOADB
         GK_ROWS(GK_FMA)
     }
@@ -303,13 +311,13 @@ GK_ATTR __attribute__((noinline)) static void GK(tile)(size_t kc, const float *r
 #error "GK_NV must be 1 or 2"
 #endif
 
-GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, const float *restrict pb,
-                             float *restrict acc)
+GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, size_t a_step,
+                             const float *restrict pb, size_t b_step, float *restrict acc)
 {
     GK_ROWS(GK_DECL)
     size_t k, j;
     for (k = 0; k < kc; k++) {
-        const float *restrict b = pb + k * GK_NR, *restrict a = pa + k * GK_MR;
+        const float *restrict b = pb + k * b_step, *restrict a = pa + k * a_step;
         for (j = 0; j < GK_VL; j++) {
             GK_ROWS(GK_FMA)
         }
@@ -379,6 +387,10 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                                  size_t j_hi, float *restrict pa, float *restrict pb)
 {
     size_t i0, j0, k0;
+    /* Operands the tile can read in place, unpacked: a transposed A (GK_MR
+     * contiguous floats per k, lda apart) and a plain B (GK_NR contiguous
+     * floats per k, ldb apart); only their tail panels are packed. */
+    int a_direct = g->trans_a && !g->a.group_cols, b_direct = !g->trans_b && !g->b.group_cols;
     for (j0 = j_lo; j0 < j_hi; j0 += CVI_NC) {
         size_t nc = j_hi - j0 < CVI_NC ? j_hi - j0 : CVI_NC;
         for (k0 = 0; k0 < g->K; k0 += CVI_KC) {
@@ -387,17 +399,27 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
              * last adds the bias. */
             float b = k0 == 0 ? g->beta : 1.0f;
             int last = k0 + kc == g->K;
-            GK(pack_b)(pb, &g->b, g->trans_b, k0, kc, j0, nc);
+            GK(pack_b)(pb, &g->b, g->trans_b, k0, kc, j0, nc, b_direct);
             for (i0 = i_lo; i0 < i_hi; i0 += CVI_MC) {
                 size_t mc = i_hi - i0 < CVI_MC ? i_hi - i0 : CVI_MC;
                 size_t ip, jp;
-                GK(pack_a)(pa, &g->a, g->trans_a, i0, mc, k0, kc);
+                GK(pack_a)(pa, &g->a, g->trans_a, i0, mc, k0, kc, a_direct);
                 for (jp = 0; jp < nc; jp += GK_NR) {
-                    size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR;
+                    size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, b_step = GK_NR;
+                    const float *bp = pb + jp * kc;
+                    if (b_direct && cols == GK_NR) {
+                        bp = g->b.data + k0 * g->b.ld + j0 + jp;
+                        b_step = g->b.ld;
+                    }
                     for (ip = 0; ip < mc; ip += GK_MR) {
-                        size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR;
+                        size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR, a_step = GK_MR;
+                        const float *ap = pa + ip * kc;
                         float acc[GK_MR * GK_NR];
-                        GK(tile)(kc, pa + ip * kc, pb + jp * kc, acc);
+                        if (a_direct && rows == GK_MR) {
+                            ap = g->a.data + k0 * g->a.ld + i0 + ip;
+                            a_step = g->a.ld;
+                        }
+                        GK(tile)(kc, ap, a_step, bp, b_step, acc);
                         GK(write_tile)(acc, rows, cols, &g->c, i0 + ip, j0 + jp, g->alpha, b,
                                        last);
                     }
