@@ -92,18 +92,36 @@ void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *
     t->ldcol = ldcol;
 }
 
-/* im2col of channel c of one image: one flat loop over the P positions per
- * column row. */
-static void im2col_channel(float *col, const float *img, size_t c, const cvi_conv_geom *g,
-                           const cvi_conv_tables *t)
+/* Channels taken together by im2col: the gather table's entry, and its
+ * test for the padding, then serve four copies instead of one. */
+#define IM2COL_CHANNELS 4
+
+/* im2col of channels c .. c+nch-1 (nch <= IM2COL_CHANNELS) of one image:
+ * one flat loop over the P positions per column row. */
+static void im2col_channels(float *col, const float *img, size_t c, size_t nch,
+                            const cvi_conv_geom *g, const cvi_conv_tables *t)
 {
-    size_t k, p, P = g->OH * g->OW, taps = g->KH * g->KW;
-    const float *plane = img + c * g->H * g->W;
+    size_t k, p, q, P = g->OH * g->OW, taps = g->KH * g->KW, pixels = g->H * g->W;
+    size_t rows = taps * t->ldcol; /* from one channel's column row to the next's */
+    const float *plane = img + c * pixels;
     for (k = 0; k < taps; k++) {
         const int32_t *ix = t->gather + k * P;
         float *dst = col + (c * taps + k) * t->ldcol;
-        for (p = 0; p < P; p++)
-            dst[p] = ix[p] >= 0 ? plane[ix[p]] : 0.0f;
+        if (nch == IM2COL_CHANNELS) {
+            for (p = 0; p < P; p++) {
+                int32_t at = ix[p];
+                if (at >= 0)
+                    for (q = 0; q < IM2COL_CHANNELS; q++)
+                        dst[q * rows + p] = plane[q * pixels + (size_t)at];
+                else
+                    for (q = 0; q < IM2COL_CHANNELS; q++)
+                        dst[q * rows + p] = 0.0f;
+            }
+            continue;
+        }
+        for (q = 0; q < nch; q++)
+            for (p = 0; p < P; p++)
+                dst[q * rows + p] = ix[p] >= 0 ? plane[q * pixels + (size_t)ix[p]] : 0.0f;
     }
 }
 
@@ -157,21 +175,23 @@ static void col2im_channel(float *img, const float *col, size_t c, const cvi_con
     }
 }
 
-/* Both spread the n * C (image, channel) pairs over the threads: channels
- * are independent in both directions, and a group may hold fewer images
- * than there are threads. */
+/* Both spread the images' channels over the threads (im2col in blocks of
+ * IM2COL_CHANNELS): channels are independent in both directions, and a
+ * group may hold fewer images than there are threads. */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
                       const cvi_conv_tables *t, int threads)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
-    ptrdiff_t w, work = (ptrdiff_t)(n * g->C);
+    size_t blocks = (g->C + IM2COL_CHANNELS - 1) / IM2COL_CHANNELS;
+    ptrdiff_t w, work = (ptrdiff_t)(n * blocks);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && work > 1)
 #endif
     for (w = 0; w < work; w++) {
-        size_t i = (size_t)w / g->C, c = (size_t)w % g->C;
-        im2col_channel(col + i * P, imgs + i * image, c, g, t);
+        size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
+        size_t nch = g->C - c < IM2COL_CHANNELS ? g->C - c : IM2COL_CHANNELS;
+        im2col_channels(col + i * P, imgs + i * image, c, nch, g, t);
     }
 }
 

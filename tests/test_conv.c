@@ -487,7 +487,7 @@ static void draw_geom(tu_rng *r, cvi_conv_geom *g)
     int C, H, W, KH, KW, SH, SW, PH, PW;
 
     do {
-        C = rng_int(r, 1, 3);
+        C = rng_int(r, 1, 9); /* past 4: im2col's blocks of channels and a remainder */
         H = rng_int(r, 1, 10);
         W = rng_int(r, 1, 10);
         KH = rng_int(r, 1, 5);
