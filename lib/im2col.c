@@ -92,8 +92,8 @@ void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *
     t->ldcol = ldcol;
 }
 
-/* Channels taken together by im2col: the gather table's entry, and its
- * test for the padding, then serve four copies instead of one. */
+/* Channels taken together by im2col and col2im: each entry of their
+ * tables (and im2col's test for the padding) then serves four channels. */
 #define IM2COL_CHANNELS 4
 
 /* im2col of channels c .. c+nch-1 (nch <= IM2COL_CHANNELS) of one image:
@@ -125,58 +125,67 @@ static void im2col_channels(float *col, const float *img, size_t c, size_t nch,
     }
 }
 
-/* col2im of channel c of one image as a gather: each pixel sums the column
- * entries that read it, in tap order from 0.0f, and is written once (no
- * read-modify-write chains, no zeroing first). The pixels come class by
- * class, so that the loop over a pixel's entries has the same length for
- * long runs (its exits predicted), and the common lengths are unrolled. */
-static void col2im_channel(float *img, const float *col, size_t c, const cvi_conv_geom *g,
-                           const cvi_conv_tables *t)
+/* col2im of channels c .. c+nch-1 of one image as a gather: each pixel
+ * sums the column entries that read it, in tap order from 0.0f, and is
+ * written once (no read-modify-write chains, no zeroing first). The pixels
+ * come class by class, so that the loop over a pixel's entries has the same
+ * length for long runs (its exits predicted), and the common lengths are
+ * unrolled; each record of the list serves nch channels. Inlined with nch a
+ * constant, the channel loops unroll too. */
+static inline void col2im_channels(float *img, const float *col, size_t c, size_t nch,
+                                   const cvi_conv_geom *g, const cvi_conv_tables *t)
 {
-    size_t k, n, j, taps = g->KH * g->KW;
-    float *plane = img + c * g->H * g->W;
-    const float *base = col + c * taps * t->ldcol;
+    size_t k, n, j, q, taps = g->KH * g->KW, pixels = g->H * g->W, rows = taps * t->ldcol;
+    float *plane = img + c * pixels;
+    const float *base = col + c * rows;
     const int64_t *r = t->list;
     for (k = 0; k <= taps; k++) {
         size_t count = (size_t)t->class_pixels[k];
-        float s;
         switch (k) {
         case 0:
             for (n = 0; n < count; n++, r += 1)
-                plane[r[0]] = 0.0f;
+                for (q = 0; q < nch; q++)
+                    plane[q * pixels + (size_t)r[0]] = 0.0f;
             break;
         case 1:
             for (n = 0; n < count; n++, r += 2)
-                plane[r[0]] = 0.0f + base[r[1]];
+                for (q = 0; q < nch; q++)
+                    plane[q * pixels + (size_t)r[0]] = 0.0f + base[q * rows + (size_t)r[1]];
             break;
         case 2:
-            for (n = 0; n < count; n++, r += 3) {
-                s = 0.0f + base[r[1]];
-                plane[r[0]] = s + base[r[2]];
-            }
+            for (n = 0; n < count; n++, r += 3)
+                for (q = 0; q < nch; q++) {
+                    const float *b = base + q * rows;
+                    float s = 0.0f + b[r[1]];
+                    plane[q * pixels + (size_t)r[0]] = s + b[r[2]];
+                }
             break;
         case 4:
-            for (n = 0; n < count; n++, r += 5) {
-                s = 0.0f + base[r[1]];
-                s += base[r[2]];
-                s += base[r[3]];
-                plane[r[0]] = s + base[r[4]];
-            }
+            for (n = 0; n < count; n++, r += 5)
+                for (q = 0; q < nch; q++) {
+                    const float *b = base + q * rows;
+                    float s = 0.0f + b[r[1]];
+                    s += b[r[2]];
+                    s += b[r[3]];
+                    plane[q * pixels + (size_t)r[0]] = s + b[r[4]];
+                }
             break;
         default:
-            for (n = 0; n < count; n++, r += k + 1) {
-                s = 0.0f;
-                for (j = 1; j <= k; j++)
-                    s += base[r[j]];
-                plane[r[0]] = s;
-            }
+            for (n = 0; n < count; n++, r += k + 1)
+                for (q = 0; q < nch; q++) {
+                    const float *b = base + q * rows;
+                    float s = 0.0f;
+                    for (j = 1; j <= k; j++)
+                        s += b[r[j]];
+                    plane[q * pixels + (size_t)r[0]] = s;
+                }
             break;
         }
     }
 }
 
-/* Both spread the images' channels over the threads (im2col in blocks of
- * IM2COL_CHANNELS): channels are independent in both directions, and a
+/* Both spread the images' channels over the threads in blocks of
+ * IM2COL_CHANNELS: channels are independent in both directions, and a
  * group may hold fewer images than there are threads. */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
                       const cvi_conv_tables *t, int threads)
@@ -199,14 +208,18 @@ void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_ge
                       const cvi_conv_tables *t, int threads)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
-    ptrdiff_t w, work = (ptrdiff_t)(n * g->C);
+    size_t blocks = (g->C + IM2COL_CHANNELS - 1) / IM2COL_CHANNELS;
+    ptrdiff_t w, work = (ptrdiff_t)(n * blocks);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && work > 1)
 #endif
     for (w = 0; w < work; w++) {
-        size_t i = (size_t)w / g->C, c = (size_t)w % g->C;
-        col2im_channel(imgs + i * image, col + i * P, c, g, t);
+        size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
+        if (g->C - c >= IM2COL_CHANNELS)
+            col2im_channels(imgs + i * image, col + i * P, c, IM2COL_CHANNELS, g, t);
+        else
+            col2im_channels(imgs + i * image, col + i * P, c, g->C - c, g, t);
     }
 }
 
