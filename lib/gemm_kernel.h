@@ -161,15 +161,30 @@ GK_ATTR static void GK(pack_a)(float *restrict pa, const cvi_operand *a, int tra
     }
 }
 
+/* Where row k0 of B panel j starts when the tile can read the panel in
+ * place (a full panel of a plain B, or of a grouped one inside one group:
+ * GK_NR contiguous floats per k, ld apart), else NULL. */
+GK_ATTR static const float *GK(b_in_place)(const cvi_operand *b, int trans, size_t k0, size_t j,
+                                           size_t cols)
+{
+    if (trans || cols != GK_NR)
+        return NULL;
+    if (!b->group_cols)
+        return b->data + k0 * b->ld + j;
+    if (j % b->group_cols + GK_NR > b->group_cols)
+        return NULL;
+    return b->data + (j / b->group_cols) * b->group_stride + k0 * b->ld + j % b->group_cols;
+}
+
 /* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels pb[panel][k][c].
  * A grouped B is never transposed. */
 GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int trans, size_t k0,
-                               size_t kc, size_t j0, size_t nc, int direct)
+                               size_t kc, size_t j0, size_t nc)
 {
     size_t jp;
     for (jp = 0; jp < nc; jp += GK_NR) {
         size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, j = j0 + jp;
-        if (direct && cols == GK_NR) { /* the tile reads B itself */
+        if (GK(b_in_place)(b, trans, k0, j, cols)) { /* the tile reads it */
         } else if (trans) { /* op(B)(k, j) = B[j][k] */
             GK(zero_panel)(pb, cols, kc, GK_NR);
             GK(pack_panel)(pb, b->data + j * b->ld + k0, b->ld, 1, cols, kc, GK_NR);
@@ -388,9 +403,9 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
 {
     size_t i0, j0, k0;
     /* Operands the tile can read in place, unpacked: a transposed A (GK_MR
-     * contiguous floats per k, lda apart) and a plain B (GK_NR contiguous
-     * floats per k, ldb apart); only their tail panels are packed. */
-    int a_direct = g->trans_a && !g->a.group_cols, b_direct = !g->trans_b && !g->b.group_cols;
+     * contiguous floats per k, lda apart) and B's full panels that are
+     * GK_NR contiguous floats per k (b_in_place); the rest is packed. */
+    int a_direct = g->trans_a && !g->a.group_cols;
     for (j0 = j_lo; j0 < j_hi; j0 += CVI_NC) {
         size_t nc = j_hi - j0 < CVI_NC ? j_hi - j0 : CVI_NC;
         for (k0 = 0; k0 < g->K; k0 += CVI_KC) {
@@ -399,18 +414,18 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
              * last adds the bias. */
             float b = k0 == 0 ? g->beta : 1.0f;
             int last = k0 + kc == g->K;
-            GK(pack_b)(pb, &g->b, g->trans_b, k0, kc, j0, nc, b_direct);
+            GK(pack_b)(pb, &g->b, g->trans_b, k0, kc, j0, nc);
             for (i0 = i_lo; i0 < i_hi; i0 += CVI_MC) {
                 size_t mc = i_hi - i0 < CVI_MC ? i_hi - i0 : CVI_MC;
                 size_t ip, jp;
                 GK(pack_a)(pa, &g->a, g->trans_a, i0, mc, k0, kc, a_direct);
                 for (jp = 0; jp < nc; jp += GK_NR) {
                     size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, b_step = GK_NR;
-                    const float *bp = pb + jp * kc;
-                    if (b_direct && cols == GK_NR) {
-                        bp = g->b.data + k0 * g->b.ld + j0 + jp;
+                    const float *bp = GK(b_in_place)(&g->b, g->trans_b, k0, j0 + jp, cols);
+                    if (bp)
                         b_step = g->b.ld;
-                    }
+                    else
+                        bp = pb + jp * kc;
                     for (ip = 0; ip < mc; ip += GK_MR) {
                         size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR, a_step = GK_MR;
                         const float *ap = pa + ip * kc;
