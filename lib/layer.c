@@ -16,22 +16,39 @@ void cvi_bias_add_planes(float *y, const float *b, size_t F, size_t P)
             y[f * P + p] += b[f];
 }
 
+/* Channels summed together by cvi_bias_grad_planes: each channel's sum is
+ * a chain of dependent adds, so four chains side by side keep the adder
+ * busy where one would wait on each add's latency. */
+#define BIAS_GRAD_CHANNELS 4
+
 void cvi_bias_grad_planes(float *db, const float *dy, size_t n, size_t F, size_t P, int threads)
 {
-    ptrdiff_t f;
+    ptrdiff_t blk, blocks = (ptrdiff_t)((F + BIAS_GRAD_CHANNELS - 1) / BIAS_GRAD_CHANNELS);
     (void)threads;
     /* Channels are independent; each keeps the order images, then positions. */
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && n * F * P > 65536)
 #endif
-    for (f = 0; f < (ptrdiff_t)F; f++) {
-        size_t b, p;
+    for (blk = 0; blk < blocks; blk++) {
+        size_t f0 = (size_t)blk * BIAS_GRAD_CHANNELS, b, p, q;
+        size_t nf = F - f0 < BIAS_GRAD_CHANNELS ? F - f0 : BIAS_GRAD_CHANNELS;
         for (b = 0; b < n; b++) {
-            const float *plane = dy + (b * F + (size_t)f) * P;
-            float sum = 0.0f;
-            for (p = 0; p < P; p++)
-                sum += plane[p];
-            db[f] += sum;
+            const float *plane = dy + (b * F + f0) * P;
+            if (nf == BIAS_GRAD_CHANNELS) {
+                float sum[BIAS_GRAD_CHANNELS] = {0.0f, 0.0f, 0.0f, 0.0f};
+                for (p = 0; p < P; p++)
+                    for (q = 0; q < BIAS_GRAD_CHANNELS; q++)
+                        sum[q] += plane[q * P + p];
+                for (q = 0; q < BIAS_GRAD_CHANNELS; q++)
+                    db[f0 + q] += sum[q];
+                continue;
+            }
+            for (q = 0; q < nf; q++) {
+                float sum = 0.0f;
+                for (p = 0; p < P; p++)
+                    sum += plane[q * P + p];
+                db[f0 + q] += sum;
+            }
         }
     }
 }
