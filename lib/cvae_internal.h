@@ -91,6 +91,17 @@ float cvi_rng_uniform(cvi_rng *rng);
  * without OpenMP. */
 int cvi_threads_resolve(int setting);
 
+/* Kernels compiled a second time for AVX-512 (function attributes, chosen
+ * at run time): GCC and clang on x86-64 only. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(CVAE_NO_DISPATCH)
+#define CVI_HAVE_AVX512 1
+#if defined(__clang__)
+#define CVI_AVX512_ATTR __attribute__((target("avx512f"), min_vector_width(512)))
+#else
+#define CVI_AVX512_ATTR __attribute__((target("avx512f")))
+#endif
+#endif
+
 /* The compiled variants of the multiply; AUTO picks the best this CPU runs. */
 typedef enum cvi_gemm_path {
     CVI_GEMM_PATH_AUTO = 0,
@@ -492,6 +503,10 @@ void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st);
 cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
                                size_t nparams, int threads);
 char *cvi_optimizer_err(cvae_optimizer *opt);
+/* The variant of the optimizer's element-wise passes: AUTO (the default)
+ * or one this CPU runs (cvi_gemm_path_available), for tests; AVX512 picks
+ * the AVX-512 passes, any other the baseline ones. Same bits either way. */
+void cvi_optimizer_set_path(cvae_optimizer *opt, cvi_gemm_path path);
 /* Allocates the running average (zeros) if it is not yet: CVAE_ERR_NOMEM. */
 cvae_status cvi_optimizer_alloc_average(cvae_optimizer *opt);
 

@@ -19,6 +19,12 @@
 #include <omp.h>
 #endif
 
+/* The passes' variants must round alike: no multiply-add contracted into an
+ * FMA (clang may contract by default; gcc does not in ISO C mode). */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 struct cvae_optimizer {
     cvae_allocator mem;
     cvae_optimizer_kind kind;
@@ -34,6 +40,7 @@ struct cvae_optimizer {
     uint64_t avg_count;
     int swapped;
     float *avg;
+    cvi_gemm_path path; /* of the element-wise passes: AUTO, or one for tests */
     char err[CVI_ERRMSG_SIZE];
 };
 
@@ -229,84 +236,42 @@ static avg_update average_for_step(const cvae_optimizer *o)
     return u;
 }
 
-/* One pass of an update over [lo, hi) (threads share the range; every
- * element's arithmetic is the same on any thread). With store == 0 it only
- * computes the new parameters, state and average and returns 1 if any is
- * not finite: a finite gradient can still overflow the float state (Adam
- * squares it, SGD's momentum adds it up) and absurd options such as a
- * learning rate of 1e100 overflow the parameters. The step runs this pass
- * first, so that a refused step changes nothing.
- * With store == 1 it writes them and returns 0. */
-static int adam_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                     size_t hi, int store, avg_update u)
+/* The element-wise passes, compiled once for the baseline instruction set
+ * and, where the compiler can target it, once more for AVX-512 (the CPU
+ * picks at run time, as for the multiply). Both compile the same C with no
+ * contraction of a multiply and an add into an FMA, and IEEE square roots
+ * and divisions round the same at any vector width, so both give the same
+ * bits; AVX-512 only does 16 floats per instruction instead of 4 (the
+ * checking pass is bound by its square roots and divisions). */
+#define NORM_CHUNKS 64
+#define NORM_LANES 8
+#define OK(name) name##_base
+#define OK_ATTR
+#include "optim_kernels.h"
+#ifdef CVI_HAVE_AVX512
+#define OK(name) name##_avx512
+#define OK_ATTR CVI_AVX512_ATTR
+#include "optim_kernels.h"
+#endif
+
+static int use_avx512(const cvae_optimizer *o)
 {
-    /* PyTorch: bias corrections in double, the rest in float. */
-    double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
-    /* 1 - beta in double, then rounded, as PyTorch does (1.0f - 0.999f is
-     * 5e-5 off in relative terms). */
-    float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
-    float c1 = (float)(1.0 - o->beta1), c2 = (float)(1.0 - o->beta2);
-    float step = (float)(o->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    float decay = (float)(1.0 - o->lr * o->weight_decay);
-    float *restrict m = o->m, *restrict v = o->v, *restrict pp = p, *restrict a = u.a;
-    const float *restrict gg = g;
-    size_t i;
-    int bad = 0;
-/* One element's new moments and parameter, in mi, vi, pi. */
-#define ADAM_ELEMENT                                                                               \
-    float gi = gg[i] * scale;                                                                      \
-    float mi = b1 * m[i] + c1 * gi, vi = b2 * v[i] + c2 * gi * gi;                                 \
-    float pi = pp[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
-    if (!store) {
-        for (i = lo; i < hi; i++) {
-            ADAM_ELEMENT
-            float ai = a ? u.d * a[i] + u.c * pi : 0.0f;
-            bad |= !(fabsf(mi) <= FLT_MAX) | !(vi <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX) |
-                   !(fabsf(ai) <= FLT_MAX);
-        }
-    } else if (a) { /* two loops without a test per element: both vectorise */
-        for (i = lo; i < hi; i++) {
-            ADAM_ELEMENT
-            m[i] = mi;
-            v[i] = vi;
-            pp[i] = pi;
-            a[i] = u.d * a[i] + u.c * pi;
-        }
-    } else {
-        for (i = lo; i < hi; i++) {
-            ADAM_ELEMENT
-            m[i] = mi;
-            v[i] = vi;
-            pp[i] = pi;
-        }
-    }
-#undef ADAM_ELEMENT
-    return bad;
+    cvi_gemm_path p = o->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : o->path;
+    return p == CVI_GEMM_PATH_AVX512;
 }
 
-static int sgd_pass(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                    size_t hi, int store, avg_update u)
+static int pass_range(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
+                      size_t hi, int store, avg_update u, int wide)
 {
-    float lr = (float)o->lr, mom = (float)o->momentum, wd = (float)o->weight_decay;
-    float *restrict b = o->m, *restrict pp = p, *restrict a = u.a;
-    const float *restrict gg = g;
-    size_t i;
-    int bad = 0;
-    for (i = lo; i < hi; i++) {
-        float d = gg[i] * scale + wd * pp[i];
-        float bi = o->t == 1 ? d : mom * b[i] + d;
-        float pi = pp[i] - lr * bi;
-        float ai = a ? u.d * a[i] + u.c * pi : 0.0f;
-        if (store) {
-            b[i] = bi;
-            pp[i] = pi;
-            if (a)
-                a[i] = ai;
-        } else {
-            bad |= !(fabsf(bi) <= FLT_MAX) | !(fabsf(pi) <= FLT_MAX) | !(fabsf(ai) <= FLT_MAX);
-        }
-    }
-    return bad;
+#ifdef CVI_HAVE_AVX512
+    if (wide)
+        return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass_avx512(o, p, g, scale, lo, hi, store, u)
+                                              : sgd_pass_avx512(o, p, g, scale, lo, hi, store, u);
+#else
+    (void)wide;
+#endif
+    return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass_base(o, p, g, scale, lo, hi, store, u)
+                                          : sgd_pass_base(o, p, g, scale, lo, hi, store, u);
 }
 
 static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale, int threads,
@@ -314,48 +279,43 @@ static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale,
 {
     size_t n = o->n;
     avg_update u = average_for_step(o);
-    int bad = 0;
+    int bad = 0, wide = use_avx512(o);
     if (threads < 2 || n < 65536)
-        return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, 0, n, store, u)
-                                              : sgd_pass(o, p, g, scale, 0, n, store, u);
+        return pass_range(o, p, g, scale, 0, n, store, u, wide);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) reduction(| : bad)
     {
         size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
         size_t lo = n * t / nt, hi = n * (t + 1) / nt;
-        bad |= o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass(o, p, g, scale, lo, hi, store, u)
-                                               : sgd_pass(o, p, g, scale, lo, hi, store, u);
+        bad |= pass_range(o, p, g, scale, lo, hi, store, u, wide);
     }
 #endif
     return bad;
 }
 
 /* Sum of squares of g, in double, in a fixed order whatever the threads:
- * NORM_CHUNKS contiguous chunks, each summed in 8 interleaved lanes (which
- * vectorise), the chunks then added in order. */
-#define NORM_CHUNKS 64
-#define NORM_LANES 8
-static double sum_squares(const float *g, size_t n, int threads)
+ * NORM_CHUNKS contiguous chunks, each summed in NORM_LANES interleaved lanes
+ * (optim_kernels.h), the chunks then added in order. */
+static double sum_squares(const cvae_optimizer *o, const float *g, size_t n, int threads)
 {
     double part[NORM_CHUNKS], sum = 0.0;
     size_t per = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
+    int wide = use_avx512(o);
     ptrdiff_t c;
-    (void)threads;
+    (void)threads, (void)wide;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && n > 65536)
 #endif
     for (c = 0; c < NORM_CHUNKS; c++) {
         size_t lo = (size_t)c * per < n ? (size_t)c * per : n;
-        size_t hi = lo + per < n ? lo + per : n, i, j;
-        double lane[NORM_LANES] = {0};
-        for (i = lo; i + NORM_LANES <= hi; i += NORM_LANES)
-            for (j = 0; j < NORM_LANES; j++)
-                lane[j] += (double)g[i + j] * g[i + j];
-        for (; i < hi; i++)
-            lane[0] += (double)g[i] * g[i];
-        part[c] = 0.0;
-        for (j = 0; j < NORM_LANES; j++)
-            part[c] += lane[j];
+        size_t hi = lo + per < n ? lo + per : n;
+#ifdef CVI_HAVE_AVX512
+        if (wide) {
+            part[c] = squares_avx512(g, lo, hi);
+            continue;
+        }
+#endif
+        part[c] = squares_base(g, lo, hi);
     }
     for (c = 0; c < NORM_CHUNKS; c++)
         sum += part[c];
@@ -383,7 +343,7 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
                                 "parameters; swap it back first (cvae_optimizer_swap_average)");
         return CVAE_ERR_STATE;
     }
-    norm = sqrt(sum_squares(grads, nparams, threads));
+    norm = sqrt(sum_squares(opt, grads, nparams, threads));
     if (!isfinite(norm)) {
         cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
         return CVAE_ERR_NUMERIC;
@@ -476,6 +436,11 @@ void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st)
     st->avg_count = &opt->avg_count;
     st->swapped = &opt->swapped;
     st->avg = opt->avg;
+}
+
+void cvi_optimizer_set_path(cvae_optimizer *opt, cvi_gemm_path path)
+{
+    opt->path = path;
 }
 
 char *cvi_optimizer_err(cvae_optimizer *opt)
