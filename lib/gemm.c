@@ -6,8 +6,9 @@
  *
  * The blocked algorithm itself is in gemm_kernel.h, compiled here once per
  * instruction set with the register tile that suits it:
- *   avx512    8 x 16 (8 zmm accumulators, A broadcast from memory; 8 rows
- *                     divide the model's 32, 64, 128 ... rows exactly)
+ *   avx512    8 x 32 (16 zmm accumulators, A broadcast from memory; 8 rows
+ *                     divide the model's 32, 64, 128 ... rows exactly), and
+ *                     8 x 16 for products of at most 16 columns
  *   avx2      4 x 16 (8 ymm accumulators; needs FMA too)
  *   portable  4 x 8  (8 accumulators of 4-float SSE2 or NEON vectors)
  * chosen by measurement with gcc 12: larger tiles made gcc keep part of

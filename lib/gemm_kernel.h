@@ -14,11 +14,33 @@
  * constant trip counts then runs over the panels, so that compilers keep the
  * tile in vector registers. Packing absorbs the transposes, the column groups
  * (see cvi_operand) and the zero padding of the tails, so the tile has no
- * edge cases; edge tiles are only clipped when written back. Where an
+ * edge cases; edge tiles are only clipped when written back (whole tiles
+ * with alpha 1 and beta 0 or 1 write C from their registers). Where an
  * operand already holds a full panel's GK_MR or GK_NR floats of each k side
  * by side (a transposed A, a plain B), the tile reads it in place with its
  * row stride instead: packing it would only copy it.
  */
+
+/* What the tile does with its sums (acc): stores them raw in a buffer
+ * (write_tile then writes C), or writes its block of C itself: acc + bias
+ * or (acc + C) + bias, which is what write_tile's alpha acc + b C + bias
+ * rounds to with alpha 1 and b 0 or 1. Without a row bias write_tile adds
+ * 0.0f, which changes nothing here: the sums start from +0.0f, so acc and
+ * acc + C are never -0.0f. */
+#ifndef GK_OUT_RAW
+#define GK_OUT_RAW 0
+#define GK_OUT_SET 1
+#define GK_OUT_ADD 2
+/* Where and how the tile writes: rows ld floats apart; row_bias (NULL: none)
+ * holds the block's GK_MR row biases. One pointer argument, so that the
+ * tile's arguments all come in registers. */
+typedef struct gk_dest {
+    float *out;
+    size_t ld;
+    int mode;
+    const float *row_bias;
+} gk_dest;
+#endif
 
 #ifdef GK_VEC
 /* The vector of GK_VL floats (GCC and clang vector extensions). */
@@ -262,7 +284,19 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int tra
         GK(vec) a##r = GK_SPLAT(a[r]);                                                        \
         c##r += a##r * b0;                                                                         \
     }
-#define GK_STORE(r) memcpy(acc + r * GK_NR, &c##r, sizeof c##r);
+#define GK_STORE(r) memcpy(out + r * ld, &c##r, sizeof c##r);
+#define GK_ADD_C(r)                                                                                \
+    {                                                                                              \
+        GK(vec) x_;                                                                                \
+        memcpy(&x_, out + r * ld, sizeof x_);                                                      \
+        c##r += x_;                                                                                \
+    }
+#define GK_ADD_BIAS(r)                                                                             \
+    {                                                                                              \
+        float rb_ = row_bias[r];                                                                   \
+        GK(vec) b_ = GK_SPLAT(rb_);                                                                \
+        c##r += b_;                                                                                \
+    }
 #define GK_LOADB                                                                                   \
     GK(vec) b0;                                                                                    \
     memcpy(&b0, b, sizeof b0);
@@ -275,8 +309,23 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int tra
         d##r += a##r * b1;                                                                         \
     }
 #define GK_STORE(r)                                                                                \
-    memcpy(acc + r * GK_NR, &c##r, sizeof c##r);                                                   \
-    memcpy(acc + r * GK_NR + GK_VL, &d##r, sizeof d##r);
+    memcpy(out + r * ld, &c##r, sizeof c##r);                                                      \
+    memcpy(out + r * ld + GK_VL, &d##r, sizeof d##r);
+#define GK_ADD_C(r)                                                                                \
+    {                                                                                              \
+        GK(vec) x_, y_;                                                                            \
+        memcpy(&x_, out + r * ld, sizeof x_);                                                      \
+        memcpy(&y_, out + r * ld + GK_VL, sizeof y_);                                              \
+        c##r += x_;                                                                                \
+        d##r += y_;                                                                                \
+    }
+#define GK_ADD_BIAS(r)                                                                             \
+    {                                                                                              \
+        float rb_ = row_bias[r];                                                                   \
+        GK(vec) b_ = GK_SPLAT(rb_);                                                                \
+        c##r += b_;                                                                                \
+        d##r += b_;                                                                                \
+    }
 #define GK_LOADB                                                                                   \
     GK(vec) b0, b1;                                                                                \
     memcpy(&b0, b, sizeof b0);                                                                     \
@@ -288,21 +337,47 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int tra
 /* Not inlined: alone in its function the tile gets the whole register file;
  * inlined into gemm_run, gcc 12 shared registers with the loops around it
  * and copied accumulators inside the k loop. One call per tile is nothing
- * beside its kc steps. */
+ * beside its kc steps. GK_TILE_LOOP is the k loop both forms share: tile
+ * stores the raw sums, tile_c writes its block of C (GK_OUT_SET or _ADD);
+ * with one function for both, gcc 12 rotated accumulators through other
+ * registers inside the loop. */
+#define GK_TILE_LOOP                                                                               \
+    GK_ROWS(GK_DECL)                                                                               \
+    size_t k;                                                                                      \
+    for (k = 0; k < kc; k++) {                                                                     \
+        const float *restrict b = pb + k * b_step, *restrict a = pa + k * a_step;                  \
+        GK_LOADB                                                                                   \
+        GK_ROWS(GK_FMA)                                                                            \
+    }
 GK_ATTR __attribute__((noinline)) static void GK(tile)(size_t kc, const float *restrict pa,
                                                        size_t a_step, const float *restrict pb,
-                                                       size_t b_step, float *restrict acc)
+                                                       size_t b_step, float *restrict out)
 {
-    GK_ROWS(GK_DECL)
-    size_t k;
-    for (k = 0; k < kc; k++) {
-        const float *restrict b = pb + k * b_step, *restrict a = pa + k * a_step;
-        GK_LOADB
-        GK_ROWS(GK_FMA)
+    const size_t ld = GK_NR;
+    GK_TILE_LOOP
+    GK_ROWS(GK_STORE)
+}
+
+GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float *restrict pa,
+                                                         size_t a_step, const float *restrict pb,
+                                                         size_t b_step, const gk_dest *dest)
+{
+    float *restrict out = dest->out;
+    const float *restrict row_bias = dest->row_bias;
+    const size_t ld = dest->ld;
+    GK_TILE_LOOP
+    if (dest->mode == GK_OUT_ADD) {
+        GK_ROWS(GK_ADD_C)
+    }
+    if (row_bias) {
+        GK_ROWS(GK_ADD_BIAS)
     }
     GK_ROWS(GK_STORE)
 }
+#undef GK_TILE_LOOP
 #undef GK_LOADB
+#undef GK_ADD_C
+#undef GK_ADD_BIAS
 #undef GK_SPLAT
 #undef GK_SPLAT8
 #else /* portable C */
@@ -311,7 +386,7 @@ GK_ATTR __attribute__((noinline)) static void GK(tile)(size_t kc, const float *r
 #define GK_FMA(r) c##r[j] += a[r] * b[j];
 #define GK_STORE(r)                                                                                \
     for (j = 0; j < GK_VL; j++)                                                                    \
-        acc[r * GK_NR + j] = c##r[j];
+        out[r * ld + j] = GK_OUT_VALUE(c##r[j], out[r * ld + j], r);
 #elif GK_NV == 2
 #define GK_DECL(r) float c##r[GK_VL] = {0}, d##r[GK_VL] = {0};
 #define GK_FMA(r)                                                                                  \
@@ -319,15 +394,21 @@ GK_ATTR __attribute__((noinline)) static void GK(tile)(size_t kc, const float *r
     d##r[j] += a[r] * b[GK_VL + j];
 #define GK_STORE(r)                                                                                \
     for (j = 0; j < GK_VL; j++) {                                                                  \
-        acc[r * GK_NR + j] = c##r[j];                                                              \
-        acc[r * GK_NR + GK_VL + j] = d##r[j];                                                      \
+        out[r * ld + j] = GK_OUT_VALUE(c##r[j], out[r * ld + j], r);                               \
+        out[r * ld + GK_VL + j] = GK_OUT_VALUE(d##r[j], out[r * ld + GK_VL + j], r);               \
     }
 #else
 #error "GK_NV must be 1 or 2"
 #endif
 
-GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, size_t a_step,
-                             const float *restrict pb, size_t b_step, float *restrict acc)
+/* One output value of the modes below: (acc + C) + bias, acc + bias or acc. */
+#define GK_OUT_VALUE(x, old, r)                                                                    \
+    (mode == GK_OUT_RAW ? (x)                                                                      \
+                        : (mode == GK_OUT_ADD ? (x) + (old) : (x)) + (row_bias ? row_bias[r] : 0.0f))
+
+GK_ATTR static void GK(tile_sums)(size_t kc, const float *restrict pa, size_t a_step,
+                                  const float *restrict pb, size_t b_step, float *restrict out,
+                                  size_t ld, int mode, const float *restrict row_bias)
 {
     GK_ROWS(GK_DECL)
     size_t k, j;
@@ -339,6 +420,19 @@ GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, size_t a_step,
     }
     GK_ROWS(GK_STORE)
 }
+
+GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, size_t a_step,
+                             const float *restrict pb, size_t b_step, float *restrict acc)
+{
+    GK(tile_sums)(kc, pa, a_step, pb, b_step, acc, GK_NR, GK_OUT_RAW, NULL);
+}
+
+GK_ATTR static void GK(tile_c)(size_t kc, const float *restrict pa, size_t a_step,
+                               const float *restrict pb, size_t b_step, const gk_dest *dest)
+{
+    GK(tile_sums)(kc, pa, a_step, pb, b_step, dest->out, dest->ld, dest->mode, dest->row_bias);
+}
+#undef GK_OUT_VALUE
 #endif /* GK_VEC */
 
 #undef GK_ROWS
@@ -396,6 +490,22 @@ GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_
     }
 }
 
+/* Where the tile can write its block of C itself (see GK_OUT_RAW), else
+ * NULL: a full tile, alpha 1 and b 0 or 1, no column bias, and its GK_NR
+ * columns side by side in C (inside one column group). */
+GK_ATTR static float *GK(c_in_place)(const cvi_gemm_out *c, size_t rows, size_t cols, size_t i,
+                                     size_t j, float alpha, float b, int last)
+{
+    if (rows != GK_MR || cols != GK_NR || alpha != 1.0f || (b != 0.0f && b != 1.0f) ||
+        (last && c->col_bias))
+        return NULL;
+    if (!c->group_cols)
+        return c->data + i * c->ld + j;
+    if (j % c->group_cols + GK_NR > c->group_cols)
+        return NULL;
+    return c->data + (j / c->group_cols) * c->group_stride + i * c->ld + j % c->group_cols;
+}
+
 /* The multiply restricted to rows [i_lo, i_hi) and columns [j_lo, j_hi) of C,
  * with packing buffers pa (CVI_MC * CVI_KC) and pb (CVI_KC * CVI_NC). */
 GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_hi, size_t j_lo,
@@ -429,10 +539,19 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                     for (ip = 0; ip < mc; ip += GK_MR) {
                         size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR, a_step = GK_MR;
                         const float *ap = pa + ip * kc;
-                        float acc[GK_MR * GK_NR];
+                        float acc[GK_MR * GK_NR], *cp;
                         if (a_direct && rows == GK_MR) {
                             ap = g->a.data + k0 * g->a.ld + i0 + ip;
                             a_step = g->a.ld;
+                        }
+                        cp = GK(c_in_place)(&g->c, rows, cols, i0 + ip, j0 + jp, g->alpha, b,
+                                            last);
+                        if (cp) {
+                            gk_dest d = {cp, g->c.ld, b == 0.0f ? GK_OUT_SET : GK_OUT_ADD, NULL};
+                            if (last && g->c.row_bias)
+                                d.row_bias = g->c.row_bias + i0 + ip;
+                            GK(tile_c)(kc, ap, a_step, bp, b_step, &d);
+                            continue;
                         }
                         GK(tile)(kc, ap, a_step, bp, b_step, acc);
                         GK(write_tile)(acc, rows, cols, &g->c, i0 + ip, j0 + jp, g->alpha, b,

@@ -3,7 +3,8 @@
 # as the compiler emitted it (lib/gemm_kernel.h): tile_avx512 (8 x 32) must
 # hold its 16 accumulators in zmm registers, that is 16 512-bit FMAs per step
 # of its k loop and no access to the stack anywhere in the function, and
-# tile_avx512n (8 x 16) its 8. A compiler that spills part of the tile runs
+# tile_avx512n (8 x 16) its 8; likewise tile_c_avx512 and tile_c_avx512n,
+# which write their block of C themselves. A compiler that spills part of the tile runs
 # the multiply at half speed without failing any other test.
 # Skipped where it cannot apply: not x86-64, no objdump, a sanitizer build or
 # one optimised below -O2, or a build without the x86 variants
@@ -44,3 +45,6 @@ check() {
 }
 check tile_avx512 16
 check tile_avx512n 8
+# The same tiles in the form that writes its block of C itself.
+check tile_c_avx512 16
+check tile_c_avx512n 8

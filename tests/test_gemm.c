@@ -312,6 +312,9 @@ static void test_gemm_transposes_and_odd_sizes(void **state)
         {1, 1, 1, 7, 255, 2.5f, 1.0f, 2, 2, 4, 0},
         {1, 1, 7, 17, 257, 0.25f, 0.0f, 8, 1, 0, 0},
         {1, 1, 257, 257, 257, 0.5f, 1.0f, 2, 3, 4, 0},
+        /* alpha 1, beta 1: whole tiles add into C themselves */
+        {0, 1, 64, 96, 513, 1.0f, 1.0f, 1, 3, 2, 0},
+        {1, 0, 17, 255, 257, 1.0f, 1.0f, 2, 0, 1, 0},
     };
     size_t i;
 
@@ -328,6 +331,9 @@ static void test_gemm_beta_zero_overwrites_nan(void **state)
         {0, 1, 255, 7, 17, -0.5f, 0.0f, 0, 4, 1, 1},
         {1, 0, 7, 1, 255, 0.75f, 0.0f, 1, 0, 2, 1},
         {1, 1, 1, 17, 257, 2.0f, 0.0f, 3, 3, 5, 1},
+        /* alpha 1: whole tiles write C themselves (two passes over K) */
+        {0, 0, 40, 100, 300, 1.0f, 0.0f, 1, 2, 3, 1},
+        {1, 0, 33, 65, 17, 1.0f, 0.0f, 0, 1, 0, 1},
     };
     size_t i;
 
@@ -427,8 +433,14 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
         rb[i] = tu_rng_sym(&r);
     for (j = 0; j < N; j++)
         cb[j] = tu_rng_sym(&r);
-    for (bias = 0; bias < 2; bias++) {
-        const float alpha = 0.75f, beta = bias ? 0.5f : 0.0f;
+    for (bias = 0; bias < 5; bias++) {
+        /* alpha, beta and the biases: with alpha 1, beta 0 or 1 and no column bias, whole
+         * tiles inside one group of C write it themselves, the row bias added on the last
+         * pass. */
+        static const float alphas[5] = {0.75f, 0.75f, 1.0f, 1.0f, 1.0f};
+        static const float betas[5] = {0.0f, 0.5f, 0.0f, 1.0f, 1.0f};
+        static const int row_biased[5] = {0, 1, 1, 0, 1}, col_biased[5] = {0, 1, 0, 0, 0};
+        const float alpha = alphas[bias], beta = betas[bias];
         for (i = 0; i < M; i++)
             for (j = 0; j < N; j++) {
                 double sum = 0.0;
@@ -436,7 +448,8 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
                     sum += (double)A[grouped_at(i, k, lda, ga, sa)] *
                            B[grouped_at(k, j, ldb, gb, sb)];
                 ref[i * N + j] = alpha * sum + beta * C0[grouped_at(i, j, ldc, gc, sc)] +
-                                 (bias ? (double)rb[i] + cb[j] : 0.0);
+                                 (row_biased[bias] ? (double)rb[i] : 0.0) +
+                                 (col_biased[bias] ? (double)cb[j] : 0.0);
             }
         for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
             if (!cvi_gemm_path_available((cvi_gemm_path)path))
@@ -466,15 +479,15 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
                 g.c.ld = ldc;
                 g.c.group_cols = gc;
                 g.c.group_stride = sc;
-                g.c.row_bias = bias ? rb : NULL;
-                g.c.col_bias = bias ? cb : NULL;
+                g.c.row_bias = row_biased[bias] ? rb : NULL;
+                g.c.col_bias = col_biased[bias] ? cb : NULL;
                 memcpy(C, C0, nc * sizeof *C);
                 cvi_gemm_ex(&env, &g);
                 for (i = 0; i < M; i++)
                     for (j = 0; j < N; j++) {
                         size_t at = grouped_at(i, j, ldc, gc, sc);
                         if (!(fabs(C[at] - ref[i * N + j]) <= (K + 8) * FLT_EPSILON * (K + 3)))
-                            fail_msg("%zux%zux%zu, C groups of %zu, %s, %d threads, bias %d: "
+                            fail_msg("%zux%zux%zu, C groups of %zu, %s, %d threads, case %d: "
                                      "C(%zu,%zu) = %.9g, want %.9g",
                                      M, N, K, gc, cvi_gemm_path_name(env.path), env.threads, bias, i, j,
                                      (double)C[at], ref[i * N + j]);
@@ -508,6 +521,76 @@ static void test_gemm_grouped_operands_and_bias(void **state)
     grouped_case(*state, 19, 2 * 45 + 17, 7 * 40 + 3, 7, 45, 45);
 }
 
+/* C = alpha op(A) op(B) + beta C + row bias for M x N x K, with C's rows ldc floats apart and,
+ * if gc != 0, C viewed in column groups of gc floats gc apart: the same memory as the plain
+ * layout, cut differently. */
+static void product_as(void *ws, cvi_gemm_path path, int threads, size_t gc, const float *A,
+                       const float *B, float *C, size_t M, size_t N, size_t K, size_t ldc,
+                       float beta, const float *rb)
+{
+    cvi_gemm_env env;
+    cvi_gemm_call g = cvi_gemm_plain(0, 1, M, N, K, 1.0f, A, K, B, K, beta, C, ldc);
+    env.path = path;
+    env.threads = threads;
+    env.ws = ws;
+    g.c.group_cols = gc;
+    g.c.group_stride = gc;
+    g.c.row_bias = rb;
+    cvi_gemm_ex(&env, &g);
+}
+
+/* Fails unless whole tiles that write C themselves (alpha 1, beta 0 or 1, a row bias or none)
+ * give the bits of the write-back that clipped tiles use, alpha acc + beta C + bias: the same
+ * product computed into plain C and into the same memory seen as column groups of 16 floats,
+ * which every 32-wide tile straddles, must agree bit for bit, on every variant and 1 and 2
+ * threads, over two passes of K. */
+static void test_gemm_tile_writes_same_bits(void **state)
+{
+    const size_t M = 24, N = 96, K = 300, ldc = N + 3;
+    float *A = malloc(M * K * sizeof *A), *B = malloc(N * K * sizeof *B);
+    float *C0 = malloc(M * ldc * sizeof *C0), *C1 = malloc(M * ldc * sizeof *C1);
+    float *C2 = malloc(M * ldc * sizeof *C2), rb[24];
+    tu_rng r;
+    size_t i, t;
+    int path, mode;
+
+    assert_true(A && B && C0 && C1 && C2);
+    tu_rng_init(&r, 91);
+    for (i = 0; i < M * K; i++)
+        A[i] = tu_rng_sym(&r);
+    for (i = 0; i < N * K; i++)
+        B[i] = tu_rng_sym(&r);
+    for (i = 0; i < M * ldc; i++)
+        C0[i] = tu_rng_sym(&r);
+    for (i = 0; i < M; i++)
+        rb[i] = tu_rng_sym(&r);
+    for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
+        if (!cvi_gemm_path_available((cvi_gemm_path)path))
+            continue;
+        for (t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++)
+            for (mode = 0; mode < 4; mode++) {
+                const float beta = mode & 1 ? 1.0f : 0.0f;
+                const float *bias = mode & 2 ? rb : NULL;
+                memcpy(C1, C0, M * ldc * sizeof *C1);
+                memcpy(C2, C0, M * ldc * sizeof *C2);
+                product_as(*state, (cvi_gemm_path)path, thread_counts[t], 0, A, B, C1, M, N,
+                           K, ldc, beta, bias);
+                product_as(*state, (cvi_gemm_path)path, thread_counts[t], 16, A, B, C2, M, N,
+                           K, ldc, beta, bias);
+                if (memcmp(C1, C2, M * ldc * sizeof *C1))
+                    fail_msg("%s, %d threads, beta %g, %s: whole tiles and the write-back "
+                             "differ",
+                             cvi_gemm_path_name((cvi_gemm_path)path), thread_counts[t],
+                             (double)beta, bias ? "row bias" : "no bias");
+            }
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(C1);
+    free(C2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +599,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gemm_beta_zero_overwrites_nan, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_beyond_cache_blocks, setup_workspace,
+                                        teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_tile_writes_same_bits, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_tolerance_rejects_swapped_index,
                                         setup_workspace, teardown_workspace),
