@@ -148,15 +148,25 @@ typedef struct cvi_gemm_out {
     const float *row_bias, *col_bias;
 } cvi_gemm_out;
 
+/* Writes op(B)[k0 .. k0+kc) x [j0 .. j0+cols) into p, k-major with rows w
+ * floats apart: p[k * w + c] = op(B)(k0 + k, j0 + c). Columns cols .. w-1
+ * are the multiply's (it clears them). ctx is the call's b_ctx. */
+typedef void (*cvi_panel_fn)(const void *ctx, float *p, size_t w, size_t k0, size_t kc,
+                             size_t j0, size_t cols);
+
 /* C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C (+ bias). op(X) is
  * X when the trans flag is 0 and X^T when it is 1. beta == 0 overwrites C
- * without reading it (so C may hold NaN garbage). Never allocates. */
+ * without reading it (so C may hold NaN garbage). Never allocates.
+ * When b_panels is not NULL, op(B) is not read from b: the multiply asks
+ * b_panels for each panel it packs (trans_b and b are then unused). */
 typedef struct cvi_gemm_call {
     int trans_a, trans_b;
     size_t M, N, K;
     float alpha, beta;
     cvi_operand a, b;
     cvi_gemm_out c;
+    cvi_panel_fn b_panels;
+    const void *b_ctx;
 } cvi_gemm_call;
 
 void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *call);
@@ -221,6 +231,26 @@ void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_ge
 /* The operand (rows, n P) made of the (rows, P) planes of consecutive
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);
+
+/* The transposed columns of images imgs (consecutive, `image` floats
+ * apart) as the multiply's panels (a cvi_panel_fn, ctx a cvi_patches):
+ * op(B)(k, j) = col(j, k) of cvi_im2col_batch, built from the images'
+ * patches with no columns in memory, so that a convolution's weight
+ * gradient dw += dy col^T needs neither im2col nor a transposing pack.
+ * With padded set the images are cvi_pad_images's copies: no tap falls
+ * outside them, so patch rows are copied without a test. */
+typedef struct cvi_patches {
+    const float *imgs;
+    size_t image;
+    const cvi_conv_geom *g;
+    int padded;
+} cvi_patches;
+/* The n images (C, H, W) with the padding as zeros, (C, H + 2 PH, W + 2 PW)
+ * each, into dst (n cvi_padded_image_floats floats). */
+size_t cvi_padded_image_floats(const cvi_conv_geom *g);
+void cvi_pad_images(float *dst, const float *imgs, size_t n, const cvi_conv_geom *g);
+void cvi_patch_panels(const void *ctx, float *p, size_t w, size_t k0, size_t kc, size_t j0,
+                      size_t cols);
 
 /* ---------------------------------------------------------------- shapes */
 

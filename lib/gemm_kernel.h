@@ -198,15 +198,20 @@ GK_ATTR static const float *GK(b_in_place)(const cvi_operand *b, int trans, size
     return b->data + (j / b->group_cols) * b->group_stride + k0 * b->ld + j % b->group_cols;
 }
 
-/* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels pb[panel][k][c].
- * A grouped B is never transposed. */
-GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_operand *b, int trans, size_t k0,
-                               size_t kc, size_t j0, size_t nc)
+/* Packs op(B)[k0 .. k0+kc) x [j0 .. j0+nc) as NR-column panels pb[panel][k][c],
+ * or has the call's b_panels write them. A grouped B is never transposed. */
+GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_t k0, size_t kc,
+                               size_t j0, size_t nc)
 {
+    const cvi_operand *b = &g->b;
+    int trans = g->trans_b;
     size_t jp;
     for (jp = 0; jp < nc; jp += GK_NR) {
         size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, j = j0 + jp;
-        if (GK(b_in_place)(b, trans, k0, j, cols)) { /* the tile reads it */
+        if (g->b_panels) {
+            GK(zero_panel)(pb, cols, kc, GK_NR);
+            g->b_panels(g->b_ctx, pb, GK_NR, k0, kc, j, cols);
+        } else if (GK(b_in_place)(b, trans, k0, j, cols)) { /* the tile reads it */
         } else if (trans) { /* op(B)(k, j) = B[j][k] */
             GK(zero_panel)(pb, cols, kc, GK_NR);
             GK(pack_panel)(pb, b->data + j * b->ld + k0, b->ld, 1, cols, kc, GK_NR);
@@ -524,14 +529,15 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
              * last adds the bias. */
             float b = k0 == 0 ? g->beta : 1.0f;
             int last = k0 + kc == g->K;
-            GK(pack_b)(pb, &g->b, g->trans_b, k0, kc, j0, nc);
+            GK(pack_b)(pb, g, k0, kc, j0, nc);
             for (i0 = i_lo; i0 < i_hi; i0 += CVI_MC) {
                 size_t mc = i_hi - i0 < CVI_MC ? i_hi - i0 : CVI_MC;
                 size_t ip, jp;
                 GK(pack_a)(pa, &g->a, g->trans_a, i0, mc, k0, kc, a_direct);
                 for (jp = 0; jp < nc; jp += GK_NR) {
                     size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, b_step = GK_NR;
-                    const float *bp = GK(b_in_place)(&g->b, g->trans_b, k0, j0 + jp, cols);
+                    const float *bp =
+                        g->b_panels ? NULL : GK(b_in_place)(&g->b, g->trans_b, k0, j0 + jp, cols);
                     if (bp)
                         b_step = g->b.ld;
                     else

@@ -259,3 +259,107 @@ cvi_operand cvi_planes(const float *data, size_t P, size_t image)
     o.group_stride = image;
     return o;
 }
+
+/* One patch row of a transposed column from an unpadded plane: the KW taps
+ * of row `row` at output column x0 (ox*SW - PW), 0 where they fall in the
+ * padding. */
+static void patch_row_clipped(float *dst, const float *row, ptrdiff_t x0, size_t kw, size_t w)
+{
+    size_t kx;
+    for (kx = 0; kx < kw; kx++) {
+        ptrdiff_t x = x0 + (ptrdiff_t)kx;
+        dst[kx] = x >= 0 && x < (ptrdiff_t)w ? row[x] : 0.0f;
+    }
+}
+
+/* KW floats from a padded plane, where no tap falls outside: the common
+ * kernel widths as copies of constant length. */
+static void patch_row(float *dst, const float *src, size_t kw)
+{
+    size_t kx;
+    switch (kw) {
+    case 3:
+        memcpy(dst, src, 3 * sizeof *dst);
+        return;
+    case 4:
+        memcpy(dst, src, 4 * sizeof *dst);
+        return;
+    case 5:
+        memcpy(dst, src, 5 * sizeof *dst);
+        return;
+    default:
+        for (kx = 0; kx < kw; kx++)
+            dst[kx] = src[kx];
+        return;
+    }
+}
+
+size_t cvi_padded_image_floats(const cvi_conv_geom *g)
+{
+    return g->C * (g->H + 2 * g->PH) * (g->W + 2 * g->PW);
+}
+
+void cvi_pad_images(float *dst, const float *imgs, size_t n, const cvi_conv_geom *g)
+{
+    size_t hp = g->H + 2 * g->PH, wp = g->W + 2 * g->PW, planes = n * g->C, q, y;
+    memset(dst, 0, planes * hp * wp * sizeof *dst);
+    for (q = 0; q < planes; q++)
+        for (y = 0; y < g->H; y++)
+            memcpy(dst + q * hp * wp + (y + g->PH) * wp + g->PW, imgs + (q * g->H + y) * g->W,
+                   g->W * sizeof *dst);
+}
+
+/* Row k of a panel is position k0 + k of the images' columns, its entries
+ * the column rows j0 .. j0+cols-1: taps of whole channels, patch row by
+ * patch row, when the panel starts and ends on a channel (every panel of
+ * the model's convolutions: 16 or 32 columns, 16 taps), else entry by
+ * entry. The values are im2col's, copied, so the product's bits are those
+ * of im2col followed by the transposing pack. */
+void cvi_patch_panels(const void *ctx, float *p, size_t w, size_t k0, size_t kc, size_t j0,
+                      size_t cols)
+{
+    const cvi_patches *s = ctx;
+    const cvi_conv_geom *g = s->g;
+    size_t pad_h = s->padded ? g->PH : 0, pad_w = s->padded ? g->PW : 0;
+    size_t hs = g->H + 2 * pad_h, ws = g->W + 2 * pad_w; /* the planes read */
+    size_t taps = g->KH * g->KW, P = g->OH * g->OW, plane = hs * ws;
+    size_t k, i = k0 / P, oy = k0 % P / g->OW, ox = k0 % P % g->OW;
+    int whole = j0 % taps == 0 && cols % taps == 0;
+    for (k = 0; k < kc; k++) {
+        const float *img = s->imgs + i * s->image;
+        /* The patch's top left corner in the planes read. */
+        ptrdiff_t y0 = (ptrdiff_t)(oy * g->SH + pad_h) - (ptrdiff_t)g->PH;
+        ptrdiff_t x0 = (ptrdiff_t)(ox * g->SW + pad_w) - (ptrdiff_t)g->PW;
+        float *row = p + k * w;
+        size_t j, c, ky;
+        if (whole && s->padded) {
+            const float *corner = img + (size_t)y0 * ws + (size_t)x0;
+            for (c = j0 / taps; c < (j0 + cols) / taps; c++)
+                for (ky = 0; ky < g->KH; ky++, row += g->KW)
+                    patch_row(row, corner + c * plane + ky * ws, g->KW);
+        } else if (whole) {
+            for (c = j0 / taps; c < (j0 + cols) / taps; c++)
+                for (ky = 0; ky < g->KH; ky++, row += g->KW) {
+                    ptrdiff_t y = y0 + (ptrdiff_t)ky;
+                    if (y >= 0 && y < (ptrdiff_t)hs)
+                        patch_row_clipped(row, img + c * plane + (size_t)y * ws, x0, g->KW, ws);
+                    else
+                        memset(row, 0, g->KW * sizeof *row);
+                }
+        } else {
+            for (j = j0; j < j0 + cols; j++) {
+                size_t t = j % taps;
+                ptrdiff_t y = y0 + (ptrdiff_t)(t / g->KW), x = x0 + (ptrdiff_t)(t % g->KW);
+                int inside = y >= 0 && y < (ptrdiff_t)hs && x >= 0 && x < (ptrdiff_t)ws;
+                row[j - j0] = inside ? img[j / taps * plane + (size_t)y * ws + (size_t)x] : 0.0f;
+            }
+        }
+        if (++ox == g->OW) { /* the next position */
+            ox = 0;
+            if (++oy == g->OH) {
+                oy = 0;
+                i++;
+            }
+        }
+    }
+}

@@ -4,7 +4,8 @@
  * B batch, C in channels, F filters, P = OH*OW output positions,
  * CKK = C*KH*KW. x (B,C,H,W) y (B,F,OH,OW) w (F,CKK) b (F) col (CKK,P).
  * Forward: col = im2col(x); y = w * col + b.
- * Backward: db += rowsum(dy); dw += dy * col^T; dx = col2im(w^T dy).
+ * Backward: db += rowsum(dy); dw += dy * col^T; dx = col2im(w^T dy); the
+ * multiply takes col^T's panels from the images' patches (cvi_patch_panels).
  * Each product covers a group of images at once (see CVI_COL_GROUP_FLOATS):
  * the multiply reads dy and writes y image by image through column groups,
  * so no activation is copied or transposed.
@@ -147,11 +148,24 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         const float *dy = dout + b0 * F * P;
-        cvi_gemm_call c = cvi_gemm_plain(0, 1, F, ckk, gn * P, 1.0f, NULL, 0, col,
-                                         t.ldcol, 1.0f, dw, ckk);
-        /* dw += dy (F, gn P) col^T */
-        cvi_im2col_batch(col, in + b0 * image, gn, g, &t, ws->gemm.threads);
+        cvi_patches patches;
+        cvi_gemm_call c = cvi_gemm_plain(0, 1, F, ckk, gn * P, 1.0f, NULL, 0, NULL, 0, 1.0f, dw,
+                                         ckk);
+        /* dw += dy (F, gn P) col^T, col^T's panels straight from the images,
+         * padded first in the columns' place where they fit (the columns are
+         * not needed until dcol below). */
+        patches.imgs = in + b0 * image;
+        patches.image = image;
+        patches.g = g;
+        patches.padded = gn * cvi_padded_image_floats(g) <= ckk * t.ldcol;
+        if (patches.padded) {
+            cvi_pad_images(col, in + b0 * image, gn, g);
+            patches.imgs = col;
+            patches.image = cvi_padded_image_floats(g);
+        }
         c.a = cvi_planes(dy, P, F * P);
+        c.b_panels = cvi_patch_panels;
+        c.b_ctx = &patches;
         cvi_gemm_ex(&ws->gemm, &c);
         if (!din)
             continue;

@@ -864,6 +864,149 @@ static void test_col2im_sums_in_tap_order(void **state)
     }
 }
 
+/* Fails unless the patch panels (cvi_patch_panels, from the images and from their padded
+ * copies) hold exactly the transposed columns of im2col, entry for entry, for panels of whole
+ * channels and arbitrary ones, positions across images, on random geometries; or if a panel
+ * column past `cols` is written. */
+static void test_patch_panels_match_columns(void **state)
+{
+    coverage cv;
+    tu_rng r;
+    int k;
+
+    (void)state;
+    memset(&cv, 0, sizeof cv);
+    tu_rng_init(&r, 55);
+    for (k = 0; k < N_GEOMS; k++) {
+        const size_t n = 3;
+        cvi_conv_geom g;
+        size_t taps, rows, K, i, draw;
+        float *imgs, *padded, *col, *p;
+        int mode;
+
+        draw_geom(&r, &g);
+        note_geom(&cv, &g);
+        taps = g.KH * g.KW;
+        rows = g.C * taps;
+        K = n * g.OH * g.OW;
+        imgs = malloc(n * img_len(&g) * sizeof *imgs);
+        padded = malloc(n * cvi_padded_image_floats(&g) * sizeof *padded);
+        col = malloc(n * col_len(&g) * sizeof *col);
+        p = malloc(K * (rows + 3) * sizeof *p);
+        assert_true(imgs && padded && col && p);
+        fill_sym(imgs, n * img_len(&g), &r);
+        im2col_n(col, imgs, n, &g, 1);
+        cvi_pad_images(padded, imgs, n, &g);
+        for (draw = 0; draw < 8; draw++)
+            for (mode = 0; mode < 2; mode++) {
+                cvi_patches src;
+                size_t j0, cols, k0, kc, w, kk, c;
+                if (draw % 2 == 0) { /* whole channels */
+                    size_t c0 = (size_t)rng_int(&r, 0, (int)g.C - 1);
+                    j0 = c0 * taps;
+                    cols = (size_t)rng_int(&r, 1, (int)(g.C - c0)) * taps;
+                } else {
+                    j0 = (size_t)rng_int(&r, 0, (int)rows - 1);
+                    cols = (size_t)rng_int(&r, 1, (int)(rows - j0));
+                }
+                k0 = (size_t)rng_int(&r, 0, (int)K - 1);
+                kc = (size_t)rng_int(&r, 1, (int)(K - k0));
+                w = cols + (size_t)rng_int(&r, 0, 3);
+                src.g = &g;
+                src.padded = mode;
+                src.imgs = mode ? padded : imgs;
+                src.image = mode ? cvi_padded_image_floats(&g) : img_len(&g);
+                for (i = 0; i < kc * w; i++)
+                    p[i] = NAN;
+                cvi_patch_panels(&src, p, w, k0, kc, j0, cols);
+                for (kk = 0; kk < kc; kk++)
+                    for (c = 0; c < w; c++) {
+                        float got = p[kk * w + c];
+                        if (c < cols ? !(got == col[(j0 + c) * K + k0 + kk])
+                                     : !isnan(got))
+                            fail_msg("geometry %d (C=%zu H=%zu W=%zu k=%zux%zu s=%zu,%zu "
+                                     "p=%zu,%zu), %s images, panel rows %zu+%zu, columns "
+                                     "%zu+%zu of %zu: entry (%zu, %zu) is %.9g",
+                                     k, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                     mode ? "padded" : "plain", k0, kc, j0, cols, w, kk, c,
+                                     (double)got);
+                    }
+            }
+        free(imgs);
+        free(padded);
+        free(col);
+        free(p);
+    }
+    assert_coverage(&cv);
+}
+
+/* Fails unless a product that takes op(B)'s panels from cvi_patch_panels gives the bits of the
+ * same product reading the columns im2col wrote (dw += dy col^T, as conv2d's weight gradient),
+ * on every variant and on 1 and 2 threads, with whole and partial panels. */
+static void test_patch_panels_product_same_bits(void **state)
+{
+    tu_rng r;
+    int k;
+
+    (void)state;
+    tu_rng_init(&r, 66);
+    for (k = 0; k < 6; k++) {
+        const size_t n = 4, F = 5 + (size_t)k * 7;
+        cvi_conv_geom g;
+        size_t rows, K, i;
+        float *imgs, *col, *dy, *c1, *c2;
+        int path, threads;
+
+        draw_geom(&r, &g);
+        rows = g.C * g.KH * g.KW;
+        K = n * g.OH * g.OW;
+        imgs = malloc(n * img_len(&g) * sizeof *imgs);
+        col = malloc(rows * K * sizeof *col);
+        dy = malloc(F * K * sizeof *dy);
+        c1 = malloc(F * rows * sizeof *c1);
+        c2 = malloc(F * rows * sizeof *c2);
+        assert_true(imgs && col && dy && c1 && c2);
+        fill_sym(imgs, n * img_len(&g), &r);
+        fill_sym(dy, F * K, &r);
+        im2col_n(col, imgs, n, &g, 1);
+        for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++)
+            for (threads = 1; threads <= 2; threads++) {
+                cvi_gemm_env env;
+                cvi_patches src;
+                cvi_gemm_call c;
+                if (!cvi_gemm_path_available((cvi_gemm_path)path))
+                    continue;
+                env.path = (cvi_gemm_path)path;
+                env.threads = threads;
+                env.ws = cvi_alloc_floats(NULL, cvi_gemm_workspace_floats(threads));
+                assert_non_null(env.ws);
+                for (i = 0; i < F * rows; i++)
+                    c1[i] = c2[i] = (float)i;
+                c = cvi_gemm_plain(0, 1, F, rows, K, 1.0f, dy, K, col, K, 1.0f, c1, rows);
+                cvi_gemm_ex(&env, &c);
+                src.imgs = imgs;
+                src.image = img_len(&g);
+                src.g = &g;
+                src.padded = 0;
+                c = cvi_gemm_plain(0, 1, F, rows, K, 1.0f, dy, K, NULL, 0, 1.0f, c2, rows);
+                c.b_panels = cvi_patch_panels;
+                c.b_ctx = &src;
+                cvi_gemm_ex(&env, &c);
+                cvi_free_floats(NULL, env.ws);
+                if (memcmp(c1, c2, F * rows * sizeof *c1))
+                    fail_msg("geometry %d (C=%zu k=%zux%zu), %s, %d threads: the product from "
+                             "patch panels differs from the one from the columns",
+                             k, g.C, g.KH, g.KW, cvi_gemm_path_name((cvi_gemm_path)path),
+                             threads);
+            }
+        free(imgs);
+        free(col);
+        free(dy);
+        free(c1);
+        free(c2);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -876,6 +1019,8 @@ int main(void)
         cmocka_unit_test(test_im2col_col2im_adjoint),
         cmocka_unit_test(test_im2col_col2im_batched),
         cmocka_unit_test(test_col2im_sums_in_tap_order),
+        cmocka_unit_test(test_patch_panels_match_columns),
+        cmocka_unit_test(test_patch_panels_product_same_bits),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
