@@ -4,10 +4,12 @@
  *
  * n parameters. p,g (n) m,v (n) Adam's moments; m is SGD's momentum buffer.
  * The update follows PyTorch's formulas term for term (see cvae.h), in
- * float with bias corrections in double, so that runs can be compared. The
- * gradient's global L2 norm is computed first, in double: it serves the
- * optional clipping and refuses non-finite gradients before anything is
- * touched. State is allocated at creation; a step never allocates.
+ * float with bias corrections in double, so that runs can be compared. With
+ * clipping on, the gradient's global L2 norm is computed first, in double.
+ * A pass that only checks comes before the pass that stores, so that a
+ * non-finite gradient, or an update that would overflow, is refused before
+ * anything is touched. State is allocated at creation; a step never
+ * allocates.
  */
 #include "cvae_internal.h"
 
@@ -343,16 +345,26 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
                                 "parameters; swap it back first (cvae_optimizer_swap_average)");
         return CVAE_ERR_STATE;
     }
-    norm = sqrt(sum_squares(opt, grads, nparams, threads));
-    if (!isfinite(norm)) {
-        cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
-        return CVAE_ERR_NUMERIC;
+    /* The norm serves clipping; without it, it is only needed to name a
+     * non-finite gradient, which the checking pass refuses anyway (its
+     * moments are then not finite): it is computed only on that path. */
+    if (opt->clip_norm > 0.0) {
+        norm = sqrt(sum_squares(opt, grads, nparams, threads));
+        if (!isfinite(norm)) {
+            cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
+            return CVAE_ERR_NUMERIC;
+        }
+        if (norm > opt->clip_norm)
+            scale = (float)(opt->clip_norm / norm);
     }
-    if (opt->clip_norm > 0.0 && norm > opt->clip_norm)
-        scale = (float)(opt->clip_norm / norm);
     opt->t++;
     if (update_pass(opt, params, grads, scale, threads, 0)) {
         opt->t--;
+        if (opt->clip_norm <= 0.0 && !isfinite(norm = sqrt(sum_squares(opt, grads, nparams,
+                                                                        threads)))) {
+            cvi_set_error(opt->err, "optimizer_step: the gradient is not finite (norm %g)", norm);
+            return CVAE_ERR_NUMERIC;
+        }
         cvi_set_error(opt->err,
                       "optimizer_step: the update would make a parameter or the optimizer's "
                       "state non-finite (learning rate %g, weight decay %g)",

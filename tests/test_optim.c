@@ -321,7 +321,9 @@ static void test_nonfinite_gradient(void **state)
                 CHECK(cvae_optimizer_set(o, CVAE_OPT_CLIP_NORM, (b & 1) ? 1.0 : 0.0), o);
                 take_snapshot(o, p, &before);
                 assert_int_equal(cvae_optimizer_step(o, p, g, NP), CVAE_ERR_NUMERIC);
-                assert_true(cvae_optimizer_last_error(o)[0] != '\0');
+                /* Named as the gradient's fault whether the norm was needed (clipping) or
+                 * not (the checking pass refuses it, then the norm names it). */
+                assert_non_null(strstr(cvae_optimizer_last_error(o), "gradient is not finite"));
                 expect_unchanged(o, p, &before);
             }
         }
@@ -1232,8 +1234,9 @@ static void test_variants_same_bits(void **state)
     assert_true(compared >= 4);
 }
 
-/* Fails if a variant's checking pass misses a moment that overflows inside a vector body
- * (element 1,000 of VN): the step must be refused with nothing changed, on every variant. */
+/* Fails if a variant's checking pass misses a moment that overflows, or a NaN gradient, inside
+ * a vector body (element 1,000 of VN): the step must be refused with nothing changed and the
+ * right cause named, on every variant. */
 static void test_variants_refuse_overflow(void **state)
 {
     const cvi_gemm_path paths[2] = {CVI_GEMM_PATH_PORTABLE, CVI_GEMM_PATH_AVX512};
@@ -1256,6 +1259,11 @@ static void test_variants_refuse_overflow(void **state)
             memcpy(p0, p, VN * sizeof(float));
             g[1000] = 1e30f; /* finite; its square overflows v */
             assert_int_equal(cvi_optimizer_step(o, p, g, VN, th), CVAE_ERR_NUMERIC);
+            assert_non_null(strstr(cvae_optimizer_last_error(o), "would make"));
+            assert_memory_equal(p, p0, VN * sizeof(float));
+            g[1000] = NAN; /* refused by the checking pass, named by the norm */
+            assert_int_equal(cvi_optimizer_step(o, p, g, VN, th), CVAE_ERR_NUMERIC);
+            assert_non_null(strstr(cvae_optimizer_last_error(o), "gradient is not finite"));
             assert_memory_equal(p, p0, VN * sizeof(float));
             cvi_optimizer_get_state(o, &st);
             assert_true(st.v[1000] < 1.0f);
