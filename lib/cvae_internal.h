@@ -167,9 +167,18 @@ typedef struct cvi_gemm_call {
     cvi_gemm_out c;
     cvi_panel_fn b_panels;
     const void *b_ctx;
+    const float *a_packed; /* op(A) as cvi_gemm_pack_a packed it, or NULL */
 } cvi_gemm_call;
 
 void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *call);
+
+/* Floats cvi_gemm_pack_a needs for an op(A) of M x K. */
+size_t cvi_gemm_packed_a_floats(size_t M, size_t K);
+/* Packs the call's whole op(A) into dst as the variant env runs (its path)
+ * packs it; a call with a_packed = dst, on the same path, then multiplies
+ * without packing A. For products that repeat one A: a convolution's
+ * weights, once per call instead of once per group of images. */
+void cvi_gemm_pack_a(const cvi_gemm_env *env, const cvi_gemm_call *g, float *dst);
 
 /* The call for ungrouped operands with row strides lda, ldb, ldc and no
  * bias, for callers to adjust (groups, bias) before cvi_gemm_ex. */
@@ -288,7 +297,8 @@ typedef struct cvi_conv_hp {
 size_t cvi_conv_group(size_t col_floats_per_image);
 /* A convolution layer's scratch: its tables, then the columns of one group
  * (col_floats_per_image each). prepare builds the tables for this call and
- * returns where the columns go; their row stride is t->ldcol. */
+ * returns where the columns go; their row stride is t->ldcol. The layers
+ * add the packed weights after the columns (cvi_gemm_packed_a_floats). */
 size_t cvi_conv_scratch_floats(const cvi_conv_hp *hp, size_t col_floats_per_image,
                                size_t max_batch);
 float *cvi_conv_prepare(const cvi_conv_hp *hp, size_t max_batch, float *scratch,

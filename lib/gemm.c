@@ -253,6 +253,30 @@ void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
 #endif
 }
 
+size_t cvi_gemm_packed_a_floats(size_t M, size_t K)
+{
+    return (M + 7) / 8 * 8 * K; /* M rounded up to the largest MR */
+}
+
+void cvi_gemm_pack_a(const cvi_gemm_env *env, const cvi_gemm_call *g, float *dst)
+{
+    cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
+    switch (path) {
+#ifdef HAVE_X86_VARIANTS
+    case CVI_GEMM_PATH_AVX512:
+        /* Both AVX-512 tiles are 8 rows tall: one packing serves either. */
+        pack_a_all_avx512(dst, g);
+        return;
+    case CVI_GEMM_PATH_AVX2:
+        pack_a_all_avx2(dst, g);
+        return;
+#endif
+    default:
+        pack_a_all_portable(dst, g);
+        return;
+    }
+}
+
 cvi_gemm_call cvi_gemm_plain(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                              const float *A, size_t lda, const float *B, size_t ldb, float beta,
                              float *C, size_t ldc)

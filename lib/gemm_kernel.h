@@ -27,6 +27,14 @@
  * rounds to with alpha 1 and b 0 or 1. Without a row bias write_tile adds
  * 0.0f, which changes nothing here: the sums start from +0.0f, so acc and
  * acc + C are never -0.0f. */
+#ifndef GK_MAYBE_UNUSED /* pack_a_all: the 8 x 16 AVX-512 variant uses the 8 x 32's */
+#if defined(__GNUC__) || defined(__clang__)
+#define GK_MAYBE_UNUSED __attribute__((unused))
+#else
+#define GK_MAYBE_UNUSED
+#endif
+#endif
+
 #ifndef GK_OUT_RAW
 #define GK_OUT_RAW 0
 #define GK_OUT_SET 1
@@ -511,6 +519,21 @@ GK_ATTR static float *GK(c_in_place)(const cvi_gemm_out *c, size_t rows, size_t 
     return c->data + (j / c->group_cols) * c->group_stride + i * c->ld + j % c->group_cols;
 }
 
+/* op(A) whole, packed as gemm_run packs it slice by slice: for k-slice k0
+ * (CVI_KC deep, the last shorter) the panels of rows from i at
+ * packed + k0 * Mp + i * kc, Mp being M rounded up to GK_MR. */
+GK_ATTR GK_MAYBE_UNUSED static void GK(pack_a_all)(float *packed, const cvi_gemm_call *g)
+{
+    size_t k0, i0, Mp = (g->M + GK_MR - 1) / GK_MR * GK_MR;
+    for (k0 = 0; k0 < g->K; k0 += CVI_KC) {
+        size_t kc = g->K - k0 < CVI_KC ? g->K - k0 : CVI_KC;
+        for (i0 = 0; i0 < g->M; i0 += CVI_MC) {
+            size_t mc = g->M - i0 < CVI_MC ? g->M - i0 : CVI_MC;
+            GK(pack_a)(packed + k0 * Mp + i0 * kc, &g->a, g->trans_a, i0, mc, k0, kc, 0);
+        }
+    }
+}
+
 /* The multiply restricted to rows [i_lo, i_hi) and columns [j_lo, j_hi) of C,
  * with packing buffers pa (CVI_MC * CVI_KC) and pb (CVI_KC * CVI_NC). */
 GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_hi, size_t j_lo,
@@ -520,7 +543,8 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
     /* Operands the tile can read in place, unpacked: a transposed A (GK_MR
      * contiguous floats per k, lda apart) and B's full panels that are
      * GK_NR contiguous floats per k (b_in_place); the rest is packed. */
-    int a_direct = g->trans_a && !g->a.group_cols;
+    int a_direct = g->trans_a && !g->a.group_cols && !g->a_packed;
+    size_t Mp = (g->M + GK_MR - 1) / GK_MR * GK_MR;
     for (j0 = j_lo; j0 < j_hi; j0 += CVI_NC) {
         size_t nc = j_hi - j0 < CVI_NC ? j_hi - j0 : CVI_NC;
         for (k0 = 0; k0 < g->K; k0 += CVI_KC) {
@@ -533,7 +557,11 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
             for (i0 = i_lo; i0 < i_hi; i0 += CVI_MC) {
                 size_t mc = i_hi - i0 < CVI_MC ? i_hi - i0 : CVI_MC;
                 size_t ip, jp;
-                GK(pack_a)(pa, &g->a, g->trans_a, i0, mc, k0, kc, a_direct);
+                const float *pa_now = pa;
+                if (g->a_packed)
+                    pa_now = g->a_packed + k0 * Mp + i0 * kc;
+                else
+                    GK(pack_a)(pa, &g->a, g->trans_a, i0, mc, k0, kc, a_direct);
                 for (jp = 0; jp < nc; jp += GK_NR) {
                     size_t cols = nc - jp < GK_NR ? nc - jp : GK_NR, b_step = GK_NR;
                     const float *bp =
@@ -544,7 +572,7 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                         bp = pb + jp * kc;
                     for (ip = 0; ip < mc; ip += GK_MR) {
                         size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR, a_step = GK_MR;
-                        const float *ap = pa + ip * kc;
+                        const float *ap = pa_now + ip * kc;
                         float acc[GK_MR * GK_NR], *cp;
                         if (a_direct && rows == GK_MR) {
                             ap = g->a.data + k0 * g->a.ld + i0 + ip;

@@ -100,7 +100,9 @@ static cvae_status conv2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size
     *nparams = wcount + hp->out_channels;
     hp->group = cvi_conv_group(cols);
     /* The index table, then the columns of a group. */
-    *ws_floats = cvi_conv_scratch_floats(hp, cols, l->max_batch);
+    /* The tables, the columns of a group, the weights packed (forward). */
+    *ws_floats = cvi_conv_scratch_floats(hp, cols, l->max_batch) +
+                 cvi_gemm_packed_a_floats(hp->out_channels, ckk);
     return CVAE_OK;
 }
 
@@ -121,10 +123,14 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
     size_t image = g->C * g->H * g->W, b0;
     cvi_conv_tables t;
     float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
+    float *packed_w = col + ckk * t.ldcol; /* the weights, packed once for every group */
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         cvi_gemm_call c = cvi_gemm_plain(0, 0, F, gn * P, ckk, 1.0f, l->params, ckk, col,
                                          t.ldcol, 0.0f, out + b0 * F * P, P);
+        if (b0 == 0)
+            cvi_gemm_pack_a(&ws->gemm, &c, packed_w);
+        c.a_packed = packed_w;
         cvi_im2col_batch(col, in + b0 * image, gn, g, &t, ws->gemm.threads);
         c.c.group_cols = P; /* y image by image, bias fused */
         c.c.group_stride = F * P;

@@ -97,7 +97,9 @@ static cvae_status convt2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, siz
     *nparams = wcount + hp->out_channels;
     hp->group = cvi_conv_group(cols);
     /* The index table, then the columns of a group. */
-    *ws_floats = cvi_conv_scratch_floats(hp, cols, l->max_batch);
+    /* The tables, the columns of a group, the weights packed (backward). */
+    *ws_floats = cvi_conv_scratch_floats(hp, cols, l->max_batch) +
+                 cvi_gemm_packed_a_floats(in.c, fkk);
     return CVAE_OK;
 }
 
@@ -145,6 +147,7 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
     cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;
     float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
+    float *packed_w = col + fkk * t.ldcol; /* w for dx, packed once for every group */
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         /* dw += x (C, gn HW) col^T */
@@ -158,6 +161,9 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
         /* dx = w col, written image by image */
         c = cvi_gemm_plain(0, 0, C, gn * HW, fkk, 1.0f, l->params, fkk, col, t.ldcol,
                            0.0f, din + b0 * C * HW, HW);
+        if (b0 == 0)
+            cvi_gemm_pack_a(&ws->gemm, &c, packed_w);
+        c.a_packed = packed_w;
         c.c.group_cols = HW;
         c.c.group_stride = C * HW;
         cvi_gemm_ex(&ws->gemm, &c);

@@ -591,6 +591,75 @@ static void test_gemm_tile_writes_same_bits(void **state)
     free(C2);
 }
 
+/* Fails unless a product given op(A) packed beforehand (cvi_gemm_pack_a, a_packed) gives the
+ * bits of the same product packing A itself, for plain, transposed and grouped A, M past the
+ * row blocks and not a multiple of any tile, K over several passes, on every variant and
+ * thread count; the packed A is reused for a second product with another B, as a
+ * convolution's groups reuse their weights. */
+static void test_gemm_packed_a_same_bits(void **state)
+{
+    static const struct {
+        int ta;
+        size_t M, N, K, ga;
+    } cases[] = {{0, 150, 70, 300, 0}, {1, 37, 100, 513, 0}, {0, 9, 33, 260, 45}};
+    size_t ci;
+    tu_rng r;
+
+    tu_rng_init(&r, 12);
+    for (ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const size_t M = cases[ci].M, N = cases[ci].N, K = cases[ci].K, ga = cases[ci].ga;
+        const int ta = cases[ci].ta;
+        /* A: M x K (or K x M transposed), or grouped along K in groups of ga, 3 apart */
+        const size_t lda = ga ? ga + 1 : (ta ? M : K) + 1;
+        const size_t sa = ga ? M * lda + 3 : 0, na = ga ? (K / ga + 1) * sa : (ta ? K : M) * lda;
+        float *A = malloc(na * sizeof *A), *B = malloc(2 * K * N * sizeof *B);
+        float *C1 = malloc(M * N * sizeof *C1), *C2 = malloc(M * N * sizeof *C2);
+        float *packed = malloc(cvi_gemm_packed_a_floats(M, K) * sizeof *packed);
+        size_t i, t, rep;
+        int path;
+
+        assert_true(A && B && C1 && C2 && packed);
+        for (i = 0; i < na; i++)
+            A[i] = tu_rng_sym(&r);
+        for (i = 0; i < 2 * K * N; i++)
+            B[i] = tu_rng_sym(&r);
+        for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
+            if (!cvi_gemm_path_available((cvi_gemm_path)path))
+                continue;
+            for (t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+                cvi_gemm_env env;
+                env.path = (cvi_gemm_path)path;
+                env.threads = thread_counts[t];
+                env.ws = *state;
+                for (rep = 0; rep < 2; rep++) {
+                    cvi_gemm_call g = cvi_gemm_plain(ta, 0, M, N, K, 1.0f, A, lda, B + rep * K * N,
+                                                     N, 0.0f, C1, N);
+                    if (ga) {
+                        g.a.group_cols = ga;
+                        g.a.group_stride = sa;
+                    }
+                    cvi_gemm_ex(&env, &g);
+                    if (rep == 0)
+                        cvi_gemm_pack_a(&env, &g, packed);
+                    g.c.data = C2;
+                    g.a_packed = packed;
+                    cvi_gemm_ex(&env, &g);
+                    if (memcmp(C1, C2, M * N * sizeof *C1))
+                        fail_msg("%zux%zux%zu%s%s, %s, %d threads, product %zu: packed A "
+                                 "differs",
+                                 M, N, K, ta ? " A^T" : "", ga ? " grouped A" : "",
+                                 cvi_gemm_path_name((cvi_gemm_path)path), thread_counts[t], rep);
+                }
+            }
+        }
+        free(A);
+        free(B);
+        free(C1);
+        free(C2);
+        free(packed);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -601,6 +670,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gemm_beyond_cache_blocks, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_tile_writes_same_bits, setup_workspace,
+                                        teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_packed_a_same_bits, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_tolerance_rejects_swapped_index,
                                         setup_workspace, teardown_workspace),
