@@ -318,45 +318,58 @@ void cvi_pad_images(float *dst, const float *imgs, size_t n, const cvi_conv_geom
 void cvi_patch_panels(const void *ctx, float *p, size_t w, size_t k0, size_t kc, size_t j0,
                       size_t cols)
 {
+    /* The geometry in locals: the copies (memcpy) may alias anything, so
+     * fields read through a pointer would be reloaded after each one. */
     const cvi_patches *s = ctx;
     const cvi_conv_geom *g = s->g;
-    size_t pad_h = s->padded ? g->PH : 0, pad_w = s->padded ? g->PW : 0;
-    size_t hs = g->H + 2 * pad_h, ws = g->W + 2 * pad_w; /* the planes read */
-    size_t taps = g->KH * g->KW, P = g->OH * g->OW, plane = hs * ws;
-    size_t k, i = k0 / P, oy = k0 % P / g->OW, ox = k0 % P % g->OW;
+    const float *imgs = s->imgs;
+    const size_t kh = g->KH, kw = g->KW, sh = g->SH, sw = g->SW, oh = g->OH, ow = g->OW;
+    const size_t image = s->image, pad_h = s->padded ? g->PH : 0, pad_w = s->padded ? g->PW : 0;
+    const size_t hs = g->H + 2 * pad_h, ws = g->W + 2 * pad_w; /* the planes read */
+    const size_t taps = kh * kw, P = oh * ow, plane = hs * ws;
+    const size_t c_lo = j0 / taps, c_hi = (j0 + cols) / taps;
+    const ptrdiff_t ph = (ptrdiff_t)g->PH, pw = (ptrdiff_t)g->PW;
+    size_t k, i = k0 / P, oy = k0 % P / ow, ox = k0 % P % ow;
     int whole = j0 % taps == 0 && cols % taps == 0;
     for (k = 0; k < kc; k++) {
-        const float *img = s->imgs + i * s->image;
+        const float *img = imgs + i * image;
         /* The patch's top left corner in the planes read. */
-        ptrdiff_t y0 = (ptrdiff_t)(oy * g->SH + pad_h) - (ptrdiff_t)g->PH;
-        ptrdiff_t x0 = (ptrdiff_t)(ox * g->SW + pad_w) - (ptrdiff_t)g->PW;
+        ptrdiff_t y0 = (ptrdiff_t)(oy * sh + pad_h) - ph, x0 = (ptrdiff_t)(ox * sw + pad_w) - pw;
         float *row = p + k * w;
         size_t j, c, ky;
-        if (whole && s->padded) {
-            const float *corner = img + (size_t)y0 * ws + (size_t)x0;
-            for (c = j0 / taps; c < (j0 + cols) / taps; c++)
-                for (ky = 0; ky < g->KH; ky++, row += g->KW)
-                    patch_row(row, corner + c * plane + ky * ws, g->KW);
+        if (whole && s->padded && kh == 4 && kw == 4) { /* the common 4 x 4 kernels */
+            const float *corner = img + (size_t)y0 * ws + (size_t)x0 + c_lo * plane;
+            for (c = c_lo; c < c_hi; c++, corner += plane, row += 16) {
+                memcpy(row, corner, 4 * sizeof *row);
+                memcpy(row + 4, corner + ws, 4 * sizeof *row);
+                memcpy(row + 8, corner + 2 * ws, 4 * sizeof *row);
+                memcpy(row + 12, corner + 3 * ws, 4 * sizeof *row);
+            }
+        } else if (whole && s->padded) {
+            const float *corner = img + (size_t)y0 * ws + (size_t)x0 + c_lo * plane;
+            for (c = c_lo; c < c_hi; c++, corner += plane)
+                for (ky = 0; ky < kh; ky++, row += kw)
+                    patch_row(row, corner + ky * ws, kw);
         } else if (whole) {
-            for (c = j0 / taps; c < (j0 + cols) / taps; c++)
-                for (ky = 0; ky < g->KH; ky++, row += g->KW) {
+            for (c = c_lo; c < c_hi; c++)
+                for (ky = 0; ky < kh; ky++, row += kw) {
                     ptrdiff_t y = y0 + (ptrdiff_t)ky;
                     if (y >= 0 && y < (ptrdiff_t)hs)
-                        patch_row_clipped(row, img + c * plane + (size_t)y * ws, x0, g->KW, ws);
+                        patch_row_clipped(row, img + c * plane + (size_t)y * ws, x0, kw, ws);
                     else
-                        memset(row, 0, g->KW * sizeof *row);
+                        memset(row, 0, kw * sizeof *row);
                 }
         } else {
             for (j = j0; j < j0 + cols; j++) {
                 size_t t = j % taps;
-                ptrdiff_t y = y0 + (ptrdiff_t)(t / g->KW), x = x0 + (ptrdiff_t)(t % g->KW);
+                ptrdiff_t y = y0 + (ptrdiff_t)(t / kw), x = x0 + (ptrdiff_t)(t % kw);
                 int inside = y >= 0 && y < (ptrdiff_t)hs && x >= 0 && x < (ptrdiff_t)ws;
                 row[j - j0] = inside ? img[j / taps * plane + (size_t)y * ws + (size_t)x] : 0.0f;
             }
         }
-        if (++ox == g->OW) { /* the next position */
+        if (++ox == ow) { /* the next position */
             ox = 0;
-            if (++oy == g->OH) {
+            if (++oy == oh) {
                 oy = 0;
                 i++;
             }

@@ -885,6 +885,14 @@ static void test_patch_panels_match_columns(void **state)
         int mode;
 
         draw_geom(&r, &g);
+        if (k < 2) { /* the seed model's 4 x 4 kernels, stride 2 (their own copy loop) */
+            g.C = k ? 3 : 1;
+            g.H = g.W = k ? 14 : 9;
+            g.KH = g.KW = 4;
+            g.SH = g.SW = 2;
+            g.PH = g.PW = 1;
+            g.OH = g.OW = (g.H + 2 - 4) / 2 + 1;
+        }
         note_geom(&cv, &g);
         taps = g.KH * g.KW;
         rows = g.C * taps;
