@@ -21,12 +21,6 @@
  * row stride instead: packing it would only copy it.
  */
 
-/* What the tile does with its sums (acc): stores them raw in a buffer
- * (write_tile then writes C), or writes its block of C itself: acc + bias
- * or (acc + C) + bias, which is what write_tile's alpha acc + b C + bias
- * rounds to with alpha 1 and b 0 or 1. Without a row bias write_tile adds
- * 0.0f, which changes nothing here: the sums start from +0.0f, so acc and
- * acc + C are never -0.0f. */
 #ifndef GK_MAYBE_UNUSED /* pack_a_all: the 8 x 16 AVX-512 variant uses the 8 x 32's */
 #if defined(__GNUC__) || defined(__clang__)
 #define GK_MAYBE_UNUSED __attribute__((unused))
@@ -35,6 +29,12 @@
 #endif
 #endif
 
+/* What the tile does with its sums (acc): stores them raw in a buffer
+ * (write_tile then writes C), or writes its block of C itself: acc + bias
+ * or (acc + C) + bias, which is what write_tile's alpha acc + b C + bias
+ * rounds to with alpha 1 and b 0 or 1. Without a row bias write_tile adds
+ * 0.0f, which changes nothing here: the sums start from +0.0f, so acc and
+ * acc + C are never -0.0f. */
 #ifndef GK_OUT_RAW
 #define GK_OUT_RAW 0
 #define GK_OUT_SET 1

@@ -99,7 +99,6 @@ static cvae_status conv2d_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, size
     out->w = g->OW;
     *nparams = wcount + hp->out_channels;
     hp->group = cvi_conv_group(cols);
-    /* The index table, then the columns of a group. */
     /* The tables, the columns of a group, the weights packed (forward). */
     *ws_floats = cvi_conv_scratch_floats(hp, cols, l->max_batch) +
                  cvi_gemm_packed_a_floats(hp->out_channels, ckk);
