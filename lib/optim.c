@@ -281,18 +281,22 @@ static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale,
 {
     size_t n = o->n;
     avg_update u = average_for_step(o);
-    int bad = 0, wide = use_avx512(o);
-    if (threads < 2 || n < 65536)
-        return pass_range(o, p, g, scale, 0, n, store, u, wide);
+    int wide = use_avx512(o);
 #ifdef _OPENMP
+    if (threads >= 2 && n >= 65536) {
+        int bad = 0;
 #pragma omp parallel num_threads(threads) reduction(| : bad)
-    {
-        size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
-        size_t lo = n * t / nt, hi = n * (t + 1) / nt;
-        bad |= pass_range(o, p, g, scale, lo, hi, store, u, wide);
+        {
+            size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+            size_t lo = n * t / nt, hi = n * (t + 1) / nt;
+            bad |= pass_range(o, p, g, scale, lo, hi, store, u, wide);
+        }
+        return bad;
     }
+#else
+    (void)threads; /* without OpenMP, one thread does it all whatever it was asked */
 #endif
-    return bad;
+    return pass_range(o, p, g, scale, 0, n, store, u, wide);
 }
 
 /* Sum of squares of g, in double, in a fixed order whatever the threads:
