@@ -102,6 +102,14 @@ int cvi_threads_resolve(int setting);
 #endif
 #endif
 
+/* Asks for the cache line at p, to be written, ahead of its use (a hint:
+ * nothing where the compiler has no such builtin). */
+#if defined(__GNUC__) || defined(__clang__)
+#define CVI_PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
+#else
+#define CVI_PREFETCH_W(p) ((void)(p))
+#endif
+
 /* The compiled variants of the multiply; AUTO picks the best this CPU runs. */
 typedef enum cvi_gemm_path {
     CVI_GEMM_PATH_AUTO = 0,

@@ -39,14 +39,15 @@
 #define GK_OUT_RAW 0
 #define GK_OUT_SET 1
 #define GK_OUT_ADD 2
-/* Where and how the tile writes: rows ld floats apart; row_bias (NULL: none)
- * holds the block's GK_MR row biases. One pointer argument, so that the
- * tile's arguments all come in registers. */
+/* Where and how the tile writes: rows ld floats apart; row_bias and
+ * col_bias (NULL: none) hold the block's GK_MR row and GK_NR column biases,
+ * added in that order as write_tile adds them. One pointer argument, so that
+ * the tile's arguments all come in registers. */
 typedef struct gk_dest {
     float *out;
     size_t ld;
     int mode;
-    const float *row_bias;
+    const float *row_bias, *col_bias;
 } gk_dest;
 #endif
 
@@ -310,6 +311,10 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
         GK(vec) b_ = GK_SPLAT(rb_);                                                                \
         c##r += b_;                                                                                \
     }
+#define GK_ADD_COL_BIAS(r) c##r += cb0;
+#define GK_LOAD_COL_BIAS                                                                           \
+    GK(vec) cb0;                                                                                   \
+    memcpy(&cb0, col_bias, sizeof cb0);
 #define GK_LOADB                                                                                   \
     GK(vec) b0;                                                                                    \
     memcpy(&b0, b, sizeof b0);
@@ -339,6 +344,13 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
         c##r += b_;                                                                                \
         d##r += b_;                                                                                \
     }
+#define GK_ADD_COL_BIAS(r)                                                                         \
+    c##r += cb0;                                                                                   \
+    d##r += cb1;
+#define GK_LOAD_COL_BIAS                                                                           \
+    GK(vec) cb0, cb1;                                                                              \
+    memcpy(&cb0, col_bias, sizeof cb0);                                                            \
+    memcpy(&cb1, col_bias + GK_VL, sizeof cb1);
 #define GK_LOADB                                                                                   \
     GK(vec) b0, b1;                                                                                \
     memcpy(&b0, b, sizeof b0);                                                                     \
@@ -376,7 +388,7 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
                                                          size_t b_step, const gk_dest *dest)
 {
     float *restrict out = dest->out;
-    const float *restrict row_bias = dest->row_bias;
+    const float *restrict row_bias = dest->row_bias, *restrict col_bias = dest->col_bias;
     const size_t ld = dest->ld;
     GK_TILE_LOOP
     if (dest->mode == GK_OUT_ADD) {
@@ -385,12 +397,18 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
     if (row_bias) {
         GK_ROWS(GK_ADD_BIAS)
     }
+    if (col_bias) {
+        GK_LOAD_COL_BIAS
+        GK_ROWS(GK_ADD_COL_BIAS)
+    }
     GK_ROWS(GK_STORE)
 }
 #undef GK_TILE_LOOP
 #undef GK_LOADB
 #undef GK_ADD_C
 #undef GK_ADD_BIAS
+#undef GK_ADD_COL_BIAS
+#undef GK_LOAD_COL_BIAS
 #undef GK_SPLAT
 #undef GK_SPLAT8
 #else /* portable C */
@@ -399,7 +417,7 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
 #define GK_FMA(r) c##r[j] += a[r] * b[j];
 #define GK_STORE(r)                                                                                \
     for (j = 0; j < GK_VL; j++)                                                                    \
-        out[r * ld + j] = GK_OUT_VALUE(c##r[j], out[r * ld + j], r);
+        out[r * ld + j] = GK_OUT_VALUE(c##r[j], out[r * ld + j], r, j);
 #elif GK_NV == 2
 #define GK_DECL(r) float c##r[GK_VL] = {0}, d##r[GK_VL] = {0};
 #define GK_FMA(r)                                                                                  \
@@ -407,21 +425,25 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
     d##r[j] += a[r] * b[GK_VL + j];
 #define GK_STORE(r)                                                                                \
     for (j = 0; j < GK_VL; j++) {                                                                  \
-        out[r * ld + j] = GK_OUT_VALUE(c##r[j], out[r * ld + j], r);                               \
-        out[r * ld + GK_VL + j] = GK_OUT_VALUE(d##r[j], out[r * ld + GK_VL + j], r);               \
+        out[r * ld + j] = GK_OUT_VALUE(c##r[j], out[r * ld + j], r, j);                               \
+        out[r * ld + GK_VL + j] = GK_OUT_VALUE(d##r[j], out[r * ld + GK_VL + j], r, GK_VL + j);               \
     }
 #else
 #error "GK_NV must be 1 or 2"
 #endif
 
-/* One output value of the modes below: (acc + C) + bias, acc + bias or acc. */
-#define GK_OUT_VALUE(x, old, r)                                                                    \
-    (mode == GK_OUT_RAW ? (x)                                                                      \
-                        : (mode == GK_OUT_ADD ? (x) + (old) : (x)) + (row_bias ? row_bias[r] : 0.0f))
+/* One output value of the modes below: ((acc + C) + row bias) + column
+ * bias, (acc + row bias) + column bias, or acc. */
+#define GK_OUT_VALUE(x, old, r, q)                                                                 \
+    (mode == GK_OUT_RAW                                                                            \
+         ? (x)                                                                                     \
+         : ((mode == GK_OUT_ADD ? (x) + (old) : (x)) + (row_bias ? row_bias[r] : 0.0f)) +          \
+               (col_bias ? col_bias[q] : 0.0f))
 
 GK_ATTR static void GK(tile_sums)(size_t kc, const float *restrict pa, size_t a_step,
                                   const float *restrict pb, size_t b_step, float *restrict out,
-                                  size_t ld, int mode, const float *restrict row_bias)
+                                  size_t ld, int mode, const float *restrict row_bias,
+                                  const float *restrict col_bias)
 {
     GK_ROWS(GK_DECL)
     size_t k, j;
@@ -437,13 +459,14 @@ GK_ATTR static void GK(tile_sums)(size_t kc, const float *restrict pa, size_t a_
 GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, size_t a_step,
                              const float *restrict pb, size_t b_step, float *restrict acc)
 {
-    GK(tile_sums)(kc, pa, a_step, pb, b_step, acc, GK_NR, GK_OUT_RAW, NULL);
+    GK(tile_sums)(kc, pa, a_step, pb, b_step, acc, GK_NR, GK_OUT_RAW, NULL, NULL);
 }
 
 GK_ATTR static void GK(tile_c)(size_t kc, const float *restrict pa, size_t a_step,
                                const float *restrict pb, size_t b_step, const gk_dest *dest)
 {
-    GK(tile_sums)(kc, pa, a_step, pb, b_step, dest->out, dest->ld, dest->mode, dest->row_bias);
+    GK(tile_sums)(kc, pa, a_step, pb, b_step, dest->out, dest->ld, dest->mode, dest->row_bias,
+                  dest->col_bias);
 }
 #undef GK_OUT_VALUE
 #endif /* GK_VEC */
@@ -504,13 +527,12 @@ GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_
 }
 
 /* Where the tile can write its block of C itself (see GK_OUT_RAW), else
- * NULL: a full tile, alpha 1 and b 0 or 1, no column bias, and its GK_NR
- * columns side by side in C (inside one column group). */
+ * NULL: a full tile, alpha 1 and b 0 or 1, and its GK_NR columns side by
+ * side in C (inside one column group). */
 GK_ATTR static float *GK(c_in_place)(const cvi_gemm_out *c, size_t rows, size_t cols, size_t i,
-                                     size_t j, float alpha, float b, int last)
+                                     size_t j, float alpha, float b)
 {
-    if (rows != GK_MR || cols != GK_NR || alpha != 1.0f || (b != 0.0f && b != 1.0f) ||
-        (last && c->col_bias))
+    if (rows != GK_MR || cols != GK_NR || alpha != 1.0f || (b != 0.0f && b != 1.0f))
         return NULL;
     if (!c->group_cols)
         return c->data + i * c->ld + j;
@@ -578,12 +600,22 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                             ap = g->a.data + k0 * g->a.ld + i0 + ip;
                             a_step = g->a.ld;
                         }
-                        cp = GK(c_in_place)(&g->c, rows, cols, i0 + ip, j0 + jp, g->alpha, b,
-                                            last);
+                        cp = GK(c_in_place)(&g->c, rows, cols, i0 + ip, j0 + jp, g->alpha, b);
                         if (cp) {
-                            gk_dest d = {cp, g->c.ld, b == 0.0f ? GK_OUT_SET : GK_OUT_ADD, NULL};
+                            gk_dest d = {cp, g->c.ld, b == 0.0f ? GK_OUT_SET : GK_OUT_ADD, NULL,
+                                         NULL};
+                            size_t r;
+                            /* C's block is read or written only after the k
+                             * loop: asked for now, it arrives meanwhile (the
+                             * weight gradients, megabytes, are not in cache). */
+                            for (r = 0; r < GK_MR; r++) {
+                                CVI_PREFETCH_W(cp + r * g->c.ld);
+                                CVI_PREFETCH_W(cp + r * g->c.ld + GK_NR - 1);
+                            }
                             if (last && g->c.row_bias)
                                 d.row_bias = g->c.row_bias + i0 + ip;
+                            if (last && g->c.col_bias)
+                                d.col_bias = g->c.col_bias + j0 + jp;
                             GK(tile_c)(kc, ap, a_step, bp, b_step, &d);
                             continue;
                         }

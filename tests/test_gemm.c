@@ -526,7 +526,7 @@ static void test_gemm_grouped_operands_and_bias(void **state)
  * layout, cut differently. */
 static void product_as(void *ws, cvi_gemm_path path, int threads, size_t gc, const float *A,
                        const float *B, float *C, size_t M, size_t N, size_t K, size_t ldc,
-                       float beta, const float *rb)
+                       float beta, const float *rb, const float *cb)
 {
     cvi_gemm_env env;
     cvi_gemm_call g = cvi_gemm_plain(0, 1, M, N, K, 1.0f, A, K, B, K, beta, C, ldc);
@@ -536,11 +536,13 @@ static void product_as(void *ws, cvi_gemm_path path, int threads, size_t gc, con
     g.c.group_cols = gc;
     g.c.group_stride = gc;
     g.c.row_bias = rb;
+    g.c.col_bias = cb;
     cvi_gemm_ex(&env, &g);
 }
 
-/* Fails unless whole tiles that write C themselves (alpha 1, beta 0 or 1, a row bias or none)
- * give the bits of the write-back that clipped tiles use, alpha acc + beta C + bias: the same
+/* Fails unless whole tiles that write C themselves (alpha 1, beta 0 or 1, a row bias, a column
+ * bias, both or none) give the bits of the write-back that clipped tiles use,
+ * (alpha acc + beta C + row bias) + column bias: the same
  * product computed into plain C and into the same memory seen as column groups of 16 floats,
  * which every 32-wide tile straddles, must agree bit for bit, on every variant and 1 and 2
  * threads, over two passes of K. */
@@ -549,7 +551,7 @@ static void test_gemm_tile_writes_same_bits(void **state)
     const size_t M = 24, N = 96, K = 300, ldc = N + 3;
     float *A = malloc(M * K * sizeof *A), *B = malloc(N * K * sizeof *B);
     float *C0 = malloc(M * ldc * sizeof *C0), *C1 = malloc(M * ldc * sizeof *C1);
-    float *C2 = malloc(M * ldc * sizeof *C2), rb[24];
+    float *C2 = malloc(M * ldc * sizeof *C2), rb[24], cb[96];
     tu_rng r;
     size_t i, t;
     int path, mode;
@@ -564,24 +566,27 @@ static void test_gemm_tile_writes_same_bits(void **state)
         C0[i] = tu_rng_sym(&r);
     for (i = 0; i < M; i++)
         rb[i] = tu_rng_sym(&r);
+    for (i = 0; i < N; i++)
+        cb[i] = tu_rng_sym(&r);
     for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
         if (!cvi_gemm_path_available((cvi_gemm_path)path))
             continue;
         for (t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++)
-            for (mode = 0; mode < 4; mode++) {
+            for (mode = 0; mode < 8; mode++) {
                 const float beta = mode & 1 ? 1.0f : 0.0f;
-                const float *bias = mode & 2 ? rb : NULL;
+                const float *bias = mode & 2 ? rb : NULL, *col_bias = mode & 4 ? cb : NULL;
                 memcpy(C1, C0, M * ldc * sizeof *C1);
                 memcpy(C2, C0, M * ldc * sizeof *C2);
                 product_as(*state, (cvi_gemm_path)path, thread_counts[t], 0, A, B, C1, M, N,
-                           K, ldc, beta, bias);
+                           K, ldc, beta, bias, col_bias);
                 product_as(*state, (cvi_gemm_path)path, thread_counts[t], 16, A, B, C2, M, N,
-                           K, ldc, beta, bias);
+                           K, ldc, beta, bias, col_bias);
                 if (memcmp(C1, C2, M * ldc * sizeof *C1))
-                    fail_msg("%s, %d threads, beta %g, %s: whole tiles and the write-back "
-                             "differ",
+                    fail_msg("%s, %d threads, beta %g, %s, %s: whole tiles and the "
+                             "write-back differ",
                              cvi_gemm_path_name((cvi_gemm_path)path), thread_counts[t],
-                             (double)beta, bias ? "row bias" : "no bias");
+                             (double)beta, bias ? "row bias" : "no row bias",
+                             col_bias ? "column bias" : "no column bias");
             }
     }
     free(A);
