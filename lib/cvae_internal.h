@@ -240,11 +240,22 @@ void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *
  * col (C*KH*KW rows, t->ldcol apart) where P = OH*OW: row (c*KH + ky)*KW + kx,
  * column (oy, ox) holds pixel (c, oy*SH - PH + ky, ox*SW - PW + kx), 0 in the
  * padding. col2im is the adjoint and overwrites the n images. Images are
- * spread over `threads` threads. */
+ * spread over env's threads; on its AVX-512 variant the vector loops below
+ * serve the geometries they fit (the same bits). */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, int threads);
+                      const cvi_conv_tables *t, const cvi_gemm_env *env);
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, int threads);
+                      const cvi_conv_tables *t, const cvi_gemm_env *env);
+/* im2col_vec.c: im2col and col2im of channels c .. c+nch-1 of one image on
+ * vectors, for kernels 4 wide at stride 2 with 1 column of padding on rows
+ * of at most 32 pixels (cvi_im2col_vec_fits; 0 where not compiled: GCC 12
+ * or clang on x86-64). col is the image's columns (rows ldcol apart);
+ * nothing at or past imgs_end or col_end is read. */
+int cvi_im2col_vec_fits(const cvi_conv_geom *g);
+void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
+                             const cvi_conv_geom *g, size_t ldcol, const float *imgs_end);
+void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
+                             const cvi_conv_geom *g, size_t ldcol, const float *col_end);
 /* The operand (rows, n P) made of the (rows, P) planes of consecutive
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);

@@ -184,15 +184,24 @@ static inline void col2im_channels(float *img, const float *col, size_t c, size_
     }
 }
 
+/* Whether the vector loops of im2col_vec.c serve this geometry on the
+ * variant env runs (the multiply's: they are compiled for AVX-512). */
+static int use_vec(const cvi_conv_geom *g, const cvi_gemm_env *env)
+{
+    cvi_gemm_path p = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
+    return p == CVI_GEMM_PATH_AVX512 && cvi_im2col_vec_fits(g);
+}
+
 /* Both spread the images' channels over the threads in blocks of
  * IM2COL_CHANNELS: channels are independent in both directions, and a
  * group may hold fewer images than there are threads. */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, int threads)
+                      const cvi_conv_tables *t, const cvi_gemm_env *env)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
     size_t blocks = (g->C + IM2COL_CHANNELS - 1) / IM2COL_CHANNELS;
     ptrdiff_t w, work = (ptrdiff_t)(n * blocks);
+    int threads = env->threads, vec = use_vec(g, env);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && work > 1)
@@ -200,26 +209,35 @@ void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_ge
     for (w = 0; w < work; w++) {
         size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
         size_t nch = g->C - c < IM2COL_CHANNELS ? g->C - c : IM2COL_CHANNELS;
-        im2col_channels(col + i * P, imgs + i * image, c, nch, g, t);
+        if (vec)
+            cvi_im2col_vec_channels(col + i * P, imgs + i * image, c, nch, g, t->ldcol,
+                                    imgs + n * image);
+        else
+            im2col_channels(col + i * P, imgs + i * image, c, nch, g, t);
     }
 }
 
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, int threads)
+                      const cvi_conv_tables *t, const cvi_gemm_env *env)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
     size_t blocks = (g->C + IM2COL_CHANNELS - 1) / IM2COL_CHANNELS;
+    const float *col_end = col + g->C * g->KH * g->KW * t->ldcol;
     ptrdiff_t w, work = (ptrdiff_t)(n * blocks);
+    int threads = env->threads, vec = use_vec(g, env);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && work > 1)
 #endif
     for (w = 0; w < work; w++) {
         size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
-        if (g->C - c >= IM2COL_CHANNELS)
+        size_t nch = g->C - c < IM2COL_CHANNELS ? g->C - c : IM2COL_CHANNELS;
+        if (vec)
+            cvi_col2im_vec_channels(imgs + i * image, col + i * P, c, nch, g, t->ldcol, col_end);
+        else if (nch == IM2COL_CHANNELS)
             col2im_channels(imgs + i * image, col + i * P, c, IM2COL_CHANNELS, g, t);
         else
-            col2im_channels(imgs + i * image, col + i * P, c, g->C - c, g, t);
+            col2im_channels(imgs + i * image, col + i * P, c, nch, g, t);
     }
 }
 

@@ -130,7 +130,7 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
         if (b0 == 0)
             cvi_gemm_pack_a(&ws->gemm, &c, packed_w);
         c.a_packed = packed_w;
-        cvi_im2col_batch(col, in + b0 * image, gn, g, &t, ws->gemm.threads);
+        cvi_im2col_batch(col, in + b0 * image, gn, g, &t, &ws->gemm);
         c.c.group_cols = P; /* y image by image, bias fused */
         c.c.group_stride = F * P;
         c.c.row_bias = l->params + F * ckk;
@@ -179,7 +179,7 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
                            col, t.ldcol);
         c.b = cvi_planes(dy, P, F * P);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(din + b0 * image, col, gn, g, &t, ws->gemm.threads);
+        cvi_col2im_batch(din + b0 * image, col, gn, g, &t, &ws->gemm);
     }
 }
 

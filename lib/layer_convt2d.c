@@ -128,7 +128,7 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
                                          0.0f, col, t.ldcol);
         c.b = cvi_planes(in + b0 * C * HW, HW, C * HW);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(out + b0 * F * P, col, gn, g, &t, ws->gemm.threads);
+        cvi_col2im_batch(out + b0 * F * P, col, gn, g, &t, &ws->gemm);
     }
     for (b = 0; b < n; b++)
         cvi_bias_add_planes(out + b * F * P, bias, F, P);
@@ -152,7 +152,7 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
         /* dw += x (C, gn HW) col^T */
         cvi_gemm_call c = cvi_gemm_plain(0, 1, C, fkk, gn * HW, 1.0f, NULL, 0, col,
                                          t.ldcol, 1.0f, dw, fkk);
-        cvi_im2col_batch(col, dout + b0 * F * P, gn, g, &t, ws->gemm.threads);
+        cvi_im2col_batch(col, dout + b0 * F * P, gn, g, &t, &ws->gemm);
         c.a = cvi_planes(in + b0 * C * HW, HW, C * HW);
         cvi_gemm_ex(&ws->gemm, &c);
         if (!din)

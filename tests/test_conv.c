@@ -555,19 +555,23 @@ static void with_tables(const cvi_conv_geom *g, size_t n, float **mem, cvi_conv_
 
 static void im2col_n(float *col, const float *imgs, size_t n, const cvi_conv_geom *g, int threads)
 {
+    cvi_gemm_env env = {CVI_GEMM_PATH_AUTO, 1, NULL};
     cvi_conv_tables t;
     float *mem;
+    env.threads = threads;
     with_tables(g, n, &mem, &t);
-    cvi_im2col_batch(col, imgs, n, g, &t, threads);
+    cvi_im2col_batch(col, imgs, n, g, &t, &env);
     cvi_free_floats(NULL, mem);
 }
 
 static void col2im_n(float *imgs, const float *col, size_t n, const cvi_conv_geom *g, int threads)
 {
+    cvi_gemm_env env = {CVI_GEMM_PATH_AUTO, 1, NULL};
     cvi_conv_tables t;
     float *mem;
+    env.threads = threads;
     with_tables(g, n, &mem, &t);
-    cvi_col2im_batch(imgs, col, n, g, &t, threads);
+    cvi_col2im_batch(imgs, col, n, g, &t, &env);
     cvi_free_floats(NULL, mem);
 }
 
@@ -789,6 +793,129 @@ static void test_im2col_col2im_batched(void **state)
         free(one);
         free(back);
         free(back1);
+    }
+}
+
+/* A geometry the vector loops of im2col_vec.c serve: kernels 4 wide at
+ * stride 2 with 1 column of padding across rows of 2 .. 32 pixels; the rest
+ * drawn as draw_geom draws it. */
+static void draw_vec_geom(tu_rng *r, cvi_conv_geom *g)
+{
+    do {
+        g->C = (size_t)rng_int(r, 1, 9);
+        g->H = (size_t)rng_int(r, 1, 12);
+        g->W = (size_t)rng_int(r, 2, 32);
+        g->KH = (size_t)rng_int(r, 1, 5);
+        g->SH = (size_t)rng_int(r, 1, 3);
+        g->PH = (size_t)rng_int(r, 0, 2);
+    } while (g->KH > g->H + 2 * g->PH);
+    g->KW = 4;
+    g->SW = 2;
+    g->PW = 1;
+    g->OH = (g->H + 2 * g->PH - g->KH) / g->SH + 1;
+    g->OW = (g->W + 2 * g->PW - g->KW) / g->SW + 1;
+}
+
+/* im2col (col2im) of n images on the given variant, with column rows ldcol
+ * apart: the AVX-512 variant runs the vector loops where they fit, the
+ * portable one the table-driven loops. */
+static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *imgs, size_t n,
+                      const cvi_conv_geom *g, size_t ldcol, int back)
+{
+    cvi_gemm_env env = {CVI_GEMM_PATH_AUTO, 1, NULL};
+    cvi_conv_tables t;
+    float *mem = cvi_alloc_floats(NULL, cvi_conv_tables_floats(g));
+    assert_non_null(mem);
+    env.path = path;
+    env.threads = threads;
+    cvi_conv_tables_build(&t, mem, g, ldcol);
+    if (back)
+        cvi_col2im_batch((float *)imgs, col, n, g, &t, &env);
+    else
+        cvi_im2col_batch(col, imgs, n, g, &t, &env);
+    cvi_free_floats(NULL, mem);
+}
+
+/* Fails unless the vector im2col and col2im (AVX-512) give, bit for bit, the
+ * table-driven loops' columns and images: random geometries they serve
+ * (rows of 2 .. 32 pixels: one or two vectors, the masks at both edges;
+ * any kernel height, row stride and row padding), then the model's 14 and
+ * 28 pixel rows; 1 .. 5 images with columns to spare in each row (ldcol >
+ * n P: entries neither writes stay NaN in both), on 1 and 2 threads.
+ * Buffers are exactly as long as the data, so a read or write past them is
+ * AddressSanitizer's to catch; col2im's sums have entries of magnitudes
+ * 2^-12 .. 2^12, whose rounding depends on the order. */
+static void test_im2col_vec_same_bits(void **state)
+{
+    enum { N_RANDOM = 40 };
+    static const size_t fixed[][4] = {{32, 14, 14, 4}, {1, 28, 28, 4}, {3, 32, 32, 3}};
+    const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
+    tu_rng r;
+    int k, threads;
+
+    (void)state;
+    if (!cvi_gemm_path_available(CVI_GEMM_PATH_AVX512)) {
+        print_message("im2col_vec: no AVX-512 on this CPU, nothing to compare\n");
+        return;
+    }
+    tu_rng_init(&r, 88);
+    for (k = 0; k < N_RANDOM + n_fixed; k++) {
+        cvi_conv_geom g;
+        size_t n, P, il, rows, ldcol, q, nc;
+        float *imgs, *col_a, *col_b, *img_a, *img_b;
+        draw_vec_geom(&r, &g);
+        n = (size_t)rng_int(&r, 1, 5);
+        if (k >= N_RANDOM) {
+            const size_t *f = fixed[k - N_RANDOM];
+            g.C = f[0], g.H = g.W = f[1], g.KH = 4, g.SH = 2, g.PH = 1, n = f[3];
+            g.OH = (g.H + 2 * g.PH - g.KH) / g.SH + 1;
+            g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
+        }
+        if (!cvi_im2col_vec_fits(&g))
+            fail_msg("geometry %d (W=%zu): the vector loops do not take it", k, g.W);
+        P = g.OH * g.OW;
+        il = img_len(&g);
+        rows = g.C * g.KH * g.KW;
+        ldcol = n * P + (size_t)rng_int(&r, 0, 3);
+        nc = rows * ldcol;
+        imgs = malloc(n * il * sizeof *imgs);
+        img_a = malloc(n * il * sizeof *img_a);
+        img_b = malloc(n * il * sizeof *img_b);
+        col_a = malloc(nc * sizeof *col_a);
+        col_b = malloc(nc * sizeof *col_b);
+        assert_true(imgs && img_a && img_b && col_a && col_b);
+        fill_sym(imgs, n * il, &r);
+        for (threads = 1; threads <= 2; threads++) {
+            for (q = 0; q < nc; q++)
+                col_a[q] = col_b[q] = NAN;
+            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, imgs, n, &g, ldcol, 0);
+            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_b, imgs, n, &g, ldcol, 0);
+            for (q = 0; q < nc; q++)
+                if (memcmp(&col_a[q], &col_b[q], sizeof *col_a))
+                    fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
+                             "%d threads: im2col entry (%zu, %zu) is %.9g on vectors, %.9g in "
+                             "the loops",
+                             k, g.C, g.H, g.W, g.KH, g.SH, g.PH, n, threads, q / ldcol,
+                             q % ldcol, (double)col_b[q], (double)col_a[q]);
+            for (q = 0; q < nc; q++)
+                col_a[q] = ldexpf(tu_rng_sym(&r), rng_int(&r, -12, 12));
+            fill_sym(img_a, n * il, &r); /* col2im overwrites: different starts */
+            fill_sym(img_b, n * il, &r);
+            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, img_a, n, &g, ldcol, 1);
+            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_a, img_b, n, &g, ldcol, 1);
+            for (q = 0; q < n * il; q++)
+                if (memcmp(&img_a[q], &img_b[q], sizeof *img_a))
+                    fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
+                             "%d threads: col2im pixel %zu is %.9g on vectors, %.9g in the "
+                             "loops",
+                             k, g.C, g.H, g.W, g.KH, g.SH, g.PH, n, threads, q,
+                             (double)img_b[q], (double)img_a[q]);
+        }
+        free(imgs);
+        free(img_a);
+        free(img_b);
+        free(col_a);
+        free(col_b);
     }
 }
 
@@ -1027,6 +1154,7 @@ int main(void)
         cmocka_unit_test(test_im2col_col2im_adjoint),
         cmocka_unit_test(test_im2col_col2im_batched),
         cmocka_unit_test(test_col2im_sums_in_tap_order),
+        cmocka_unit_test(test_im2col_vec_same_bits),
         cmocka_unit_test(test_patch_panels_match_columns),
         cmocka_unit_test(test_patch_panels_product_same_bits),
     };

@@ -1,0 +1,306 @@
+/*
+ * im2col_vec.c - im2col and col2im on AVX-512 vectors for the convolutions
+ * that stride 2 across a row with a kernel 4 wide and 1 column of padding
+ * (every convolution of the model presets), on rows of at most 32 pixels.
+ *
+ * Across a row such a kernel reads, for tap kx at output column ox, input
+ * column 2 ox + kx - 1. So one input row, loaded as one or two vectors,
+ * gives each of its four column rows' segments (OW floats) by a permute of
+ * constant lanes, where the table-driven loops of im2col.c gather one float
+ * at a time. col2im is the adjoint: each pixel row is the sum of the four
+ * taps' segments spread to every other lane, added tap by tap in tap order
+ * from 0.0f, with +0.0f where a tap does not read the pixel; x + 0.0f is x
+ * for every x but -0.0f, which a sum from 0.0f never is. Both therefore
+ * give im2col.c's bits exactly.
+ *
+ * The vectors are GCC and clang vector extensions, the permutes
+ * __builtin_shufflevector (clang, GCC 12 and later); elsewhere these
+ * functions are absent and im2col.c's loops run.
+ */
+#include "cvae_internal.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(CVI_HAVE_AVX512) && defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define HAVE_VEC 1
+#endif
+#endif
+
+#ifdef HAVE_VEC
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t m16 __attribute__((vector_size(64)));
+typedef int32_t m8 __attribute__((vector_size(32)));
+
+/* im2col: lane ox of tap kx's segment is input column 2 ox + kx - 1 of the
+ * row's two vectors (clamped: lanes outside the row are masked to 0). */
+#define IN_COL(kx, o) (2 * (o) + (kx)-1)
+#define IN_LANE(kx, o) (IN_COL(kx, o) < 0 ? 0 : IN_COL(kx, o) > 31 ? 31 : IN_COL(kx, o))
+#define IN_LANES8(kx, o)                                                                           \
+    IN_LANE(kx, o), IN_LANE(kx, o + 1), IN_LANE(kx, o + 2), IN_LANE(kx, o + 3),                    \
+        IN_LANE(kx, o + 4), IN_LANE(kx, o + 5), IN_LANE(kx, o + 6), IN_LANE(kx, o + 7)
+#define IN_LANES16(kx) IN_LANES8(kx, 0), IN_LANES8(kx, 8)
+
+/* col2im: pixel x takes lane (x + 1 - kx) / 2 of tap kx's segment when
+ * x + 1 - kx is even and not negative (else lane 0, masked). max is the
+ * segment's last lane. */
+#define SEG_POS(kx, x) ((x) + 1 - (kx))
+#define SEG_LANE(kx, x, max)                                                                       \
+    (SEG_POS(kx, x) < 0 || SEG_POS(kx, x) % 2 != 0 || SEG_POS(kx, x) / 2 > (max)                  \
+         ? 0                                                                                       \
+         : SEG_POS(kx, x) / 2)
+#define SEG_LANES8(kx, x, max)                                                                     \
+    SEG_LANE(kx, x, max), SEG_LANE(kx, x + 1, max), SEG_LANE(kx, x + 2, max),                      \
+        SEG_LANE(kx, x + 3, max), SEG_LANE(kx, x + 4, max), SEG_LANE(kx, x + 5, max),              \
+        SEG_LANE(kx, x + 6, max), SEG_LANE(kx, x + 7, max)
+#define SEG_LANES16(kx, x, max) SEG_LANES8(kx, x, max), SEG_LANES8(kx, (x) + 8, max)
+
+/* The geometry these functions serve. */
+int cvi_im2col_vec_fits(const cvi_conv_geom *g)
+{
+    return g->KW == 4 && g->SW == 2 && g->PW == 1 && g->W >= 2 && g->W <= 32;
+}
+
+/* The lanes of tap kx's segment that hold a pixel (ox < OW, its column
+ * inside the row): all ones, the others 0. */
+static void in_masks(int32_t mask[4][16], const cvi_conv_geom *g)
+{
+    size_t kx, ox;
+    for (kx = 0; kx < 4; kx++)
+        for (ox = 0; ox < 16; ox++) {
+            ptrdiff_t x = (ptrdiff_t)(2 * ox + kx) - 1;
+            mask[kx][ox] = ox < g->OW && x >= 0 && x < (ptrdiff_t)g->W ? -1 : 0;
+        }
+}
+
+/* The lanes of pixel vector v (pixels 16 v .. 16 v + 15) that tap kx adds
+ * to: the pixel inside the row and read by the tap at some ox < OW. */
+static void seg_masks(int32_t mask[2][4][16], const cvi_conv_geom *g)
+{
+    size_t v, kx, q;
+    for (v = 0; v < 2; v++)
+        for (kx = 0; kx < 4; kx++)
+            for (q = 0; q < 16; q++) {
+                size_t x = 16 * v + q;
+                ptrdiff_t s = (ptrdiff_t)(x + 1) - (ptrdiff_t)kx;
+                mask[v][kx][q] =
+                    x < g->W && s >= 0 && s % 2 == 0 && (size_t)s / 2 < g->OW ? -1 : 0;
+            }
+}
+
+/* Writes the first n floats of a vector of len floats (the end of a
+ * segment or of a pixel row, where a whole vector would reach past it). */
+static void store_part(float *dst, const float *v, size_t n)
+{
+    size_t q;
+    for (q = 0; q < n; q++)
+        dst[q] = v[q];
+}
+
+/* Stores the four taps' segments of one output row oy, read from the input
+ * row in (lo, hi) with masks mk, at d (column row (c, ky, 0)); whole
+ * vectors while they end inside the image's P positions (the next output
+ * row overwrites what a vector writes past its segment: rows come in
+ * order), float by float after. */
+#define IM2COL_TAPS(T, M, LANES, LEN)                                                              \
+    do {                                                                                           \
+        T v0_ = (T)((M)__builtin_shufflevector(lo, hi, LANES(0)) & mk[0]);                         \
+        T v1_ = (T)((M)__builtin_shufflevector(lo, hi, LANES(1)) & mk[1]);                         \
+        T v2_ = (T)((M)__builtin_shufflevector(lo, hi, LANES(2)) & mk[2]);                         \
+        T v3_ = (T)((M)__builtin_shufflevector(lo, hi, LANES(3)) & mk[3]);                         \
+        if (oy < whole) {                                                                          \
+            memcpy(d, &v0_, sizeof v0_);                                                           \
+            memcpy(d + ldcol, &v1_, sizeof v1_);                                                   \
+            memcpy(d + 2 * ldcol, &v2_, sizeof v2_);                                               \
+            memcpy(d + 3 * ldcol, &v3_, sizeof v3_);                                               \
+        } else {                                                                                   \
+            float t_[4][LEN];                                                                      \
+            memcpy(t_[0], &v0_, sizeof v0_);                                                       \
+            memcpy(t_[1], &v1_, sizeof v1_);                                                       \
+            memcpy(t_[2], &v2_, sizeof v2_);                                                       \
+            memcpy(t_[3], &v3_, sizeof v3_);                                                       \
+            store_part(d, t_[0], ow);                                                              \
+            store_part(d + ldcol, t_[1], ow);                                                      \
+            store_part(d + 2 * ldcol, t_[2], ow);                                                  \
+            store_part(d + 3 * ldcol, t_[3], ow);                                                  \
+        }                                                                                          \
+    } while (0)
+
+/* The body of both widths of im2col: LEN lanes a segment (8 or 16), T and
+ * M its float and mask vectors, LANES its lane lists. Rows of the plane
+ * whose LEN or 32 floats would reach past imgs_end are copied first. */
+#define IM2COL_BODY(T, M, LANES, LEN)                                                              \
+    do {                                                                                           \
+        M mk[4];                                                                                   \
+        size_t ch, ky, oy, whole = P >= LEN ? (P - LEN) / ow + 1 : 0;                              \
+        const size_t span = W > 16 ? 32 : 16;                                                      \
+        for (ky = 0; ky < 4; ky++)                                                                 \
+            memcpy(&mk[ky], masks[ky], sizeof mk[ky]);                                             \
+        for (ch = c; ch < c + nch; ch++) {                                                         \
+            const float *plane = img + ch * H * W;                                                 \
+            for (ky = 0; ky < KH; ky++) {                                                          \
+                float *d = col + (ch * KH + ky) * 4 * ldcol;                                       \
+                size_t yp = ky;                                                                    \
+                for (oy = 0; oy < OH; oy++, yp += SH, d += ow) {                                   \
+                    v16 lo = {0}, hi = {0};                                                        \
+                    if (yp >= PH && yp - PH < H) {                                                 \
+                        const float *src = plane + (yp - PH) * W;                                  \
+                        if ((size_t)(imgs_end - src) >= span) {                                    \
+                            memcpy(&lo, src, sizeof lo);                                           \
+                            if (W > 16)                                                            \
+                                memcpy(&hi, src + 16, sizeof hi);                                  \
+                        } else {                                                                   \
+                            float row_[32] = {0};                                                  \
+                            memcpy(row_, src, W * sizeof *row_);                                   \
+                            memcpy(&lo, row_, sizeof lo);                                          \
+                            memcpy(&hi, row_ + 16, sizeof hi);                                     \
+                        }                                                                          \
+                    }                                                                              \
+                    IM2COL_TAPS(T, M, LANES, LEN);                                                 \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+#define IN_LANES8_0(kx) IN_LANES8(kx, 0)
+
+/* im2col of channels c .. c+nch-1 of one image (img), into the image's
+ * columns col (column rows ldcol apart); imgs_end bounds what may be read. */
+CVI_AVX512_ATTR void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
+                                             const cvi_conv_geom *g, size_t ldcol,
+                                             const float *imgs_end)
+{
+    const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
+                 ow = g->OW, P = OH * ow;
+    int32_t masks[4][16];
+    in_masks(masks, g);
+    if (W <= 16)
+        IM2COL_BODY(v8, m8, IN_LANES8_0, 8);
+    else
+        IM2COL_BODY(v16, m16, IN_LANES16, 16);
+}
+
+/* Adds tap kx's segment seg spread over pixel vector v (pixels 16 v ..
+ * 16 v + 15) into s, masked; max is the segment's last lane. */
+#define ADD_TAP(s, seg, kx, v, max)                                                                \
+    s += (v16)((m16)__builtin_shufflevector(seg, seg, SEG_LANES16(kx, 16 * (v), max)) &        \
+               mk[v][kx])
+
+/* Loads the four taps' segments at seg (column row (c, ky, 0)) as vectors
+ * of LEN floats; past col_end (the last column rows), by a copy. */
+#define LOAD_TAPS(T, LEN)                                                                          \
+    T t0, t1, t2, t3;                                                                              \
+    if ((size_t)(col_end - seg) >= 3 * ldcol + LEN) {                                              \
+        memcpy(&t0, seg, sizeof t0);                                                               \
+        memcpy(&t1, seg + ldcol, sizeof t1);                                                       \
+        memcpy(&t2, seg + 2 * ldcol, sizeof t2);                                                   \
+        memcpy(&t3, seg + 3 * ldcol, sizeof t3);                                                   \
+    } else {                                                                                       \
+        float r_[4][LEN];                                                                          \
+        size_t q_;                                                                                 \
+        memset(r_, 0, sizeof r_);                                                                  \
+        for (q_ = 0; q_ < 4; q_++)                                                                 \
+            store_part(r_[q_], seg + q_ * ldcol,                                                   \
+                       (size_t)(col_end - (seg + q_ * ldcol)) < LEN                                \
+                           ? (size_t)(col_end - (seg + q_ * ldcol))                                \
+                           : LEN);                                                                 \
+        memcpy(&t0, r_[0], sizeof t0);                                                             \
+        memcpy(&t1, r_[1], sizeof t1);                                                             \
+        memcpy(&t2, r_[2], sizeof t2);                                                             \
+        memcpy(&t3, r_[3], sizeof t3);                                                             \
+    }
+
+/* col2im of channels c .. c+nch-1 of one image (img) from its columns col
+ * (column rows ldcol apart); col_end bounds what may be read. Each pixel
+ * row sums the (ky, oy) that read it in ky order: ky = yp mod SH + m SH at
+ * oy = yp / SH - m, with yp / SH and yp mod SH kept as yp grows (no
+ * division). Rows are written in order as whole vectors while they end
+ * inside the plane (the next row overwrites the rest), the last float by
+ * float. */
+CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
+                                             const cvi_conv_geom *g, size_t ldcol,
+                                             const float *col_end)
+{
+    const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
+                 ow = g->OW;
+    int32_t masks[2][4][16];
+    m16 mk[2][4];
+    size_t ch, iy, v, kx;
+    seg_masks(masks, g);
+    for (v = 0; v < 2; v++)
+        for (kx = 0; kx < 4; kx++)
+            memcpy(&mk[v][kx], masks[v][kx], sizeof mk[v][kx]);
+    for (ch = c; ch < c + nch; ch++) {
+        float *plane = img + ch * H * W, *plane_end = plane + H * W;
+        const float *rows = col + ch * KH * 4 * ldcol;
+        size_t quot = PH / SH, rem = PH % SH; /* of yp = iy + PH */
+        for (iy = 0; iy < H; iy++) {
+            float *dst = plane + iy * W;
+            v16 s0 = {0}, s1 = {0};
+            size_t ky = rem, oy = quot;
+            for (; ky < KH; ky += SH, oy--) {
+                const float *seg = rows + ky * 4 * ldcol + oy * ow;
+                if (oy < OH) {
+                    if (W <= 16) {
+                        LOAD_TAPS(v8, 8)
+                        ADD_TAP(s0, t0, 0, 0, 7);
+                        ADD_TAP(s0, t1, 1, 0, 7);
+                        ADD_TAP(s0, t2, 2, 0, 7);
+                        ADD_TAP(s0, t3, 3, 0, 7);
+                    } else {
+                        LOAD_TAPS(v16, 16)
+                        ADD_TAP(s0, t0, 0, 0, 15);
+                        ADD_TAP(s1, t0, 0, 1, 15);
+                        ADD_TAP(s0, t1, 1, 0, 15);
+                        ADD_TAP(s1, t1, 1, 1, 15);
+                        ADD_TAP(s0, t2, 2, 0, 15);
+                        ADD_TAP(s1, t2, 2, 1, 15);
+                        ADD_TAP(s0, t3, 3, 0, 15);
+                        ADD_TAP(s1, t3, 3, 1, 15);
+                    }
+                }
+                if (oy == 0)
+                    break;
+            }
+            if ((size_t)(plane_end - dst) >= (W > 16 ? 32u : 16u)) { /* inside the plane */
+                memcpy(dst, &s0, sizeof s0);
+                if (W > 16)
+                    memcpy(dst + 16, &s1, sizeof s1);
+            } else {
+                float t_[32];
+                memcpy(t_, &s0, sizeof s0);
+                memcpy(t_ + 16, &s1, sizeof s1);
+                store_part(dst, t_, W);
+            }
+            if (++rem == SH) {
+                rem = 0;
+                quot++;
+            }
+        }
+    }
+}
+
+#else /* no vector path: im2col.c's loops run */
+
+int cvi_im2col_vec_fits(const cvi_conv_geom *g)
+{
+    (void)g;
+    return 0;
+}
+
+void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
+                             const cvi_conv_geom *g, size_t ldcol, const float *imgs_end)
+{
+    (void)col, (void)img, (void)c, (void)nch, (void)g, (void)ldcol, (void)imgs_end;
+}
+
+void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
+                             const cvi_conv_geom *g, size_t ldcol, const float *col_end)
+{
+    (void)img, (void)col, (void)c, (void)nch, (void)g, (void)ldcol, (void)col_end;
+}
+
+#endif
