@@ -101,6 +101,78 @@ typedef float GK(vec) __attribute__((vector_size(GK_VL * 4), aligned(4), may_ali
     }
 #endif
 
+#if defined(GK_VEC) && defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define GK_TRANSPOSE8 1
+#endif
+#endif
+
+#ifdef GK_TRANSPOSE8
+#ifndef GK_T8_DEFINED
+#define GK_T8_DEFINED
+typedef float gk_v8 __attribute__((vector_size(32), aligned(4), may_alias));
+#endif
+/* p[k * w + r] = X[r * rs + k] for 8 rows r and kc values of k: blocks of
+ * 8 x 8 transposed in registers (three rounds of permutes, as unpack,
+ * shuffle and lane swaps do it), the last kc % 8 values one by one. A
+ * transposing copy the compiler writes itself moves about one float a
+ * cycle. */
+GK_ATTR static void GK(transpose8)(float *restrict p, size_t w, const float *restrict X,
+                                   size_t rs, size_t kc)
+{
+    size_t k, r;
+    for (k = 0; k + 8 <= kc; k += 8) {
+        gk_v8 x0, x1, x2, x3, x4, x5, x6, x7, t0, t1, t2, t3, t4, t5, t6, t7;
+        memcpy(&x0, X + k, sizeof x0);
+        memcpy(&x1, X + rs + k, sizeof x1);
+        memcpy(&x2, X + 2 * rs + k, sizeof x2);
+        memcpy(&x3, X + 3 * rs + k, sizeof x3);
+        memcpy(&x4, X + 4 * rs + k, sizeof x4);
+        memcpy(&x5, X + 5 * rs + k, sizeof x5);
+        memcpy(&x6, X + 6 * rs + k, sizeof x6);
+        memcpy(&x7, X + 7 * rs + k, sizeof x7);
+        /* pairs of rows interleaved: (x0 x1)(k 0, 1, 4, 5) and (k 2, 3, 6, 7) */
+        t0 = __builtin_shufflevector(x0, x1, 0, 8, 1, 9, 4, 12, 5, 13);
+        t1 = __builtin_shufflevector(x0, x1, 2, 10, 3, 11, 6, 14, 7, 15);
+        t2 = __builtin_shufflevector(x2, x3, 0, 8, 1, 9, 4, 12, 5, 13);
+        t3 = __builtin_shufflevector(x2, x3, 2, 10, 3, 11, 6, 14, 7, 15);
+        t4 = __builtin_shufflevector(x4, x5, 0, 8, 1, 9, 4, 12, 5, 13);
+        t5 = __builtin_shufflevector(x4, x5, 2, 10, 3, 11, 6, 14, 7, 15);
+        t6 = __builtin_shufflevector(x6, x7, 0, 8, 1, 9, 4, 12, 5, 13);
+        t7 = __builtin_shufflevector(x6, x7, 2, 10, 3, 11, 6, 14, 7, 15);
+        /* rows 0-3 of k 0 and 4, 1 and 5, 2 and 6, 3 and 7; then rows 4-7 */
+        x0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+        x1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+        x2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+        x3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+        x4 = __builtin_shufflevector(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+        x5 = __builtin_shufflevector(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+        x6 = __builtin_shufflevector(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+        x7 = __builtin_shufflevector(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+        /* k 0 .. 7: all eight rows */
+        t0 = __builtin_shufflevector(x0, x4, 0, 1, 2, 3, 8, 9, 10, 11);
+        t1 = __builtin_shufflevector(x1, x5, 0, 1, 2, 3, 8, 9, 10, 11);
+        t2 = __builtin_shufflevector(x2, x6, 0, 1, 2, 3, 8, 9, 10, 11);
+        t3 = __builtin_shufflevector(x3, x7, 0, 1, 2, 3, 8, 9, 10, 11);
+        t4 = __builtin_shufflevector(x0, x4, 4, 5, 6, 7, 12, 13, 14, 15);
+        t5 = __builtin_shufflevector(x1, x5, 4, 5, 6, 7, 12, 13, 14, 15);
+        t6 = __builtin_shufflevector(x2, x6, 4, 5, 6, 7, 12, 13, 14, 15);
+        t7 = __builtin_shufflevector(x3, x7, 4, 5, 6, 7, 12, 13, 14, 15);
+        memcpy(p + k * w, &t0, sizeof t0);
+        memcpy(p + (k + 1) * w, &t1, sizeof t1);
+        memcpy(p + (k + 2) * w, &t2, sizeof t2);
+        memcpy(p + (k + 3) * w, &t3, sizeof t3);
+        memcpy(p + (k + 4) * w, &t4, sizeof t4);
+        memcpy(p + (k + 5) * w, &t5, sizeof t5);
+        memcpy(p + (k + 6) * w, &t6, sizeof t6);
+        memcpy(p + (k + 7) * w, &t7, sizeof t7);
+    }
+    for (; k < kc; k++)
+        for (r = 0; r < 8; r++)
+            p[k * w + r] = X[r * rs + k];
+}
+#endif
+
 /* Packs rows x kc of a matrix whose element (r, k) is at X[r * rs + k * ks]
  * into a panel of width w, k-major: p[k][r]. The loop orders keep the reads
  * contiguous whichever stride is 1 and, for full panels, the writes too.
@@ -109,6 +181,13 @@ GK_ATTR static void GK(pack_panel)(float *restrict p, const float *X, size_t rs,
                                    size_t rows, size_t kc, size_t w)
 {
     size_t k, r;
+#ifdef GK_TRANSPOSE8
+    if (ks == 1 && rows == w && rows % 8 == 0) { /* a full panel, transposed */
+        for (r = 0; r < rows; r += 8)
+            GK(transpose8)(p + r, w, X + r * rs, rs, kc);
+        return;
+    }
+#endif
     if (ks == 1 && rows == GK_MR && w == GK_MR) {
         /* A transposing copy of a full panel: k outer, so that each step
          * writes one contiguous panel row while the GK_MR source rows are
@@ -638,3 +717,4 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
 #undef GK_COPY_NR
 #undef GK_COPY_VL
 #undef GK_VEC
+#undef GK_TRANSPOSE8
