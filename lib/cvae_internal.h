@@ -239,13 +239,14 @@ void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *
 /* The columns of n images (C, H, W), image i's in columns [i P, (i+1) P) of
  * col (C*KH*KW rows, t->ldcol apart) where P = OH*OW: row (c*KH + ky)*KW + kx,
  * column (oy, ox) holds pixel (c, oy*SH - PH + ky, ox*SW - PW + kx), 0 in the
- * padding. col2im is the adjoint and overwrites the n images. Images are
+ * padding. col2im is the adjoint and overwrites the n images, adding bias[c]
+ * (NULL: none) to every pixel of channel c after its sum. Images are
  * spread over env's threads; on its AVX-512 variant the vector loops below
  * serve the geometries they fit (the same bits). */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
                       const cvi_conv_tables *t, const cvi_gemm_env *env);
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, const cvi_gemm_env *env);
+                      const cvi_conv_tables *t, const float *bias, const cvi_gemm_env *env);
 /* im2col_vec.c: im2col and col2im of channels c .. c+nch-1 of one image on
  * vectors, for kernels 4 wide at stride 2 with 1 column of padding on rows
  * of at most 32 pixels (cvi_im2col_vec_fits; 0 where not compiled: GCC 12
@@ -255,7 +256,8 @@ int cvi_im2col_vec_fits(const cvi_conv_geom *g);
 void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
                              const cvi_conv_geom *g, size_t ldcol, const float *imgs_end);
 void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
-                             const cvi_conv_geom *g, size_t ldcol, const float *col_end);
+                             const cvi_conv_geom *g, size_t ldcol, const float *col_end,
+                             const float *bias);
 /* The operand (rows, n P) made of the (rows, P) planes of consecutive
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);
@@ -294,10 +296,10 @@ void cvi_shape_out(cvi_shape s, int *c, int *h, int *w);
 
 /* ---------------------------------------------------------------- layers */
 
-/* Per-channel bias of a (F, P) plane: y[f][p] += b[f]; and its gradient
- * over n images of (F, P) planes, db[f] += sum over images and p of dy,
- * channels shared among `threads` threads. */
-void cvi_bias_add_planes(float *y, const float *b, size_t F, size_t P);
+/* The gradient of a per-channel bias over n images of (F, P) planes,
+ * db[f] += sum over images and p of dy, channels shared among `threads`
+ * threads. (The bias itself is added by the multiply's epilogue or by
+ * col2im.) */
 void cvi_bias_grad_planes(float *db, const float *dy, size_t n, size_t F, size_t P, int threads);
 
 /* Hyper-parameters of the convolution kinds (conv2d, conv_transpose2d). */

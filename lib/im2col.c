@@ -126,38 +126,44 @@ static void im2col_channels(float *col, const float *img, size_t c, size_t nch,
 }
 
 /* col2im of channels c .. c+nch-1 of one image as a gather: each pixel
- * sums the column entries that read it, in tap order from 0.0f, and is
- * written once (no read-modify-write chains, no zeroing first). The pixels
+ * sums the column entries that read it, in tap order from 0.0f, adds its
+ * channel's bias (0.0f without: the sum is never -0.0f, so that changes
+ * nothing) and is written once (no read-modify-write chains, no zeroing
+ * first). The pixels
  * come class by class, so that the loop over a pixel's entries has the same
  * length for long runs (its exits predicted), and the common lengths are
  * unrolled; each record of the list serves nch channels. Inlined with nch a
  * constant, the channel loops unroll too. */
 static inline void col2im_channels(float *img, const float *col, size_t c, size_t nch,
-                                   const cvi_conv_geom *g, const cvi_conv_tables *t)
+                                   const cvi_conv_geom *g, const cvi_conv_tables *t,
+                                   const float *bias)
 {
     size_t k, n, j, q, taps = g->KH * g->KW, pixels = g->H * g->W, rows = taps * t->ldcol;
     float *plane = img + c * pixels;
     const float *base = col + c * rows;
     const int64_t *r = t->list;
+    float bq[IM2COL_CHANNELS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (q = 0; q < nch && bias; q++)
+        bq[q] = bias[c + q];
     for (k = 0; k <= taps; k++) {
         size_t count = (size_t)t->class_pixels[k];
         switch (k) {
         case 0:
             for (n = 0; n < count; n++, r += 1)
                 for (q = 0; q < nch; q++)
-                    plane[q * pixels + (size_t)r[0]] = 0.0f;
+                    plane[q * pixels + (size_t)r[0]] = 0.0f + bq[q];
             break;
         case 1:
             for (n = 0; n < count; n++, r += 2)
                 for (q = 0; q < nch; q++)
-                    plane[q * pixels + (size_t)r[0]] = 0.0f + base[q * rows + (size_t)r[1]];
+                    plane[q * pixels + (size_t)r[0]] = (0.0f + base[q * rows + (size_t)r[1]]) + bq[q];
             break;
         case 2:
             for (n = 0; n < count; n++, r += 3)
                 for (q = 0; q < nch; q++) {
                     const float *b = base + q * rows;
                     float s = 0.0f + b[r[1]];
-                    plane[q * pixels + (size_t)r[0]] = s + b[r[2]];
+                    plane[q * pixels + (size_t)r[0]] = (s + b[r[2]]) + bq[q];
                 }
             break;
         case 4:
@@ -167,7 +173,7 @@ static inline void col2im_channels(float *img, const float *col, size_t c, size_
                     float s = 0.0f + b[r[1]];
                     s += b[r[2]];
                     s += b[r[3]];
-                    plane[q * pixels + (size_t)r[0]] = s + b[r[4]];
+                    plane[q * pixels + (size_t)r[0]] = (s + b[r[4]]) + bq[q];
                 }
             break;
         default:
@@ -177,7 +183,7 @@ static inline void col2im_channels(float *img, const float *col, size_t c, size_
                     float s = 0.0f;
                     for (j = 1; j <= k; j++)
                         s += b[r[j]];
-                    plane[q * pixels + (size_t)r[0]] = s;
+                    plane[q * pixels + (size_t)r[0]] = s + bq[q];
                 }
             break;
         }
@@ -218,7 +224,7 @@ void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_ge
 }
 
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, const cvi_gemm_env *env)
+                      const cvi_conv_tables *t, const float *bias, const cvi_gemm_env *env)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
     size_t blocks = (g->C + IM2COL_CHANNELS - 1) / IM2COL_CHANNELS;
@@ -233,11 +239,12 @@ void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_ge
         size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
         size_t nch = g->C - c < IM2COL_CHANNELS ? g->C - c : IM2COL_CHANNELS;
         if (vec)
-            cvi_col2im_vec_channels(imgs + i * image, col + i * P, c, nch, g, t->ldcol, col_end);
+            cvi_col2im_vec_channels(imgs + i * image, col + i * P, c, nch, g, t->ldcol, col_end,
+                                    bias);
         else if (nch == IM2COL_CHANNELS)
-            col2im_channels(imgs + i * image, col + i * P, c, IM2COL_CHANNELS, g, t);
+            col2im_channels(imgs + i * image, col + i * P, c, IM2COL_CHANNELS, g, t, bias);
         else
-            col2im_channels(imgs + i * image, col + i * P, c, nch, g, t);
+            col2im_channels(imgs + i * image, col + i * P, c, nch, g, t, bias);
     }
 }
 

@@ -214,7 +214,8 @@ CVI_AVX512_ATTR void cvi_im2col_vec_channels(float *col, const float *img, size_
     }
 
 /* col2im of channels c .. c+nch-1 of one image (img) from its columns col
- * (column rows ldcol apart); col_end bounds what may be read. Each pixel
+ * (column rows ldcol apart), plus each channel's bias (NULL: none, as
+ * im2col.c adds it); col_end bounds what may be read. Each pixel
  * row sums the (ky, oy) that read it in ky order: ky = yp mod SH + m SH at
  * oy = yp / SH - m, with yp / SH and yp mod SH kept as yp grows (no
  * division). Rows are written in order as whole vectors while they end
@@ -222,7 +223,7 @@ CVI_AVX512_ATTR void cvi_im2col_vec_channels(float *col, const float *img, size_
  * float. */
 CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
                                              const cvi_conv_geom *g, size_t ldcol,
-                                             const float *col_end)
+                                             const float *col_end, const float *bias)
 {
     const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
                  ow = g->OW;
@@ -237,6 +238,8 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
         float *plane = img + ch * H * W, *plane_end = plane + H * W;
         const float *rows = col + ch * KH * 4 * ldcol;
         size_t quot = PH / SH, rem = PH % SH; /* of yp = iy + PH */
+        const float b = bias ? bias[ch] : 0.0f;
+        const v16 bv = {b, b, b, b, b, b, b, b, b, b, b, b, b, b, b, b};
         for (iy = 0; iy < H; iy++) {
             float *dst = plane + iy * W;
             v16 s0 = {0}, s1 = {0};
@@ -265,6 +268,8 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
                 if (oy == 0)
                     break;
             }
+            s0 += bv;
+            s1 += bv;
             if ((size_t)(plane_end - dst) >= (W > 16 ? 32u : 16u)) { /* inside the plane */
                 memcpy(dst, &s0, sizeof s0);
                 if (W > 16)
@@ -298,9 +303,10 @@ void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
 }
 
 void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
-                             const cvi_conv_geom *g, size_t ldcol, const float *col_end)
+                             const cvi_conv_geom *g, size_t ldcol, const float *col_end,
+                             const float *bias)
 {
-    (void)img, (void)col, (void)c, (void)nch, (void)g, (void)ldcol, (void)col_end;
+    (void)img, (void)col, (void)c, (void)nch, (void)g, (void)ldcol, (void)col_end, (void)bias;
 }
 
 #endif

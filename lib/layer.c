@@ -8,14 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-void cvi_bias_add_planes(float *y, const float *b, size_t F, size_t P)
-{
-    size_t f, p;
-    for (f = 0; f < F; f++)
-        for (p = 0; p < P; p++)
-            y[f * P + p] += b[f];
-}
-
 /* Channels summed together by cvi_bias_grad_planes: each channel's sum is
  * a chain of dependent adds, so four chains side by side keep the adder
  * busy where one would wait on each add's latency. */

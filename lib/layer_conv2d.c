@@ -179,7 +179,7 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
                            col, t.ldcol);
         c.b = cvi_planes(dy, P, F * P);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(din + b0 * image, col, gn, g, &t, &ws->gemm);
+        cvi_col2im_batch(din + b0 * image, col, gn, g, &t, NULL, &ws->gemm);
     }
 }
 

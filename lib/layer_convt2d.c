@@ -117,7 +117,7 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
 {
     const cvi_conv_geom *g = &l->hp.conv.geom;
     size_t C = l->in.c, F = g->C, fkk = F * g->KH * g->KW, HW = g->OH * g->OW;
-    size_t P = g->H * g->W, b0, b;
+    size_t P = g->H * g->W, b0;
     const float *bias = l->params + C * fkk;
     cvi_conv_tables t;
     float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
@@ -128,10 +128,8 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
                                          0.0f, col, t.ldcol);
         c.b = cvi_planes(in + b0 * C * HW, HW, C * HW);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(out + b0 * F * P, col, gn, g, &t, &ws->gemm);
+        cvi_col2im_batch(out + b0 * F * P, col, gn, g, &t, bias, &ws->gemm); /* + bias */
     }
-    for (b = 0; b < n; b++)
-        cvi_bias_add_planes(out + b * F * P, bias, F, P);
 }
 
 static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const float *in,

@@ -571,7 +571,7 @@ static void col2im_n(float *imgs, const float *col, size_t n, const cvi_conv_geo
     float *mem;
     env.threads = threads;
     with_tables(g, n, &mem, &t);
-    cvi_col2im_batch(imgs, col, n, g, &t, &env);
+    cvi_col2im_batch(imgs, col, n, g, &t, NULL, &env);
     cvi_free_floats(NULL, mem);
 }
 
@@ -816,11 +816,11 @@ static void draw_vec_geom(tu_rng *r, cvi_conv_geom *g)
     g->OW = (g->W + 2 * g->PW - g->KW) / g->SW + 1;
 }
 
-/* im2col (col2im) of n images on the given variant, with column rows ldcol
- * apart: the AVX-512 variant runs the vector loops where they fit, the
- * portable one the table-driven loops. */
+/* im2col (col2im, plus bias when not NULL) of n images on the given
+ * variant, with column rows ldcol apart: the AVX-512 variant runs the vector
+ * loops where they fit, the portable one the table-driven loops. */
 static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *imgs, size_t n,
-                      const cvi_conv_geom *g, size_t ldcol, int back)
+                      const cvi_conv_geom *g, size_t ldcol, int back, const float *bias)
 {
     cvi_gemm_env env = {CVI_GEMM_PATH_AUTO, 1, NULL};
     cvi_conv_tables t;
@@ -830,7 +830,7 @@ static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *
     env.threads = threads;
     cvi_conv_tables_build(&t, mem, g, ldcol);
     if (back)
-        cvi_col2im_batch((float *)imgs, col, n, g, &t, &env);
+        cvi_col2im_batch((float *)imgs, col, n, g, &t, bias, &env);
     else
         cvi_im2col_batch(col, imgs, n, g, &t, &env);
     cvi_free_floats(NULL, mem);
@@ -862,7 +862,7 @@ static void test_im2col_vec_same_bits(void **state)
     for (k = 0; k < N_RANDOM + n_fixed; k++) {
         cvi_conv_geom g;
         size_t n, P, il, rows, ldcol, q, nc;
-        float *imgs, *col_a, *col_b, *img_a, *img_b;
+        float *imgs, *col_a, *col_b, *img_a, *img_b, bias[32];
         draw_vec_geom(&r, &g);
         n = (size_t)rng_int(&r, 1, 5);
         if (k >= N_RANDOM) {
@@ -885,11 +885,12 @@ static void test_im2col_vec_same_bits(void **state)
         col_b = malloc(nc * sizeof *col_b);
         assert_true(imgs && img_a && img_b && col_a && col_b);
         fill_sym(imgs, n * il, &r);
+        fill_sym(bias, g.C, &r);
         for (threads = 1; threads <= 2; threads++) {
             for (q = 0; q < nc; q++)
                 col_a[q] = col_b[q] = NAN;
-            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, imgs, n, &g, ldcol, 0);
-            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_b, imgs, n, &g, ldcol, 0);
+            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, imgs, n, &g, ldcol, 0, NULL);
+            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_b, imgs, n, &g, ldcol, 0, NULL);
             for (q = 0; q < nc; q++)
                 if (memcmp(&col_a[q], &col_b[q], sizeof *col_a))
                     fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
@@ -901,8 +902,11 @@ static void test_im2col_vec_same_bits(void **state)
                 col_a[q] = ldexpf(tu_rng_sym(&r), rng_int(&r, -12, 12));
             fill_sym(img_a, n * il, &r); /* col2im overwrites: different starts */
             fill_sym(img_b, n * il, &r);
-            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, img_a, n, &g, ldcol, 1);
-            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_a, img_b, n, &g, ldcol, 1);
+            /* with the channels' biases on the second thread count */
+            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, img_a, n, &g, ldcol, 1,
+                      threads == 2 ? bias : NULL);
+            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_a, img_b, n, &g, ldcol, 1,
+                      threads == 2 ? bias : NULL);
             for (q = 0; q < n * il; q++)
                 if (memcmp(&img_a[q], &img_b[q], sizeof *img_a))
                     fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
