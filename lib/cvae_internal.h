@@ -558,7 +558,10 @@ typedef struct cvi_optimizer_state {
     float *avg;
 } cvi_optimizer_state;
 
+/* A caller that writes the state through it then calls
+ * cvi_optimizer_state_written (what the optimizer knew of it is stale). */
 void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st);
+void cvi_optimizer_state_written(cvae_optimizer *opt);
 /* cvae_optimizer_step on `threads` threads (the result does not depend on
  * how many). */
 cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *grads,
@@ -568,6 +571,11 @@ char *cvi_optimizer_err(cvae_optimizer *opt);
  * or one this CPU runs (cvi_gemm_path_available), for tests; AVX512 picks
  * the AVX-512 passes, any other the baseline ones. Same bits either way. */
 void cvi_optimizer_set_path(cvae_optimizer *opt, cvi_gemm_path path);
+/* on = 0: every Adam step runs its full checking pass instead of first
+ * trying to bound the update (optim.c, light_check); for tests. */
+void cvi_optimizer_set_light_checks(cvae_optimizer *opt, int on);
+/* How many steps so far skipped the checking pass (for tests). */
+uint64_t cvi_optimizer_light_steps(const cvae_optimizer *opt);
 /* Allocates the running average (zeros) if it is not yet: CVAE_ERR_NOMEM. */
 cvae_status cvi_optimizer_alloc_average(cvae_optimizer *opt);
 

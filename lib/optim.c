@@ -8,13 +8,17 @@
  * clipping on, the gradient's global L2 norm is computed first, in double.
  * A pass that only checks comes before the pass that stores, so that a
  * non-finite gradient, or an update that would overflow, is refused before
- * anything is touched. State is allocated at creation; a step never
- * allocates.
+ * anything is touched. For Adam that check is mostly a bound: from the
+ * largest gradient and parameter (one pass over the two) and the largest
+ * moments and average the last step stored, a step can show that nothing
+ * it computes can overflow, and then skips the checking pass (light_check).
+ * State is allocated at creation; a step never allocates.
  */
 #include "cvae_internal.h"
 
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -42,6 +46,14 @@ struct cvae_optimizer {
     uint64_t avg_count;
     int swapped;
     float *avg;
+    /* Adam: the extent (largest |m|, v, |avg|; see pass_extent) of what the
+     * last stored step wrote, while nothing else has written the state
+     * since (extent_known; cleared where the state is loaded, swapped or
+     * made). */
+    int extent_known;
+    uint32_t ext_m, ext_v, ext_a;
+    int light_checks;     /* 0: always the full checking pass (for tests) */
+    uint64_t light_steps; /* steps whose checking pass the bound made unneeded */
     cvi_gemm_path path; /* of the element-wise passes: AUTO, or one for tests */
     char err[CVI_ERRMSG_SIZE];
 };
@@ -71,6 +83,7 @@ CVAE_API cvae_status cvae_optimizer_create_with(cvae_optimizer **out, cvae_optim
     o->beta2 = 0.999;
     o->eps = 1e-8;
     o->momentum = 0.9;
+    o->light_checks = 1;
     o->m = cvi_alloc_floats(&mem, nparams);
     o->v = kind == CVAE_OPTIMIZER_ADAM ? cvi_alloc_floats(&mem, nparams) : NULL;
     if (!o->m || (kind == CVAE_OPTIMIZER_ADAM && !o->v)) {
@@ -224,6 +237,30 @@ typedef struct avg_update {
     float d, c;
 } avg_update;
 
+/* The largest magnitudes a pass saw, as the bits of |x|: for floats that
+ * are not negative the order of the bits is the order of the values, and
+ * the bits of inf and NaN are above every finite value's. An integer
+ * maximum, unlike a float one, vectorises without -ffast-math. */
+typedef struct pass_extent {
+    uint32_t g, p; /* the gradient (times the clipping scale) and parameters read */
+    uint32_t m, v, a; /* the moments and average an Adam pass stores */
+} pass_extent;
+#define EXTENT_INF 0x7f800000u
+#define EXTENT_MAX(acc, x)                                                                         \
+    {                                                                                              \
+        uint32_t b_;                                                                               \
+        memcpy(&b_, &(x), sizeof b_);                                                              \
+        b_ &= 0x7fffffffu;                                                                         \
+        acc = b_ > acc ? b_ : acc;                                                                 \
+    }
+
+static double extent_value(uint32_t bits)
+{
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return (double)f;
+}
+
 static avg_update average_for_step(const cvae_optimizer *o)
 {
     avg_update u;
@@ -262,41 +299,95 @@ static int use_avx512(const cvae_optimizer *o)
     return p == CVI_GEMM_PATH_AVX512;
 }
 
+/* What a pass does: check (compute and test, store nothing), store, or
+ * only measure the extent of the gradient and the parameters. */
+enum { PASS_CHECK, PASS_STORE, PASS_EXTENT };
+
 static int pass_range(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                      size_t hi, int store, avg_update u, int wide)
+                      size_t hi, int mode, avg_update u, int wide, pass_extent *e)
 {
+    int adam = o->kind == CVAE_OPTIMIZER_ADAM, store = mode == PASS_STORE;
 #ifdef CVI_HAVE_AVX512
-    if (wide)
-        return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass_avx512(o, p, g, scale, lo, hi, store, u)
-                                              : sgd_pass_avx512(o, p, g, scale, lo, hi, store, u);
+    if (wide) {
+        if (mode == PASS_EXTENT) {
+            extent_avx512(p, g, scale, lo, hi, &e->g, &e->p);
+            return 0;
+        }
+        return adam ? adam_pass_avx512(o, p, g, scale, lo, hi, store, u, e)
+                    : sgd_pass_avx512(o, p, g, scale, lo, hi, store, u);
+    }
 #else
     (void)wide;
 #endif
-    return o->kind == CVAE_OPTIMIZER_ADAM ? adam_pass_base(o, p, g, scale, lo, hi, store, u)
-                                          : sgd_pass_base(o, p, g, scale, lo, hi, store, u);
+    if (mode == PASS_EXTENT) {
+        extent_base(p, g, scale, lo, hi, &e->g, &e->p);
+        return 0;
+    }
+    return adam ? adam_pass_base(o, p, g, scale, lo, hi, store, u, e)
+                : sgd_pass_base(o, p, g, scale, lo, hi, store, u);
 }
 
+/* One pass over all parameters, spread over the threads; e gets the
+ * largest extents any thread saw (a maximum: the same for any split). */
 static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale, int threads,
-                       int store)
+                       int mode, pass_extent *e)
 {
     size_t n = o->n;
     avg_update u = average_for_step(o);
     int wide = use_avx512(o);
+    memset(e, 0, sizeof *e);
 #ifdef _OPENMP
     if (threads >= 2 && n >= 65536) {
         int bad = 0;
-#pragma omp parallel num_threads(threads) reduction(| : bad)
+        uint32_t eg = 0, ep = 0, em = 0, ev = 0, ea = 0;
+#pragma omp parallel num_threads(threads) reduction(| : bad) reduction(max : eg, ep, em, ev, ea)
         {
             size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
             size_t lo = n * t / nt, hi = n * (t + 1) / nt;
-            bad |= pass_range(o, p, g, scale, lo, hi, store, u, wide);
+            pass_extent mine = {0, 0, 0, 0, 0};
+            bad |= pass_range(o, p, g, scale, lo, hi, mode, u, wide, &mine);
+            eg = mine.g, ep = mine.p, em = mine.m, ev = mine.v, ea = mine.a;
         }
+        e->g = eg, e->p = ep, e->m = em, e->v = ev, e->a = ea;
         return bad;
     }
 #else
     (void)threads; /* without OpenMP, one thread does it all whatever it was asked */
 #endif
-    return pass_range(o, p, g, scale, 0, n, store, u, wide);
+    return pass_range(o, p, g, scale, 0, n, mode, u, wide, e);
+}
+
+/* Whether Adam's step on p and g (scale: the clipping's) can be shown not to
+ * overflow without its checking pass: from the largest |g scale| and |p|
+ * (one pass over the two) and the extent of the moments and average the
+ * last step stored, bounds in double on every value the step computes,
+ * each float operation's rounding (a factor 1 + 2^-24 each) covered by a
+ * factor 4 of headroom. A step this cannot vouch for runs the checking
+ * pass, which decides exactly; so the result is the same either way. */
+static int light_check(cvae_optimizer *o, float *p, const float *g, float scale, int threads)
+{
+    double b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+    double c1 = (float)(1.0 - o->beta1), c2 = (float)(1.0 - o->beta2);
+    double bc1 = 1.0 - pow(o->beta1, (double)o->t);
+    double step = (float)(o->lr / bc1), decay = fabs((double)(float)(1.0 - o->lr * o->weight_decay));
+    double G, P, m, v, upd, pn, limit = FLT_MAX / 4.0;
+    avg_update u = average_for_step(o);
+    pass_extent e;
+    if (o->kind != CVAE_OPTIMIZER_ADAM || !o->extent_known || !o->light_checks || !(eps > 0.0) ||
+        (u.a && o->ext_a >= EXTENT_INF))
+        return 0;
+    update_pass(o, p, g, scale, threads, PASS_EXTENT, &e);
+    if (e.g >= EXTENT_INF || e.p >= EXTENT_INF) /* a NaN or inf: the full check names it */
+        return 0;
+    G = extent_value(e.g);
+    P = extent_value(e.p);
+    m = b1 * extent_value(o->ext_m) + c1 * G;   /* |m_i| */
+    v = b2 * extent_value(o->ext_v) + c2 * G * G; /* v_i */
+    upd = step * m / eps;                          /* |step m_i / (sqrt(v_i) / sqrt(bc2) + eps)| */
+    pn = decay * P + upd;                          /* |p_i| after the step */
+    if (!(m <= limit && v <= limit && step * m <= limit && upd <= limit && pn <= limit))
+        return 0;
+    return !u.a || fabs((double)u.d) * extent_value(o->ext_a) + fabs((double)u.c) * pn <= limit;
 }
 
 /* Sum of squares of g, in double, in a fixed order whatever the threads:
@@ -333,6 +424,7 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
 {
     double norm;
     float scale = 1.0f;
+    pass_extent ext;
     if (!opt)
         return CVAE_ERR_INVALID_ARG;
     if (!params || !grads) {
@@ -362,7 +454,9 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
             scale = (float)(opt->clip_norm / norm);
     }
     opt->t++;
-    if (update_pass(opt, params, grads, scale, threads, 0)) {
+    if (light_check(opt, params, grads, scale, threads))
+        opt->light_steps++;
+    else if (update_pass(opt, params, grads, scale, threads, PASS_CHECK, &ext)) {
         opt->t--;
         if (opt->clip_norm <= 0.0 && !isfinite(norm = sqrt(sum_squares(opt, grads, nparams,
                                                                         threads)))) {
@@ -375,7 +469,17 @@ cvae_status cvi_optimizer_step(cvae_optimizer *opt, float *params, const float *
                       opt->lr, opt->weight_decay);
         return CVAE_ERR_NUMERIC;
     }
-    update_pass(opt, params, grads, scale, threads, 1);
+    update_pass(opt, params, grads, scale, threads, PASS_STORE, &ext);
+    if (opt->kind == CVAE_OPTIMIZER_ADAM) {
+        opt->ext_m = ext.m;
+        opt->ext_v = ext.v;
+        /* an average not written now keeps its extent only if it was known */
+        if (opt->average > 0.0)
+            opt->ext_a = ext.a;
+        else if (!opt->extent_known)
+            opt->ext_a = EXTENT_INF;
+        opt->extent_known = 1;
+    }
     if (opt->average > 0.0)
         opt->avg_count++;
     return CVAE_OK;
@@ -388,6 +492,7 @@ cvae_status cvi_optimizer_alloc_average(cvae_optimizer *opt)
     if (!(opt->avg = cvi_alloc_floats(&opt->mem, opt->n)))
         return CVAE_ERR_NOMEM;
     memset(opt->avg, 0, opt->n * sizeof(float));
+    opt->extent_known = 0;
     return CVAE_OK;
 }
 
@@ -418,6 +523,7 @@ CVAE_API cvae_status cvae_optimizer_swap_average(cvae_optimizer *opt, float *par
         opt->avg[i] = t;
     }
     opt->swapped = !opt->swapped;
+    opt->extent_known = 0;
     return CVAE_OK;
 }
 
@@ -457,6 +563,21 @@ void cvi_optimizer_get_state(cvae_optimizer *opt, cvi_optimizer_state *st)
 void cvi_optimizer_set_path(cvae_optimizer *opt, cvi_gemm_path path)
 {
     opt->path = path;
+}
+
+void cvi_optimizer_state_written(cvae_optimizer *opt)
+{
+    opt->extent_known = 0;
+}
+
+void cvi_optimizer_set_light_checks(cvae_optimizer *opt, int on)
+{
+    opt->light_checks = on;
+}
+
+uint64_t cvi_optimizer_light_steps(const cvae_optimizer *opt)
+{
+    return opt->light_steps;
 }
 
 char *cvi_optimizer_err(cvae_optimizer *opt)

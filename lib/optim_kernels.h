@@ -7,7 +7,8 @@
  */
 
 /* One pass of an update over [lo, hi) (threads share the range; every
- * element's arithmetic is the same on any thread). With store == 0 it only
+ * element's arithmetic is the same on any thread). Adam's also leaves in
+ * ext the extent of what it stores (with store == 1). With store == 0 it only
  * computes the new parameters, state and average and returns 1 if any is
  * not finite: a finite gradient can still overflow the float state (Adam
  * squares it, SGD's momentum adds it up) and absurd options such as a
@@ -15,7 +16,8 @@
  * first, so that a refused step changes nothing.
  * With store == 1 it writes them and returns 0. */
 OK_ATTR static int OK(adam_pass)(cvae_optimizer *o, float *p, const float *g, float scale,
-                                 size_t lo, size_t hi, int store, avg_update u)
+                                 size_t lo, size_t hi, int store, avg_update u,
+                                 pass_extent *ext)
 {
     /* PyTorch: bias corrections in double, the rest in float. */
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
@@ -29,6 +31,7 @@ OK_ATTR static int OK(adam_pass)(cvae_optimizer *o, float *p, const float *g, fl
     const float *restrict gg = g;
     size_t i;
     int bad = 0;
+    uint32_t em = 0, ev = 0, ea = 0;
 /* One element's new moments and parameter, in mi, vi, pi. */
 #define ADAM_ELEMENT                                                                               \
     float gi = gg[i] * scale;                                                                      \
@@ -44,10 +47,14 @@ OK_ATTR static int OK(adam_pass)(cvae_optimizer *o, float *p, const float *g, fl
     } else if (a) { /* two loops without a test per element: both vectorise */
         for (i = lo; i < hi; i++) {
             ADAM_ELEMENT
+            float ai = u.d * a[i] + u.c * pi;
             m[i] = mi;
             v[i] = vi;
             pp[i] = pi;
-            a[i] = u.d * a[i] + u.c * pi;
+            a[i] = ai;
+            EXTENT_MAX(em, mi);
+            EXTENT_MAX(ev, vi);
+            EXTENT_MAX(ea, ai);
         }
     } else {
         for (i = lo; i < hi; i++) {
@@ -55,10 +62,31 @@ OK_ATTR static int OK(adam_pass)(cvae_optimizer *o, float *p, const float *g, fl
             m[i] = mi;
             v[i] = vi;
             pp[i] = pi;
+            EXTENT_MAX(em, mi);
+            EXTENT_MAX(ev, vi);
         }
     }
 #undef ADAM_ELEMENT
+    ext->m = em;
+    ext->v = ev;
+    ext->a = ea;
     return bad;
+}
+
+/* The largest |g[i] scale| and |p[i]| over [lo, hi), as extent bits (the
+ * bits of a non-finite value are above every finite one's). */
+OK_ATTR static void OK(extent)(const float *p, const float *g, float scale, size_t lo,
+                               size_t hi, uint32_t *g_bits, uint32_t *p_bits)
+{
+    uint32_t eg = 0, ep = 0;
+    size_t i;
+    for (i = lo; i < hi; i++) {
+        float gi = g[i] * scale;
+        EXTENT_MAX(eg, gi);
+        EXTENT_MAX(ep, p[i]);
+    }
+    *g_bits = eg;
+    *p_bits = ep;
 }
 
 OK_ATTR static int OK(sgd_pass)(cvae_optimizer *o, float *p, const float *g, float scale,

@@ -855,6 +855,7 @@ CVAE_API cvae_status cvae_optimizer_load(cvae_optimizer *opt, const char *path)
         } else if (os.avg) { /* nothing averaged: the next average starts afresh */
             memset(os.avg, 0, os.n * sizeof(float));
         }
+        cvi_optimizer_state_written(opt);
     }
     free_model_rec(os.mem, &mr);
     cvi_free(os.mem, data);

@@ -1272,6 +1272,56 @@ static void test_variants_refuse_overflow(void **state)
         }
 }
 
+/* Fails unless Adam steps that skip the checking pass, because a bound shows that nothing can
+ * overflow, leave parameters, moments and average bit for bit as steps that always run it, on
+ * 1 and 2 threads over 9 steps with clipping and the average switched off and on again; or if
+ * the bound vouches for fewer than 6 of the 8 steps after the first (a first step, knowing
+ * nothing of the moments, always checks): then the skip is lost. That the bound never lets an
+ * overflow through is test_variants_refuse_overflow's and test_update_overflow_refused's
+ * (their refused steps follow a stored one). */
+static void test_light_checks_same_bits(void **state)
+{
+    float *p1 = keep_floats(VN), *p2 = keep_floats(VN), *g = keep_floats(VN);
+    int th;
+    (void)state;
+    for (th = 1; th <= 2; th++) {
+        cvae_optimizer *o1 = variant_opt(CVAE_OPTIMIZER_ADAM, VN, CVI_GEMM_PATH_AUTO);
+        cvae_optimizer *o2 = variant_opt(CVAE_OPTIMIZER_ADAM, VN, CVI_GEMM_PATH_AUTO);
+        cvi_optimizer_state s1, s2;
+        size_t i;
+        int t;
+        cvi_optimizer_set_light_checks(o2, 0);
+        CHECK(cvae_optimizer_set(o1, CVAE_OPT_CLIP_NORM, 1.0), o1);
+        CHECK(cvae_optimizer_set(o2, CVAE_OPT_CLIP_NORM, 1.0), o2);
+        for (i = 0; i < VN; i++)
+            p1[i] = p2[i] = ((float)(i % 97) - 48.0f) * 1e-3f;
+        for (t = 1; t <= 9; t++) {
+            double avg = t == 4 ? 0.0 : t == 6 ? 0.9 : -1.0;
+            if (avg >= 0.0) {
+                CHECK(cvae_optimizer_set(o1, CVAE_OPT_AVERAGE, avg), o1);
+                CHECK(cvae_optimizer_set(o2, CVAE_OPT_AVERAGE, avg), o2);
+            }
+            for (i = 0; i < VN; i++)
+                g[i] = variant_grad(t, i);
+            CHECK(cvi_optimizer_step(o1, p1, g, VN, th), o1);
+            CHECK(cvi_optimizer_step(o2, p2, g, VN, th), o2);
+        }
+        cvi_optimizer_get_state(o1, &s1);
+        cvi_optimizer_get_state(o2, &s2);
+        assert_memory_equal(p1, p2, VN * sizeof(float));
+        assert_memory_equal(s1.m, s2.m, VN * sizeof(float));
+        assert_memory_equal(s1.v, s2.v, VN * sizeof(float));
+        assert_memory_equal(s1.avg, s2.avg, VN * sizeof(float));
+        if (cvi_optimizer_light_steps(o1) < 6 || cvi_optimizer_light_steps(o2) != 0)
+            fail_msg("%d thread(s): %llu of 9 steps skipped the check (and %llu with the bound "
+                     "off)",
+                     th, (unsigned long long)cvi_optimizer_light_steps(o1),
+                     (unsigned long long)cvi_optimizer_light_steps(o2));
+        drop(o1);
+        drop(o2);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1297,6 +1347,7 @@ int main(void)
         cmocka_unit_test_teardown(test_average_does_not_change_training, destroy_owned),
         cmocka_unit_test_teardown(test_variants_same_bits, release_all),
         cmocka_unit_test_teardown(test_variants_refuse_overflow, release_all),
+        cmocka_unit_test_teardown(test_light_checks_same_bits, release_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -620,6 +620,37 @@ static void test_bad_values_with_good_crc(void **state)
     assert_int_equal(cvae_optimizer_load(o, t->other), CVAE_OK);
 }
 
+/* Fails if an optimizer that has stepped (and so knows how large its moments are) loads a
+ * file whose moments make the next update overflow (m[5] = 3e38 with v[5] = 0: finite, so the
+ * load takes them) and then takes that step: it must refuse it and leave the parameters as
+ * they were, which it can only do if loading made it forget what it knew of its moments. */
+static void test_loaded_moments_checked(void **state)
+{
+    tmp *t = *state;
+    cvae_model *a;
+    cvae_optimizer *oa;
+    unsigned char *good, *bad;
+    size_t len, opt_at;
+    const float huge = 3e38f;
+    uint32_t huge_bits;
+    float x[MAXB * IMG], *before = tu_keep(TU_KEEP_MEMORY, malloc(NPARAMS * sizeof(float)));
+    save_trained(t->path, &a, &oa);
+    good = read_all(t->path, &len);
+    bad = tu_keep(TU_KEEP_MEMORY, malloc(len));
+    memcpy(bad, good, len);
+    opt_at = len - 4 - OPT_SECTION;
+    memcpy(&huge_bits, &huge, sizeof huge_bits);
+    tu_put_u32le(bad + opt_at + 76 + 4 * 5, huge_bits);       /* m[5] */
+    tu_put_u32le(bad + opt_at + 76 + 4 * (NPARAMS + 5), 0u); /* v[5] */
+    tu_fix_crc(bad, len);
+    write_all(t->other, bad, len);
+    CHECK_OPT(cvae_optimizer_load(oa, t->other), oa);
+    memcpy(before, cvae_model_params(a, NULL), NPARAMS * sizeof(float));
+    tu_fill_uniform(x, MAXB * IMG, 77);
+    assert_int_equal(cvae_model_train_step(a, oa, x, MAXB, NULL, NULL), CVAE_ERR_NUMERIC);
+    assert_memory_equal(cvae_model_params(a, NULL), before, NPARAMS * sizeof(float));
+}
+
 /*
  * Runs fn in a child process that cannot allocate much more than LIMIT_MB, so that a load
  * allocating what the file cannot account for fails fast (as CVAE_ERR_NOMEM) instead of
@@ -1933,6 +1964,7 @@ int main(void)
         T(test_truncated_and_trailing),
         T(test_header_fields),
         T(test_bad_values_with_good_crc),
+        T(test_loaded_moments_checked),
         T(test_oversized_architecture),
         T(test_huge_activations_refused),
         T(test_max_memory_option),
