@@ -176,6 +176,11 @@ typedef struct cvi_gemm_call {
     cvi_panel_fn b_panels;
     const void *b_ctx;
     const float *a_packed; /* op(A) as cvi_gemm_pack_a packed it, or NULL */
+    /* 0, or where K's second part starts: the multiply adds [0, k_split)
+     * and then [k_split, K) into C, each summed as a product of its own
+     * would sum it: two lanes' images in one call, with the bits of one
+     * call per lane. */
+    size_t k_split;
 } cvi_gemm_call;
 
 void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *call);
@@ -455,6 +460,27 @@ const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, 
                                     size_t n, const float *in);
 void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t first, size_t n,
                              const float *dout, float *din);
+/* Two lanes' parts on one thread, layer by layer, each with the bits it
+ * gets alone (forward_part, then backward_part of lane 0 and of lane 1).
+ * Where their rows are one run (p[1] right after p[0], no longer), a layer
+ * runs once for both: every forward and every backward without parameters
+ * (each image is its own), and a linear layer's backward when each lane's
+ * images fit one pass of the multiply (cvi_linear_backward_lanes); other
+ * layers run for lane 0, then lane 1. in is the part's input (forward) or output gradient (backward);
+ * din as above (both parts alike). */
+typedef struct cvi_stack_part {
+    const cvi_workspace *ws;
+    size_t first, n;
+    const float *in;
+    float *din;
+} cvi_stack_part;
+void cvi_stack_forward_lanes(cvae_stack *stack, const cvi_stack_part *p);
+/* A part's rows of the output after its forward. */
+const float *cvi_stack_part_output(const cvae_stack *stack, size_t first);
+void cvi_stack_backward_lanes(cvae_stack *stack, const cvi_stack_part *p);
+void cvi_linear_backward_lanes(cvae_layer *l, float *din, const float *dout, const float *in,
+                               size_t n0, size_t n1, const cvi_workspace *ws0,
+                               const cvi_workspace *ws1);
 /* The stack's own workspace (its shared blocks, labels and threads). */
 cvi_workspace cvi_stack_workspace(cvae_stack *stack);
 /* Floats per image of the stack's input; its whole output block after

@@ -620,14 +620,27 @@ GK_ATTR static float *GK(c_in_place)(const cvi_gemm_out *c, size_t rows, size_t 
     return c->data + (j / c->group_cols) * c->group_stride + i * c->ld + j % c->group_cols;
 }
 
+/* The depth of the k-slice that starts at k0: CVI_KC, less at the end of K
+ * and before k_split (the second part then starts a slice of its own). */
+#ifndef GK_SLICE_DEFINED
+#define GK_SLICE_DEFINED
+static size_t gk_slice(const cvi_gemm_call *g, size_t k0)
+{
+    size_t kc = g->K - k0 < CVI_KC ? g->K - k0 : CVI_KC;
+    if (k0 < g->k_split && g->k_split - k0 < kc)
+        kc = g->k_split - k0;
+    return kc;
+}
+#endif
+
 /* op(A) whole, packed as gemm_run packs it slice by slice: for k-slice k0
  * (CVI_KC deep, the last shorter) the panels of rows from i at
  * packed + k0 * Mp + i * kc, Mp being M rounded up to GK_MR. */
 GK_ATTR GK_MAYBE_UNUSED static void GK(pack_a_all)(float *packed, const cvi_gemm_call *g)
 {
-    size_t k0, i0, Mp = (g->M + GK_MR - 1) / GK_MR * GK_MR;
-    for (k0 = 0; k0 < g->K; k0 += CVI_KC) {
-        size_t kc = g->K - k0 < CVI_KC ? g->K - k0 : CVI_KC;
+    size_t k0, i0, kc, Mp = (g->M + GK_MR - 1) / GK_MR * GK_MR;
+    for (k0 = 0; k0 < g->K; k0 += kc) {
+        kc = gk_slice(g, k0);
         for (i0 = 0; i0 < g->M; i0 += CVI_MC) {
             size_t mc = g->M - i0 < CVI_MC ? g->M - i0 : CVI_MC;
             GK(pack_a)(packed + k0 * Mp + i0 * kc, &g->a, g->trans_a, i0, mc, k0, kc, 0);
@@ -640,7 +653,7 @@ GK_ATTR GK_MAYBE_UNUSED static void GK(pack_a_all)(float *packed, const cvi_gemm
 GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_hi, size_t j_lo,
                                  size_t j_hi, float *restrict pa, float *restrict pb)
 {
-    size_t i0, j0, k0;
+    size_t i0, j0, k0, kc;
     /* Operands the tile can read in place, unpacked: a transposed A (GK_MR
      * contiguous floats per k, lda apart) and B's full panels that are
      * GK_NR contiguous floats per k (b_in_place); the rest is packed. */
@@ -648,8 +661,8 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
     size_t Mp = (g->M + GK_MR - 1) / GK_MR * GK_MR;
     for (j0 = j_lo; j0 < j_hi; j0 += CVI_NC) {
         size_t nc = j_hi - j0 < CVI_NC ? j_hi - j0 : CVI_NC;
-        for (k0 = 0; k0 < g->K; k0 += CVI_KC) {
-            size_t kc = g->K - k0 < CVI_KC ? g->K - k0 : CVI_KC;
+        for (k0 = 0; k0 < g->K; k0 += kc) {
+            kc = gk_slice(g, k0);
             /* The first k-slice applies beta, later ones accumulate; the
              * last adds the bias. */
             float b = k0 == 0 ? g->beta : 1.0f;

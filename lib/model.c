@@ -1232,10 +1232,67 @@ static void learn_sigma(cvae_model *m, const lane *lanes, int count, size_t n)
 }
 
 /* The lanes' passes one after the other. */
+/* Two lanes on this thread, layer by layer (cvi_stack_forward_lanes): most
+ * layers run once for both lanes' rows, as one lane of them all would, yet
+ * every lane gets the bits lane_forward and lane_backward give it (lane 0
+ * still adds into shared weight gradients first). */
+static void run_two_lanes(cvae_model *m, lane *lanes, const float *x, size_t n, float scale)
+{
+    cvi_stack_part enc[2], dec[2];
+    size_t L = m->L, I = m->image;
+    int k;
+    for (k = 0; k < 2; k++) {
+        lane *ln = &lanes[k];
+        size_t f = ln->first;
+        memset(m->grads + ln->clear_from, 0, (ln->clear_to - ln->clear_from) * sizeof(float));
+        if (ln->enc_ws.lane == 1)
+            memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
+        enc[k].ws = &ln->enc_ws;
+        dec[k].ws = &ln->dec_ws;
+        enc[k].first = dec[k].first = f;
+        enc[k].n = dec[k].n = ln->n;
+        enc[k].in = x + f * I;
+        dec[k].in = m->z + f * L;
+        enc[k].din = NULL;
+        dec[k].din = m->dz + f * L;
+    }
+    cvi_stack_forward_lanes(m->enc, enc);
+    for (k = 0; k < 2; k++) {
+        lane *ln = &lanes[k];
+        ln->h = cvi_stack_part_output(m->enc, ln->first);
+        reparameterise(m->z + ln->first * L, ln->h, m->eps + ln->first * L, ln->n, L);
+    }
+    cvi_stack_forward_lanes(m->dec, dec);
+    for (k = 0; k < 2; k++) {
+        lane *ln = &lanes[k];
+        ln->logits = cvi_stack_part_output(m->dec, ln->first);
+        if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0)
+            ln->sq = cvi_sq_error_logits(ln->logits, x + ln->first * I, ln->n * I);
+    }
+    learn_sigma(m, lanes, 2, n);
+    for (k = 0; k < 2; k++) {
+        lane *ln = &lanes[k];
+        ln->recon = cvi_model_recon(m, ln->logits, x + ln->first * I, ln->n * I,
+                                    m->dlogits + ln->first * I, scale);
+        dec[k].in = m->dlogits + ln->first * I;
+    }
+    cvi_stack_backward_lanes(m->dec, dec);
+    for (k = 0; k < 2; k++) {
+        lane *ln = &lanes[k];
+        ln->kl = latent_backward(m, ln->h, ln->first, ln->n, scale);
+        enc[k].in = m->denc + ln->first * 2 * L;
+    }
+    cvi_stack_backward_lanes(m->enc, enc);
+}
+
 static void run_lanes_in_turn(cvae_model *m, lane *lanes, int count, const float *x, size_t n,
                               float scale)
 {
     int k;
+    if (count == 2) {
+        run_two_lanes(m, lanes, x, n, scale);
+        return;
+    }
     for (k = 0; k < count; k++)
         lane_forward(m, &lanes[k], x);
     learn_sigma(m, lanes, count, n);

@@ -578,6 +578,29 @@ const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, 
     return stack->act[stack->count] + first * cvi_shape_size(stack->out);
 }
 
+/* Whether two parts are one run of rows. */
+static int adjacent(const cvi_stack_part *p)
+{
+    return p[1].first == p[0].first + p[0].n;
+}
+
+const float *cvi_stack_part_output(const cvae_stack *stack, size_t first)
+{
+    return stack->act[stack->count] + first * cvi_shape_size(stack->out);
+}
+
+void cvi_stack_forward_lanes(cvae_stack *stack, const cvi_stack_part *p)
+{
+    /* Every layer's forward computes each image alone, so the two parts'
+     * rows in one call give each part's bits. */
+    if (adjacent(p)) {
+        cvi_stack_forward_part(stack, p[0].ws, p[0].first, p[0].n + p[1].n, p[0].in);
+        return;
+    }
+    cvi_stack_forward_part(stack, p[0].ws, p[0].first, p[0].n, p[0].in);
+    cvi_stack_forward_part(stack, p[1].ws, p[1].first, p[1].n, p[1].in);
+}
+
 CVAE_API cvae_status cvae_stack_forward(cvae_stack *stack, const float *in, int n,
                                         const float **output)
 {
@@ -604,6 +627,61 @@ CVAE_API cvae_status cvae_stack_forward(cvae_stack *stack, const float *in, int 
 CVAE_API const float *cvae_stack_output(const cvae_stack *stack)
 {
     return stack && stack->built && stack->last_n ? stack->act[stack->count] : NULL;
+}
+
+void cvi_stack_backward_lanes(cvae_stack *stack, const cvi_stack_part *p)
+{
+    const float *g[2];
+    size_t i;
+    int gi = GRAD_DOUT, k, join = adjacent(p), want_din = p[0].din != NULL;
+    g[0] = p[0].in;
+    g[1] = p[1].in;
+    for (i = stack->count; i-- > 0;) {
+        cvae_layer *l = stack->layers[i];
+        /* An input gradient is wanted if the caller asked for it or an
+         * earlier layer has parameters to reach. */
+        int want = want_din || i > stack->first_param;
+        float *target[2];
+        if (!l->ops->backward)
+            continue; /* a view: its input gradient is its output gradient */
+        if (want)
+            gi = grad_target(stack, i, gi, want_din);
+        /* Both lanes are at the same layer: their rows of a dbuf can be
+         * this layer's rows, so that they are one run for a joint call. */
+        for (k = 0; k < 2; k++)
+            target[k] = !want ? NULL
+                        : gi == GRAD_DIN ? p[k].din
+                                         : stack->dbuf[gi] + p[k].first * in_size(stack, i);
+        if (join && !l->nparams) { /* each image alone: both parts at once */
+            l->ops->backward(l, target[0], g[0], stack->act[i] + p[0].first * in_size(stack, i),
+                             stack->act[i + 1] + p[0].first * out_size(stack, i),
+                             p[0].n + p[1].n, p[0].ws);
+        } else if (join && l->ops == &cvi_linear_ops && p[0].n <= cvi_gemm_one_pass_depth() &&
+                   p[1].n <= cvi_gemm_one_pass_depth()) {
+            cvi_linear_backward_lanes(l, target[0], g[0],
+                                      stack->act[i] + p[0].first * in_size(stack, i), p[0].n,
+                                      p[1].n, p[0].ws, p[1].ws);
+            if (p[1].ws->hook)
+                p[1].ws->hook->done(p[1].ws->hook, l);
+        } else {
+            for (k = 0; k < 2; k++) {
+                const cvi_workspace *ws = p[k].ws;
+                l->ops->backward(l, target[k], g[k],
+                                 stack->act[i] + p[k].first * in_size(stack, i),
+                                 stack->act[i + 1] + p[k].first * out_size(stack, i), p[k].n,
+                                 ws);
+                if (ws->hook && l->nparams)
+                    ws->hook->done(ws->hook, l);
+            }
+        }
+        if (!want)
+            break;
+        g[0] = target[0];
+        g[1] = target[1];
+    }
+    for (k = 0; k < 2; k++)
+        if (p[k].din && g[k] != p[k].din)
+            memmove(p[k].din, g[k], p[k].n * cvi_shape_size(stack->in) * sizeof(float));
 }
 
 void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t first, size_t n,

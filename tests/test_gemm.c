@@ -55,6 +55,14 @@ static size_t tight_len(size_t rows, size_t cols, size_t ld)
     return (rows - 1) * ld + cols;
 }
 
+/* n values in [-1, 1) from r. */
+static void fill_sym(float *p, size_t n, tu_rng *r)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        p[i] = tu_rng_sym(r);
+}
+
 /* Row entries get random values, row padding gets pad_value. */
 static void fill_rows(float *p, size_t rows, size_t cols, size_t ld, float pad_value,
                       tu_rng *r)
@@ -553,21 +561,16 @@ static void test_gemm_tile_writes_same_bits(void **state)
     float *C0 = malloc(M * ldc * sizeof *C0), *C1 = malloc(M * ldc * sizeof *C1);
     float *C2 = malloc(M * ldc * sizeof *C2), rb[24], cb[96];
     tu_rng r;
-    size_t i, t;
+    size_t t;
     int path, mode;
 
     assert_true(A && B && C0 && C1 && C2);
     tu_rng_init(&r, 91);
-    for (i = 0; i < M * K; i++)
-        A[i] = tu_rng_sym(&r);
-    for (i = 0; i < N * K; i++)
-        B[i] = tu_rng_sym(&r);
-    for (i = 0; i < M * ldc; i++)
-        C0[i] = tu_rng_sym(&r);
-    for (i = 0; i < M; i++)
-        rb[i] = tu_rng_sym(&r);
-    for (i = 0; i < N; i++)
-        cb[i] = tu_rng_sym(&r);
+    fill_sym(A, M * K, &r);
+    fill_sym(B, N * K, &r);
+    fill_sym(C0, M * ldc, &r);
+    fill_sym(rb, M, &r);
+    fill_sym(cb, N, &r);
     for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
         if (!cvi_gemm_path_available((cvi_gemm_path)path))
             continue;
@@ -665,6 +668,71 @@ static void test_gemm_packed_a_same_bits(void **state)
     }
 }
 
+/* Fails unless a product over K split at k_split gives, bit for bit, the product over
+ * [0, k_split) followed by the product over [k_split, K) added into C (beta 1, the row bias
+ * only with the second): two lanes' images in one call, as a linear layer's weight gradient
+ * takes them (A transposed, beta 1) and with beta 0; parts of a pass each, and parts past a
+ * pass (the second part's passes then start at k_split, not on the multiply's grid), on every
+ * variant and 1-3 threads. */
+static void test_gemm_k_split_same_bits(void **state)
+{
+    static const struct {
+        size_t M, N, k0, k1;
+        float beta;
+    } cases[] = {{24, 70, 33, 34, 1.0f}, {17, 40, 64, 64, 0.0f}, {16, 33, 300, 290, 1.0f},
+                 {9, 50, 5, 520, 0.0f}};
+    size_t ci, t;
+    tu_rng r;
+    int path;
+    tu_rng_init(&r, 31);
+    for (ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const size_t M = cases[ci].M, N = cases[ci].N, K = cases[ci].k0 + cases[ci].k1;
+        const size_t k0 = cases[ci].k0;
+        float *A = malloc(K * M * sizeof *A), *B = malloc(K * N * sizeof *B);
+        float *C0 = malloc(M * N * sizeof *C0), *C1 = malloc(M * N * sizeof *C1);
+        float *C2 = malloc(M * N * sizeof *C2), *rb = malloc(M * sizeof *rb);
+        assert_true(A && B && C0 && C1 && C2 && rb);
+        fill_sym(A, K * M, &r);
+        fill_sym(B, K * N, &r);
+        fill_sym(C0, M * N, &r);
+        fill_sym(rb, M, &r);
+        for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
+            if (!cvi_gemm_path_available((cvi_gemm_path)path))
+                continue;
+            for (t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+                cvi_gemm_env env;
+                cvi_gemm_call g;
+                env.path = (cvi_gemm_path)path;
+                env.threads = thread_counts[t];
+                env.ws = *state;
+                memcpy(C1, C0, M * N * sizeof *C1);
+                memcpy(C2, C0, M * N * sizeof *C2);
+                /* op(A) = A^T: A is K x M, its rows the images */
+                g = cvi_gemm_plain(1, 0, M, N, K, 1.0f, A, M, B, N, cases[ci].beta, C1, N);
+                g.k_split = k0;
+                g.c.row_bias = rb;
+                cvi_gemm_ex(&env, &g);
+                g = cvi_gemm_plain(1, 0, M, N, k0, 1.0f, A, M, B, N, cases[ci].beta, C2, N);
+                cvi_gemm_ex(&env, &g);
+                g = cvi_gemm_plain(1, 0, M, N, K - k0, 1.0f, A + k0 * M, M, B + k0 * N, N, 1.0f,
+                                   C2, N);
+                g.c.row_bias = rb;
+                cvi_gemm_ex(&env, &g);
+                if (memcmp(C1, C2, M * N * sizeof *C1))
+                    fail_msg("%s, %d threads, K %zu split at %zu: the split product differs "
+                             "from its two parts",
+                             cvi_gemm_path_name((cvi_gemm_path)path), thread_counts[t], K, k0);
+            }
+        }
+        free(A);
+        free(B);
+        free(C0);
+        free(C1);
+        free(C2);
+        free(rb);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -677,6 +745,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gemm_tile_writes_same_bits, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_packed_a_same_bits, setup_workspace,
+                                        teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_k_split_same_bits, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_tolerance_rejects_swapped_index,
                                         setup_workspace, teardown_workspace),

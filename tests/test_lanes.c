@@ -76,6 +76,31 @@ static cvae_model *conv_model_with(uint64_t seed, int gaussian, int threads, int
     return m;
 }
 
+/* The same encoder and decoder with linear layers only: the encoder's
+ * first layer with parameters is linear (lane 1's weights in a block of
+ * its own), its second and the decoder's share lane 0's (lane_direct). */
+static cvae_model *linear_model_with(uint64_t seed, int threads, int max_batch)
+{
+    cvae_model *m = tu_new_model();
+    cvae_stack *enc = NULL, *dec = NULL;
+    cvae_layer *l = NULL;
+    assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
+    assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
+    tu_add_layer(enc, cvae_layer_create_flatten(&l), &l);
+    tu_add_layer(enc, cvae_layer_create_concat_label(&l, K), &l);
+    tu_add_layer(enc, cvae_layer_create_linear(&l, 12), &l);
+    tu_add_layer(enc, cvae_layer_create_tanh(&l), &l);
+    tu_add_layer(enc, cvae_layer_create_linear(&l, 2 * LAT), &l);
+    tu_add_layer(dec, cvae_layer_create_concat_label(&l, K), &l);
+    tu_add_layer(dec, cvae_layer_create_linear(&l, 12), &l);
+    tu_add_layer(dec, cvae_layer_create_tanh(&l), &l);
+    tu_add_layer(dec, cvae_layer_create_linear(&l, IMG), &l);
+    tu_add_layer(dec, cvae_layer_create_reshape(&l, 1, SIDE, SIDE), &l);
+    CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, (double)threads), m);
+    CHECK(cvae_model_init_stacks(m, enc, dec, 1, SIDE, SIDE, LAT, max_batch, seed), m);
+    return m;
+}
+
 static cvae_model *conv_model(uint64_t seed, int gaussian)
 {
     return conv_model_with(seed, gaussian, 0, N);
@@ -211,18 +236,21 @@ static void shard_grad(cvae_model *m, const float *x, const float *eps, const in
 }
 
 /* Fails if a two-lane step's gradient is not, bit for bit, lane 0's plus
- * lane 1's computed apart (each shard one lane), on 1 or 2 threads, for
- * lanes that fit one pass of the multiply (33 images) and lanes that do not
- * (300); or if the first keeps a second gradient block of the model's size. */
+ * lane 1's computed apart (each shard one lane), on 1 or 2 threads (one
+ * thread runs both lanes' rows through most layers in one call), for lanes
+ * that fit one pass of the multiply (33 images) and lanes that do not (300),
+ * and for the model of linear layers only with lanes of 33 and 34 images;
+ * or if the first keeps a second gradient block of the model's size. */
 static void test_lane_sums_bits(void **state)
 {
-    static const int batches[2] = {66, 600};
+    static const int batches[3] = {66, 600, 67};
     int b, t, nlinear = 0, i;
     (void)state;
-    for (b = 0; b < 2; b++)
+    for (b = 0; b < 3; b++)
         for (t = 1; t <= 2; t++) {
             size_t B = (size_t)batches[b], h = B / 2, np, j;
-            cvae_model *m = conv_model_with(13, 0, t, batches[b]);
+            cvae_model *m = b < 2 ? conv_model_with(13, 0, t, batches[b])
+                                  : linear_model_with(14, t, batches[b]);
             float *x = tu_keep(TU_KEEP_MEMORY, malloc(B * IMG * sizeof *x));
             float *eps = tu_keep(TU_KEEP_MEMORY, malloc(B * LAT * sizeof *eps));
             int *lab = tu_keep(TU_KEEP_MEMORY, malloc(B * sizeof *lab));
@@ -259,9 +287,11 @@ static void test_lane_sums_bits(void **state)
                 assert_int_equal(nlinear, 2);
                 assert_int_equal(m->lane_floats, np - (size_t)(IMG * 2 + K) * 2 * LAT -
                                                      (size_t)(LAT + K) * 18);
-            } else {
+            } else if (b == 1) {
                 assert_int_equal(nlinear, 0);
                 assert_int_equal(m->lane_floats, np);
+            } else {
+                assert_int_equal(nlinear, 3);
             }
             tu_release_all();
                 }
