@@ -130,8 +130,9 @@ static void store_part(float *dst, const float *v, size_t n)
     } while (0)
 
 /* The body of both widths of im2col: LEN lanes a segment (8 or 16), T and
- * M its float and mask vectors, LANES its lane lists. Rows of the plane
- * whose LEN or 32 floats would reach past imgs_end are copied first. */
+ * M its float and mask vectors, LANES its lane lists. An input row is read
+ * as 16 floats (rows of up to 16 pixels) or 32; a row whose read would
+ * reach past imgs_end is read through a copy. */
 #define IM2COL_BODY(T, M, LANES, LEN)                                                              \
     do {                                                                                           \
         M mk[4];                                                                                   \
