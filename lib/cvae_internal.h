@@ -386,6 +386,13 @@ typedef struct cvi_layer_ops {
     /* grads += d params; din = d in unless din is NULL. NULL for view kinds. */
     void (*backward)(cvae_layer *l, float *din, const float *dout, const float *in,
                      const float *out, size_t n, const cvi_workspace *ws);
+    /* Two lanes' backward in one call on one thread, rows [0, n0) of dout
+     * and in lane 0's and the next n1 lane 1's, each lane getting the bits
+     * backward gives it alone (cvi_stack_backward_lanes); returns 0, having
+     * done nothing, where it cannot. NULL: the lanes run one by one. */
+    int (*backward_lanes)(cvae_layer *l, float *din, const float *dout, const float *in,
+                          size_t n0, size_t n1, const cvi_workspace *ws0,
+                          const cvi_workspace *ws1);
 } cvi_layer_ops;
 
 struct cvae_layer {
@@ -464,9 +471,8 @@ void cvi_stack_backward_part(cvae_stack *stack, const cvi_workspace *ws, size_t 
  * gets alone (forward_part, then backward_part of lane 0 and of lane 1).
  * Where their rows are one run (p[1] right after p[0], no longer), a layer
  * runs once for both: every forward and every backward without parameters
- * (each image is its own), and a linear layer's backward when each lane's
- * images fit one pass of the multiply (cvi_linear_backward_lanes); other
- * layers run for lane 0, then lane 1. in is the part's input (forward) or output gradient (backward);
+ * (each image is its own), and a layer's backward_lanes where it has one
+ * and it can; other layers run for lane 0, then lane 1. in is the part's input (forward) or output gradient (backward);
  * din as above (both parts alike). */
 typedef struct cvi_stack_part {
     const cvi_workspace *ws;
@@ -478,9 +484,6 @@ void cvi_stack_forward_lanes(cvae_stack *stack, const cvi_stack_part *p);
 /* A part's rows of the output after its forward. */
 const float *cvi_stack_part_output(const cvae_stack *stack, size_t first);
 void cvi_stack_backward_lanes(cvae_stack *stack, const cvi_stack_part *p);
-void cvi_linear_backward_lanes(cvae_layer *l, float *din, const float *dout, const float *in,
-                               size_t n0, size_t n1, const cvi_workspace *ws0,
-                               const cvi_workspace *ws1);
 /* The stack's own workspace (its shared blocks, labels and threads). */
 cvi_workspace cvi_stack_workspace(cvae_stack *stack);
 /* Floats per image of the stack's input; its whole output block after

@@ -184,4 +184,5 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
 }
 
 const cvi_layer_ops cvi_conv2d_ops = {CVAE_LAYER_CONV2D, "conv2d",      conv2d_bind,
-                                      conv2d_init,       conv2d_forward, conv2d_backward};
+                                      conv2d_init,       conv2d_forward, conv2d_backward,
+                                      NULL};

@@ -169,4 +169,5 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
 
 const cvi_layer_ops cvi_conv_transpose2d_ops = {
     CVAE_LAYER_CONV_TRANSPOSE2D, "conv_transpose2d", convt2d_bind,
-    convt2d_init,                convt2d_forward,    convt2d_backward};
+    convt2d_init,                convt2d_forward,    convt2d_backward,
+    NULL};

@@ -86,9 +86,8 @@ static void linear_backward(cvae_layer *l, float *din, const float *dout, const 
     }
 }
 
-/* Two lanes' backward in one go on one thread: rows [0, n0) of dout and in
- * are lane 0's, the next n1 lane 1's (each at most the multiply's one-pass
- * depth), ws0 and ws1 their workspaces. Bit for bit what linear_backward
+/* Two lanes' backward in one go on one thread (backward_lanes), where each
+ * lane's rows fit one pass of the multiply. Bit for bit what linear_backward
  * gives for lane 0 and then lane 1: the weight gradient as one product
  * whose parts (k_split) add each lane's sum (one pass each), in lane order,
  * into lane 0's block (cleared: (0 + s0) + s1). Where the lanes share it
@@ -97,13 +96,15 @@ static void linear_backward(cvae_layer *l, float *din, const float *dout, const 
  * (0 + s0) plus (0 + s1): the same, as no sum from 0.0f is -0.0f. Each bias gradient goes
  * into its lane's block; the input gradient of both is one product (each
  * row is its own). */
-void cvi_linear_backward_lanes(cvae_layer *l, float *din, const float *dout, const float *in,
-                               size_t n0, size_t n1, const cvi_workspace *ws0,
-                               const cvi_workspace *ws1)
+static int linear_backward_lanes(cvae_layer *l, float *din, const float *dout, const float *in,
+                                 size_t n0, size_t n1, const cvi_workspace *ws0,
+                                 const cvi_workspace *ws1)
 {
     size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features, b, o;
     float *dw, *db0, *dw1, *db1;
     cvi_gemm_call c;
+    if (n0 > cvi_gemm_one_pass_depth() || n1 > cvi_gemm_one_pass_depth())
+        return 0; /* a lane's sum in several passes: only the lanes' own calls round so */
     cvi_layer_grad_spans(l, ws0, O * I, &dw, &db0);
     cvi_layer_grad_spans(l, ws1, O * I, &dw1, &db1); /* left as it is: see above */
     (void)dw1;
@@ -118,7 +119,9 @@ void cvi_linear_backward_lanes(cvae_layer *l, float *din, const float *dout, con
     cvi_gemm_ex(&ws0->gemm, &c);
     if (din)
         cvi_gemm(&ws0->gemm, 0, 0, n0 + n1, I, O, 1.0f, dout, O, l->params, I, 0.0f, din, I);
+    return 1;
 }
 
 const cvi_layer_ops cvi_linear_ops = {CVAE_LAYER_LINEAR, "linear",       linear_bind,
-                                      linear_init,       linear_forward, linear_backward};
+                                      linear_init,       linear_forward, linear_backward,
+                                      linear_backward_lanes};

@@ -1131,26 +1131,51 @@ static void make_lanes(cvae_model *m, const size_t *start, const size_t *len, in
     }
 }
 
+/* A lane's gradients cleared, on the lane's own thread. */
+static void lane_clear(cvae_model *m, const lane *ln)
+{
+    memset(m->grads + ln->clear_from, 0, (ln->clear_to - ln->clear_from) * sizeof(float));
+    if (ln->enc_ws.lane == 1)
+        memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
+}
+
+/* After the encoder: the lane's latent draws from its codes ln->h. */
+static void lane_latent(cvae_model *m, const lane *ln)
+{
+    size_t L = m->L, f = ln->first;
+    reparameterise(m->z + f * L, ln->h, m->eps + f * L, ln->n, L);
+}
+
+/* After the decoder: what a learned sigma needs of the lane's logits. */
+static void lane_decoded(cvae_model *m, lane *ln, const float *x)
+{
+    if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0)
+        ln->sq = cvi_sq_error_logits(ln->logits, x + ln->first * m->image, ln->n * m->image);
+}
+
+/* The lane's reconstruction term and its gradient, into m->dlogits. */
+static void lane_recon(cvae_model *m, lane *ln, const float *x, float scale)
+{
+    size_t f = ln->first, I = m->image;
+    ln->recon = cvi_model_recon(m, ln->logits, x + f * I, ln->n * I, m->dlogits + f * I, scale);
+}
+
 /* Encoder, reparameterisation and decoder on one lane's images of x. */
 static void lane_forward(cvae_model *m, lane *ln, const float *x)
 {
     size_t L = m->L, f = ln->first;
-    /* The gradients, cleared on the lanes' own threads. */
-    memset(m->grads + ln->clear_from, 0, (ln->clear_to - ln->clear_from) * sizeof(float));
-    if (ln->enc_ws.lane == 1)
-        memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
+    lane_clear(m, ln);
     ln->h = cvi_stack_forward_part(m->enc, &ln->enc_ws, f, ln->n, x + f * m->image);
-    reparameterise(m->z + f * L, ln->h, m->eps + f * L, ln->n, L);
+    lane_latent(m, ln);
     ln->logits = cvi_stack_forward_part(m->dec, &ln->dec_ws, f, ln->n, m->z + f * L);
-    if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0)
-        ln->sq = cvi_sq_error_logits(ln->logits, x + f * m->image, ln->n * m->image);
+    lane_decoded(m, ln, x);
 }
 
 /* The loss terms of one lane's images and the backward passes. */
 static void lane_backward(cvae_model *m, lane *ln, const float *x, float scale)
 {
     size_t L = m->L, f = ln->first, I = m->image;
-    ln->recon = cvi_model_recon(m, ln->logits, x + f * I, ln->n * I, m->dlogits + f * I, scale);
+    lane_recon(m, ln, x, scale);
     cvi_stack_backward_part(m->dec, &ln->dec_ws, f, ln->n, m->dlogits + f * I, m->dz + f * L);
     ln->kl = latent_backward(m, ln->h, f, ln->n, scale);
     cvi_stack_backward_part(m->enc, &ln->enc_ws, f, ln->n, m->denc + f * 2 * L, NULL);
@@ -1231,7 +1256,6 @@ static void learn_sigma(cvae_model *m, const lane *lanes, int count, size_t n)
                                                        : mse);
 }
 
-/* The lanes' passes one after the other. */
 /* Two lanes on this thread, layer by layer (cvi_stack_forward_lanes): most
  * layers run once for both lanes' rows, as one lane of them all would, yet
  * every lane gets the bits lane_forward and lane_backward give it (lane 0
@@ -1244,9 +1268,7 @@ static void run_two_lanes(cvae_model *m, lane *lanes, const float *x, size_t n, 
     for (k = 0; k < 2; k++) {
         lane *ln = &lanes[k];
         size_t f = ln->first;
-        memset(m->grads + ln->clear_from, 0, (ln->clear_to - ln->clear_from) * sizeof(float));
-        if (ln->enc_ws.lane == 1)
-            memset(m->lane_grads, 0, m->lane_floats * sizeof(float));
+        lane_clear(m, ln);
         enc[k].ws = &ln->enc_ws;
         dec[k].ws = &ln->dec_ws;
         enc[k].first = dec[k].first = f;
@@ -1258,23 +1280,18 @@ static void run_two_lanes(cvae_model *m, lane *lanes, const float *x, size_t n, 
     }
     cvi_stack_forward_lanes(m->enc, enc);
     for (k = 0; k < 2; k++) {
-        lane *ln = &lanes[k];
-        ln->h = cvi_stack_part_output(m->enc, ln->first);
-        reparameterise(m->z + ln->first * L, ln->h, m->eps + ln->first * L, ln->n, L);
+        lanes[k].h = cvi_stack_part_output(m->enc, lanes[k].first);
+        lane_latent(m, &lanes[k]);
     }
     cvi_stack_forward_lanes(m->dec, dec);
     for (k = 0; k < 2; k++) {
-        lane *ln = &lanes[k];
-        ln->logits = cvi_stack_part_output(m->dec, ln->first);
-        if (m->likelihood == CVAE_LIKELIHOOD_GAUSSIAN && m->sigma == 0.0)
-            ln->sq = cvi_sq_error_logits(ln->logits, x + ln->first * I, ln->n * I);
+        lanes[k].logits = cvi_stack_part_output(m->dec, lanes[k].first);
+        lane_decoded(m, &lanes[k], x);
     }
     learn_sigma(m, lanes, 2, n);
     for (k = 0; k < 2; k++) {
-        lane *ln = &lanes[k];
-        ln->recon = cvi_model_recon(m, ln->logits, x + ln->first * I, ln->n * I,
-                                    m->dlogits + ln->first * I, scale);
-        dec[k].in = m->dlogits + ln->first * I;
+        lane_recon(m, &lanes[k], x, scale);
+        dec[k].in = m->dlogits + lanes[k].first * I;
     }
     cvi_stack_backward_lanes(m->dec, dec);
     for (k = 0; k < 2; k++) {
@@ -1285,6 +1302,7 @@ static void run_two_lanes(cvae_model *m, lane *lanes, const float *x, size_t n, 
     cvi_stack_backward_lanes(m->enc, enc);
 }
 
+/* The lanes' passes one after the other on this thread. */
 static void run_lanes_in_turn(cvae_model *m, lane *lanes, int count, const float *x, size_t n,
                               float scale)
 {

@@ -575,7 +575,7 @@ const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, 
             l->ops->forward(l, stack->act[i + 1] + first * out_size(stack, i),
                             stack->act[i] + first * in_size(stack, i), n, ws);
     }
-    return stack->act[stack->count] + first * cvi_shape_size(stack->out);
+    return cvi_stack_part_output(stack, first);
 }
 
 /* Whether two parts are one run of rows. */
@@ -656,11 +656,10 @@ void cvi_stack_backward_lanes(cvae_stack *stack, const cvi_stack_part *p)
             l->ops->backward(l, target[0], g[0], stack->act[i] + p[0].first * in_size(stack, i),
                              stack->act[i + 1] + p[0].first * out_size(stack, i),
                              p[0].n + p[1].n, p[0].ws);
-        } else if (join && l->ops == &cvi_linear_ops && p[0].n <= cvi_gemm_one_pass_depth() &&
-                   p[1].n <= cvi_gemm_one_pass_depth()) {
-            cvi_linear_backward_lanes(l, target[0], g[0],
-                                      stack->act[i] + p[0].first * in_size(stack, i), p[0].n,
-                                      p[1].n, p[0].ws, p[1].ws);
+        } else if (join && l->ops->backward_lanes &&
+                   l->ops->backward_lanes(l, target[0], g[0],
+                                          stack->act[i] + p[0].first * in_size(stack, i), p[0].n,
+                                          p[1].n, p[0].ws, p[1].ws)) {
             if (p[1].ws->hook)
                 p[1].ws->hook->done(p[1].ws->hook, l);
         } else {
