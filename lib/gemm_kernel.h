@@ -318,28 +318,22 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
                     pb[k * GK_NR + c] = src[k * b->ld + c];
             }
         } else {
-            /* Grouped columns: each column's offset from a table, so that a
-             * panel straddling column groups (most do, with groups of 49 or
-             * 196 columns) needs no copy of variable length per k. */
-            size_t off[GK_NR], c, k;
+            /* Grouped columns: a panel is a few runs of columns, each
+             * contiguous inside one column group (two where it straddles
+             * groups of 49 or 196 columns), copied run by run: a loop of
+             * the run's length per k, which vectorises, where a gather
+             * through a table of column offsets went float by float. */
             const float *base = b->data + k0 * b->ld;
+            size_t c0, run, k, c;
             GK(zero_panel)(pb, cols, kc, GK_NR);
-            for (c = 0; c < GK_NR; c++) { /* past cols: a valid column, never read */
-                size_t jj = j + (c < cols ? c : 0);
-                off[c] = (jj / b->group_cols) * b->group_stride + jj % b->group_cols;
+            for (c0 = 0; c0 < cols; c0 += run) {
+                size_t jj = j + c0, in_group = jj % b->group_cols;
+                const float *src = base + (jj / b->group_cols) * b->group_stride + in_group;
+                run = b->group_cols - in_group < cols - c0 ? b->group_cols - in_group : cols - c0;
+                for (k = 0; k < kc; k++)
+                    for (c = 0; c < run; c++)
+                        pb[k * GK_NR + c0 + c] = src[k * b->ld + c];
             }
-            if (cols == GK_NR)
-                for (k = 0; k < kc; k++) {
-                    const float *row = base + k * b->ld;
-                    for (c = 0; c < GK_NR; c++)
-                        pb[k * GK_NR + c] = row[off[c]];
-                }
-            else
-                for (k = 0; k < kc; k++) {
-                    const float *row = base + k * b->ld;
-                    for (c = 0; c < cols; c++)
-                        pb[k * GK_NR + c] = row[off[c]];
-                }
         }
         pb += kc * GK_NR;
     }

@@ -100,6 +100,21 @@ static void store_part(float *dst, const float *v, size_t n)
         dst[q] = v[q];
 }
 
+/* The first n floats of the four taps' vectors v0 .. v3 (LEN floats each)
+ * at d, d + ldcol, d + 2 ldcol, d + 3 ldcol. */
+#define STORE_TAPS_PART(v0, v1, v2, v3, LEN, n)                                                    \
+    do {                                                                                           \
+        float t_[4][LEN];                                                                          \
+        memcpy(t_[0], &(v0), sizeof(v0));                                                          \
+        memcpy(t_[1], &(v1), sizeof(v1));                                                          \
+        memcpy(t_[2], &(v2), sizeof(v2));                                                          \
+        memcpy(t_[3], &(v3), sizeof(v3));                                                          \
+        store_part(d, t_[0], n);                                                                   \
+        store_part(d + ldcol, t_[1], n);                                                           \
+        store_part(d + 2 * ldcol, t_[2], n);                                                       \
+        store_part(d + 3 * ldcol, t_[3], n);                                                       \
+    } while (0)
+
 /* Stores the four taps' segments of one output row oy, read from the input
  * row in (lo, hi) with masks mk, at d (column row (c, ky, 0)); whole
  * vectors while they end inside the image's P positions (the next output
@@ -117,15 +132,7 @@ static void store_part(float *dst, const float *v, size_t n)
             memcpy(d + 2 * ldcol, &v2_, sizeof v2_);                                               \
             memcpy(d + 3 * ldcol, &v3_, sizeof v3_);                                               \
         } else {                                                                                   \
-            float t_[4][LEN];                                                                      \
-            memcpy(t_[0], &v0_, sizeof v0_);                                                       \
-            memcpy(t_[1], &v1_, sizeof v1_);                                                       \
-            memcpy(t_[2], &v2_, sizeof v2_);                                                       \
-            memcpy(t_[3], &v3_, sizeof v3_);                                                       \
-            store_part(d, t_[0], ow);                                                              \
-            store_part(d + ldcol, t_[1], ow);                                                      \
-            store_part(d + 2 * ldcol, t_[2], ow);                                                  \
-            store_part(d + 3 * ldcol, t_[3], ow);                                                  \
+            STORE_TAPS_PART(v0_, v1_, v2_, v3_, LEN, ow);                                          \
         }                                                                                          \
     } while (0)
 
@@ -168,6 +175,91 @@ static void store_part(float *dst, const float *v, size_t n)
 
 #define IN_LANES8_0(kx) IN_LANES8(kx, 0)
 
+/* Two output rows in one vector, where a segment is OW = 7 or 8 floats (rows
+ * of at most 16 pixels, each input row one vector): lane q < OW is tap kx of
+ * output column q in row A, lane OW + q that of column q in row B (lane 16 +
+ * of the pair's second source), lanes past 2 OW unused. Clamped lanes are
+ * masked to 0. One permute and one store of 16 floats then do what two of 8
+ * did: the store bound these rows (half of each 8-float store was spent on
+ * the 1 or 0 floats a row lacks, and on the loop around it). */
+#define IN_LANE16(kx, o) (IN_COL(kx, o) < 0 ? 0 : IN_COL(kx, o) > 15 ? 15 : IN_COL(kx, o))
+#define PAIR_LANE(kx, q, OW)                                                                       \
+    ((q) < (OW) ? IN_LANE16(kx, q) : (q) < 2 * (OW) ? 16 + IN_LANE16(kx, (q) - (OW)) : 0)
+#define PAIR_LANES4(kx, q, OW)                                                                     \
+    PAIR_LANE(kx, q, OW), PAIR_LANE(kx, (q) + 1, OW), PAIR_LANE(kx, (q) + 2, OW),                  \
+        PAIR_LANE(kx, (q) + 3, OW)
+#define PAIR_LANES(kx, OW)                                                                         \
+    PAIR_LANES4(kx, 0, OW), PAIR_LANES4(kx, 4, OW), PAIR_LANES4(kx, 8, OW),                        \
+        PAIR_LANES4(kx, 12, OW)
+
+/* Input row yp (padded coordinates) of a plane as one vector: 0 in the
+ * padding, read through a copy where 16 floats would reach past imgs_end. */
+#define LOAD_ROW(v, yp)                                                                            \
+    do {                                                                                           \
+        v16 r_ = {0};                                                                              \
+        if ((yp) >= PH && (yp)-PH < H) {                                                           \
+            const float *src_ = plane + ((yp)-PH) * W;                                             \
+            if ((size_t)(imgs_end - src_) >= 16) {                                                 \
+                memcpy(&r_, src_, sizeof r_);                                                      \
+            } else {                                                                               \
+                float row_[16] = {0};                                                              \
+                memcpy(row_, src_, W * sizeof *row_);                                              \
+                memcpy(&r_, row_, sizeof r_);                                                      \
+            }                                                                                      \
+        }                                                                                          \
+        v = r_;                                                                                    \
+    } while (0)
+
+/* The body for OW = 7 or 8: output rows in pairs, each pair's four taps as
+ * whole 16-float vectors while they end inside the image's P positions (the
+ * next pair overwrites the overhang), float by float after; an odd last
+ * row alone, as IM2COL_BODY does it. */
+#define IM2COL_PAIRS_BODY(OW)                                                                      \
+    do {                                                                                           \
+        m16 mk[4];                                                                                 \
+        size_t ch, ky, oy;                                                                         \
+        for (ky = 0; ky < 4; ky++)                                                                 \
+            memcpy(&mk[ky], pair_masks[ky], sizeof mk[ky]);                                        \
+        for (ch = c; ch < c + nch; ch++) {                                                         \
+            const float *plane = img + ch * H * W;                                                 \
+            for (ky = 0; ky < KH; ky++) {                                                          \
+                float *d = col + (ch * KH + ky) * 4 * ldcol;                                       \
+                size_t yp = ky;                                                                    \
+                for (oy = 0; oy < OH; oy += 2, yp += 2 * SH, d += 2 * (OW)) {                      \
+                    v16 a, b = {0}, v0, v1, v2, v3;                                                \
+                    LOAD_ROW(a, yp);                                                               \
+                    if (oy + 1 < OH)                                                               \
+                        LOAD_ROW(b, yp + SH);                                                      \
+                    v0 = (v16)((m16)__builtin_shufflevector(a, b, PAIR_LANES(0, OW)) & mk[0]);     \
+                    v1 = (v16)((m16)__builtin_shufflevector(a, b, PAIR_LANES(1, OW)) & mk[1]);     \
+                    v2 = (v16)((m16)__builtin_shufflevector(a, b, PAIR_LANES(2, OW)) & mk[2]);     \
+                    v3 = (v16)((m16)__builtin_shufflevector(a, b, PAIR_LANES(3, OW)) & mk[3]);     \
+                    if (oy * (OW) + 16 <= P) {                                                     \
+                        memcpy(d, &v0, sizeof v0);                                                 \
+                        memcpy(d + ldcol, &v1, sizeof v1);                                         \
+                        memcpy(d + 2 * ldcol, &v2, sizeof v2);                                     \
+                        memcpy(d + 3 * ldcol, &v3, sizeof v3);                                     \
+                    } else {                                                                       \
+                        STORE_TAPS_PART(v0, v1, v2, v3, 16, P - oy * (OW));                        \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* The lanes of a pair's tap kx that hold a pixel: column q of row A or B
+ * (q < OW) whose input column is inside the row. */
+static void pair_masks_build(int32_t mask[4][16], const cvi_conv_geom *g)
+{
+    size_t kx, q;
+    for (kx = 0; kx < 4; kx++)
+        for (q = 0; q < 16; q++) {
+            size_t ox = q < g->OW ? q : q - g->OW;
+            ptrdiff_t x = (ptrdiff_t)(2 * ox + kx) - 1;
+            mask[kx][q] = q < 2 * g->OW && x >= 0 && x < (ptrdiff_t)g->W ? -1 : 0;
+        }
+}
+
 /* im2col of channels c .. c+nch-1 of one image (img), into the image's
  * columns col (column rows ldcol apart); imgs_end bounds what may be read. */
 CVI_AVX512_ATTR void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
@@ -176,7 +268,15 @@ CVI_AVX512_ATTR void cvi_im2col_vec_channels(float *col, const float *img, size_
 {
     const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
                  ow = g->OW, P = OH * ow;
-    int32_t masks[4][16];
+    int32_t masks[4][16], pair_masks[4][16];
+    if (W <= 16 && (ow == 7 || ow == 8)) {
+        pair_masks_build(pair_masks, g);
+        if (ow == 7)
+            IM2COL_PAIRS_BODY(7);
+        else
+            IM2COL_PAIRS_BODY(8);
+        return;
+    }
     in_masks(masks, g);
     if (W <= 16)
         IM2COL_BODY(v8, m8, IN_LANES8_0, 8);

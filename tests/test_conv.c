@@ -839,15 +839,17 @@ static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *
 /* Fails unless the vector im2col and col2im (AVX-512) give, bit for bit, the
  * table-driven loops' columns and images: random geometries they serve
  * (rows of 2 .. 32 pixels: one or two vectors, the masks at both edges;
- * any kernel height, row stride and row padding), then the model's 14 and
- * 28 pixel rows; 1 .. 5 images with columns to spare in each row (ldcol >
+ * any kernel height, row stride and row padding), as many again on rows of
+ * 14, 15 and 16 pixels (outputs 7 or 8 wide, which im2col takes two output
+ * rows at a time: odd and even output heights, a last pair cut short by the
+ * image's end), then the model's 14 and 28 pixel rows; 1 .. 5 images with columns to spare in each row (ldcol >
  * n P: entries neither writes stay NaN in both), on 1 and 2 threads.
  * Buffers are exactly as long as the data, so a read or write past them is
  * AddressSanitizer's to catch; col2im's sums have entries of magnitudes
  * 2^-12 .. 2^12, whose rounding depends on the order. */
 static void test_im2col_vec_same_bits(void **state)
 {
-    enum { N_RANDOM = 40 };
+    enum { N_RANDOM = 40, N_PAIRS = 30 };
     static const size_t fixed[][4] = {{32, 14, 14, 4}, {1, 28, 28, 4}, {3, 32, 32, 3}};
     const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
     tu_rng r;
@@ -859,14 +861,17 @@ static void test_im2col_vec_same_bits(void **state)
         return;
     }
     tu_rng_init(&r, 88);
-    for (k = 0; k < N_RANDOM + n_fixed; k++) {
+    for (k = 0; k < N_RANDOM + N_PAIRS + n_fixed; k++) {
         cvi_conv_geom g;
         size_t n, P, il, rows, ldcol, q, nc;
         float *imgs, *col_a, *col_b, *img_a, *img_b, bias[32];
         draw_vec_geom(&r, &g);
         n = (size_t)rng_int(&r, 1, 5);
-        if (k >= N_RANDOM) {
-            const size_t *f = fixed[k - N_RANDOM];
+        if (k >= N_RANDOM && k < N_RANDOM + N_PAIRS) {
+            g.W = (size_t)(14 + k % 3);
+            g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
+        } else if (k >= N_RANDOM) {
+            const size_t *f = fixed[k - N_RANDOM - N_PAIRS];
             g.C = f[0], g.H = g.W = f[1], g.KH = 4, g.SH = 2, g.PH = 1, n = f[3];
             g.OH = (g.H + 2 * g.PH - g.KH) / g.SH + 1;
             g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
