@@ -290,6 +290,23 @@ CVI_AVX512_ATTR void cvi_im2col_vec_channels(float *col, const float *img, size_
     s += (v16)((m16)__builtin_shufflevector(seg, seg, SEG_LANES16(kx, 16 * (v), max)) &        \
                mk[v][kx])
 
+/* Rows of at most 16 pixels, taps kx and kx + 1 (kx = 0 or 2) at once:
+ * pixel x takes lane (x + 1 - kx) / 2 of tap kx's segment (the first
+ * source) when x + 1 - kx is even, else lane (x - kx) / 2 of tap kx + 1's
+ * (the second, lanes 8 on); clamped lanes are masked. Adding the pair's
+ * vector gives the bits of adding the two taps' vectors one after the
+ * other: each pixel gets the same one value and a +0.0f, and x + 0.0f is x
+ * for every sum from 0.0f. */
+#define SEG8(i) ((i) < 0 ? 0 : (i) > 7 ? 7 : (i))
+#define TAP_PAIR_LANE(kx, x)                                                                       \
+    (((x) + 1 - (kx)) % 2 == 0 ? SEG8(((x) + 1 - (kx)) / 2) : 8 + SEG8(((x) - (kx)) / 2))
+#define TAP_PAIR_LANES4(kx, x)                                                                     \
+    TAP_PAIR_LANE(kx, x), TAP_PAIR_LANE(kx, (x) + 1), TAP_PAIR_LANE(kx, (x) + 2),                  \
+        TAP_PAIR_LANE(kx, (x) + 3)
+#define TAP_PAIR_LANES(kx)                                                                         \
+    TAP_PAIR_LANES4(kx, 0), TAP_PAIR_LANES4(kx, 4), TAP_PAIR_LANES4(kx, 8),                        \
+        TAP_PAIR_LANES4(kx, 12)
+
 /* Loads the four taps' segments at seg (column row (c, ky, 0)) as vectors
  * of LEN floats; past col_end (the last column rows), by a copy. */
 #define LOAD_TAPS(T, LEN)                                                                          \
@@ -331,10 +348,13 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
     int32_t masks[2][4][16];
     m16 mk[2][4];
     size_t ch, iy, v, kx;
+    m16 mk01, mk23;
     seg_masks(masks, g);
     for (v = 0; v < 2; v++)
         for (kx = 0; kx < 4; kx++)
             memcpy(&mk[v][kx], masks[v][kx], sizeof mk[v][kx]);
+    mk01 = mk[0][0] | mk[0][1]; /* disjoint: a pixel's parity picks the tap */
+    mk23 = mk[0][2] | mk[0][3];
     for (ch = c; ch < c + nch; ch++) {
         float *plane = img + ch * H * W, *plane_end = plane + H * W;
         const float *rows = col + ch * KH * 4 * ldcol;
@@ -349,11 +369,14 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
                 const float *seg = rows + ky * 4 * ldcol + oy * ow;
                 if (oy < OH) {
                     if (W <= 16) {
+                        /* Taps 0 and 1 read odd and even pixels, as do 2
+                         * and 3: one vector per pair of taps, every pixel
+                         * taking the one tap of the pair that reads it. */
                         LOAD_TAPS(v8, 8)
-                        ADD_TAP(s0, t0, 0, 0, 7);
-                        ADD_TAP(s0, t1, 1, 0, 7);
-                        ADD_TAP(s0, t2, 2, 0, 7);
-                        ADD_TAP(s0, t3, 3, 0, 7);
+                        s0 += (v16)((m16)__builtin_shufflevector(t0, t1, TAP_PAIR_LANES(0)) &
+                                    mk01);
+                        s0 += (v16)((m16)__builtin_shufflevector(t2, t3, TAP_PAIR_LANES(2)) &
+                                    mk23);
                     } else {
                         LOAD_TAPS(v16, 16)
                         ADD_TAP(s0, t0, 0, 0, 15);
