@@ -8,39 +8,77 @@
 #include <math.h>
 #include <string.h>
 
-/* Channels summed together by cvi_bias_grad_planes: each channel's sum is
- * a chain of dependent adds, so four chains side by side keep the adder
- * busy where one would wait on each add's latency. */
+/* Planes summed side by side by cvi_bias_grad_planes: each plane's sum is
+ * a chain of dependent adds, so eight chains at once keep the adders busy
+ * where one would wait on each add's latency. */
+#define BIAS_GRAD_CHAINS 8
+/* Channels a thread takes at a time: with 4, two images' planes make the
+ * eight chains; fewer channels left take more images each. */
 #define BIAS_GRAD_CHANNELS 4
+
+/* sum[j] = the sum of plane src[j]'s P floats, in order from 0.0f. */
+static void sum_planes(float sum[BIAS_GRAD_CHAINS], const float *const src[BIAS_GRAD_CHAINS],
+                       size_t P)
+{
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f, s4 = 0.0f, s5 = 0.0f, s6 = 0.0f, s7 = 0.0f;
+    size_t p;
+    for (p = 0; p < P; p++) {
+        s0 += src[0][p];
+        s1 += src[1][p];
+        s2 += src[2][p];
+        s3 += src[3][p];
+        s4 += src[4][p];
+        s5 += src[5][p];
+        s6 += src[6][p];
+        s7 += src[7][p];
+    }
+    sum[0] = s0, sum[1] = s1, sum[2] = s2, sum[3] = s3;
+    sum[4] = s4, sum[5] = s5, sum[6] = s6, sum[7] = s7;
+}
+
+/* db[f] += the sum of plane (b, f) of dy, image after image (b ascending),
+ * for channels f0 .. f0 + nf - 1: each channel's own order, whichever planes
+ * share a pass. */
+static void bias_grad_block(float *db, const float *dy, size_t n, size_t F, size_t P, size_t f0,
+                            size_t nf)
+{
+    const float *src[BIAS_GRAD_CHAINS];
+    float sum[BIAS_GRAD_CHAINS];
+    size_t im = BIAS_GRAD_CHAINS / nf, b = 0, j, q;
+    if (BIAS_GRAD_CHAINS % nf == 0)
+        for (; b + im <= n; b += im) {
+            for (j = 0; j < BIAS_GRAD_CHAINS; j++)
+                src[j] = dy + ((b + j / nf) * F + f0 + j % nf) * P;
+            sum_planes(sum, src, P);
+            for (j = 0; j < BIAS_GRAD_CHAINS; j++) /* images in order */
+                db[f0 + j % nf] += sum[j];
+        }
+    for (; b < n; b++) /* the images left */
+        for (q = 0; q < nf; q++) {
+            const float *plane = dy + (b * F + f0 + q) * P;
+            float s1 = 0.0f;
+            for (j = 0; j < P; j++)
+                s1 += plane[j];
+            db[f0 + q] += s1;
+        }
+}
 
 void cvi_bias_grad_planes(float *db, const float *dy, size_t n, size_t F, size_t P, int threads)
 {
     ptrdiff_t blk, blocks = (ptrdiff_t)((F + BIAS_GRAD_CHANNELS - 1) / BIAS_GRAD_CHANNELS);
     (void)threads;
-    /* Channels are independent; each keeps the order images, then positions. */
+    /* Channels are independent: a thread's block of channels is its own. */
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && n * F * P > 65536)
 #endif
     for (blk = 0; blk < blocks; blk++) {
-        size_t f0 = (size_t)blk * BIAS_GRAD_CHANNELS, b, p, q;
+        size_t f0 = (size_t)blk * BIAS_GRAD_CHANNELS;
         size_t nf = F - f0 < BIAS_GRAD_CHANNELS ? F - f0 : BIAS_GRAD_CHANNELS;
-        for (b = 0; b < n; b++) {
-            const float *plane = dy + (b * F + f0) * P;
-            if (nf == BIAS_GRAD_CHANNELS) {
-                float sum[BIAS_GRAD_CHANNELS] = {0.0f, 0.0f, 0.0f, 0.0f};
-                for (p = 0; p < P; p++)
-                    for (q = 0; q < BIAS_GRAD_CHANNELS; q++)
-                        sum[q] += plane[q * P + p];
-                for (q = 0; q < BIAS_GRAD_CHANNELS; q++)
-                    db[f0 + q] += sum[q];
-                continue;
-            }
-            for (q = 0; q < nf; q++) {
-                float sum = 0.0f;
-                for (p = 0; p < P; p++)
-                    sum += plane[q * P + p];
-                db[f0 + q] += sum;
-            }
+        if (nf == 3) { /* 8 chains of 2 channels, then the third alone */
+            bias_grad_block(db, dy, n, F, P, f0, 2);
+            bias_grad_block(db, dy, n, F, P, f0 + 2, 1);
+        } else {
+            bias_grad_block(db, dy, n, F, P, f0, nf);
         }
     }
 }

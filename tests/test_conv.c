@@ -1151,6 +1151,49 @@ static void test_patch_panels_product_same_bits(void **state)
     }
 }
 
+/* Fails unless cvi_bias_grad_planes adds to db[f] the sum of each plane
+ * (b, f), summed in order from 0.0f, image after image, bit for bit, for
+ * channel counts that fill the passes of planes side by side or leave some
+ * over (1 .. 9, 64), image counts that do or do not fill a pass, planes of
+ * 1, 7, 49 and 196 floats, on 1 and 2 threads; terms of 2^-12 .. 2^12,
+ * whose sum depends on the order. */
+static void test_bias_grad_planes_order(void **state)
+{
+    static const size_t Fs[] = {1, 2, 3, 4, 5, 7, 9, 64}, Ps[] = {1, 7, 49, 196};
+    tu_rng r;
+    size_t fi, pi, n, i;
+    int threads;
+
+    (void)state;
+    tu_rng_init(&r, 66);
+    for (fi = 0; fi < sizeof Fs / sizeof Fs[0]; fi++)
+        for (pi = 0; pi < sizeof Ps / sizeof Ps[0]; pi++)
+            for (n = 1; n <= 11; n += 5)
+                for (threads = 1; threads <= 2; threads++) {
+                    size_t F = Fs[fi], P = Ps[pi], f, b, p;
+                    float *dy = malloc(n * F * P * sizeof *dy), db[64], want[64];
+                    assert_non_null(dy);
+                    for (i = 0; i < n * F * P; i++)
+                        dy[i] = ldexpf(tu_rng_sym(&r), rng_int(&r, -12, 12));
+                    for (f = 0; f < F; f++)
+                        db[f] = want[f] = tu_rng_sym(&r);
+                    for (f = 0; f < F; f++)
+                        for (b = 0; b < n; b++) {
+                            float s = 0.0f;
+                            for (p = 0; p < P; p++)
+                                s += dy[(b * F + f) * P + p];
+                            want[f] += s;
+                        }
+                    cvi_bias_grad_planes(db, dy, n, F, P, threads);
+                    for (f = 0; f < F; f++)
+                        if (memcmp(&db[f], &want[f], sizeof db[f]) != 0)
+                            fail_msg("F=%zu P=%zu n=%zu, %d threads: db[%zu] = %.9g, the "
+                                     "sums in order give %.9g",
+                                     F, P, n, threads, f, db[f], want[f]);
+                    free(dy);
+                }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1166,6 +1209,7 @@ int main(void)
         cmocka_unit_test(test_im2col_vec_same_bits),
         cmocka_unit_test(test_patch_panels_match_columns),
         cmocka_unit_test(test_patch_panels_product_same_bits),
+        cmocka_unit_test(test_bias_grad_planes_order),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
