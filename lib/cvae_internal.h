@@ -149,11 +149,13 @@ typedef struct cvi_operand {
 } cvi_operand;
 
 /* The output, possibly grouped as above; when not NULL, row_bias[i] or
- * col_bias[j] is added to C(i, j) after the product (the fused bias). */
+ * col_bias[j] is added to C(i, j) after the product (the fused bias); with
+ * relu, C(i, j) = C(i, j) > 0 ? C(i, j) : 0 after that (a fused relu). */
 typedef struct cvi_gemm_out {
     float *data;
     size_t ld, group_cols, group_stride;
     const float *row_bias, *col_bias;
+    int relu;
 } cvi_gemm_out;
 
 /* Writes op(B)[k0 .. k0+kc) x [j0 .. j0+cols) into p, k-major with rows w
@@ -245,13 +247,15 @@ void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *
  * col (C*KH*KW rows, t->ldcol apart) where P = OH*OW: row (c*KH + ky)*KW + kx,
  * column (oy, ox) holds pixel (c, oy*SH - PH + ky, ox*SW - PW + kx), 0 in the
  * padding. col2im is the adjoint and overwrites the n images, adding bias[c]
- * (NULL: none) to every pixel of channel c after its sum. Images are
+ * (NULL: none) to every pixel of channel c after its sum, then with relu
+ * taking max(x, 0) as relu does (the next layer's, fused). Images are
  * spread over env's threads; on its AVX-512 variant the vector loops below
  * serve the geometries they fit (the same bits). */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
                       const cvi_conv_tables *t, const cvi_gemm_env *env);
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, const float *bias, const cvi_gemm_env *env);
+                      const cvi_conv_tables *t, const float *bias, int relu,
+                      const cvi_gemm_env *env);
 /* im2col_vec.c: im2col and col2im of channels c .. c+nch-1 of one image on
  * vectors, for kernels 4 wide at stride 2 with 1 column of padding on rows
  * of at most 32 pixels (cvi_im2col_vec_fits; 0 where not compiled: GCC 12
@@ -262,7 +266,7 @@ void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
                              const cvi_conv_geom *g, size_t ldcol, const float *imgs_end);
 void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
                              const cvi_conv_geom *g, size_t ldcol, const float *col_end,
-                             const float *bias);
+                             const float *bias, int relu);
 /* The operand (rows, n P) made of the (rows, P) planes of consecutive
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);
@@ -348,6 +352,10 @@ typedef struct cvi_workspace {
     /* When not NULL, called after each layer with parameters has done its
      * backward (data-parallel steps report final gradient spans: model.c). */
     const struct cvi_grad_hook *hook;
+    /* Forward only, for kinds with fuses_relu: 1 when the output is the
+     * next layer's relu of it, max(x, 0) as relu computes it (x > 0 ? x :
+     * 0), written in place of x. */
+    int relu;
 } cvi_workspace;
 
 typedef struct cvi_grad_hook {
@@ -393,6 +401,9 @@ typedef struct cvi_layer_ops {
     int (*backward_lanes)(cvae_layer *l, float *din, const float *dout, const float *in,
                           size_t n0, size_t n1, const cvi_workspace *ws0,
                           const cvi_workspace *ws1);
+    /* 1 when forward honours cvi_workspace.relu: a relu that follows the
+     * layer is then applied as its output is written (cvi_stack_forward). */
+    int fuses_relu;
 } cvi_layer_ops;
 
 struct cvae_layer {

@@ -174,7 +174,7 @@ static void run_slice(cvi_gemm_path path, const cvi_gemm_call *g, size_t i_lo, s
     }
 }
 
-/* C = beta C (+ bias): the whole product when K or alpha is 0. */
+/* C = beta C (+ bias, then relu): the whole product when K or alpha is 0. */
 static void scale_c(const cvi_gemm_call *g)
 {
     const cvi_gemm_out *c = &g->c;
@@ -190,7 +190,7 @@ static void scale_c(const cvi_gemm_call *g)
                 v += c->row_bias[i];
             if (c->col_bias)
                 v += c->col_bias[j];
-            *e = v;
+            *e = c->relu && !(v > 0.0f) ? 0.0f : v;
         }
 }
 

@@ -41,19 +41,24 @@
 #define GK_OUT_ADD 2
 /* Where and how the tile writes: rows ld floats apart; row_bias and
  * col_bias (NULL: none) hold the block's GK_MR row and GK_NR column biases,
- * added in that order as write_tile adds them. One pointer argument, so that
- * the tile's arguments all come in registers. */
+ * added in that order as write_tile adds them, and relu asks for x > 0 ? x :
+ * 0 after them. One pointer argument, so that the tile's arguments all come
+ * in registers. */
 typedef struct gk_dest {
     float *out;
     size_t ld;
     int mode;
     const float *row_bias, *col_bias;
+    int relu;
 } gk_dest;
 #endif
 
 #ifdef GK_VEC
 /* The vector of GK_VL floats (GCC and clang vector extensions). */
 typedef float GK(vec) __attribute__((vector_size(GK_VL * 4), aligned(4), may_alias));
+/* Its lanes as integers (compare results, masks). */
+typedef int32_t GK(ivec) __attribute__((vector_size(GK_VL * 4)));
+static const GK(vec) GK(zero) = {0};
 /* A vector of GK_VL copies of x (a vector plus a scalar would add 0.0f
  * first, which the compiler may not drop without -ffast-math). */
 #define GK_SPLAT8(x) x, x, x, x, x, x, x, x
@@ -364,6 +369,8 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
  * pb, GK_MR broadcasts of pa and GK_MR x GK_NV FMAs. Arrays of floats
  * indexed in loops (the portable form below) left gcc 12 spilling part of an
  * 8 x 32 tile to the stack, and which part changed with unrelated code. */
+/* x > 0 ? x : 0 lane by lane, relu's expression (0 for NaN and -0.0f). */
+#define GK_RELU_VEC(x) ((GK(vec))((GK(ivec))((x) > GK(zero)) & (GK(ivec))(x)))
 #if GK_NV == 1
 #define GK_DECL(r) GK(vec) c##r = {0};
 #define GK_FMA(r)                                                                                  \
@@ -385,6 +392,7 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
         c##r += b_;                                                                                \
     }
 #define GK_ADD_COL_BIAS(r) c##r += cb0;
+#define GK_RELU(r) c##r = GK_RELU_VEC(c##r);
 #define GK_LOAD_COL_BIAS                                                                           \
     GK(vec) cb0;                                                                                   \
     memcpy(&cb0, col_bias, sizeof cb0);
@@ -420,6 +428,9 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
 #define GK_ADD_COL_BIAS(r)                                                                         \
     c##r += cb0;                                                                                   \
     d##r += cb1;
+#define GK_RELU(r)                                                                                 \
+    c##r = GK_RELU_VEC(c##r);                                                                      \
+    d##r = GK_RELU_VEC(d##r);
 #define GK_LOAD_COL_BIAS                                                                           \
     GK(vec) cb0, cb1;                                                                              \
     memcpy(&cb0, col_bias, sizeof cb0);                                                            \
@@ -474,6 +485,9 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
         GK_LOAD_COL_BIAS
         GK_ROWS(GK_ADD_COL_BIAS)
     }
+    if (dest->relu) {
+        GK_ROWS(GK_RELU)
+    }
     GK_ROWS(GK_STORE)
 }
 #undef GK_TILE_LOOP
@@ -481,6 +495,8 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
 #undef GK_ADD_C
 #undef GK_ADD_BIAS
 #undef GK_ADD_COL_BIAS
+#undef GK_RELU
+#undef GK_RELU_VEC
 #undef GK_LOAD_COL_BIAS
 #undef GK_SPLAT
 #undef GK_SPLAT8
@@ -506,17 +522,22 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
 #endif
 
 /* One output value of the modes below: ((acc + C) + row bias) + column
- * bias, (acc + row bias) + column bias, or acc. */
+ * bias, (acc + row bias) + column bias, or acc; then relu's x > 0 ? x : 0
+ * when asked. */
+#define GK_OUT_SUM(x, old, r, q)                                                                   \
+    (((mode == GK_OUT_ADD ? (x) + (old) : (x)) + (row_bias ? row_bias[r] : 0.0f)) +               \
+     (col_bias ? col_bias[q] : 0.0f))
 #define GK_OUT_VALUE(x, old, r, q)                                                                 \
-    (mode == GK_OUT_RAW                                                                            \
-         ? (x)                                                                                     \
-         : ((mode == GK_OUT_ADD ? (x) + (old) : (x)) + (row_bias ? row_bias[r] : 0.0f)) +          \
-               (col_bias ? col_bias[q] : 0.0f))
+    (mode == GK_OUT_RAW ? (x)                                                                      \
+     : relu             ? GK(relu1)(GK_OUT_SUM(x, old, r, q))                                      \
+                        : GK_OUT_SUM(x, old, r, q))
+
+static float GK(relu1)(float x) { return x > 0.0f ? x : 0.0f; }
 
 GK_ATTR static void GK(tile_sums)(size_t kc, const float *restrict pa, size_t a_step,
                                   const float *restrict pb, size_t b_step, float *restrict out,
                                   size_t ld, int mode, const float *restrict row_bias,
-                                  const float *restrict col_bias)
+                                  const float *restrict col_bias, int relu)
 {
     GK_ROWS(GK_DECL)
     size_t k, j;
@@ -532,16 +553,17 @@ GK_ATTR static void GK(tile_sums)(size_t kc, const float *restrict pa, size_t a_
 GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, size_t a_step,
                              const float *restrict pb, size_t b_step, float *restrict acc)
 {
-    GK(tile_sums)(kc, pa, a_step, pb, b_step, acc, GK_NR, GK_OUT_RAW, NULL, NULL);
+    GK(tile_sums)(kc, pa, a_step, pb, b_step, acc, GK_NR, GK_OUT_RAW, NULL, NULL, 0);
 }
 
 GK_ATTR static void GK(tile_c)(size_t kc, const float *restrict pa, size_t a_step,
                                const float *restrict pb, size_t b_step, const gk_dest *dest)
 {
     GK(tile_sums)(kc, pa, a_step, pb, b_step, dest->out, dest->ld, dest->mode, dest->row_bias,
-                  dest->col_bias);
+                  dest->col_bias, dest->relu);
 }
 #undef GK_OUT_VALUE
+#undef GK_OUT_SUM
 #endif /* GK_VEC */
 
 #undef GK_ROWS
@@ -560,6 +582,7 @@ GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_
 {
     size_t r, q, q0, run;
     const float *row_bias = last ? c->row_bias : NULL, *col_bias = last ? c->col_bias : NULL;
+    int relu = last && c->relu;
     for (q0 = 0; q0 < cols; q0 += run) {
         size_t jj = j + q0;
         float *base = c->data + jj;
@@ -584,6 +607,9 @@ GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_
                 if (col_bias)
                     for (q = 0; q < GK_NR; q++)
                         crow[q] += col_bias[jj + q];
+                if (relu)
+                    for (q = 0; q < GK_NR; q++)
+                        crow[q] = crow[q] > 0.0f ? crow[q] : 0.0f;
                 continue;
             }
             if (b == 0.0f)
@@ -595,6 +621,9 @@ GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_
             if (col_bias)
                 for (q = 0; q < run; q++)
                     crow[q] += col_bias[jj + q];
+            if (relu)
+                for (q = 0; q < run; q++)
+                    crow[q] = crow[q] > 0.0f ? crow[q] : 0.0f;
         }
     }
 }
@@ -689,7 +718,7 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                         cp = GK(c_in_place)(&g->c, rows, cols, i0 + ip, j0 + jp, g->alpha, b);
                         if (cp) {
                             gk_dest d = {cp, g->c.ld, b == 0.0f ? GK_OUT_SET : GK_OUT_ADD, NULL,
-                                         NULL};
+                                         NULL, 0};
                             size_t r;
                             /* C's block is read or written only after the k
                              * loop: asked for now, it arrives meanwhile (the
@@ -702,6 +731,7 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                                 d.row_bias = g->c.row_bias + i0 + ip;
                             if (last && g->c.col_bias)
                                 d.col_bias = g->c.col_bias + j0 + jp;
+                            d.relu = last && g->c.relu;
                             GK(tile_c)(kc, ap, a_step, bp, b_step, &d);
                             continue;
                         }

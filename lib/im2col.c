@@ -223,8 +223,17 @@ void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_ge
     }
 }
 
+/* x = x > 0 ? x : 0 over n floats: relu's own expression, so its bits. */
+static void relu_floats(float *x, size_t n)
+{
+    size_t q;
+    for (q = 0; q < n; q++)
+        x[q] = x[q] > 0.0f ? x[q] : 0.0f;
+}
+
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
-                      const cvi_conv_tables *t, const float *bias, const cvi_gemm_env *env)
+                      const cvi_conv_tables *t, const float *bias, int relu,
+                      const cvi_gemm_env *env)
 {
     size_t P = g->OH * g->OW, image = g->C * g->H * g->W;
     size_t blocks = (g->C + IM2COL_CHANNELS - 1) / IM2COL_CHANNELS;
@@ -238,13 +247,17 @@ void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_ge
     for (w = 0; w < work; w++) {
         size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
         size_t nch = g->C - c < IM2COL_CHANNELS ? g->C - c : IM2COL_CHANNELS;
-        if (vec)
+        if (vec) {
             cvi_col2im_vec_channels(imgs + i * image, col + i * P, c, nch, g, t->ldcol, col_end,
-                                    bias);
-        else if (nch == IM2COL_CHANNELS)
+                                    bias, relu);
+            continue;
+        }
+        if (nch == IM2COL_CHANNELS)
             col2im_channels(imgs + i * image, col + i * P, c, IM2COL_CHANNELS, g, t, bias);
         else
             col2im_channels(imgs + i * image, col + i * P, c, nch, g, t, bias);
+        if (relu) /* the block's planes, still in cache */
+            relu_floats(imgs + i * image + c * g->H * g->W, nch * g->H * g->W);
     }
 }
 

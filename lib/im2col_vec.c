@@ -341,7 +341,8 @@ CVI_AVX512_ATTR void cvi_im2col_vec_channels(float *col, const float *img, size_
  * float. */
 CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
                                              const cvi_conv_geom *g, size_t ldcol,
-                                             const float *col_end, const float *bias)
+                                             const float *col_end, const float *bias,
+                                             int relu)
 {
     const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
                  ow = g->OW;
@@ -349,6 +350,7 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
     m16 mk[2][4];
     size_t ch, iy, v, kx;
     m16 mk01, mk23;
+    const v16 zero = {0};
     seg_masks(masks, g);
     for (v = 0; v < 2; v++)
         for (kx = 0; kx < 4; kx++)
@@ -394,6 +396,10 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
             }
             s0 += bv;
             s1 += bv;
+            if (relu) { /* x > 0 ? x : 0, as relu computes it */
+                s0 = (v16)((m16)(s0 > zero) & (m16)s0);
+                s1 = (v16)((m16)(s1 > zero) & (m16)s1);
+            }
             if ((size_t)(plane_end - dst) >= (W > 16 ? 32u : 16u)) { /* inside the plane */
                 memcpy(dst, &s0, sizeof s0);
                 if (W > 16)
@@ -428,9 +434,10 @@ void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
 
 void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
                              const cvi_conv_geom *g, size_t ldcol, const float *col_end,
-                             const float *bias)
+                             const float *bias, int relu)
 {
     (void)img, (void)col, (void)c, (void)nch, (void)g, (void)ldcol, (void)col_end, (void)bias;
+    (void)relu;
 }
 
 #endif

@@ -128,13 +128,13 @@ static void tanh_backward(cvae_layer *l, float *din, const float *dout, const fl
 }
 
 const cvi_layer_ops cvi_relu_ops = {CVAE_LAYER_RELU, "relu", act_bind, NULL, relu_forward,
-                                    relu_backward, NULL};
+                                    relu_backward, NULL, 0};
 const cvi_layer_ops cvi_leaky_relu_ops = {CVAE_LAYER_LEAKY_RELU, "leaky_relu", act_bind, NULL,
-                                          leaky_forward, leaky_backward, NULL};
+                                          leaky_forward, leaky_backward, NULL, 0};
 const cvi_layer_ops cvi_sigmoid_ops = {CVAE_LAYER_SIGMOID, "sigmoid", act_bind, NULL,
-                                       sigmoid_forward, sigmoid_backward, NULL};
+                                       sigmoid_forward, sigmoid_backward, NULL, 0};
 const cvi_layer_ops cvi_tanh_ops = {CVAE_LAYER_TANH, "tanh", act_bind, NULL, tanh_forward,
-                                    tanh_backward, NULL};
+                                    tanh_backward, NULL, 0};
 
 CVAE_API cvae_status cvae_layer_create_relu_with(cvae_layer **out,
                                                  const cvae_allocator *allocator)

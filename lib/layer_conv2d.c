@@ -134,6 +134,7 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
         c.c.group_cols = P; /* y image by image, bias fused */
         c.c.group_stride = F * P;
         c.c.row_bias = l->params + F * ckk;
+        c.c.relu = ws->relu;
         cvi_gemm_ex(&ws->gemm, &c);
     }
 }
@@ -179,10 +180,10 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
                            col, t.ldcol);
         c.b = cvi_planes(dy, P, F * P);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(din + b0 * image, col, gn, g, &t, NULL, &ws->gemm);
+        cvi_col2im_batch(din + b0 * image, col, gn, g, &t, NULL, 0, &ws->gemm);
     }
 }
 
 const cvi_layer_ops cvi_conv2d_ops = {CVAE_LAYER_CONV2D, "conv2d",      conv2d_bind,
                                       conv2d_init,       conv2d_forward, conv2d_backward,
-                                      NULL};
+                                      NULL,              1};

@@ -128,7 +128,7 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
                                          0.0f, col, t.ldcol);
         c.b = cvi_planes(in + b0 * C * HW, HW, C * HW);
         cvi_gemm_ex(&ws->gemm, &c);
-        cvi_col2im_batch(out + b0 * F * P, col, gn, g, &t, bias, &ws->gemm); /* + bias */
+        cvi_col2im_batch(out + b0 * F * P, col, gn, g, &t, bias, ws->relu, &ws->gemm);
     }
 }
 
@@ -170,4 +170,4 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
 const cvi_layer_ops cvi_conv_transpose2d_ops = {
     CVAE_LAYER_CONV_TRANSPOSE2D, "conv_transpose2d", convt2d_bind,
     convt2d_init,                convt2d_forward,    convt2d_backward,
-    NULL};
+    NULL,                        1};

@@ -71,4 +71,4 @@ static void label_backward(cvae_layer *l, float *din, const float *dout, const f
 }
 
 const cvi_layer_ops cvi_concat_label_ops = {CVAE_LAYER_CONCAT_LABEL, "concat_label", label_bind,
-                                            NULL, label_forward, label_backward, NULL};
+                                            NULL, label_forward, label_backward, NULL, 0};

@@ -58,6 +58,7 @@ static void linear_forward(cvae_layer *l, float *out, const float *in, size_t n,
     size_t I = l->hp.linear.in_features, O = l->hp.linear.out_features;
     cvi_gemm_call c = cvi_gemm_plain(0, 1, n, O, I, 1.0f, in, I, l->params, I, 0.0f, out, O);
     c.c.col_bias = l->params + O * I; /* fused into the product's output pass */
+    c.c.relu = ws->relu;
     cvi_gemm_ex(&ws->gemm, &c);
 }
 
@@ -124,4 +125,4 @@ static int linear_backward_lanes(cvae_layer *l, float *din, const float *dout, c
 
 const cvi_layer_ops cvi_linear_ops = {CVAE_LAYER_LINEAR, "linear",       linear_bind,
                                       linear_init,       linear_forward, linear_backward,
-                                      linear_backward_lanes};
+                                      linear_backward_lanes, 1};

@@ -36,9 +36,9 @@ static cvae_status reshape_bind(cvae_layer *l, cvi_shape in, cvi_shape *out, siz
 }
 
 const cvi_layer_ops cvi_flatten_ops = {CVAE_LAYER_FLATTEN, "flatten", flatten_bind, NULL, NULL,
-                                       NULL, NULL};
+                                       NULL, NULL, 0};
 const cvi_layer_ops cvi_reshape_ops = {CVAE_LAYER_RESHAPE, "reshape", reshape_bind, NULL, NULL,
-                                       NULL, NULL};
+                                       NULL, NULL, 0};
 
 CVAE_API cvae_status cvae_layer_create_flatten_with(cvae_layer **out,
                                                     const cvae_allocator *allocator)

@@ -564,6 +564,14 @@ static cvae_status check_batch(cvae_stack *s, const char *what, int n)
 static size_t in_size(const cvae_stack *s, size_t i) { return cvi_shape_size(s->layers[i]->in); }
 static size_t out_size(const cvae_stack *s, size_t i) { return cvi_shape_size(s->layers[i]->out); }
 
+/* Whether layer i writes its output through the relu that follows it (its
+ * kind fuses one, and the relu works in place: layer i's output, which the
+ * relu would overwrite, is read by nobody else). */
+static int relu_fused(const cvae_stack *s, size_t i)
+{
+    return i + 1 < s->count && s->layers[i]->ops->fuses_relu && relu_in_place(s, i + 1);
+}
+
 const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, size_t first,
                                     size_t n, const float *in)
 {
@@ -571,9 +579,18 @@ const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, 
     memcpy(stack->act[0] + first * isz, in, n * isz * sizeof(float));
     for (i = 0; i < stack->count; i++) {
         cvae_layer *l = stack->layers[i];
-        if (l->ops->forward)
-            l->ops->forward(l, stack->act[i + 1] + first * out_size(stack, i),
-                            stack->act[i] + first * in_size(stack, i), n, ws);
+        float *out = stack->act[i + 1] + first * out_size(stack, i);
+        const float *x = stack->act[i] + first * in_size(stack, i);
+        if (!l->ops->forward)
+            continue;
+        if (relu_fused(stack, i)) { /* one pass over the output instead of two */
+            cvi_workspace fused = *ws;
+            fused.relu = 1;
+            l->ops->forward(l, out, x, n, &fused);
+            i++; /* the relu is done */
+            continue;
+        }
+        l->ops->forward(l, out, x, n, ws);
     }
     return cvi_stack_part_output(stack, first);
 }

@@ -571,7 +571,7 @@ static void col2im_n(float *imgs, const float *col, size_t n, const cvi_conv_geo
     float *mem;
     env.threads = threads;
     with_tables(g, n, &mem, &t);
-    cvi_col2im_batch(imgs, col, n, g, &t, NULL, &env);
+    cvi_col2im_batch(imgs, col, n, g, &t, NULL, 0, &env);
     cvi_free_floats(NULL, mem);
 }
 
@@ -816,11 +816,13 @@ static void draw_vec_geom(tu_rng *r, cvi_conv_geom *g)
     g->OW = (g->W + 2 * g->PW - g->KW) / g->SW + 1;
 }
 
-/* im2col (col2im, plus bias when not NULL) of n images on the given
- * variant, with column rows ldcol apart: the AVX-512 variant runs the vector
- * loops where they fit, the portable one the table-driven loops. */
+/* im2col (col2im, plus bias when not NULL, then relu when asked) of n
+ * images on the given variant, with column rows ldcol apart: the AVX-512
+ * variant runs the vector loops where they fit, the portable one the
+ * table-driven loops. */
 static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *imgs, size_t n,
-                      const cvi_conv_geom *g, size_t ldcol, int back, const float *bias)
+                      const cvi_conv_geom *g, size_t ldcol, int back, const float *bias,
+                      int relu)
 {
     cvi_gemm_env env = {CVI_GEMM_PATH_AUTO, 1, NULL};
     cvi_conv_tables t;
@@ -830,7 +832,7 @@ static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *
     env.threads = threads;
     cvi_conv_tables_build(&t, mem, g, ldcol);
     if (back)
-        cvi_col2im_batch((float *)imgs, col, n, g, &t, bias, &env);
+        cvi_col2im_batch((float *)imgs, col, n, g, &t, bias, relu, &env);
     else
         cvi_im2col_batch(col, imgs, n, g, &t, &env);
     cvi_free_floats(NULL, mem);
@@ -853,7 +855,8 @@ static void test_im2col_vec_same_bits(void **state)
     static const size_t fixed[][4] = {{32, 14, 14, 4}, {1, 28, 28, 4}, {3, 32, 32, 3}};
     const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
     tu_rng r;
-    int k, threads;
+    static const cvi_gemm_path both[2] = {CVI_GEMM_PATH_PORTABLE, CVI_GEMM_PATH_AVX512};
+    int k, threads, v;
 
     (void)state;
     if (!cvi_gemm_path_available(CVI_GEMM_PATH_AVX512)) {
@@ -894,8 +897,8 @@ static void test_im2col_vec_same_bits(void **state)
         for (threads = 1; threads <= 2; threads++) {
             for (q = 0; q < nc; q++)
                 col_a[q] = col_b[q] = NAN;
-            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, imgs, n, &g, ldcol, 0, NULL);
-            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_b, imgs, n, &g, ldcol, 0, NULL);
+            im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, imgs, n, &g, ldcol, 0, NULL, 0);
+            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_b, imgs, n, &g, ldcol, 0, NULL, 0);
             for (q = 0; q < nc; q++)
                 if (memcmp(&col_a[q], &col_b[q], sizeof *col_a))
                     fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
@@ -909,9 +912,9 @@ static void test_im2col_vec_same_bits(void **state)
             fill_sym(img_b, n * il, &r);
             /* with the channels' biases on the second thread count */
             im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, img_a, n, &g, ldcol, 1,
-                      threads == 2 ? bias : NULL);
+                      threads == 2 ? bias : NULL, 0);
             im2col_on(CVI_GEMM_PATH_AVX512, threads, col_a, img_b, n, &g, ldcol, 1,
-                      threads == 2 ? bias : NULL);
+                      threads == 2 ? bias : NULL, 0);
             for (q = 0; q < n * il; q++)
                 if (memcmp(&img_a[q], &img_b[q], sizeof *img_a))
                     fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
@@ -919,6 +922,21 @@ static void test_im2col_vec_same_bits(void **state)
                              "loops",
                              k, g.C, g.H, g.W, g.KH, g.SH, g.PH, n, threads, q,
                              (double)img_b[q], (double)img_a[q]);
+            /* A relu fused into col2im, on either variant: relu's bits (x >
+             * 0 ? x : 0) of the sums just compared. */
+            for (v = 0; v < 2; v++) {
+                const cvi_gemm_path path = both[v];
+                im2col_on(path, threads, col_a, img_b, n, &g, ldcol, 1,
+                          threads == 2 ? bias : NULL, 1);
+                for (q = 0; q < n * il; q++) {
+                    float want = img_a[q] > 0.0f ? img_a[q] : 0.0f;
+                    if (memcmp(&want, &img_b[q], sizeof want))
+                        fail_msg("geometry %d (C=%zu H=%zu W=%zu, %zu images), %d threads, %s: "
+                                 "col2im with relu gives pixel %zu %.9g, relu of the sum %.9g",
+                                 k, g.C, g.H, g.W, n, threads, cvi_gemm_path_name(path), q,
+                                 (double)img_b[q], (double)want);
+                }
+            }
         }
         free(imgs);
         free(img_a);

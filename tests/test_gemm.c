@@ -529,12 +529,12 @@ static void test_gemm_grouped_operands_and_bias(void **state)
     grouped_case(*state, 19, 2 * 45 + 17, 7 * 40 + 3, 7, 45, 45);
 }
 
-/* C = alpha op(A) op(B) + beta C + row bias for M x N x K, with C's rows ldc floats apart and,
- * if gc != 0, C viewed in column groups of gc floats gc apart: the same memory as the plain
- * layout, cut differently. */
+/* C = alpha op(A) op(B) + beta C + row bias (then relu when asked) for M x N x K, with C's
+ * rows ldc floats apart and, if gc != 0, C viewed in column groups of gc floats gc apart: the
+ * same memory as the plain layout, cut differently. */
 static void product_as(void *ws, cvi_gemm_path path, int threads, size_t gc, const float *A,
                        const float *B, float *C, size_t M, size_t N, size_t K, size_t ldc,
-                       float beta, const float *rb, const float *cb)
+                       float beta, const float *rb, const float *cb, int relu)
 {
     cvi_gemm_env env;
     cvi_gemm_call g = cvi_gemm_plain(0, 1, M, N, K, 1.0f, A, K, B, K, beta, C, ldc);
@@ -545,6 +545,7 @@ static void product_as(void *ws, cvi_gemm_path path, int threads, size_t gc, con
     g.c.group_stride = gc;
     g.c.row_bias = rb;
     g.c.col_bias = cb;
+    g.c.relu = relu;
     cvi_gemm_ex(&env, &g);
 }
 
@@ -553,18 +554,19 @@ static void product_as(void *ws, cvi_gemm_path path, int threads, size_t gc, con
  * (alpha acc + beta C + row bias) + column bias: the same
  * product computed into plain C and into the same memory seen as column groups of 16 floats,
  * which every 32-wide tile straddles, must agree bit for bit, on every variant and 1 and 2
- * threads, over two passes of K. */
+ * threads, over two passes of K. With a fused relu both must be relu's x > 0 ? x : 0 of the
+ * product without it (about half the entries are negative). */
 static void test_gemm_tile_writes_same_bits(void **state)
 {
     const size_t M = 24, N = 96, K = 300, ldc = N + 3;
     float *A = malloc(M * K * sizeof *A), *B = malloc(N * K * sizeof *B);
     float *C0 = malloc(M * ldc * sizeof *C0), *C1 = malloc(M * ldc * sizeof *C1);
-    float *C2 = malloc(M * ldc * sizeof *C2), rb[24], cb[96];
+    float *C2 = malloc(M * ldc * sizeof *C2), *C3 = malloc(M * ldc * sizeof *C3), rb[24], cb[96];
     tu_rng r;
-    size_t t;
+    size_t t, i, j;
     int path, mode;
 
-    assert_true(A && B && C0 && C1 && C2);
+    assert_true(A && B && C0 && C1 && C2 && C3);
     tu_rng_init(&r, 91);
     fill_sym(A, M * K, &r);
     fill_sym(B, N * K, &r);
@@ -575,18 +577,33 @@ static void test_gemm_tile_writes_same_bits(void **state)
         if (!cvi_gemm_path_available((cvi_gemm_path)path))
             continue;
         for (t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++)
-            for (mode = 0; mode < 8; mode++) {
+            for (mode = 0; mode < 16; mode++) {
                 const float beta = mode & 1 ? 1.0f : 0.0f;
                 const float *bias = mode & 2 ? rb : NULL, *col_bias = mode & 4 ? cb : NULL;
+                const int relu = mode >> 3;
                 memcpy(C1, C0, M * ldc * sizeof *C1);
                 memcpy(C2, C0, M * ldc * sizeof *C2);
                 product_as(*state, (cvi_gemm_path)path, thread_counts[t], 0, A, B, C1, M, N,
-                           K, ldc, beta, bias, col_bias);
+                           K, ldc, beta, bias, col_bias, relu);
                 product_as(*state, (cvi_gemm_path)path, thread_counts[t], 16, A, B, C2, M, N,
-                           K, ldc, beta, bias, col_bias);
+                           K, ldc, beta, bias, col_bias, relu);
                 if (memcmp(C1, C2, M * ldc * sizeof *C1))
-                    fail_msg("%s, %d threads, beta %g, %s, %s: whole tiles and the "
+                    fail_msg("%s, %d threads, beta %g, %s, %s%s: whole tiles and the "
                              "write-back differ",
+                             cvi_gemm_path_name((cvi_gemm_path)path), thread_counts[t],
+                             (double)beta, bias ? "row bias" : "no row bias",
+                             col_bias ? "column bias" : "no column bias", relu ? ", relu" : "");
+                if (!relu)
+                    continue;
+                memcpy(C3, C0, M * ldc * sizeof *C3);
+                product_as(*state, (cvi_gemm_path)path, thread_counts[t], 0, A, B, C3, M, N,
+                           K, ldc, beta, bias, col_bias, 0);
+                for (i = 0; i < M; i++)
+                    for (j = 0; j < N; j++)
+                        C3[i * ldc + j] = C3[i * ldc + j] > 0.0f ? C3[i * ldc + j] : 0.0f;
+                if (memcmp(C1, C3, M * ldc * sizeof *C1))
+                    fail_msg("%s, %d threads, beta %g, %s, %s: the fused relu is not relu of "
+                             "the product",
                              cvi_gemm_path_name((cvi_gemm_path)path), thread_counts[t],
                              (double)beta, bias ? "row bias" : "no row bias",
                              col_bias ? "column bias" : "no column bias");
@@ -597,6 +614,62 @@ static void test_gemm_tile_writes_same_bits(void **state)
     free(C0);
     free(C1);
     free(C2);
+    free(C3);
+}
+
+/* Fails unless a product with nothing to sum (K = 0, or alpha = 0) sets C
+ * to ((beta C + row bias) + column bias), then relu's x > 0 ? x : 0 when
+ * asked, with beta 0 not reading C (NaN there), on plain and grouped C. */
+static void test_gemm_empty_product(void **state)
+{
+    enum { M = 5, N = 12, GC = 5 };
+    float A[M], B[N], C[M * N], rb[M], cb[N];
+    tu_rng r;
+    int mode;
+    size_t i, j;
+
+    tu_rng_init(&r, 17);
+    fill_sym(A, M, &r);
+    fill_sym(B, N, &r);
+    fill_sym(rb, M, &r);
+    fill_sym(cb, N, &r);
+    for (mode = 0; mode < 32; mode++) {
+        const float beta = mode & 1 ? 0.5f : 0.0f;
+        const int relu = (mode >> 1) & 1, grouped = (mode >> 2) & 1, k0 = (mode >> 3) & 1;
+        const float *row_bias = (mode >> 4) & 1 ? rb : NULL;
+        float old[M * N];
+        cvi_gemm_env env;
+        cvi_gemm_call g = cvi_gemm_plain(0, 0, M, N, k0 ? 0 : 1, k0 ? 1.0f : 0.0f, A, 1, B, N,
+                                         beta, C, N);
+        env.path = CVI_GEMM_PATH_AUTO;
+        env.threads = 1;
+        env.ws = *state;
+        fill_sym(old, M * N, &r);
+        for (i = 0; i < M * N; i++)
+            C[i] = beta == 0.0f ? NAN : old[i];
+        g.c.row_bias = row_bias;
+        g.c.col_bias = cb;
+        g.c.relu = relu;
+        if (grouped) { /* the same memory as column groups of GC, GC apart */
+            g.c.group_cols = GC;
+            g.c.group_stride = GC;
+        }
+        cvi_gemm_ex(&env, &g);
+        for (i = 0; i < M; i++)
+            for (j = 0; j < N; j++) {
+                float want = (beta == 0.0f ? 0.0f : beta * old[i * N + j]) +
+                             (row_bias ? row_bias[i] : 0.0f);
+                want += cb[j];
+                if (relu)
+                    want = want > 0.0f ? want : 0.0f;
+                if (memcmp(&want, &C[i * N + j], sizeof want))
+                    fail_msg("%s, beta %g, %s%s%s: C(%zu, %zu) = %.9g, want %.9g",
+                             k0 ? "K 0" : "alpha 0", (double)beta,
+                             row_bias ? "row bias, " : "", grouped ? "grouped, " : "",
+                             relu ? "relu" : "no relu", i, j, (double)C[i * N + j],
+                             (double)want);
+            }
+    }
 }
 
 /* Fails unless a product given op(A) packed beforehand (cvi_gemm_pack_a, a_packed) gives the
@@ -743,6 +816,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gemm_beyond_cache_blocks, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_tile_writes_same_bits, setup_workspace,
+                                        teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_empty_product, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_packed_a_same_bits, setup_workspace,
                                         teardown_workspace),
