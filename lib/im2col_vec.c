@@ -100,19 +100,31 @@ static void store_part(float *dst, const float *v, size_t n)
         dst[q] = v[q];
 }
 
-/* The first n floats of the four taps' vectors v0 .. v3 (LEN floats each)
- * at d, d + ldcol, d + 2 ldcol, d + 3 ldcol. */
-#define STORE_TAPS_PART(v0, v1, v2, v3, LEN, n)                                                    \
+/* The same for n <= 16 as one masked store: a loop of fixed length with the
+ * bound inside, where store_part's loop becomes a call to memcpy (four per
+ * output row's last vector in im2col, costing as much as the rest of the
+ * row). */
+static void store_part16(float *dst, const float v[16], size_t n)
+{
+    size_t q;
+    for (q = 0; q < 16; q++)
+        if (q < n)
+            dst[q] = v[q];
+}
+
+/* The first n floats of the four taps' vectors v0 .. v3 (8 or 16 floats
+ * each) at d, d + ldcol, d + 2 ldcol, d + 3 ldcol. */
+#define STORE_TAPS_PART(v0, v1, v2, v3, n)                                                         \
     do {                                                                                           \
-        float t_[4][LEN];                                                                          \
+        float t_[4][16] = {{0}};                                                                   \
         memcpy(t_[0], &(v0), sizeof(v0));                                                          \
         memcpy(t_[1], &(v1), sizeof(v1));                                                          \
         memcpy(t_[2], &(v2), sizeof(v2));                                                          \
         memcpy(t_[3], &(v3), sizeof(v3));                                                          \
-        store_part(d, t_[0], n);                                                                   \
-        store_part(d + ldcol, t_[1], n);                                                           \
-        store_part(d + 2 * ldcol, t_[2], n);                                                       \
-        store_part(d + 3 * ldcol, t_[3], n);                                                       \
+        store_part16(d, t_[0], n);                                                                 \
+        store_part16(d + ldcol, t_[1], n);                                                         \
+        store_part16(d + 2 * ldcol, t_[2], n);                                                     \
+        store_part16(d + 3 * ldcol, t_[3], n);                                                     \
     } while (0)
 
 /* Stores the four taps' segments of one output row oy, read from the input
@@ -132,7 +144,7 @@ static void store_part(float *dst, const float *v, size_t n)
             memcpy(d + 2 * ldcol, &v2_, sizeof v2_);                                               \
             memcpy(d + 3 * ldcol, &v3_, sizeof v3_);                                               \
         } else {                                                                                   \
-            STORE_TAPS_PART(v0_, v1_, v2_, v3_, LEN, ow);                                          \
+            STORE_TAPS_PART(v0_, v1_, v2_, v3_, ow);                                          \
         }                                                                                          \
     } while (0)
 
@@ -240,7 +252,7 @@ static void store_part(float *dst, const float *v, size_t n)
                         memcpy(d + 2 * ldcol, &v2, sizeof v2);                                     \
                         memcpy(d + 3 * ldcol, &v3, sizeof v3);                                     \
                     } else {                                                                       \
-                        STORE_TAPS_PART(v0, v1, v2, v3, 16, P - oy * (OW));                        \
+                        STORE_TAPS_PART(v0, v1, v2, v3, P - oy * (OW));                        \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
@@ -357,8 +369,12 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
             memcpy(&mk[v][kx], masks[v][kx], sizeof mk[v][kx]);
     mk01 = mk[0][0] | mk[0][1]; /* disjoint: a pixel's parity picks the tap */
     mk23 = mk[0][2] | mk[0][3];
+    /* A row's whole vectors may reach into the next plane of the call's
+     * block, whose first row is written after it; not past the block,
+     * which another thread may be writing. */
+    float *block_end = img + (c + nch) * H * W;
     for (ch = c; ch < c + nch; ch++) {
-        float *plane = img + ch * H * W, *plane_end = plane + H * W;
+        float *plane = img + ch * H * W;
         const float *rows = col + ch * KH * 4 * ldcol;
         size_t quot = PH / SH, rem = PH % SH; /* of yp = iy + PH */
         const float b = bias ? bias[ch] : 0.0f;
@@ -400,7 +416,7 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
                 s0 = (v16)((m16)(s0 > zero) & (m16)s0);
                 s1 = (v16)((m16)(s1 > zero) & (m16)s1);
             }
-            if ((size_t)(plane_end - dst) >= (W > 16 ? 32u : 16u)) { /* inside the plane */
+            if ((size_t)(block_end - dst) >= (W > 16 ? 32u : 16u)) { /* inside the block */
                 memcpy(dst, &s0, sizeof s0);
                 if (W > 16)
                     memcpy(dst + 16, &s1, sizeof s1);
