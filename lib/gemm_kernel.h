@@ -39,17 +39,21 @@
 #define GK_OUT_RAW 0
 #define GK_OUT_SET 1
 #define GK_OUT_ADD 2
+#define GK_OUT_MODE 3 /* the bits above */
+/* Or'ed into SET or ADD: x > 0 ? x : 0 after the biases (a fused relu). A
+ * bit of mode, not a field, so that the tile reads nothing more than it did
+ * without it: one more value held across the k loop made gcc 12 spill a
+ * register there. */
+#define GK_OUT_RELU 4
 /* Where and how the tile writes: rows ld floats apart; row_bias and
  * col_bias (NULL: none) hold the block's GK_MR row and GK_NR column biases,
- * added in that order as write_tile adds them, and relu asks for x > 0 ? x :
- * 0 after them. One pointer argument, so that the tile's arguments all come
- * in registers. */
+ * added in that order as write_tile adds them. One pointer argument, so that
+ * the tile's arguments all come in registers. */
 typedef struct gk_dest {
     float *out;
     size_t ld;
     int mode;
     const float *row_bias, *col_bias;
-    int relu;
 } gk_dest;
 #endif
 
@@ -475,7 +479,7 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
     const float *restrict row_bias = dest->row_bias, *restrict col_bias = dest->col_bias;
     const size_t ld = dest->ld;
     GK_TILE_LOOP
-    if (dest->mode == GK_OUT_ADD) {
+    if ((dest->mode & GK_OUT_MODE) == GK_OUT_ADD) {
         GK_ROWS(GK_ADD_C)
     }
     if (row_bias) {
@@ -485,7 +489,7 @@ GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float 
         GK_LOAD_COL_BIAS
         GK_ROWS(GK_ADD_COL_BIAS)
     }
-    if (dest->relu) {
+    if (dest->mode & GK_OUT_RELU) {
         GK_ROWS(GK_RELU)
     }
     GK_ROWS(GK_STORE)
@@ -559,8 +563,8 @@ GK_ATTR static void GK(tile)(size_t kc, const float *restrict pa, size_t a_step,
 GK_ATTR static void GK(tile_c)(size_t kc, const float *restrict pa, size_t a_step,
                                const float *restrict pb, size_t b_step, const gk_dest *dest)
 {
-    GK(tile_sums)(kc, pa, a_step, pb, b_step, dest->out, dest->ld, dest->mode, dest->row_bias,
-                  dest->col_bias, dest->relu);
+    GK(tile_sums)(kc, pa, a_step, pb, b_step, dest->out, dest->ld, dest->mode & GK_OUT_MODE,
+                  dest->row_bias, dest->col_bias, (dest->mode & GK_OUT_RELU) != 0);
 }
 #undef GK_OUT_VALUE
 #undef GK_OUT_SUM
@@ -718,7 +722,7 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                         cp = GK(c_in_place)(&g->c, rows, cols, i0 + ip, j0 + jp, g->alpha, b);
                         if (cp) {
                             gk_dest d = {cp, g->c.ld, b == 0.0f ? GK_OUT_SET : GK_OUT_ADD, NULL,
-                                         NULL, 0};
+                                         NULL};
                             size_t r;
                             /* C's block is read or written only after the k
                              * loop: asked for now, it arrives meanwhile (the
@@ -731,7 +735,8 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                                 d.row_bias = g->c.row_bias + i0 + ip;
                             if (last && g->c.col_bias)
                                 d.col_bias = g->c.col_bias + j0 + jp;
-                            d.relu = last && g->c.relu;
+                            if (last && g->c.relu)
+                                d.mode |= GK_OUT_RELU;
                             GK(tile_c)(kc, ap, a_step, bp, b_step, &d);
                             continue;
                         }
