@@ -144,7 +144,7 @@ static void store_part16(float *dst, const float v[16], size_t n)
             memcpy(d + 2 * ldcol, &v2_, sizeof v2_);                                               \
             memcpy(d + 3 * ldcol, &v3_, sizeof v3_);                                               \
         } else {                                                                                   \
-            STORE_TAPS_PART(v0_, v1_, v2_, v3_, ow);                                          \
+            STORE_TAPS_PART(v0_, v1_, v2_, v3_, ow);                                               \
         }                                                                                          \
     } while (0)
 
@@ -267,7 +267,7 @@ static void store_part16(float *dst, const float v[16], size_t n)
                         memcpy(d + 2 * ldcol, &v2, sizeof v2);                                     \
                         memcpy(d + 3 * ldcol, &v3, sizeof v3);                                     \
                     } else {                                                                       \
-                        STORE_TAPS_PART(v0, v1, v2, v3, P - oy * (OW));                        \
+                        STORE_TAPS_PART(v0, v1, v2, v3, P - oy * (OW));                            \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
