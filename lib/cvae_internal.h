@@ -186,6 +186,11 @@ typedef struct cvi_gemm_call {
 } cvi_gemm_call;
 
 void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *call);
+/* Part `part` of `parts` of the call's C, the block thread `part` would
+ * compute if cvi_gemm_ex ran the call on `parts` threads, computed on this
+ * thread with env's first packing buffers. The parts of one call together
+ * give what cvi_gemm_ex gives, bit for bit, on any number of threads. */
+void cvi_gemm_part(const cvi_gemm_env *env, const cvi_gemm_call *call, int part, int parts);
 
 /* Floats cvi_gemm_pack_a needs for an op(A) of M x K. */
 size_t cvi_gemm_packed_a_floats(size_t M, size_t K);
@@ -326,13 +331,15 @@ typedef struct cvi_conv_hp {
 #define CVI_COL_GROUP_FLOATS ((size_t)1 << 17)
 size_t cvi_conv_group(size_t col_floats_per_image);
 /* A convolution layer's scratch: its tables, then the columns of one group
- * (col_floats_per_image each). prepare builds the tables for this call and
- * returns where the columns go; their row stride is t->ldcol. The layers
- * add the packed weights after the columns (cvi_gemm_packed_a_floats). */
+ * (col_floats_per_image each). prepare builds the tables for this call
+ * (only where im2col and col2im on env's path use them: not for the
+ * vector ones) and returns where the columns go; their row stride is
+ * t->ldcol. The layers add the packed weights after the columns
+ * (cvi_gemm_packed_a_floats). */
 size_t cvi_conv_scratch_floats(const cvi_conv_hp *hp, size_t col_floats_per_image,
                                size_t max_batch);
 float *cvi_conv_prepare(const cvi_conv_hp *hp, size_t max_batch, float *scratch,
-                        cvi_conv_tables *t);
+                        cvi_conv_tables *t, const cvi_gemm_env *env);
 
 /* Scratch memory a layer may use during one call: the gemm's packing
  * buffers and the layer's own ws_floats (for instance im2col columns). Both
@@ -356,7 +363,20 @@ typedef struct cvi_workspace {
      * next layer's relu of it, max(x, 0) as relu computes it (x > 0 ? x :
      * 0), written in place of x. */
     int relu;
+    /* Forward only: when team is not 0, this pass is lane `lane` of a team
+     * of `team` lanes that run one pass each at once, one thread each, in
+     * one OpenMP parallel region (model.c), over team_rows adjacent rows of
+     * which team_before come before this lane's. A linear layer with large
+     * weights then computes its part of the columns for all the team's
+     * rows between two barriers (cvi_team_barrier), so that W^T is packed
+     * once for the team instead of once per lane. */
+    int team;
+    size_t team_rows, team_before;
 } cvi_workspace;
+
+/* A barrier of the team of lanes (cvi_workspace.team) of the innermost
+ * OpenMP parallel region; nothing without OpenMP. */
+void cvi_team_barrier(void);
 
 typedef struct cvi_grad_hook {
     void (*done)(const struct cvi_grad_hook *h, const cvae_layer *l);

@@ -174,13 +174,14 @@ static void run_slice(cvi_gemm_path path, const cvi_gemm_call *g, size_t i_lo, s
     }
 }
 
-/* C = beta C (+ bias, then relu): the whole product when K or alpha is 0. */
-static void scale_c(const cvi_gemm_call *g)
+/* C = beta C (+ bias, then relu) in rows [i_lo, i_hi) and columns [j_lo,
+ * j_hi): the whole product when K or alpha is 0. */
+static void scale_c(const cvi_gemm_call *g, size_t i_lo, size_t i_hi, size_t j_lo, size_t j_hi)
 {
     const cvi_gemm_out *c = &g->c;
     size_t i, j;
-    for (i = 0; i < g->M; i++)
-        for (j = 0; j < g->N; j++) {
+    for (i = i_lo; i < i_hi; i++)
+        for (j = j_lo; j < j_hi; j++) {
             float *e = c->data + (c->group_cols ? (j / c->group_cols) * c->group_stride +
                                                       j % c->group_cols
                                                 : j) +
@@ -204,6 +205,27 @@ static void cut(size_t len, size_t unit, int t, int n, size_t *lo, size_t *hi)
     *hi = b * unit < len ? b * unit : len;
 }
 
+void cvi_gemm_part(const cvi_gemm_env *env, const cvi_gemm_call *g, int part, int parts)
+{
+    cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
+    int by_cols = g->N >= g->M;
+    size_t lo, hi, i_lo = 0, i_hi = g->M, j_lo = 0, j_hi = g->N;
+    cut(by_cols ? g->N : g->M, 32, part, parts, &lo, &hi);
+    if (by_cols) {
+        j_lo = lo;
+        j_hi = hi;
+    } else {
+        i_lo = lo;
+        i_hi = hi;
+    }
+    if (i_lo >= i_hi || j_lo >= j_hi)
+        return;
+    if (g->K == 0 || g->alpha == 0.0f)
+        scale_c(g, i_lo, i_hi, j_lo, j_hi);
+    else
+        run_slice(path, g, i_lo, i_hi, j_lo, j_hi, env->ws);
+}
+
 void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
 {
     cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
@@ -212,7 +234,7 @@ void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
     if (g->M == 0 || g->N == 0)
         return;
     if (g->K == 0 || g->alpha == 0.0f) {
-        scale_c(g);
+        scale_c(g, 0, g->M, 0, g->N);
         return;
     }
     macs = macs > ((size_t)-1) / g->K ? (size_t)-1 : macs * g->K;

@@ -275,10 +275,16 @@ size_t cvi_conv_scratch_floats(const cvi_conv_hp *hp, size_t col_floats_per_imag
 }
 
 float *cvi_conv_prepare(const cvi_conv_hp *hp, size_t max_batch, float *scratch,
-                        cvi_conv_tables *t)
+                        cvi_conv_tables *t, const cvi_gemm_env *env)
 {
-    size_t P = hp->geom.OH * hp->geom.OW;
-    cvi_conv_tables_build(t, scratch, &hp->geom, groups_images(hp, max_batch) * P);
+    size_t P = hp->geom.OH * hp->geom.OW, ldcol = groups_images(hp, max_batch) * P;
+    if (use_vec(&hp->geom, env)) { /* its loops need no tables */
+        t->gather = NULL;
+        t->class_pixels = t->list = NULL;
+        t->ldcol = ldcol;
+    } else {
+        cvi_conv_tables_build(t, scratch, &hp->geom, ldcol);
+    }
     return scratch + cvi_conv_tables_floats(&hp->geom);
 }
 

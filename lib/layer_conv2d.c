@@ -121,7 +121,7 @@ static void conv2d_forward(cvae_layer *l, float *out, const float *in, size_t n,
     size_t F = l->hp.conv.out_channels, ckk = g->C * g->KH * g->KW, P = g->OH * g->OW;
     size_t image = g->C * g->H * g->W, b0;
     cvi_conv_tables t;
-    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t, &ws->gemm);
     float *packed_w = col + ckk * t.ldcol; /* the weights, packed once for every group */
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
@@ -150,7 +150,7 @@ static void conv2d_backward(cvae_layer *l, float *din, const float *dout, const 
     cvi_layer_grad_spans(l, ws, F * ckk, &dw, &db);
     cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;
-    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t, &ws->gemm);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         const float *dy = dout + b0 * F * P;

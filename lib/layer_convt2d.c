@@ -120,7 +120,7 @@ static void convt2d_forward(cvae_layer *l, float *out, const float *in, size_t n
     size_t P = g->H * g->W, b0;
     const float *bias = l->params + C * fkk;
     cvi_conv_tables t;
-    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t, &ws->gemm);
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;
         /* col = w^T x */
@@ -143,7 +143,7 @@ static void convt2d_backward(cvae_layer *l, float *din, const float *dout, const
     cvi_layer_grad_spans(l, ws, C * fkk, &dw, &db);
     cvi_bias_grad_planes(db, dout, n, F, P, ws->gemm.threads);
     cvi_conv_tables t;
-    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t);
+    float *col = cvi_conv_prepare(&l->hp.conv, l->max_batch, ws->scratch, &t, &ws->gemm);
     float *packed_w = col + fkk * t.ldcol; /* w for dx, packed once for every group */
     for (b0 = 0; b0 < n; b0 += l->hp.conv.group) {
         size_t gn = n - b0 < l->hp.conv.group ? n - b0 : l->hp.conv.group;

@@ -52,6 +52,10 @@ static void linear_init(cvae_layer *l, cvi_rng *rng)
     cvi_init_uniform_fan_in(l->params, O * I, l->params + O * I, O, I, rng);
 }
 
+/* Weights from which a team of lanes computes the product together: below,
+ * packing W^T once per lane costs less than the two barriers. */
+#define TEAM_MIN_WEIGHTS ((size_t)1 << 16)
+
 static void linear_forward(cvae_layer *l, float *out, const float *in, size_t n,
                            const cvi_workspace *ws)
 {
@@ -59,6 +63,17 @@ static void linear_forward(cvae_layer *l, float *out, const float *in, size_t n,
     cvi_gemm_call c = cvi_gemm_plain(0, 1, n, O, I, 1.0f, in, I, l->params, I, 0.0f, out, O);
     c.c.col_bias = l->params + O * I; /* fused into the product's output pass */
     c.c.relu = ws->relu;
+    if (ws->team > 1 && O * I >= TEAM_MIN_WEIGHTS) {
+        /* All the team's rows, this lane's part of their columns: each row
+         * is summed as in a call of its lane's own. */
+        c.M = ws->team_rows;
+        c.a.data = in - ws->team_before * I;
+        c.c.data = out - ws->team_before * O;
+        cvi_team_barrier(); /* every lane's input rows are written */
+        cvi_gemm_part(&ws->gemm, &c, ws->lane, ws->team);
+        cvi_team_barrier(); /* and every lane's output rows */
+        return;
+    }
     cvi_gemm_ex(&ws->gemm, &c);
 }
 

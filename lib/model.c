@@ -1181,26 +1181,86 @@ static void lane_backward(cvae_model *m, lane *ln, const float *x, float scale)
     cvi_stack_backward_part(m->enc, &ln->enc_ws, f, ln->n, m->denc + f * 2 * L, NULL);
 }
 
-const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, size_t n)
+/* The lanes (adjacent rows) as one team (cvi_workspace.team) while they run
+ * at once, one thread each; on 0, lanes on their own. */
+static void lanes_team(lane *lanes, int count, int on)
+{
+    size_t rows = lanes[count - 1].first + lanes[count - 1].n - lanes[0].first;
+    int k;
+    for (k = 0; k < count; k++) {
+        lane *ln = &lanes[k];
+        ln->enc_ws.team = ln->dec_ws.team = on && count > 1 ? count : 0;
+        ln->enc_ws.team_rows = ln->dec_ws.team_rows = rows;
+        ln->enc_ws.team_before = ln->dec_ws.team_before = ln->first - lanes[0].first;
+    }
+}
+
+/* A forward-only job on rows [ln->first, + ln->n) of the model's buffers,
+ * with the lane's workspaces. */
+typedef void (*rows_job)(cvae_model *m, const lane *ln, void *ctx);
+
+/* Runs job on n images: as lanes (cut as a step cuts them) at once, one
+ * thread each and one team, where there are threads for them; else once on
+ * all n with every thread inside each product. Every row is computed as
+ * it is alone, so either gives the same bits. */
+static void run_rows(cvae_model *m, size_t n, rows_job job, void *ctx)
 {
     lane lanes[CVI_LANES];
     size_t start[CVI_LANES] = {0}, len[CVI_LANES] = {0}; /* for gcc without OpenMP */
     int threads = cvi_threads_resolve(m->threads), k;
     int count = threads >= CVI_LANES ? cut_lanes(0, n, n, start, len) : 1;
-    const float *out;
     if (count == 1) {
-        cvae_stack_forward(s, in, (int)n, &out);
-        return out;
+        start[0] = 0;
+        len[0] = n;
+        make_lanes(m, start, len, 1, threads, lanes);
+        job(m, &lanes[0], ctx);
+        return;
     }
     make_lanes(m, start, len, count, 1, lanes);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(count) schedule(static, 1)
-#endif
-    for (k = 0; k < count; k++) {
-        const lane *ln = &lanes[k];
-        cvi_stack_forward_part(s, s == m->enc ? &ln->enc_ws : &ln->dec_ws, ln->first, ln->n,
-                               in + ln->first * cvi_stack_in_size(s));
+    lanes_team(lanes, count, 1);
+#pragma omp parallel num_threads(count)
+    {
+        int me = omp_get_thread_num();
+        if (omp_get_num_threads() < count) { /* one thread: lanes in turn */
+            if (me == 0) {
+                lanes_team(lanes, count, 0);
+                for (k = 0; k < count; k++)
+                    job(m, &lanes[k], ctx);
+            }
+        } else {
+            job(m, &lanes[me], ctx);
+        }
     }
+#else
+    for (k = 0; k < count; k++)
+        job(m, &lanes[k], ctx);
+#endif
+}
+
+typedef struct forward_job {
+    cvae_stack *s;
+    const float *in;
+    float *images; /* sigmoid of the output, when not NULL */
+} forward_job;
+
+static void forward_rows(cvae_model *m, const lane *ln, void *ctx)
+{
+    const forward_job *j = ctx;
+    int enc = j->s == m->enc;
+    const float *out = cvi_stack_forward_part(j->s, enc ? &ln->enc_ws : &ln->dec_ws, ln->first,
+                                              ln->n, j->in + ln->first * cvi_stack_in_size(j->s));
+    if (j->images)
+        cvi_sigmoid(j->images + ln->first * m->image, out, ln->n * m->image);
+}
+
+const float *cvi_model_forward(cvae_model *m, cvae_stack *s, const float *in, size_t n)
+{
+    forward_job j;
+    j.s = s;
+    j.in = in;
+    j.images = NULL;
+    run_rows(m, n, forward_rows, &j);
     return cvi_stack_forward_part_output(s);
 }
 
@@ -1330,12 +1390,15 @@ static void run_lanes_at_once(cvae_model *m, lane *lanes, int count, const float
         m->turns[k].given = 0; /* before the region: its start orders this for both */
     for (k = 0; k < count; k++)
         lanes[k].enc_ws.turns = lanes[k].dec_ws.turns = m->turns;
+    lanes_team(lanes, count, 1);
 #pragma omp parallel num_threads(count)
     {
         int me = omp_get_thread_num();
         if (omp_get_num_threads() < count) {
-            if (me == 0)
+            if (me == 0) {
+                lanes_team(lanes, count, 0);
                 run_lanes_in_turn(m, lanes, count, x, n, scale);
+            }
         } else {
             lane_forward(m, &lanes[me], x);
 #pragma omp barrier
@@ -1672,18 +1735,52 @@ cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const
  * The draws follow the whole evaluation's: chunks of max batch images from
  * the start, each with its pixels' draws when binarising, then eps; the
  * draws of images outside the range are skipped. */
+/* An evaluation chunk's sums, part by part: the parts are the lanes a
+ * step would cut the chunk into, whatever runs them, so that the sums are
+ * added in one order on any number of threads. */
+typedef struct eval_job {
+    int parts;
+    size_t start[CVI_LANES], len[CVI_LANES];
+    double recon[CVI_LANES], kl[CVI_LANES];
+} eval_job;
+
+/* Encoder, draws, KL, decoder and reconstruction term of a lane's rows of
+ * the chunk in m->xbuf (eps drawn in m->eps): the sums of every part in
+ * them. */
+static void evaluate_rows(cvae_model *m, const lane *ln, void *ctx)
+{
+    eval_job *j = ctx;
+    size_t f = ln->first, L = m->L, I = m->image, i;
+    const float *h, *logits;
+    int p;
+    h = cvi_stack_forward_part(m->enc, &ln->enc_ws, f, ln->n, m->xbuf + f * I);
+    reparameterise(m->z + f * L, h, m->eps + f * L, ln->n, L);
+    logits = cvi_stack_forward_part(m->dec, &ln->dec_ws, f, ln->n, m->z + f * L);
+    for (p = 0; p < j->parts; p++) {
+        size_t a = j->start[p], n = j->len[p];
+        double kl = 0.0;
+        if (a < f || a + n > f + ln->n)
+            continue; /* another lane's */
+        for (i = a; i < a + n; i++)
+            kl += cvi_kl_normal(h + (i - f) * 2 * L, h + (i - f) * 2 * L + L, L, NULL, NULL, 0.0f);
+        j->kl[p] = kl;
+        j->recon[p] = cvi_model_recon(m, logits + (a - f) * I, m->xbuf + a * I, n * I, NULL, 0.0f);
+    }
+}
+
 static void evaluate_sums(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed, size_t first,
                           size_t count, double *rsum, double *ksum)
 {
     cvi_rng rng;
-    size_t c0, i, L = m->L, I = m->image, per = (L + 1) / 2 * 2, end = first + count;
+    size_t c0, L = m->L, I = m->image, per = (L + 1) / 2 * 2, end = first + count;
     size_t total = (size_t)cvae_dataset_count(ds);
+    eval_job j;
+    int p;
     cvi_rng_seed(&rng, eps_seed);
     *rsum = *ksum = 0.0;
     for (c0 = 0; c0 < end; c0 += m->max_batch) {
         size_t cn = chunk(m, total, c0), a = c0 > first ? c0 : first;
         size_t b = c0 + cn < end ? c0 + cn : end, n = b > a ? b - a : 0;
-        const float *hh, *logits;
         if (n == 0) { /* the whole chunk is before the range */
             cvi_rng_skip(&rng, (uint64_t)cn * (m->binarize ? I + per : per));
             continue;
@@ -1698,15 +1795,15 @@ static void evaluate_sums(cvae_model *m, const cvae_dataset *ds, uint64_t eps_se
             cvi_dataset_labels_stored(ds, a, n, m->ybuf);
             cvi_model_use_labels(m, m->ybuf);
         }
-        hh = cvi_model_forward(m, m->enc, m->xbuf, n);
         cvi_rng_skip(&rng, (uint64_t)(a - c0) * per);
         draw_eps(&rng, m->eps, n, L);
         cvi_rng_skip(&rng, (uint64_t)(c0 + cn - b) * per);
-        reparameterise(m->z, hh, m->eps, n, L);
-        for (i = 0; i < n; i++)
-            *ksum += cvi_kl_normal(hh + i * 2 * L, hh + i * 2 * L + L, L, NULL, NULL, 0.0f);
-        logits = cvi_model_forward(m, m->dec, m->z, n);
-        *rsum += cvi_model_recon(m, logits, m->xbuf, n * I, NULL, 0.0f);
+        j.parts = cut_lanes(0, n, n, j.start, j.len);
+        run_rows(m, n, evaluate_rows, &j);
+        for (p = 0; p < j.parts; p++) {
+            *rsum += j.recon[p];
+            *ksum += j.kl[p];
+        }
     }
     cvi_model_use_labels(m, NULL);
 }
@@ -1796,12 +1893,15 @@ CVAE_API cvae_status cvae_model_encode(cvae_model *m, const float *x, int n, flo
     return cvae_model_encode_labels(m, x, NULL, n, mu, logvar);
 }
 
-/* images = sigmoid(dec(z)) for k <= max batch latent vectors. */
+/* images = sigmoid(dec(z)) for k <= max batch latent vectors, each lane
+ * its own rows of both. */
 static void decode_chunk(cvae_model *m, const float *z, size_t k, float *images)
 {
-    const float *logits;
-    logits = cvi_model_forward(m, m->dec, z, k);
-    cvi_sigmoid(images, logits, k * m->image);
+    forward_job j;
+    j.s = m->dec;
+    j.in = z;
+    j.images = images;
+    run_rows(m, k, forward_rows, &j);
 }
 
 CVAE_API cvae_status cvae_model_decode_labels(cvae_model *m, const float *z, const int *labels,

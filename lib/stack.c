@@ -595,6 +595,13 @@ const float *cvi_stack_forward_part(cvae_stack *stack, const cvi_workspace *ws, 
     return cvi_stack_part_output(stack, first);
 }
 
+void cvi_team_barrier(void)
+{
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
 /* Whether two parts are one run of rows. */
 static int adjacent(const cvi_stack_part *p)
 {

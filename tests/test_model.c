@@ -702,6 +702,40 @@ static void test_chunked_calls(void **state)
 /* ======================================================================= evaluation */
 
 #define EN 10 /* images evaluated: chunks of 4, 4 and 2 */
+#define EN2 90 /* with a max batch of 40: chunks of 40 (two lanes), 40 and 10 */
+
+/* Fails unless r and k, what cvae_model_evaluate(m, ds, seed) gave, are the recon and KL per
+ * image computed independently for the n images of ds: in the stored order, eps drawn image by
+ * image from the seed (cvae.h), KL from the encoded mu and logvar, recon from decode and BCE. */
+static void expect_evaluation(cvae_model *m, cvae_dataset *ds, int n, uint64_t seed, double r,
+                              double k)
+{
+    float *x = tu_keep(TU_KEEP_MEMORY, malloc(sizeof(float) * (size_t)n * (2 * IMG + 3 * LAT)));
+    float *p = x + (size_t)n * IMG, *mu = p + (size_t)n * IMG, *lv = mu + (size_t)n * LAT;
+    float *z = lv + (size_t)n * LAT;
+    double kl = 0.0, rec = 0.0;
+    cvi_rng rng;
+    size_t i;
+    assert_int_equal(cvae_dataset_unshuffle(ds), CVAE_OK);
+    assert_int_equal(cvae_dataset_batch(ds, 0, n, x, NULL), CVAE_OK);
+    CHECK(cvae_model_encode(m, x, n, mu, lv), m);
+    cvi_rng_seed(&rng, seed);
+    for (i = 0; i < (size_t)n; i++)
+        cvi_rng_normal(&rng, z + i * LAT, LAT);
+    for (i = 0; i < (size_t)n * LAT; i++) {
+        kl += 0.5 * ((double)mu[i] * mu[i] + exp(lv[i]) - 1.0 - lv[i]);
+        z[i] = (float)(mu[i] + exp(0.5 * lv[i]) * z[i]);
+    }
+    CHECK(cvae_model_decode(m, z, n, p), m);
+    for (i = 0; i < (size_t)n * IMG; i++)
+        rec -= x[i] * log((double)p[i]) + (1.0 - x[i]) * log(1.0 - (double)p[i]);
+    kl /= n;
+    rec /= n;
+    if (!(fabs(k - kl) <= 1e-5 * kl))
+        fail_msg("evaluate KL %.9g, expected %.9g (%d images)", k, kl, n);
+    if (!(fabs(r - rec) <= 1e-5 * rec))
+        fail_msg("evaluate recon %.9g, expected %.9g (%d images)", r, rec, n);
+}
 
 /* Fails if evaluation is not reproducible for one eps seed, ignores the seed, reports a total
  * other than recon + KL (whatever beta), depends on the dataset's order or the maximum batch,
@@ -711,11 +745,10 @@ static void test_evaluate(void **state)
 {
     cvae_model *m = tiny_model(8), *m3;
     cvae_dataset *ds = make_dataset(EN, C, H, W, 17);
-    float x[EN * IMG], mu[EN * LAT], lv[EN * LAT], z[EN * LAT], p[EN * IMG];
-    double r1, k1, t1, r2, k2, t2, r3, k3, t3, kl = 0.0, rec = 0.0;
-    cvi_rng before, rng;
+    double r1, k1, t1, r2, k2, t2, r3, k3, t3;
+    cvi_rng before;
     float params0[TINY_PARAMS];
-    size_t i;
+    int threads;
     (void)state;
     spread_latents(m);
     CHECK(cvae_model_set(m, CVAE_MODEL_BETA, 0.25), m);
@@ -747,26 +780,18 @@ static void test_evaluate(void **state)
     assert_true(fabs(t2 - t1) <= 1e-12 * t1);
     CHECK(cvae_model_evaluate(m, ds, 5, NULL, NULL, NULL), m);
 
-    /* Independently, in the stored order, eps drawn image by image from the seed (cvae.h). */
-    assert_int_equal(cvae_dataset_unshuffle(ds), CVAE_OK);
-    assert_int_equal(cvae_dataset_batch(ds, 0, EN, x, NULL), CVAE_OK);
-    CHECK(cvae_model_encode(m, x, EN, mu, lv), m);
-    cvi_rng_seed(&rng, 5);
-    for (i = 0; i < EN; i++)
-        cvi_rng_normal(&rng, z + i * LAT, LAT);
-    for (i = 0; i < EN * LAT; i++) {
-        kl += 0.5 * ((double)mu[i] * mu[i] + exp(lv[i]) - 1.0 - lv[i]);
-        z[i] = (float)(mu[i] + exp(0.5 * lv[i]) * z[i]);
+    expect_evaluation(m, ds, EN, 5, r1, k1);
+
+    /* Chunks that a step would cut into two lanes (the sums are added part by part), on one
+     * and two threads. */
+    for (threads = 1; threads <= 2; threads++) {
+        cvae_model *m40 = tiny_model_b(8, 40);
+        cvae_dataset *ds90 = make_dataset(EN2, C, H, W, 23);
+        spread_latents(m40);
+        CHECK(cvae_model_set(m40, CVAE_MODEL_THREADS, threads), m40);
+        CHECK(cvae_model_evaluate(m40, ds90, 5, &r2, &k2, NULL), m40);
+        expect_evaluation(m40, ds90, EN2, 5, r2, k2);
     }
-    CHECK(cvae_model_decode(m, z, EN, p), m);
-    for (i = 0; i < EN * IMG; i++)
-        rec -= x[i] * log((double)p[i]) + (1.0 - x[i]) * log(1.0 - (double)p[i]);
-    kl /= EN;
-    rec /= EN;
-    if (!(fabs(k1 - kl) <= 1e-5 * kl))
-        fail_msg("evaluate KL %.9g, expected %.9g", k1, kl);
-    if (!(fabs(r1 - rec) <= 1e-5 * rec))
-        fail_msg("evaluate recon %.9g, expected %.9g", r1, rec);
 }
 
 /* Fails if a dataset of another image shape (even one with the same pixel count) is not
