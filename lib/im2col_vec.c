@@ -161,15 +161,36 @@ static void store_part16(float *dst, const float v[16], size_t n)
                 __builtin_prefetch(plane + H * W + q_, 0, 3);                                      \
     } while (0)
 
+/* Input row yp (padded coordinates) of a plane as the vector lo (rows of up
+ * to 16 pixels) or lo and hi (up to 32): 0 in the padding, read through a
+ * copy where the vectors would reach past imgs_end. */
+#define LOAD_ROW(lo, hi, yp)                                                                       \
+    do {                                                                                           \
+        v16 lo_ = {0}, hi_ = {0};                                                                  \
+        if ((yp) >= PH && (yp)-PH < H) {                                                           \
+            const float *src_ = plane + ((yp)-PH) * W;                                             \
+            if ((size_t)(imgs_end - src_) >= (W > 16 ? 32u : 16u)) {                               \
+                memcpy(&lo_, src_, sizeof lo_);                                                    \
+                if (W > 16)                                                                        \
+                    memcpy(&hi_, src_ + 16, sizeof hi_);                                           \
+            } else {                                                                               \
+                float row_[32] = {0};                                                              \
+                memcpy(row_, src_, W * sizeof *row_);                                              \
+                memcpy(&lo_, row_, sizeof lo_);                                                    \
+                memcpy(&hi_, row_ + 16, sizeof hi_);                                               \
+            }                                                                                      \
+        }                                                                                          \
+        lo = lo_;                                                                                  \
+        hi = hi_;                                                                                  \
+    } while (0)
+
 /* The body of both widths of im2col: LEN lanes a segment (8 or 16), T and
  * M its float and mask vectors, LANES its lane lists. An input row is read
- * as 16 floats (rows of up to 16 pixels) or 32; a row whose read would
- * reach past imgs_end is read through a copy. */
+ * by LOAD_ROW. */
 #define IM2COL_BODY(T, M, LANES, LEN)                                                              \
     do {                                                                                           \
         M mk[4];                                                                                   \
         size_t ch, ky, oy, whole = P >= LEN ? (P - LEN) / ow + 1 : 0;                              \
-        const size_t span = W > 16 ? 32 : 16;                                                      \
         for (ky = 0; ky < 4; ky++)                                                                 \
             memcpy(&mk[ky], masks[ky], sizeof mk[ky]);                                             \
         for (ch = c; ch < c + nch; ch++) {                                                         \
@@ -179,20 +200,8 @@ static void store_part16(float *dst, const float v[16], size_t n)
                 float *d = col + (ch * KH + ky) * 4 * ldcol;                                       \
                 size_t yp = ky;                                                                    \
                 for (oy = 0; oy < OH; oy++, yp += SH, d += ow) {                                   \
-                    v16 lo = {0}, hi = {0};                                                        \
-                    if (yp >= PH && yp - PH < H) {                                                 \
-                        const float *src = plane + (yp - PH) * W;                                  \
-                        if ((size_t)(imgs_end - src) >= span) {                                    \
-                            memcpy(&lo, src, sizeof lo);                                           \
-                            if (W > 16)                                                            \
-                                memcpy(&hi, src + 16, sizeof hi);                                  \
-                        } else {                                                                   \
-                            float row_[32] = {0};                                                  \
-                            memcpy(row_, src, W * sizeof *row_);                                   \
-                            memcpy(&lo, row_, sizeof lo);                                          \
-                            memcpy(&hi, row_ + 16, sizeof hi);                                     \
-                        }                                                                          \
-                    }                                                                              \
+                    v16 lo, hi;                                                                    \
+                    LOAD_ROW(lo, hi, yp);                                                          \
                     IM2COL_TAPS(T, M, LANES, LEN);                                                 \
                 }                                                                                  \
             }                                                                                      \
@@ -218,24 +227,6 @@ static void store_part16(float *dst, const float v[16], size_t n)
     PAIR_LANES4(kx, 0, OW), PAIR_LANES4(kx, 4, OW), PAIR_LANES4(kx, 8, OW),                        \
         PAIR_LANES4(kx, 12, OW)
 
-/* Input row yp (padded coordinates) of a plane as one vector: 0 in the
- * padding, read through a copy where 16 floats would reach past imgs_end. */
-#define LOAD_ROW(v, yp)                                                                            \
-    do {                                                                                           \
-        v16 r_ = {0};                                                                              \
-        if ((yp) >= PH && (yp)-PH < H) {                                                           \
-            const float *src_ = plane + ((yp)-PH) * W;                                             \
-            if ((size_t)(imgs_end - src_) >= 16) {                                                 \
-                memcpy(&r_, src_, sizeof r_);                                                      \
-            } else {                                                                               \
-                float row_[16] = {0};                                                              \
-                memcpy(row_, src_, W * sizeof *row_);                                              \
-                memcpy(&r_, row_, sizeof r_);                                                      \
-            }                                                                                      \
-        }                                                                                          \
-        v = r_;                                                                                    \
-    } while (0)
-
 /* The body for OW = 7 or 8: output rows in pairs, each pair's four taps as
  * whole 16-float vectors while they end inside the image's P positions (the
  * next pair overwrites the overhang), float by float after; an odd last
@@ -253,10 +244,11 @@ static void store_part16(float *dst, const float v[16], size_t n)
                 float *d = col + (ch * KH + ky) * 4 * ldcol;                                       \
                 size_t yp = ky;                                                                    \
                 for (oy = 0; oy < OH; oy += 2, yp += 2 * SH, d += 2 * (OW)) {                      \
-                    v16 a, b = {0}, v0, v1, v2, v3;                                                \
-                    LOAD_ROW(a, yp);                                                               \
+                    v16 a, b = {0}, none, v0, v1, v2, v3; /* rows of one vector: no hi */          \
+                    LOAD_ROW(a, none, yp);                                                         \
                     if (oy + 1 < OH)                                                               \
-                        LOAD_ROW(b, yp + SH);                                                      \
+                        LOAD_ROW(b, none, yp + SH);                                                \
+                    (void)none;                                                                    \
                     v0 = (v16)((m16)__builtin_shufflevector(a, b, PAIR_LANES(0, OW)) & mk[0]);     \
                     v1 = (v16)((m16)__builtin_shufflevector(a, b, PAIR_LANES(1, OW)) & mk[1]);     \
                     v2 = (v16)((m16)__builtin_shufflevector(a, b, PAIR_LANES(2, OW)) & mk[2]);     \
