@@ -9,7 +9,8 @@
  *
  * The model is the preset (convolutions, linear layers, transposed
  * convolutions) on 1 x 16 x 16 images, small enough for a quick test yet
- * with products large enough that the multiply really splits them.
+ * with products large enough that the multiply really splits them, plain
+ * and conditional on labels.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -48,34 +49,41 @@ typedef struct run_result {
     double eval_recon, eval_kl, eval_total;
 } run_result;
 
-/* Trains a fresh preset model for STEPS steps on `threads` threads (set
- * before or after the architecture, as asked), then encodes, samples and
- * evaluates. */
-static void train_run(int threads, int set_after_init, run_result *r)
+/* Trains a fresh preset model (conditional on `classes` labels unless 0)
+ * for STEPS steps on `threads` threads (set before or after the
+ * architecture, as asked), then encodes, samples and evaluates. */
+static void train_run(int threads, int set_after_init, int classes, run_result *r)
 {
     cvae_model *m = tu_new_model();
     cvae_optimizer *opt;
     cvae_dataset *ds = tu_new_dataset();
     float *x = tu_keep(TU_KEEP_MEMORY, malloc(sizeof(float) * BATCH * PIXELS));
     uint8_t *px = tu_keep(TU_KEEP_MEMORY, malloc(BATCH * PIXELS));
+    uint8_t y8[BATCH];
+    int y[BATCH], *labels = classes ? y : NULL;
     float *p;
     int i;
 
     tu_fill_uniform(x, (size_t)BATCH * PIXELS, 5);
     for (i = 0; i < BATCH * PIXELS; i++)
         px[i] = (uint8_t)(x[i] * 255.0f);
-    if (cvae_dataset_set_u8(ds, BATCH, 1, SIDE, SIDE, px, NULL) != CVAE_OK)
+    for (i = 0; i < BATCH; i++)
+        y8[i] = (uint8_t)(y[i] = classes ? (i * 7 + i / 5) % classes : 0); /* no period of 20 */
+    if (cvae_dataset_set_u8(ds, BATCH, 1, SIDE, SIDE, px, classes ? y8 : NULL) != CVAE_OK)
         fail_msg("dataset_set_u8: %s", cvae_dataset_last_error(ds));
     if (!set_after_init)
         CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, threads), m);
+    if (classes)
+        CHECK(cvae_model_set(m, CVAE_MODEL_CLASSES, classes), m);
     CHECK(cvae_model_init_preset(m, 1, SIDE, SIDE, LATENT, BATCH, 77), m);
     if (set_after_init)
         CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, threads), m);
     opt = tu_new_opt(CVAE_OPTIMIZER_ADAM, cvae_model_param_count(m));
     for (i = 0; i < STEPS; i++)
-        CHECK(cvae_model_train_step(m, opt, x, BATCH, &r->recon[i], &r->kl[i]), m);
-    CHECK(cvae_model_encode(m, x, BATCH, r->mu, r->logvar), m);
-    CHECK(cvae_model_sample(m, BATCH, 3, r->images), m);
+        CHECK(cvae_model_train_step_labels(m, opt, x, labels, BATCH, &r->recon[i], &r->kl[i]),
+              m);
+    CHECK(cvae_model_encode_labels(m, x, labels, BATCH, r->mu, r->logvar), m);
+    CHECK(cvae_model_sample_labels(m, BATCH, 3, labels, r->images), m);
     CHECK(cvae_model_evaluate(m, ds, 9, &r->eval_recon, &r->eval_kl, &r->eval_total), m);
     p = cvae_model_params(m, &r->nparams);
     r->params = malloc(r->nparams * sizeof *r->params);
@@ -113,13 +121,28 @@ static void test_thread_count_does_not_change_results(void **state)
                 {0, 0, "automatic threads"}};
     size_t i;
     (void)state;
-    train_run(1, 0, &one);
+    train_run(1, 0, 0, &one);
     assert_true(isfinite(one.recon[STEPS - 1]) && one.recon[STEPS - 1] < one.recon[0]);
     for (i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        train_run(runs[i].threads, runs[i].after, &other);
+        train_run(runs[i].threads, runs[i].after, 0, &other);
         assert_same_run(&one, &other, runs[i].what);
         free(other.params);
     }
+    free(one.params);
+}
+
+/* The same for a conditional model (labels concatenated to the encoder's
+ * features and to z: each lane reads its own labels, and the lanes of a team
+ * read each other's rows). */
+static void test_thread_count_conditional(void **state)
+{
+    run_result one, other;
+    (void)state;
+    train_run(1, 0, 10, &one);
+    assert_true(isfinite(one.recon[STEPS - 1]) && one.recon[STEPS - 1] < one.recon[0]);
+    train_run(2, 0, 10, &other);
+    assert_same_run(&one, &other, "conditional, 2 threads");
+    free(other.params);
     free(one.params);
 }
 
@@ -302,6 +325,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_thread_count_does_not_change_results,
                                   tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_thread_count_conditional, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_threads_option, tu_release_all_teardown),
         cmocka_unit_test(test_stack_threads),
         cmocka_unit_test(test_models_in_two_threads),
