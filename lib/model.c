@@ -1731,10 +1731,6 @@ cvae_status cvi_model_check_dataset(cvae_model *m, const cvae_dataset *ds, const
     return CVAE_OK;
 }
 
-/* The sums of cvae_model_evaluate over images [first, first + count) of ds.
- * The draws follow the whole evaluation's: chunks of max batch images from
- * the start, each with its pixels' draws when binarising, then eps; the
- * draws of images outside the range are skipped. */
 /* An evaluation chunk's sums, part by part: the parts are the lanes a
  * step would cut the chunk into, whatever runs them, so that the sums are
  * added in one order on any number of threads. */
@@ -1744,9 +1740,9 @@ typedef struct eval_job {
     double recon[CVI_LANES], kl[CVI_LANES];
 } eval_job;
 
-/* Encoder, draws, KL, decoder and reconstruction term of a lane's rows of
- * the chunk in m->xbuf (eps drawn in m->eps): the sums of every part in
- * them. */
+/* Encoder, z, decoder, KL and reconstruction term of a lane's rows of the
+ * chunk in m->xbuf (their eps already in m->eps): the sums of every part in
+ * those rows. */
 static void evaluate_rows(cvae_model *m, const lane *ln, void *ctx)
 {
     eval_job *j = ctx;
@@ -1768,6 +1764,10 @@ static void evaluate_rows(cvae_model *m, const lane *ln, void *ctx)
     }
 }
 
+/* The sums of cvae_model_evaluate over images [first, first + count) of ds.
+ * The draws follow the whole evaluation's: chunks of max batch images from
+ * the start, each with its pixels' draws when binarising, then eps; the
+ * draws of images outside the range are skipped. */
 static void evaluate_sums(cvae_model *m, const cvae_dataset *ds, uint64_t eps_seed, size_t first,
                           size_t count, double *rsum, double *ksum)
 {
