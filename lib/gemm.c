@@ -9,7 +9,9 @@
  *   avx512    8 x 32 (16 zmm accumulators, A broadcast from memory; 8 rows
  *                     divide the model's 32, 64, 128 ... rows exactly), and
  *                     8 x 16 for products of at most 16 columns
- *   avx2      4 x 16 (8 ymm accumulators; needs FMA too)
+ *   avx2      6 x 16 (12 ymm accumulators, of 16 registers: a core with
+ *                     two FMA pipes of 4 cycles needs 8 in flight; needs
+ *                     FMA too)
  *   portable  4 x 8  (8 accumulators of 4-float SSE2 or NEON vectors)
  * chosen by measurement with gcc 12: larger tiles made gcc keep part of
  * the accumulators or the broadcasts on the stack.
@@ -61,10 +63,11 @@
 #endif
 
 #define GK(name) name##_avx2
-#define GK_MR 4
+#define GK_MR 6
 #define GK_VL 8
 #define GK_NV 2
 #define GK_NR 16
+#define GK_VEC
 #define GK_ATTR __attribute__((target("avx2,fma")))
 #include "gemm_kernel.h"
 
@@ -195,8 +198,14 @@ static void scale_c(const cvi_gemm_call *g, size_t i_lo, size_t i_hi, size_t j_l
         }
 }
 
+/* Threads cut C at whole tiles of every variant: rows at multiples of 24
+ * (MR 4, 6 and 8; a packed A's panels then start where a part does),
+ * columns at multiples of 32 (NR 8, 16 and 32). */
+#define ROW_UNIT 24
+#define COL_UNIT 32
+
 /* Rows or columns [lo, hi) of part t of n parts of `len`, cut at multiples
- * of `unit` (32: whole tiles of every variant). */
+ * of `unit`. */
 static void cut(size_t len, size_t unit, int t, int n, size_t *lo, size_t *hi)
 {
     size_t units = (len + unit - 1) / unit;
@@ -210,7 +219,7 @@ void cvi_gemm_part(const cvi_gemm_env *env, const cvi_gemm_call *g, int part, in
     cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
     int by_cols = g->N >= g->M;
     size_t lo, hi, i_lo = 0, i_hi = g->M, j_lo = 0, j_hi = g->N;
-    cut(by_cols ? g->N : g->M, 32, part, parts, &lo, &hi);
+    cut(by_cols ? g->N : g->M, by_cols ? COL_UNIT : ROW_UNIT, part, parts, &lo, &hi);
     if (by_cols) {
         j_lo = lo;
         j_hi = hi;
@@ -230,7 +239,8 @@ void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
 {
     cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
     int by_cols = g->N >= g->M, nt = env->threads < 1 ? 1 : env->threads;
-    size_t macs = g->M * g->N, span = by_cols ? g->N : g->M, units = (span + 31) / 32;
+    size_t macs = g->M * g->N, span = by_cols ? g->N : g->M;
+    size_t unit = by_cols ? COL_UNIT : ROW_UNIT, units = (span + unit - 1) / unit;
     if (g->M == 0 || g->N == 0)
         return;
     if (g->K == 0 || g->alpha == 0.0f) {
@@ -251,7 +261,7 @@ void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
         size_t lo, hi;
-        cut(span, 32, t, n, &lo, &hi);
+        cut(span, unit, t, n, &lo, &hi);
         if (lo < hi) {
             float *ws = env->ws + PER_THREAD * (size_t)t;
             if (by_cols)
@@ -265,7 +275,7 @@ void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
         int t;
         for (t = 0; t < nt; t++) {
             size_t lo, hi;
-            cut(span, 32, t, nt, &lo, &hi);
+            cut(span, unit, t, nt, &lo, &hi);
             if (by_cols)
                 run_slice(path, g, 0, g->M, lo, hi, env->ws);
             else
@@ -277,7 +287,7 @@ void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
 
 size_t cvi_gemm_packed_a_floats(size_t M, size_t K)
 {
-    return (M + 7) / 8 * 8 * K; /* M rounded up to the largest MR */
+    return (M + ROW_UNIT - 1) / ROW_UNIT * ROW_UNIT * K; /* M rounded up to a multiple of every MR */
 }
 
 void cvi_gemm_pack_a(const cvi_gemm_env *env, const cvi_gemm_call *g, float *dst)

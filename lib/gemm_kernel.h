@@ -63,6 +63,13 @@ typedef float GK(vec) __attribute__((vector_size(GK_VL * 4), aligned(4), may_ali
 /* Its lanes as integers (compare results, masks). */
 typedef int32_t GK(ivec) __attribute__((vector_size(GK_VL * 4)));
 static const GK(vec) GK(zero) = {0};
+/* A vector loaded from, or stored to, any float address: through a pointer
+ * to the type above (may_alias, 4-byte aligned), not memcpy, which gcc 12's
+ * generic tuning splits into 16-byte halves when 32 bytes long; in the AVX2
+ * tile those went through the stack, and the 12 accumulators with them,
+ * every step of the k loop. */
+#define GK_LD(p) (*(const GK(vec) *)(const void *)(p))
+#define GK_ST(p, v) (*(GK(vec) *)(void *)(p) = (v))
 /* A vector of GK_VL copies of x (a vector plus a scalar would add 0.0f
  * first, which the compiler may not drop without -ffast-math). */
 #define GK_SPLAT8(x) x, x, x, x, x, x, x, x
@@ -83,18 +90,20 @@ static const GK(vec) GK(zero) = {0};
  * is GK_NV vector moves; a plain loop of constant length became a call to
  * memmove per row in gcc 12 once GK_NR reached 32. */
 #ifdef GK_VEC
-#define GK_COPY_NR(dst, src)                                                                       \
-    {                                                                                              \
-        GK(vec) v_[GK_NV];                                                                         \
-        memcpy(v_, (src), sizeof v_);                                                              \
-        memcpy((dst), v_, sizeof v_);                                                              \
-    }
 #define GK_COPY_VL(dst, src)                                                                       \
     {                                                                                              \
-        GK(vec) v_;                                                                                \
-        memcpy(&v_, (src), sizeof v_);                                                             \
-        memcpy((dst), &v_, sizeof v_);                                                             \
+        GK_ST((dst), GK_LD(src));                                                                  \
     }
+#if GK_NV == 2
+#define GK_COPY_NR(dst, src)                                                                       \
+    {                                                                                              \
+        GK(vec) v0_ = GK_LD(src), v1_ = GK_LD((src) + GK_VL);                                      \
+        GK_ST((dst), v0_);                                                                         \
+        GK_ST((dst) + GK_VL, v1_);                                                                 \
+    }
+#else
+#define GK_COPY_NR(dst, src) GK_COPY_VL(dst, src)
+#endif
 #else
 #define GK_COPY_VL(dst, src)                                                                       \
     {                                                                                              \
@@ -120,6 +129,9 @@ static const GK(vec) GK(zero) = {0};
 #ifndef GK_T8_DEFINED
 #define GK_T8_DEFINED
 typedef float gk_v8 __attribute__((vector_size(32), aligned(4), may_alias));
+/* As GK_LD and GK_ST (memcpy would go through the stack). */
+#define GK_LD8(p) (*(const gk_v8 *)(const void *)(p))
+#define GK_ST8(p, v) (*(gk_v8 *)(void *)(p) = (v))
 #endif
 /* p[k * w + r] = X[r * rs + k] for 8 rows r and kc values of k: blocks of
  * 8 x 8 transposed in registers (three rounds of permutes, as unpack,
@@ -132,14 +144,14 @@ GK_ATTR static void GK(transpose8)(float *restrict p, size_t w, const float *res
     size_t k, r;
     for (k = 0; k + 8 <= kc; k += 8) {
         gk_v8 x0, x1, x2, x3, x4, x5, x6, x7, t0, t1, t2, t3, t4, t5, t6, t7;
-        memcpy(&x0, X + k, sizeof x0);
-        memcpy(&x1, X + rs + k, sizeof x1);
-        memcpy(&x2, X + 2 * rs + k, sizeof x2);
-        memcpy(&x3, X + 3 * rs + k, sizeof x3);
-        memcpy(&x4, X + 4 * rs + k, sizeof x4);
-        memcpy(&x5, X + 5 * rs + k, sizeof x5);
-        memcpy(&x6, X + 6 * rs + k, sizeof x6);
-        memcpy(&x7, X + 7 * rs + k, sizeof x7);
+        x0 = GK_LD8(X + k);
+        x1 = GK_LD8(X + rs + k);
+        x2 = GK_LD8(X + 2 * rs + k);
+        x3 = GK_LD8(X + 3 * rs + k);
+        x4 = GK_LD8(X + 4 * rs + k);
+        x5 = GK_LD8(X + 5 * rs + k);
+        x6 = GK_LD8(X + 6 * rs + k);
+        x7 = GK_LD8(X + 7 * rs + k);
         /* pairs of rows interleaved: (x0 x1)(k 0, 1, 4, 5) and (k 2, 3, 6, 7) */
         t0 = __builtin_shufflevector(x0, x1, 0, 8, 1, 9, 4, 12, 5, 13);
         t1 = __builtin_shufflevector(x0, x1, 2, 10, 3, 11, 6, 14, 7, 15);
@@ -167,14 +179,14 @@ GK_ATTR static void GK(transpose8)(float *restrict p, size_t w, const float *res
         t5 = __builtin_shufflevector(x1, x5, 4, 5, 6, 7, 12, 13, 14, 15);
         t6 = __builtin_shufflevector(x2, x6, 4, 5, 6, 7, 12, 13, 14, 15);
         t7 = __builtin_shufflevector(x3, x7, 4, 5, 6, 7, 12, 13, 14, 15);
-        memcpy(p + k * w, &t0, sizeof t0);
-        memcpy(p + (k + 1) * w, &t1, sizeof t1);
-        memcpy(p + (k + 2) * w, &t2, sizeof t2);
-        memcpy(p + (k + 3) * w, &t3, sizeof t3);
-        memcpy(p + (k + 4) * w, &t4, sizeof t4);
-        memcpy(p + (k + 5) * w, &t5, sizeof t5);
-        memcpy(p + (k + 6) * w, &t6, sizeof t6);
-        memcpy(p + (k + 7) * w, &t7, sizeof t7);
+        GK_ST8(p + k * w, t0);
+        GK_ST8(p + (k + 1) * w, t1);
+        GK_ST8(p + (k + 2) * w, t2);
+        GK_ST8(p + (k + 3) * w, t3);
+        GK_ST8(p + (k + 4) * w, t4);
+        GK_ST8(p + (k + 5) * w, t5);
+        GK_ST8(p + (k + 6) * w, t6);
+        GK_ST8(p + (k + 7) * w, t7);
     }
     for (; k < kc; k++)
         for (r = 0; r < 8; r++)
@@ -382,11 +394,10 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
         GK(vec) a##r = GK_SPLAT(a[r]);                                                        \
         c##r += a##r * b0;                                                                         \
     }
-#define GK_STORE(r) memcpy(out + r * ld, &c##r, sizeof c##r);
+#define GK_STORE(r) GK_ST(out + r * ld, c##r);
 #define GK_ADD_C(r)                                                                                \
     {                                                                                              \
-        GK(vec) x_;                                                                                \
-        memcpy(&x_, out + r * ld, sizeof x_);                                                      \
+        GK(vec) x_ = GK_LD(out + r * ld);                                                          \
         c##r += x_;                                                                                \
     }
 #define GK_ADD_BIAS(r)                                                                             \
@@ -398,11 +409,9 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
 #define GK_ADD_COL_BIAS(r) c##r += cb0;
 #define GK_RELU(r) c##r = GK_RELU_VEC(c##r);
 #define GK_LOAD_COL_BIAS                                                                           \
-    GK(vec) cb0;                                                                                   \
-    memcpy(&cb0, col_bias, sizeof cb0);
+    GK(vec) cb0 = GK_LD(col_bias);
 #define GK_LOADB                                                                                   \
-    GK(vec) b0;                                                                                    \
-    memcpy(&b0, b, sizeof b0);
+    GK(vec) b0 = GK_LD(b);
 #elif GK_NV == 2
 #define GK_DECL(r) GK(vec) c##r = {0}, d##r = {0};
 #define GK_FMA(r)                                                                                  \
@@ -412,13 +421,11 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
         d##r += a##r * b1;                                                                         \
     }
 #define GK_STORE(r)                                                                                \
-    memcpy(out + r * ld, &c##r, sizeof c##r);                                                      \
-    memcpy(out + r * ld + GK_VL, &d##r, sizeof d##r);
+    GK_ST(out + r * ld, c##r);                                                                     \
+    GK_ST(out + r * ld + GK_VL, d##r);
 #define GK_ADD_C(r)                                                                                \
     {                                                                                              \
-        GK(vec) x_, y_;                                                                            \
-        memcpy(&x_, out + r * ld, sizeof x_);                                                      \
-        memcpy(&y_, out + r * ld + GK_VL, sizeof y_);                                              \
+        GK(vec) x_ = GK_LD(out + r * ld), y_ = GK_LD(out + r * ld + GK_VL);                        \
         c##r += x_;                                                                                \
         d##r += y_;                                                                                \
     }
@@ -436,13 +443,9 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
     c##r = GK_RELU_VEC(c##r);                                                                      \
     d##r = GK_RELU_VEC(d##r);
 #define GK_LOAD_COL_BIAS                                                                           \
-    GK(vec) cb0, cb1;                                                                              \
-    memcpy(&cb0, col_bias, sizeof cb0);                                                            \
-    memcpy(&cb1, col_bias + GK_VL, sizeof cb1);
+    GK(vec) cb0 = GK_LD(col_bias), cb1 = GK_LD(col_bias + GK_VL);
 #define GK_LOADB                                                                                   \
-    GK(vec) b0, b1;                                                                                \
-    memcpy(&b0, b, sizeof b0);                                                                     \
-    memcpy(&b1, b + GK_VL, sizeof b1);
+    GK(vec) b0 = GK_LD(b), b1 = GK_LD(b + GK_VL);
 #else
 #error "GK_NV must be 1 or 2"
 #endif
@@ -758,5 +761,7 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
 #undef GK_ATTR
 #undef GK_COPY_NR
 #undef GK_COPY_VL
+#undef GK_LD
+#undef GK_ST
 #undef GK_VEC
 #undef GK_TRANSPOSE8

@@ -1,11 +1,14 @@
 #!/bin/sh
-# check_tile.sh GEMM_OBJECT [SANFLAGS [OPT]] - the multiply's AVX-512 register tile,
-# as the compiler emitted it (lib/gemm_kernel.h): tile_avx512 (8 x 32) must
-# hold its 16 accumulators in zmm registers, that is 16 512-bit FMAs per step
-# of its k loop and no access to the stack anywhere in the function, and
-# tile_avx512n (8 x 16) its 8; likewise tile_c_avx512 and tile_c_avx512n,
-# which write their block of C themselves. A compiler that spills part of the tile runs
-# the multiply at half speed without failing any other test.
+# check_tile.sh GEMM_OBJECT [SANFLAGS [OPT]] - the multiply's register tiles,
+# as the compiler emitted them (lib/gemm_kernel.h). AVX-512: tile_avx512
+# (8 x 32) must hold its 16 accumulators in zmm registers, that is 16 512-bit
+# FMAs per step of its k loop and no access to the stack anywhere in the
+# function, and tile_avx512n (8 x 16) its 8; likewise tile_c_avx512 and
+# tile_c_avx512n, which write their block of C themselves. AVX2: tile_avx2
+# and tile_c_avx2 (6 x 16) 12 256-bit FMAs per step on ymm registers and no
+# stack access inside the k loop (tile_c_avx2 may keep a pointer on the
+# stack for the write-back after it). A compiler that spills part of the
+# tile runs the multiply at half speed without failing any other test.
 # Skipped where it cannot apply: not x86-64, no objdump, a sanitizer build or
 # one optimised below -O2, or a build without the x86 variants
 # (-DCVAE_NO_DISPATCH).
@@ -32,19 +35,45 @@ if ! grep -q '<tile_avx512>:' "$tmp/dis"; then
     exit 0
 fi
 
-# check NAME ACCUMULATORS: the function's FMAs on zmm registers (from any
-# unrolling, at least one k step's worth), and no stack access.
+# check NAME ACCUMULATORS REG [loop]: the function's FMAs on REG (zmm or ymm)
+# registers (from any unrolling, at least one k step's worth), and no stack
+# access in the whole function, or with `loop` in its k loop: the
+# instructions from the target of the backward jump after its last FMA to
+# that jump.
 check() {
     awk -v f="<$1>:" '$0 ~ f { on = 1; next } on && /^$/ { exit } on' "$tmp/dis" > "$tmp/$1"
-    fmas=$(grep -c 'vfmadd[0-9]*ps .*%zmm' "$tmp/$1" || true)
-    stack=$(grep -c '(%rsp)\|(%rbp)' "$tmp/$1" || true)
+    fmas=$(grep -c "vfmadd[0-9]*ps .*%$3" "$tmp/$1" || true)
+    where="anywhere"
+    body="$tmp/$1"
+    if [ "${4:-}" = loop ]; then
+        where="in its k loop"
+        awk '/vfmadd/ { last = NR } { line[NR] = $0 }
+             END {
+                 for (i = last + 1; i <= NR; i++)
+                     if (line[i] ~ /\tj[a-z]+ +[0-9a-f]+ </) {
+                         split(line[i], f, /\tj[a-z]+ +/); split(f[2], t, " ")
+                         to = t[1]; break
+                     }
+                 if (to == "") exit
+                 for (k = 1; k <= i; k++) {
+                     a = line[k]; sub(/^ +/, "", a); sub(/:.*/, "", a)
+                     if (a == to) on = 1
+                     if (on) print line[k]
+                 }
+             }' "$tmp/$1" > "$tmp/$1.loop"
+        [ -s "$tmp/$1.loop" ] || fail "$1: no k loop found after its last FMA"
+        body="$tmp/$1.loop"
+    fi
+    stack=$(grep -c '(%rsp)\|(%rbp)' "$body" || true)
     [ "$fmas" -ge "$2" ] && [ $((fmas % $2)) -eq 0 ] ||
-        fail "$1 has $fmas 512-bit FMAs, expected a multiple of $2 (one per accumulator per k step)"
-    [ "$stack" -eq 0 ] || fail "$1 touches the stack $stack times: part of the tile spilled"
-    say "$1: $fmas 512-bit FMAs, no stack access"
+        fail "$1 has $fmas FMAs on $3 registers, expected a multiple of $2 (one per accumulator per k step)"
+    [ "$stack" -eq 0 ] || fail "$1 touches the stack $stack times $where: part of the tile spilled"
+    say "$1: $fmas FMAs on $3 registers, no stack access $where"
 }
-check tile_avx512 16
-check tile_avx512n 8
+check tile_avx512 16 zmm
+check tile_avx512n 8 zmm
 # The same tiles in the form that writes its block of C itself.
-check tile_c_avx512 16
-check tile_c_avx512n 8
+check tile_c_avx512 16 zmm
+check tile_c_avx512n 8 zmm
+check tile_avx2 12 ymm
+check tile_c_avx2 12 ymm loop
