@@ -91,14 +91,17 @@ float cvi_rng_uniform(cvi_rng *rng);
  * without OpenMP. */
 int cvi_threads_resolve(int setting);
 
-/* Kernels compiled a second time for AVX-512 (function attributes, chosen
- * at run time): GCC and clang on x86-64 only. */
+/* Kernels compiled again for AVX-512 and AVX2 (function attributes, chosen
+ * at run time): GCC and clang on x86-64 only. CVI_AVX2_ATTR adds no FMA:
+ * the element-wise kernels compiled with it give the baseline's bits. */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(CVAE_NO_DISPATCH)
 #define CVI_HAVE_AVX512 1
 #if defined(__clang__)
 #define CVI_AVX512_ATTR __attribute__((target("avx512f"), min_vector_width(512)))
+#define CVI_AVX2_ATTR __attribute__((target("avx2"), min_vector_width(256)))
 #else
 #define CVI_AVX512_ATTR __attribute__((target("avx512f")))
+#define CVI_AVX2_ATTR __attribute__((target("avx2")))
 #endif
 #endif
 

@@ -276,12 +276,12 @@ static avg_update average_for_step(const cvae_optimizer *o)
 }
 
 /* The element-wise passes, compiled once for the baseline instruction set
- * and, where the compiler can target it, once more for AVX-512 (the CPU
- * picks at run time, as for the multiply). Both compile the same C with no
- * contraction of a multiply and an add into an FMA, and IEEE square roots
- * and divisions round the same at any vector width, so both give the same
- * bits; AVX-512 only does 16 floats per instruction instead of 4 (the
- * checking pass is bound by its square roots and divisions). */
+ * and, where the compiler can target them, again for AVX2 and for AVX-512
+ * (the CPU picks at run time, as for the multiply). All compile the same C
+ * with no contraction of a multiply and an add into an FMA, and IEEE square
+ * roots and divisions round the same at any vector width, so all give the
+ * same bits; AVX2 does 8 floats per instruction and AVX-512 16 instead of 4
+ * (the checking pass is bound by its square roots and divisions). */
 #define NORM_CHUNKS 64
 #define NORM_LANES 8
 #define OK(name) name##_base
@@ -291,41 +291,50 @@ static avg_update average_for_step(const cvae_optimizer *o)
 #define OK(name) name##_avx512
 #define OK_ATTR CVI_AVX512_ATTR
 #include "optim_kernels.h"
+#define OK(name) name##_avx2
+#define OK_ATTR CVI_AVX2_ATTR
+#include "optim_kernels.h"
 #endif
 
-static int use_avx512(const cvae_optimizer *o)
+/* Which variant of the passes runs: the instruction set of the multiply's
+ * path. */
+enum { ISA_BASE, ISA_AVX2, ISA_AVX512 };
+static int passes_isa(const cvae_optimizer *o)
 {
     cvi_gemm_path p = o->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : o->path;
-    return p == CVI_GEMM_PATH_AVX512;
+    return p == CVI_GEMM_PATH_AVX512 ? ISA_AVX512 : p == CVI_GEMM_PATH_AVX2 ? ISA_AVX2 : ISA_BASE;
 }
 
 /* What a pass does: check (compute and test, store nothing), store, or
  * only measure the extent of the gradient and the parameters. */
 enum { PASS_CHECK, PASS_STORE, PASS_EXTENT };
 
+/* The pass of the variant whose names end in sfx (optim_kernels.h). */
+#define RUN_PASS(sfx)                                                                              \
+    do {                                                                                           \
+        if (mode == PASS_EXTENT) {                                                                 \
+            extent_##sfx(p, g, scale, lo, hi, &e->g, &e->p);                                       \
+            return 0;                                                                              \
+        }                                                                                          \
+        return adam ? adam_pass_##sfx(o, p, g, scale, lo, hi, store, u, e)                         \
+                    : sgd_pass_##sfx(o, p, g, scale, lo, hi, store, u);                            \
+    } while (0)
+
 static int pass_range(cvae_optimizer *o, float *p, const float *g, float scale, size_t lo,
-                      size_t hi, int mode, avg_update u, int wide, pass_extent *e)
+                      size_t hi, int mode, avg_update u, int isa, pass_extent *e)
 {
     int adam = o->kind == CVAE_OPTIMIZER_ADAM, store = mode == PASS_STORE;
 #ifdef CVI_HAVE_AVX512
-    if (wide) {
-        if (mode == PASS_EXTENT) {
-            extent_avx512(p, g, scale, lo, hi, &e->g, &e->p);
-            return 0;
-        }
-        return adam ? adam_pass_avx512(o, p, g, scale, lo, hi, store, u, e)
-                    : sgd_pass_avx512(o, p, g, scale, lo, hi, store, u);
-    }
+    if (isa == ISA_AVX512)
+        RUN_PASS(avx512);
+    if (isa == ISA_AVX2)
+        RUN_PASS(avx2);
 #else
-    (void)wide;
+    (void)isa;
 #endif
-    if (mode == PASS_EXTENT) {
-        extent_base(p, g, scale, lo, hi, &e->g, &e->p);
-        return 0;
-    }
-    return adam ? adam_pass_base(o, p, g, scale, lo, hi, store, u, e)
-                : sgd_pass_base(o, p, g, scale, lo, hi, store, u);
+    RUN_PASS(base);
 }
+#undef RUN_PASS
 
 /* One pass over all parameters, spread over the threads; e gets the
  * largest extents any thread saw (a maximum: the same for any split). */
@@ -334,7 +343,7 @@ static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale,
 {
     size_t n = o->n;
     avg_update u = average_for_step(o);
-    int wide = use_avx512(o);
+    int isa = passes_isa(o);
     memset(e, 0, sizeof *e);
 #ifdef _OPENMP
     if (threads >= 2 && n >= 65536) {
@@ -345,7 +354,7 @@ static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale,
             size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
             size_t lo = n * t / nt, hi = n * (t + 1) / nt;
             pass_extent mine = {0, 0, 0, 0, 0};
-            bad |= pass_range(o, p, g, scale, lo, hi, mode, u, wide, &mine);
+            bad |= pass_range(o, p, g, scale, lo, hi, mode, u, isa, &mine);
             eg = mine.g, ep = mine.p, em = mine.m, ev = mine.v, ea = mine.a;
         }
         e->g = eg, e->p = ep, e->m = em, e->v = ev, e->a = ea;
@@ -354,7 +363,7 @@ static int update_pass(cvae_optimizer *o, float *p, const float *g, float scale,
 #else
     (void)threads; /* without OpenMP, one thread does it all whatever it was asked */
 #endif
-    return pass_range(o, p, g, scale, 0, n, mode, u, wide, e);
+    return pass_range(o, p, g, scale, 0, n, mode, u, isa, e);
 }
 
 /* Whether Adam's step on p and g (scale: the clipping's) can be shown not to
@@ -397,9 +406,9 @@ static double sum_squares(const cvae_optimizer *o, const float *g, size_t n, int
 {
     double part[NORM_CHUNKS], sum = 0.0;
     size_t per = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
-    int wide = use_avx512(o);
+    int isa = passes_isa(o);
     ptrdiff_t c;
-    (void)threads, (void)wide;
+    (void)threads, (void)isa;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && n > 65536)
 #endif
@@ -407,8 +416,12 @@ static double sum_squares(const cvae_optimizer *o, const float *g, size_t n, int
         size_t lo = (size_t)c * per < n ? (size_t)c * per : n;
         size_t hi = lo + per < n ? lo + per : n;
 #ifdef CVI_HAVE_AVX512
-        if (wide) {
+        if (isa == ISA_AVX512) {
             part[c] = squares_avx512(g, lo, hi);
+            continue;
+        }
+        if (isa == ISA_AVX2) {
+            part[c] = squares_avx2(g, lo, hi);
             continue;
         }
 #endif

@@ -1191,18 +1191,19 @@ static size_t one_by_one(size_t i, size_t stride)
 
 /* Fails unless the elements of a long run (vector bodies) are bit for bit what a run of that
  * one element alone gives (the scalar code, which the hand-worked tests check), for the
- * baseline passes and, where this CPU has AVX-512, the AVX-512 ones, on 1 and 2 threads: a
- * wrong lane, a contracted multiply-add or a lost element in either variant shows. */
+ * baseline passes and, where this CPU has them, the AVX2 and AVX-512 ones, on 1 and 2 threads:
+ * a wrong lane, a contracted multiply-add or a lost element in any variant shows. */
 static void test_variants_same_bits(void **state)
 {
     const cvae_optimizer_kind kinds[2] = {CVAE_OPTIMIZER_ADAM, CVAE_OPTIMIZER_SGD};
-    const cvi_gemm_path paths[2] = {CVI_GEMM_PATH_PORTABLE, CVI_GEMM_PATH_AVX512};
+    const cvi_gemm_path paths[3] = {CVI_GEMM_PATH_PORTABLE, CVI_GEMM_PATH_AVX2,
+                                   CVI_GEMM_PATH_AVX512};
     float *runs = keep_floats(4 * VN), *grad = keep_floats(VN);
     size_t stride = tu_under_valgrind() ? 997 : 31;
     int k, v, th, compared = 0;
     (void)state;
     for (k = 0; k < 2; k++)
-        for (v = 0; v < 2; v++)
+        for (v = 0; v < 3; v++)
             for (th = 1; th <= 2; th++) {
                 size_t i;
                 if (!cvi_gemm_path_available(paths[v]))
@@ -1239,12 +1240,13 @@ static void test_variants_same_bits(void **state)
  * right cause named, on every variant. */
 static void test_variants_refuse_overflow(void **state)
 {
-    const cvi_gemm_path paths[2] = {CVI_GEMM_PATH_PORTABLE, CVI_GEMM_PATH_AVX512};
+    const cvi_gemm_path paths[3] = {CVI_GEMM_PATH_PORTABLE, CVI_GEMM_PATH_AVX2,
+                                   CVI_GEMM_PATH_AVX512};
     float *p = keep_floats(VN), *p0 = keep_floats(VN), *g = keep_floats(VN);
     int v, th;
     size_t i;
     (void)state;
-    for (v = 0; v < 2; v++)
+    for (v = 0; v < 3; v++)
         for (th = 1; th <= 2; th++) {
             cvae_optimizer *o;
             cvi_optimizer_state st;
