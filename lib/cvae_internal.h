@@ -257,8 +257,8 @@ void cvi_conv_tables_build(cvi_conv_tables *t, float *mem, const cvi_conv_geom *
  * padding. col2im is the adjoint and overwrites the n images, adding bias[c]
  * (NULL: none) to every pixel of channel c after its sum, then with relu
  * taking max(x, 0) as relu does (the next layer's, fused). Images are
- * spread over env's threads; on its AVX-512 variant the vector loops below
- * serve the geometries they fit (the same bits). */
+ * spread over env's threads; on its AVX-512 and AVX2 variants the vector
+ * loops below serve the geometries they fit (the same bits). */
 void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_geom *g,
                       const cvi_conv_tables *t, const cvi_gemm_env *env);
 void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_geom *g,
@@ -275,6 +275,12 @@ void cvi_im2col_vec_channels(float *col, const float *img, size_t c, size_t nch,
 void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
                              const cvi_conv_geom *g, size_t ldcol, const float *col_end,
                              const float *bias, int relu);
+/* The same on AVX2 (8-lane vectors), for the same geometries. */
+void cvi_im2col_avx2_channels(float *col, const float *img, size_t c, size_t nch,
+                              const cvi_conv_geom *g, size_t ldcol, const float *imgs_end);
+void cvi_col2im_avx2_channels(float *img, const float *col, size_t c, size_t nch,
+                              const cvi_conv_geom *g, size_t ldcol, const float *col_end,
+                              const float *bias, int relu);
 /* The operand (rows, n P) made of the (rows, P) planes of consecutive
  * images `image` floats apart: one multiply covers a batch without copies. */
 cvi_operand cvi_planes(const float *data, size_t P, size_t image);

@@ -190,12 +190,15 @@ static inline void col2im_channels(float *img, const float *col, size_t c, size_
     }
 }
 
-/* Whether the vector loops of im2col_vec.c serve this geometry on the
- * variant env runs (the multiply's: they are compiled for AVX-512). */
+/* Which vector loops of im2col_vec.c serve this geometry on the variant
+ * env runs (the multiply's): VEC_NONE (the tables), VEC_AVX2 or VEC_AVX512. */
+enum { VEC_NONE, VEC_AVX2, VEC_AVX512 };
 static int use_vec(const cvi_conv_geom *g, const cvi_gemm_env *env)
 {
     cvi_gemm_path p = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
-    return p == CVI_GEMM_PATH_AVX512 && cvi_im2col_vec_fits(g);
+    if (!cvi_im2col_vec_fits(g))
+        return VEC_NONE;
+    return p == CVI_GEMM_PATH_AVX512 ? VEC_AVX512 : p == CVI_GEMM_PATH_AVX2 ? VEC_AVX2 : VEC_NONE;
 }
 
 /* Both spread the images' channels over the threads in blocks of
@@ -215,9 +218,12 @@ void cvi_im2col_batch(float *col, const float *imgs, size_t n, const cvi_conv_ge
     for (w = 0; w < work; w++) {
         size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
         size_t nch = g->C - c < IM2COL_CHANNELS ? g->C - c : IM2COL_CHANNELS;
-        if (vec)
+        if (vec == VEC_AVX512)
             cvi_im2col_vec_channels(col + i * P, imgs + i * image, c, nch, g, t->ldcol,
                                     imgs + n * image);
+        else if (vec == VEC_AVX2)
+            cvi_im2col_avx2_channels(col + i * P, imgs + i * image, c, nch, g, t->ldcol,
+                                     imgs + n * image);
         else
             im2col_channels(col + i * P, imgs + i * image, c, nch, g, t);
     }
@@ -247,9 +253,14 @@ void cvi_col2im_batch(float *imgs, const float *col, size_t n, const cvi_conv_ge
     for (w = 0; w < work; w++) {
         size_t i = (size_t)w / blocks, c = (size_t)w % blocks * IM2COL_CHANNELS;
         size_t nch = g->C - c < IM2COL_CHANNELS ? g->C - c : IM2COL_CHANNELS;
-        if (vec) {
+        if (vec == VEC_AVX512) {
             cvi_col2im_vec_channels(imgs + i * image, col + i * P, c, nch, g, t->ldcol, col_end,
                                     bias, relu);
+            continue;
+        }
+        if (vec == VEC_AVX2) {
+            cvi_col2im_avx2_channels(imgs + i * image, col + i * P, c, nch, g, t->ldcol,
+                                     col_end, bias, relu);
             continue;
         }
         if (nch == IM2COL_CHANNELS)

@@ -441,6 +441,221 @@ CVI_AVX512_ATTR void cvi_col2im_vec_channels(float *img, const float *col, size_
     }
 }
 
+/* ---- AVX2: 8 floats a vector ----
+ * The same loops cut to 8-lane vectors, whose permutes of two sources AVX2
+ * does in a few instructions (the 16-lane code above, compiled for AVX2,
+ * ran slower than the tables: a 32-lane source has no AVX2 permute). A
+ * segment is 1 or 2 vectors (OW <= 16), a row of pixels 1 to 4. Loads and
+ * stores go through a may_alias type of 4-byte alignment: gcc 12 splits a
+ * 32-byte memcpy into halves for AVX2. */
+typedef float f8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t i8 __attribute__((vector_size(32)));
+#define LD8(p) (*(const f8 *)(const void *)(p))
+#define ST8(p, v) (*(f8 *)(void *)(p) = (v))
+#define MASK8(v, m) ((f8)((i8)(v) & (m)))
+
+/* Lanes of the 8 output columns of vector v of tap kx that hold a pixel. */
+static void in_masks8(i8 mask[2][4], const cvi_conv_geom *g)
+{
+    size_t v, kx, q;
+    for (v = 0; v < 2; v++)
+        for (kx = 0; kx < 4; kx++)
+            for (q = 0; q < 8; q++) {
+                size_t ox = 8 * v + q;
+                ptrdiff_t x = (ptrdiff_t)(2 * ox + kx) - 1;
+                mask[v][kx][q] = ox < g->OW && x >= 0 && x < (ptrdiff_t)g->W ? -1 : 0;
+            }
+}
+
+/* Whether tap kx reads pixel x of a row (x < W) at some output column. */
+static int tap_reads(const cvi_conv_geom *g, size_t x, size_t kx)
+{
+    ptrdiff_t s = (ptrdiff_t)(x + 1) - (ptrdiff_t)kx;
+    return x < g->W && s >= 0 && s % 2 == 0 && (size_t)s / 2 < g->OW;
+}
+
+/* Output vector v of the four taps of one output row, from input vectors lo
+ * and hi (columns 16 v .. 16 v + 15), prev (the 8 before: zero for v = 0)
+ * and next (the 8 after), stored at d (masked; whole while the vector ends
+ * inside the image's P positions: the next output row overwrites the rest).
+ * Tap 1 reads the even columns (2 ox), tap 2 the odd (2 ox + 1), tap 3 the
+ * even shifted one lane (2 ox + 2), tap 0 the odd shifted the other way
+ * (2 ox - 1). */
+#define IM2COL8_OUT(v, lo, hi, prev, next)                                                         \
+    do {                                                                                           \
+        f8 even_ = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);                     \
+        f8 odd_ = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);                      \
+        f8 t0_ = MASK8(__builtin_shufflevector(prev, odd_, 7, 8, 9, 10, 11, 12, 13, 14), mk[v][0]); \
+        f8 t1_ = MASK8(even_, mk[v][1]), t2_ = MASK8(odd_, mk[v][2]);                              \
+        f8 t3_ = MASK8(__builtin_shufflevector(even_, next, 1, 2, 3, 4, 5, 6, 7, 8), mk[v][3]);    \
+        float *at_ = d + 8 * (v);                                                                  \
+        if (oy * ow + 8 * (v) + 8 <= P) {                                                          \
+            ST8(at_, t0_);                                                                         \
+            ST8(at_ + ldcol, t1_);                                                                 \
+            ST8(at_ + 2 * ldcol, t2_);                                                             \
+            ST8(at_ + 3 * ldcol, t3_);                                                             \
+        } else {                                                                                   \
+            float part_[4][8];                                                                     \
+            size_t n_ = ow - 8 * (v) < 8 ? ow - 8 * (v) : 8, k_;                                   \
+            ST8(part_[0], t0_);                                                                    \
+            ST8(part_[1], t1_);                                                                    \
+            ST8(part_[2], t2_);                                                                    \
+            ST8(part_[3], t3_);                                                                    \
+            for (k_ = 0; k_ < 4; k_++)                                                             \
+                store_part(at_ + k_ * ldcol, part_[k_], n_);                                       \
+        }                                                                                          \
+    } while (0)
+
+/* im2col on AVX2: input row yp as vectors a0 .. a3 (those past the row
+ * zero), then the output row's one or two vectors of each tap. */
+CVI_AVX2_ATTR void cvi_im2col_avx2_channels(float *col, const float *img, size_t c, size_t nch,
+                                            const cvi_conv_geom *g, size_t ldcol,
+                                            const float *imgs_end)
+{
+    const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
+                 ow = g->OW, P = OH * ow, na = (W + 7) / 8;
+    const f8 zero = {0};
+    i8 mk[2][4];
+    size_t ch, ky, oy;
+    in_masks8(mk, g);
+    for (ch = c; ch < c + nch; ch++) {
+        const float *plane = img + ch * H * W;
+        PREFETCH_NEXT_PLANE();
+        for (ky = 0; ky < KH; ky++) {
+            float *d = col + (ch * KH + ky) * 4 * ldcol;
+            size_t yp = ky;
+            for (oy = 0; oy < OH; oy++, yp += SH, d += ow) {
+                f8 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+                if (yp >= PH && yp - PH < H) {
+                    const float *src = plane + (yp - PH) * W;
+                    float row[32];
+                    if ((size_t)(imgs_end - src) < 8 * na) { /* the end of the images */
+                        memset(row, 0, sizeof row);
+                        memcpy(row, src, W * sizeof *row);
+                        src = row;
+                    }
+                    a0 = LD8(src);
+                    if (na > 1)
+                        a1 = LD8(src + 8);
+                    if (na > 2)
+                        a2 = LD8(src + 16);
+                    if (na > 3)
+                        a3 = LD8(src + 24);
+                }
+                IM2COL8_OUT(0, a0, a1, zero, a2);
+                if (ow > 8)
+                    IM2COL8_OUT(1, a2, a3, a1, zero);
+            }
+        }
+    }
+}
+
+/* Pixel vector u (pixels 8 u .. 8 u + 7) of a row: s += taps 0 and 1 as one
+ * vector, then taps 2 and 3 as another, as the 16-lane code does: even
+ * pixel x from tap 1's lane x / 2 and tap 3's x / 2 - 1, odd pixel x from
+ * tap 0's (x + 1) / 2 and tap 2's (x - 1) / 2. Those are lanes 4 u ..
+ * 4 u + 4 of the segments, read as 8 from 4 u (tap 3's from 4 u - 1). */
+#define COL2IM8_ADD(s, u)                                                                          \
+    do {                                                                                           \
+        const float *at_ = seg + 4 * (u);                                                          \
+        f8 t0_ = LD8(at_), t1_ = LD8(at_ + ld), t2_ = LD8(at_ + 2 * ld), t3_;                      \
+        if (u)                                                                                     \
+            t3_ = LD8(at_ + 3 * ld - 1);                                                           \
+        else                                                                                       \
+            t3_ = __builtin_shufflevector(zero, LD8(at_ + 3 * ld), 7, 8, 9, 10, 11, 12, 13, 14);   \
+        s += MASK8(__builtin_shufflevector(t1_, t0_, 0, 9, 1, 10, 2, 11, 3, 12), mk01[u]);         \
+        s += MASK8(__builtin_shufflevector(t3_, t2_, 0, 8, 1, 9, 2, 10, 3, 11), mk23[u]);          \
+    } while (0)
+
+/* Bias, then relu's x > 0 ? x : 0 when asked, on sum s. */
+#define COL2IM8_END(s)                                                                             \
+    do {                                                                                           \
+        s += bv;                                                                                   \
+        if (relu)                                                                                  \
+            s = MASK8(s, (i8)(s > zero));                                                          \
+    } while (0)
+
+/* col2im on AVX2, rows of 1 to 4 vectors. */
+CVI_AVX2_ATTR void cvi_col2im_avx2_channels(float *img, const float *col, size_t c, size_t nch,
+                                            const cvi_conv_geom *g, size_t ldcol,
+                                            const float *col_end, const float *bias, int relu)
+{
+    const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
+                 ow = g->OW, nu = (W + 7) / 8;
+    const f8 zero = {0};
+    i8 mk01[4], mk23[4];
+    size_t ch, iy, u, q;
+    float *block_end = img + (c + nch) * H * W;
+    for (u = 0; u < 4; u++)
+        for (q = 0; q < 8; q++) {
+            size_t x = 8 * u + q;
+            mk01[u][q] = tap_reads(g, x, x % 2 ? 0 : 1) ? -1 : 0;
+            mk23[u][q] = tap_reads(g, x, x % 2 ? 2 : 3) ? -1 : 0;
+        }
+    for (ch = c; ch < c + nch; ch++) {
+        float *plane = img + ch * H * W;
+        const float *rows = col + ch * KH * 4 * ldcol;
+        size_t quot = PH / SH, rem = PH % SH; /* of yp = iy + PH */
+        const float b = bias ? bias[ch] : 0.0f;
+        const f8 bv = {b, b, b, b, b, b, b, b};
+        for (iy = 0; iy < H; iy++) {
+            float *dst = plane + iy * W;
+            f8 s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+            size_t ky = rem, oy = quot;
+            for (; ky < KH; ky += SH, oy--) {
+                if (oy < OH) {
+                    const float *seg = rows + ky * 4 * ldcol + oy * ow;
+                    size_t ld = ldcol;
+                    float near_end[4][20];
+                    if ((size_t)(col_end - seg) < 3 * ldcol + 4 * nu + 4) {
+                        /* the last column rows: what is left of them */
+                        memset(near_end, 0, sizeof near_end);
+                        for (q = 0; q < 4; q++) {
+                            size_t left = (size_t)(col_end - (seg + q * ldcol));
+                            store_part(near_end[q], seg + q * ldcol, left < 20 ? left : 20);
+                        }
+                        seg = near_end[0];
+                        ld = 20;
+                    }
+                    COL2IM8_ADD(s0, 0);
+                    if (nu > 1)
+                        COL2IM8_ADD(s1, 1);
+                    if (nu > 2)
+                        COL2IM8_ADD(s2, 2);
+                    if (nu > 3)
+                        COL2IM8_ADD(s3, 3);
+                }
+                if (oy == 0)
+                    break;
+            }
+            COL2IM8_END(s0);
+            COL2IM8_END(s1);
+            COL2IM8_END(s2);
+            COL2IM8_END(s3);
+            if ((size_t)(block_end - dst) >= 8 * nu) { /* inside the block */
+                ST8(dst, s0);
+                if (nu > 1)
+                    ST8(dst + 8, s1);
+                if (nu > 2)
+                    ST8(dst + 16, s2);
+                if (nu > 3)
+                    ST8(dst + 24, s3);
+            } else {
+                float t_[32];
+                ST8(t_, s0);
+                ST8(t_ + 8, s1);
+                ST8(t_ + 16, s2);
+                ST8(t_ + 24, s3);
+                store_part(dst, t_, W);
+            }
+            if (++rem == SH) {
+                rem = 0;
+                quot++;
+            }
+        }
+    }
+}
+
 #else /* no vector path: im2col.c's loops run */
 
 int cvi_im2col_vec_fits(const cvi_conv_geom *g)
@@ -461,6 +676,19 @@ void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
 {
     (void)img, (void)col, (void)c, (void)nch, (void)g, (void)ldcol, (void)col_end, (void)bias;
     (void)relu;
+}
+
+void cvi_im2col_avx2_channels(float *col, const float *img, size_t c, size_t nch,
+                              const cvi_conv_geom *g, size_t ldcol, const float *imgs_end)
+{
+    cvi_im2col_vec_channels(col, img, c, nch, g, ldcol, imgs_end);
+}
+
+void cvi_col2im_avx2_channels(float *img, const float *col, size_t c, size_t nch,
+                              const cvi_conv_geom *g, size_t ldcol, const float *col_end,
+                              const float *bias, int relu)
+{
+    cvi_col2im_vec_channels(img, col, c, nch, g, ldcol, col_end, bias, relu);
 }
 
 #endif

@@ -838,7 +838,7 @@ static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *
     cvi_free_floats(NULL, mem);
 }
 
-/* Fails unless the vector im2col and col2im (AVX-512) give, bit for bit, the
+/* Fails unless the vector im2col and col2im of variant vec give, bit for bit, the
  * table-driven loops' columns and images: random geometries they serve
  * (rows of 2 .. 32 pixels: one or two vectors, the masks at both edges;
  * any kernel height, row stride and row padding), as many again on rows of
@@ -849,20 +849,15 @@ static void im2col_on(cvi_gemm_path path, int threads, float *col, const float *
  * Buffers are exactly as long as the data, so a read or write past them is
  * AddressSanitizer's to catch; col2im's sums have entries of magnitudes
  * 2^-12 .. 2^12, whose rounding depends on the order. */
-static void test_im2col_vec_same_bits(void **state)
+static void vec_same_bits_on(cvi_gemm_path vec)
 {
     enum { N_RANDOM = 40, N_PAIRS = 30 };
     static const size_t fixed[][4] = {{32, 14, 14, 4}, {1, 28, 28, 4}, {3, 32, 32, 3}};
     const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
+    const cvi_gemm_path both[2] = {CVI_GEMM_PATH_PORTABLE, vec};
     tu_rng r;
-    static const cvi_gemm_path both[2] = {CVI_GEMM_PATH_PORTABLE, CVI_GEMM_PATH_AVX512};
     int k, threads, v;
 
-    (void)state;
-    if (!cvi_gemm_path_available(CVI_GEMM_PATH_AVX512)) {
-        print_message("im2col_vec: no AVX-512 on this CPU, nothing to compare\n");
-        return;
-    }
     tu_rng_init(&r, 88);
     for (k = 0; k < N_RANDOM + N_PAIRS + n_fixed; k++) {
         cvi_conv_geom g;
@@ -898,14 +893,15 @@ static void test_im2col_vec_same_bits(void **state)
             for (q = 0; q < nc; q++)
                 col_a[q] = col_b[q] = NAN;
             im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, imgs, n, &g, ldcol, 0, NULL, 0);
-            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_b, imgs, n, &g, ldcol, 0, NULL, 0);
+            im2col_on(vec, threads, col_b, imgs, n, &g, ldcol, 0, NULL, 0);
             for (q = 0; q < nc; q++)
                 if (memcmp(&col_a[q], &col_b[q], sizeof *col_a))
                     fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
-                             "%d threads: im2col entry (%zu, %zu) is %.9g on vectors, %.9g in "
+                             "%d threads: im2col entry (%zu, %zu) is %.9g on %s, %.9g in "
                              "the loops",
                              k, g.C, g.H, g.W, g.KH, g.SH, g.PH, n, threads, q / ldcol,
-                             q % ldcol, (double)col_b[q], (double)col_a[q]);
+                             q % ldcol, (double)col_b[q], cvi_gemm_path_name(vec),
+                             (double)col_a[q]);
             for (q = 0; q < nc; q++)
                 col_a[q] = ldexpf(tu_rng_sym(&r), rng_int(&r, -12, 12));
             fill_sym(img_a, n * il, &r); /* col2im overwrites: different starts */
@@ -913,15 +909,15 @@ static void test_im2col_vec_same_bits(void **state)
             /* with the channels' biases on the second thread count */
             im2col_on(CVI_GEMM_PATH_PORTABLE, threads, col_a, img_a, n, &g, ldcol, 1,
                       threads == 2 ? bias : NULL, 0);
-            im2col_on(CVI_GEMM_PATH_AVX512, threads, col_a, img_b, n, &g, ldcol, 1,
+            im2col_on(vec, threads, col_a, img_b, n, &g, ldcol, 1,
                       threads == 2 ? bias : NULL, 0);
             for (q = 0; q < n * il; q++)
                 if (memcmp(&img_a[q], &img_b[q], sizeof *img_a))
                     fail_msg("geometry %d (C=%zu H=%zu W=%zu KH=%zu SH=%zu PH=%zu, %zu images), "
-                             "%d threads: col2im pixel %zu is %.9g on vectors, %.9g in the "
+                             "%d threads: col2im pixel %zu is %.9g on %s, %.9g in the "
                              "loops",
                              k, g.C, g.H, g.W, g.KH, g.SH, g.PH, n, threads, q,
-                             (double)img_b[q], (double)img_a[q]);
+                             (double)img_b[q], cvi_gemm_path_name(vec), (double)img_a[q]);
             /* A relu fused into col2im, on either variant: relu's bits (x >
              * 0 ? x : 0) of the sums just compared. */
             for (v = 0; v < 2; v++) {
@@ -943,6 +939,22 @@ static void test_im2col_vec_same_bits(void **state)
         free(img_b);
         free(col_a);
         free(col_b);
+    }
+}
+
+/* The comparison above on each vector variant this CPU has: the AVX2 loops
+ * (8-lane vectors) and the AVX-512 ones (16). */
+static void test_im2col_vec_same_bits(void **state)
+{
+    static const cvi_gemm_path vector_paths[2] = {CVI_GEMM_PATH_AVX2, CVI_GEMM_PATH_AVX512};
+    int v;
+    (void)state;
+    for (v = 0; v < 2; v++) {
+        if (cvi_gemm_path_available(vector_paths[v]))
+            vec_same_bits_on(vector_paths[v]);
+        else
+            print_message("im2col_vec: no %s on this CPU, nothing to compare\n",
+                          cvi_gemm_path_name(vector_paths[v]));
     }
 }
 
