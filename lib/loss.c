@@ -75,8 +75,8 @@ static inline ALWAYS_INLINE void bce_chunk(const float *x, const float *t, size_
 }
 
 /* bce_chunk compiled for the baseline and, where the compiler can target
- * it, for AVX-512 (the CPU picks, as for the multiply): the same operations
- * on 16 floats at a time instead of 4, so the same bits. */
+ * them, for AVX2 and AVX-512 (the CPU picks, as for the multiply): the same
+ * operations on 8 or 16 floats at a time instead of 4, so the same bits. */
 static void bce_chunk_base(const float *x, const float *t, size_t c, float *d, float scale,
                            float *restrict e, float *restrict term)
 {
@@ -90,6 +90,12 @@ CVI_AVX512_ATTR static void bce_chunk_avx512(const float *x, const float *t, siz
 {
     bce_chunk(x, t, c, d, scale, e, term);
 }
+
+CVI_AVX2_ATTR static void bce_chunk_avx2(const float *x, const float *t, size_t c, float *d,
+                                         float scale, float *restrict e, float *restrict term)
+{
+    bce_chunk(x, t, c, d, scale, e, term);
+}
 #endif
 
 #define BCE_CHUNK 256
@@ -99,14 +105,16 @@ double cvi_bce_logits(const float *logits, const float *target, size_t n, float 
     float e[BCE_CHUNK], term[BCE_CHUNK];
     double sum = 0.0;
     size_t i0, i;
-    int wide = cvi_gemm_path_best() == CVI_GEMM_PATH_AVX512;
-    (void)wide;
+    cvi_gemm_path best = cvi_gemm_path_best();
+    (void)best;
     for (i0 = 0; i0 < n; i0 += BCE_CHUNK) {
         size_t c = n - i0 < BCE_CHUNK ? n - i0 : BCE_CHUNK;
         float *dc = dlogits ? dlogits + i0 : NULL;
 #ifdef CVI_HAVE_AVX512
-        if (wide)
+        if (best == CVI_GEMM_PATH_AVX512)
             bce_chunk_avx512(logits + i0, target + i0, c, dc, scale, e, term);
+        else if (best == CVI_GEMM_PATH_AVX2)
+            bce_chunk_avx2(logits + i0, target + i0, c, dc, scale, e, term);
         else
 #endif
             bce_chunk_base(logits + i0, target + i0, c, dc, scale, e, term);
