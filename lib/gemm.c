@@ -68,6 +68,7 @@
 #define GK_NV 2
 #define GK_NR 16
 #define GK_VEC
+#define GK_UNROLL4
 #define GK_ATTR __attribute__((target("avx2,fma")))
 #include "gemm_kernel.h"
 

@@ -5,9 +5,10 @@
 # FMAs per step of its k loop and no access to the stack anywhere in the
 # function, and tile_avx512n (8 x 16) its 8; likewise tile_c_avx512 and
 # tile_c_avx512n, which write their block of C themselves. AVX2: tile_avx2
-# and tile_c_avx2 (6 x 16) 12 256-bit FMAs per step on ymm registers and no
-# stack access inside the k loop (tile_c_avx2 may keep a pointer on the
-# stack for the write-back after it). A compiler that spills part of the
+# and tile_c_avx2 (6 x 16, the k loop unrolled 4 times) 12 256-bit FMAs per
+# step on ymm registers and no stack access inside their k loops (pointers
+# may be kept on the stack around them: clang does, and gcc for the
+# write-back). A compiler that spills part of the
 # tile runs the multiply at half speed without failing any other test.
 # Skipped where it cannot apply: not x86-64, no objdump, a sanitizer build or
 # one optimised below -O2, or a build without the x86 variants
@@ -37,31 +38,42 @@ fi
 
 # check NAME ACCUMULATORS REG [loop]: the function's FMAs on REG (zmm or ymm)
 # registers (from any unrolling, at least one k step's worth), and no stack
-# access in the whole function, or with `loop` in its k loop: the
-# instructions from the target of the backward jump after its last FMA to
-# that jump.
+# access in the whole function, or with `loop` in its k loops: the
+# instructions from the target of each conditional backward jump to that
+# jump, where they hold an FMA (an unrolled loop and its remainder).
 check() {
     awk -v f="<$1>:" '$0 ~ f { on = 1; next } on && /^$/ { exit } on' "$tmp/dis" > "$tmp/$1"
     fmas=$(grep -c "vfmadd[0-9]*ps .*%$3" "$tmp/$1" || true)
     where="anywhere"
     body="$tmp/$1"
     if [ "${4:-}" = loop ]; then
-        where="in its k loop"
-        awk '/vfmadd/ { last = NR } { line[NR] = $0 }
+        where="in its k loops"
+        awk 'function hex(h,   n, k) { # mawk has no strtonum
+                 n = 0
+                 for (k = 1; k <= length(h); k++)
+                     n = n * 16 + index("0123456789abcdef", substr(h, k, 1)) - 1
+                 return n
+             }
+             { a = $1; sub(/:$/, "", a); addr[NR] = hex(a); line[NR] = $0 }
              END {
-                 for (i = last + 1; i <= NR; i++)
-                     if (line[i] ~ /\tj[a-z]+ +[0-9a-f]+ </) {
-                         split(line[i], f, /\tj[a-z]+ +/); split(f[2], t, " ")
-                         to = t[1]; break
-                     }
-                 if (to == "") exit
-                 for (k = 1; k <= i; k++) {
-                     a = line[k]; sub(/^ +/, "", a); sub(/:.*/, "", a)
-                     if (a == to) on = 1
-                     if (on) print line[k]
+                 for (i = 1; i <= NR; i++) {
+                     if (line[i] !~ /\tj[a-z]+ +[0-9a-f]+ </ || line[i] ~ /\tjmp /)
+                         continue
+                     split(line[i], f, /\tj[a-z]+ +/); split(f[2], t, " ")
+                     to = hex(t[1])
+                     if (to >= addr[i])
+                         continue
+                     fma = 0
+                     for (k = 1; k <= i; k++)
+                         if (addr[k] >= to && line[k] ~ /vfmadd/)
+                             fma = 1
+                     if (fma)
+                         for (k = 1; k <= i; k++)
+                             if (addr[k] >= to)
+                                 print line[k]
                  }
              }' "$tmp/$1" > "$tmp/$1.loop"
-        [ -s "$tmp/$1.loop" ] || fail "$1: no k loop found after its last FMA"
+        [ -s "$tmp/$1.loop" ] || fail "$1: no k loop found (no backward jump over an FMA)"
         body="$tmp/$1.loop"
     fi
     stack=$(grep -c '(%rsp)\|(%rbp)' "$body" || true)
@@ -75,5 +87,5 @@ check tile_avx512n 8 zmm
 # The same tiles in the form that writes its block of C itself.
 check tile_c_avx512 16 zmm
 check tile_c_avx512n 8 zmm
-check tile_avx2 12 ymm
+check tile_avx2 12 ymm loop
 check tile_c_avx2 12 ymm loop
