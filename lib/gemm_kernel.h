@@ -505,9 +505,9 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
  * with one function for both, gcc 12 rotated accumulators through other
  * registers inside the loop. */
 #ifdef GK_UNROLL4
-/* The AVX2 tile's k loop, 20 instructions a step, gained 4-7 % in a step
- * on a Zen 3 core unrolled (docs/PERFORMANCE.md, 0.9.7); the AVX-512 ones
- * are left as they were measured. */
+/* Unrolled, the AVX2 tile's k loop (20 instructions a step) made the
+ * multiply about 4 % and a training step 7 % faster on a Zen 3 core
+ * (docs/PERFORMANCE.md, 0.9.7); the AVX-512 tiles are left as measured. */
 #define GK_K_UNROLL _Pragma("GCC unroll 4")
 #else
 #define GK_K_UNROLL
