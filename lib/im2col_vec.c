@@ -76,19 +76,23 @@ static void in_masks(int32_t mask[4][16], const cvi_conv_geom *g)
         }
 }
 
+/* Whether tap kx adds to pixel x of a row: the pixel inside the row and
+ * read by the tap at some ox < OW. */
+static int tap_reads(const cvi_conv_geom *g, size_t x, size_t kx)
+{
+    ptrdiff_t s = (ptrdiff_t)(x + 1) - (ptrdiff_t)kx;
+    return x < g->W && s >= 0 && s % 2 == 0 && (size_t)s / 2 < g->OW;
+}
+
 /* The lanes of pixel vector v (pixels 16 v .. 16 v + 15) that tap kx adds
- * to: the pixel inside the row and read by the tap at some ox < OW. */
+ * to: all ones, the others 0. */
 static void seg_masks(int32_t mask[2][4][16], const cvi_conv_geom *g)
 {
     size_t v, kx, q;
     for (v = 0; v < 2; v++)
         for (kx = 0; kx < 4; kx++)
-            for (q = 0; q < 16; q++) {
-                size_t x = 16 * v + q;
-                ptrdiff_t s = (ptrdiff_t)(x + 1) - (ptrdiff_t)kx;
-                mask[v][kx][q] =
-                    x < g->W && s >= 0 && s % 2 == 0 && (size_t)s / 2 < g->OW ? -1 : 0;
-            }
+            for (q = 0; q < 16; q++)
+                mask[v][kx][q] = tap_reads(g, 16 * v + q, kx) ? -1 : 0;
 }
 
 /* Writes the first n floats of a vector of len floats (the end of a
@@ -454,26 +458,6 @@ typedef int32_t i8 __attribute__((vector_size(32)));
 #define ST8(p, v) (*(f8 *)(void *)(p) = (v))
 #define MASK8(v, m) ((f8)((i8)(v) & (m)))
 
-/* Lanes of the 8 output columns of vector v of tap kx that hold a pixel. */
-static void in_masks8(i8 mask[2][4], const cvi_conv_geom *g)
-{
-    size_t v, kx, q;
-    for (v = 0; v < 2; v++)
-        for (kx = 0; kx < 4; kx++)
-            for (q = 0; q < 8; q++) {
-                size_t ox = 8 * v + q;
-                ptrdiff_t x = (ptrdiff_t)(2 * ox + kx) - 1;
-                mask[v][kx][q] = ox < g->OW && x >= 0 && x < (ptrdiff_t)g->W ? -1 : 0;
-            }
-}
-
-/* Whether tap kx reads pixel x of a row (x < W) at some output column. */
-static int tap_reads(const cvi_conv_geom *g, size_t x, size_t kx)
-{
-    ptrdiff_t s = (ptrdiff_t)(x + 1) - (ptrdiff_t)kx;
-    return x < g->W && s >= 0 && s % 2 == 0 && (size_t)s / 2 < g->OW;
-}
-
 /* Output vector v of the four taps of one output row, from input vectors lo
  * and hi (columns 16 v .. 16 v + 15), prev (the 8 before: zero for v = 0)
  * and next (the 8 after), stored at d (masked; whole while the vector ends
@@ -515,9 +499,13 @@ CVI_AVX2_ATTR void cvi_im2col_avx2_channels(float *col, const float *img, size_t
     const size_t H = g->H, W = g->W, KH = g->KH, SH = g->SH, PH = g->PH, OH = g->OH,
                  ow = g->OW, P = OH * ow, na = (W + 7) / 8;
     const f8 zero = {0};
-    i8 mk[2][4];
-    size_t ch, ky, oy;
-    in_masks8(mk, g);
+    int32_t masks[4][16];
+    i8 mk[2][4]; /* in_masks' lanes 8 v .. 8 v + 7 of tap kx */
+    size_t ch, ky, oy, v, kx;
+    in_masks(masks, g);
+    for (v = 0; v < 2; v++)
+        for (kx = 0; kx < 4; kx++)
+            memcpy(&mk[v][kx], masks[kx] + 8 * v, sizeof mk[v][kx]);
     for (ch = c; ch < c + nch; ch++) {
         const float *plane = img + ch * H * W;
         PREFETCH_NEXT_PLANE();
@@ -586,7 +574,7 @@ CVI_AVX2_ATTR void cvi_col2im_avx2_channels(float *img, const float *col, size_t
     i8 mk01[4], mk23[4];
     size_t ch, iy, u, q;
     float *block_end = img + (c + nch) * H * W;
-    for (u = 0; u < 4; u++)
+    for (u = 0; u < 4; u++) /* for each pixel, the one tap of each pair that can read it */
         for (q = 0; q < 8; q++) {
             size_t x = 8 * u + q;
             mk01[u][q] = tap_reads(g, x, x % 2 ? 0 : 1) ? -1 : 0;
@@ -678,17 +666,19 @@ void cvi_col2im_vec_channels(float *img, const float *col, size_t c, size_t nch,
     (void)relu;
 }
 
+/* Never called (nothing fits): the AVX2 loops are absent too. */
 void cvi_im2col_avx2_channels(float *col, const float *img, size_t c, size_t nch,
                               const cvi_conv_geom *g, size_t ldcol, const float *imgs_end)
 {
-    cvi_im2col_vec_channels(col, img, c, nch, g, ldcol, imgs_end);
+    (void)col, (void)img, (void)c, (void)nch, (void)g, (void)ldcol, (void)imgs_end;
 }
 
 void cvi_col2im_avx2_channels(float *img, const float *col, size_t c, size_t nch,
                               const cvi_conv_geom *g, size_t ldcol, const float *col_end,
                               const float *bias, int relu)
 {
-    cvi_col2im_vec_channels(img, col, c, nch, g, ldcol, col_end, bias, relu);
+    (void)img, (void)col, (void)c, (void)nch, (void)g, (void)ldcol, (void)col_end, (void)bias;
+    (void)relu;
 }
 
 #endif
