@@ -6,6 +6,8 @@
  *   GK_NR          GK_VL * GK_NV
  *   GK_ATTR        function attributes (the target instruction set) or empty
  *   GK_UNROLL4     (optional, vector variants) unroll the tile's k loop 4 times
+ *   GK_PACK_A      (optional) pack a transposed A too instead of reading it
+ *                  in place
  *   GK(name)       the variant's name for name (e.g. name##_avx2)
  * and gets GK(gemm_run): the whole multiply of one slice of C, serial. The
  * parameters are undefined again at the end, ready for the next variant.
@@ -744,7 +746,11 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
     /* Operands the tile can read in place, unpacked: a transposed A (GK_MR
      * contiguous floats per k, lda apart) and B's full panels that are
      * GK_NR contiguous floats per k (b_in_place); the rest is packed. */
+#ifdef GK_PACK_A
+    int a_direct = 0;
+#else
     int a_direct = g->trans_a && !g->a.group_cols && !g->a_packed;
+#endif
     size_t Mp = (g->M + GK_MR - 1) / GK_MR * GK_MR;
     for (j0 = j_lo; j0 < j_hi; j0 += CVI_NC) {
         size_t nc = j_hi - j0 < CVI_NC ? j_hi - j0 : CVI_NC;
@@ -822,4 +828,5 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
 #undef GK_ST
 #undef GK_VEC
 #undef GK_UNROLL4
+#undef GK_PACK_A
 #undef GK_TRANSPOSE8

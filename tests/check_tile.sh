@@ -42,7 +42,9 @@ fi
 # instructions from the target of each conditional backward jump to that
 # jump, where they hold an FMA (an unrolled loop and its remainder).
 check() {
-    awk -v f="<$1>:" '$0 ~ f { on = 1; next } on && /^$/ { exit } on' "$tmp/dis" > "$tmp/$1"
+    # gcc may name a specialised copy tile_avx2.constprop.0 and so on
+    awk -v f="<$1([.][a-z]+[.][0-9]+)*>:$" '$0 ~ f { on = 1; next } on && /^$/ { exit } on' \
+        "$tmp/dis" > "$tmp/$1"
     fmas=$(grep -c "vfmadd[0-9]*ps .*%$3" "$tmp/$1" || true)
     where="anywhere"
     body="$tmp/$1"
