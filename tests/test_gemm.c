@@ -441,13 +441,14 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
         rb[i] = tu_rng_sym(&r);
     for (j = 0; j < N; j++)
         cb[j] = tu_rng_sym(&r);
-    for (bias = 0; bias < 5; bias++) {
-        /* alpha, beta and the biases: with alpha 1, beta 0 or 1 and no column bias, whole
-         * tiles inside one group of C write it themselves, the row bias added on the last
-         * pass. */
-        static const float alphas[5] = {0.75f, 0.75f, 1.0f, 1.0f, 1.0f};
-        static const float betas[5] = {0.0f, 0.5f, 0.0f, 1.0f, 1.0f};
-        static const int row_biased[5] = {0, 1, 1, 0, 1}, col_biased[5] = {0, 1, 0, 0, 0};
+    for (bias = 0; bias < 7; bias++) {
+        /* alpha, beta, the biases and relu: with alpha 1 and beta 0 or 1, whole tiles
+         * inside one group of C write it themselves, the biases and relu applied on the
+         * last pass; the others go through write_tile. */
+        static const float alphas[7] = {0.75f, 0.75f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+        static const float betas[7] = {0.0f, 0.5f, 0.0f, 1.0f, 1.0f, 0.0f, 1.0f};
+        static const int row_biased[7] = {0, 1, 1, 0, 1, 1, 0};
+        static const int col_biased[7] = {0, 1, 0, 0, 0, 1, 1}, relu[7] = {0, 0, 0, 0, 0, 1, 1};
         const float alpha = alphas[bias], beta = betas[bias];
         for (i = 0; i < M; i++)
             for (j = 0; j < N; j++) {
@@ -458,6 +459,8 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
                 ref[i * N + j] = alpha * sum + beta * C0[grouped_at(i, j, ldc, gc, sc)] +
                                  (row_biased[bias] ? (double)rb[i] : 0.0) +
                                  (col_biased[bias] ? (double)cb[j] : 0.0);
+                if (relu[bias] && ref[i * N + j] < 0.0)
+                    ref[i * N + j] = 0.0;
             }
         for (path = CVI_GEMM_PATH_PORTABLE; path <= CVI_GEMM_PATH_AVX512; path++) {
             if (!cvi_gemm_path_available((cvi_gemm_path)path))
@@ -489,6 +492,7 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
                 g.c.group_stride = sc;
                 g.c.row_bias = row_biased[bias] ? rb : NULL;
                 g.c.col_bias = col_biased[bias] ? cb : NULL;
+                g.c.relu = relu[bias];
                 memcpy(C, C0, nc * sizeof *C);
                 cvi_gemm_ex(&env, &g);
                 for (i = 0; i < M; i++)
@@ -502,7 +506,8 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
                     }
                 for (i = 0; i < nc; i++)
                     touched += memcmp(&C[i], &C0[i], sizeof *C) != 0;
-                /* Every C element of the view changes (random data), nothing else. */
+                /* Every C element of the view changes (random data; relu may leave a 0
+                 * where C held one, which it never does), nothing else. */
                 assert_int_equal(touched, M * N);
             }
         }
@@ -520,13 +525,16 @@ static void grouped_case(void *ws, size_t M, size_t N, size_t K, size_t ga, size
  * batched convolutions use them) or the fused row and column biases are
  * indexed wrongly, on any variant and thread count, or if anything between
  * C's groups is written; the reference gathers the plain matrices first.
- * Groups of 7, 13 and 5 columns straddle every tile; groups of 45 columns
- * give tiles wholly inside a group, tiles across two, and (K > 256) several
- * passes over C, the bias added on the last. */
+ * Groups of 7, 13 and 5 columns straddle every tile; groups of 45 and 42
+ * columns give tiles wholly inside a group, tiles across two (16-column
+ * tiles split after 13 and 10, or 10 and 4 columns: in either 8-float half),
+ * and (K > 256) several passes over C, the biases and relu applied on the
+ * last. */
 static void test_gemm_grouped_operands_and_bias(void **state)
 {
     grouped_case(*state, 37, 5 * 13 + 4, 7 * 9 + 3, 7, 13, 5);
     grouped_case(*state, 19, 2 * 45 + 17, 7 * 40 + 3, 7, 45, 45);
+    grouped_case(*state, 19, 2 * 42 + 17, 7 * 40 + 3, 7, 42, 42);
 }
 
 /* C = alpha op(A) op(B) + beta C + row bias (then relu when asked) for M x N x K, with C's
