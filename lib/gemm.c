@@ -75,6 +75,7 @@
  * (docs/PERFORMANCE.md, 0.9.8); the AVX-512 tiles read 32 or 64 aligned
  * bytes per k and keep reading in place, as measured on their machines. */
 #define GK_PACK_A
+#define GK_EDGE_TILES
 #define GK_ATTR __attribute__((target("avx2,fma")))
 #include "gemm_kernel.h"
 

@@ -8,6 +8,10 @@
  *   GK_UNROLL4     (optional, vector variants) unroll the tile's k loop 4 times
  *   GK_PACK_A      (optional) pack a transposed A too instead of reading it
  *                  in place
+ *   GK_EDGE_TILES  (optional, vector variants with GK_MR 6 and GK_NV 2) also
+ *                  a 4-row tile for the last rows and a one-vector tile for
+ *                  the last columns, where the full tile would multiply
+ *                  padding
  *   GK(name)       the variant's name for name (e.g. name##_avx2)
  * and gets GK(gemm_run): the whole multiply of one slice of C, serial. The
  * parameters are undefined again at the end, ready for the next variant.
@@ -436,13 +440,16 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
  * 8 x 32 tile to the stack, and which part changed with unrelated code. */
 /* x > 0 ? x : 0 lane by lane, relu's expression (0 for NaN and -0.0f). */
 #define GK_RELU_VEC(x) ((GK(vec))((GK(ivec))((x) > GK(zero)) & (GK(ivec))(x)))
-#if GK_NV == 1
-#define GK_DECL(r) GK(vec) c##r = {0};
-#define GK_FMA(r)                                                                                  \
+/* A row of one vector (also the one-vector edge tile's, GK_EDGE_TILES). */
+#define GK_DECL1(r) GK(vec) c##r = {0};
+#define GK_FMA1(r)                                                                                 \
     {                                                                                              \
-        GK(vec) a##r = GK_SPLAT(a[r]);                                                        \
+        GK(vec) a##r = GK_SPLAT(a[r]);                                                             \
         c##r += a##r * b0;                                                                         \
     }
+#if GK_NV == 1
+#define GK_DECL(r) GK_DECL1(r)
+#define GK_FMA(r) GK_FMA1(r)
 #define GK_STORE(r) GK_ST(out + r * ld, c##r);
 #define GK_ADD_C(r)                                                                                \
     {                                                                                              \
@@ -523,40 +530,80 @@ GK_ATTR static void GK(pack_b)(float *restrict pb, const cvi_gemm_call *g, size_
         GK_LOADB                                                                                   \
         GK_ROWS(GK_FMA)                                                                            \
     }
-GK_ATTR __attribute__((noinline)) static void GK(tile)(size_t kc, const float *restrict pa,
-                                                       size_t a_step, const float *restrict pb,
-                                                       size_t b_step, float *restrict out)
+/* The tile (raw sums into out, GK_NR floats a row) and tile_c (its block of
+ * C) over the rows GK_ROWS names; defined as a macro so that GK_EDGE_TILES
+ * can instantiate a 4-row pair too. */
+#define GK_TILE_PAIR(tile, tile_c)                                                                 \
+    GK_ATTR __attribute__((noinline)) static void tile(size_t kc, const float *restrict pa,       \
+                                                       size_t a_step, const float *restrict pb,    \
+                                                       size_t b_step, float *restrict out)         \
+    {                                                                                              \
+        const size_t ld = GK_NR;                                                                   \
+        GK_TILE_LOOP                                                                               \
+        GK_ROWS(GK_STORE)                                                                          \
+    }                                                                                              \
+    GK_ATTR __attribute__((noinline)) static void tile_c(size_t kc, const float *restrict pa,     \
+                                                         size_t a_step, const float *restrict pb,  \
+                                                         size_t b_step, const gk_dest *dest)       \
+    {                                                                                              \
+        float *restrict out = dest->out;                                                           \
+        const float *restrict row_bias = dest->row_bias, *restrict col_bias = dest->col_bias;      \
+        const size_t ld = dest->ld;                                                                \
+        GK_TILE_LOOP                                                                               \
+        if ((dest->mode & GK_OUT_MODE) == GK_OUT_ADD) {                                            \
+            GK_ROWS(GK_ADD_C)                                                                      \
+        }                                                                                          \
+        if (row_bias) {                                                                            \
+            GK_ROWS(GK_ADD_BIAS)                                                                   \
+        }                                                                                          \
+        if (col_bias) {                                                                            \
+            GK_LOAD_COL_BIAS                                                                       \
+            GK_ROWS(GK_ADD_COL_BIAS)                                                               \
+        }                                                                                          \
+        if (dest->mode & GK_OUT_RELU) {                                                            \
+            GK_ROWS(GK_RELU)                                                                       \
+        }                                                                                          \
+        GK_ROWS(GK_STORE)                                                                          \
+    }
+GK_TILE_PAIR(GK(tile), GK(tile_c))
+#ifdef GK_EDGE_TILES
+#if GK_MR != 6 || GK_NV != 2
+#error "GK_EDGE_TILES wants GK_MR 6 and GK_NV 2"
+#endif
+/* The last rows of a product whose M leaves 4 or fewer in the last panel
+ * (64 = 10 x 6 + 4): 4 rows of 2 vectors, 8 accumulators, reading the
+ * first 4 of the 6-row panel's floats per k. The full tile would spend a
+ * third of its FMAs on the panel's zero rows. */
+#undef GK_ROWS
+#define GK_ROWS(X) GK_ROWS_4(X)
+GK_TILE_PAIR(GK(tile_r4), GK(tile_c_r4))
+#undef GK_ROWS
+#define GK_ROWS(X) GK_ROWS_6(X)
+/* The last columns of a product whose N leaves GK_VL or fewer (245 = 15 x
+ * 16 + 5): 6 rows of one vector, the first half of the 16-wide B panel;
+ * raw sums into out, GK_NR floats a row, for write_tile. */
+GK_ATTR __attribute__((noinline)) static void GK(tile_n1)(size_t kc, const float *restrict pa,
+                                                          size_t a_step, const float *restrict pb,
+                                                          size_t b_step, float *restrict out)
 {
-    const size_t ld = GK_NR;
-    GK_TILE_LOOP
-    GK_ROWS(GK_STORE)
+#define GK_STORE1(r) GK_ST(out + r * GK_NR, c##r);
+    GK_ROWS(GK_DECL1)
+    size_t k;
+    GK_K_UNROLL
+    for (k = 0; k < kc; k++) {
+        const float *restrict b = pb + k * b_step, *restrict a = pa + k * a_step;
+        GK(vec) b0 = GK_LD(b);
+        GK_ROWS(GK_FMA1)
+    }
+    GK_ROWS(GK_STORE1)
+#undef GK_STORE1
 }
-
-GK_ATTR __attribute__((noinline)) static void GK(tile_c)(size_t kc, const float *restrict pa,
-                                                         size_t a_step, const float *restrict pb,
-                                                         size_t b_step, const gk_dest *dest)
-{
-    float *restrict out = dest->out;
-    const float *restrict row_bias = dest->row_bias, *restrict col_bias = dest->col_bias;
-    const size_t ld = dest->ld;
-    GK_TILE_LOOP
-    if ((dest->mode & GK_OUT_MODE) == GK_OUT_ADD) {
-        GK_ROWS(GK_ADD_C)
-    }
-    if (row_bias) {
-        GK_ROWS(GK_ADD_BIAS)
-    }
-    if (col_bias) {
-        GK_LOAD_COL_BIAS
-        GK_ROWS(GK_ADD_COL_BIAS)
-    }
-    if (dest->mode & GK_OUT_RELU) {
-        GK_ROWS(GK_RELU)
-    }
-    GK_ROWS(GK_STORE)
-}
+#endif
+#undef GK_TILE_PAIR
 #undef GK_TILE_LOOP
 #undef GK_K_UNROLL
+#undef GK_DECL1
+#undef GK_FMA1
 #undef GK_LOADB
 #undef GK_ADD_C
 #undef GK_ADD_BIAS
@@ -695,12 +742,12 @@ GK_ATTR static void GK(write_tile)(const float *restrict acc, size_t rows, size_
 }
 
 /* Where the tile can write its block of C itself (see GK_OUT_RAW), else
- * NULL: a full tile, alpha 1 and b 0 or 1, and its GK_NR columns side by
- * side in C (inside one column group). */
-GK_ATTR static float *GK(c_in_place)(const cvi_gemm_out *c, size_t rows, size_t cols, size_t i,
-                                     size_t j, float alpha, float b)
+ * NULL: a full tile (rows as many as the tile's, tile_rows), alpha 1 and b 0
+ * or 1, and its GK_NR columns side by side in C (inside one column group). */
+GK_ATTR static float *GK(c_in_place)(const cvi_gemm_out *c, size_t rows, size_t tile_rows,
+                                     size_t cols, size_t i, size_t j, float alpha, float b)
 {
-    if (rows != GK_MR || cols != GK_NR || alpha != 1.0f || (b != 0.0f && b != 1.0f))
+    if (rows != tile_rows || cols != GK_NR || alpha != 1.0f || (b != 0.0f && b != 1.0f))
         return NULL;
     if (!c->group_cols)
         return c->data + i * c->ld + j;
@@ -779,13 +826,19 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                         bp = pb + jp * kc;
                     for (ip = 0; ip < mc; ip += GK_MR) {
                         size_t rows = mc - ip < GK_MR ? mc - ip : GK_MR, a_step = GK_MR;
+                        size_t tile_rows = GK_MR; /* the tile's: GK_MR, or 4 */
                         const float *ap = pa_now + ip * kc;
                         float acc[GK_MR * GK_NR], *cp;
                         if (a_direct && rows == GK_MR) {
                             ap = g->a.data + k0 * g->a.ld + i0 + ip;
                             a_step = g->a.ld;
                         }
-                        cp = GK(c_in_place)(&g->c, rows, cols, i0 + ip, j0 + jp, g->alpha, b);
+#ifdef GK_EDGE_TILES
+                        if (rows <= 4)
+                            tile_rows = 4;
+#endif
+                        cp = GK(c_in_place)(&g->c, rows, tile_rows, cols, i0 + ip, j0 + jp,
+                                            g->alpha, b);
                         if (cp) {
                             gk_dest d = {cp, g->c.ld, b == 0.0f ? GK_OUT_SET : GK_OUT_ADD, NULL,
                                          NULL};
@@ -793,7 +846,7 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                             /* C's block is read or written only after the k
                              * loop: asked for now, it arrives meanwhile (the
                              * weight gradients, megabytes, are not in cache). */
-                            for (r = 0; r < GK_MR; r++) {
+                            for (r = 0; r < tile_rows; r++) {
                                 CVI_PREFETCH_W(cp + r * g->c.ld);
                                 CVI_PREFETCH_W(cp + r * g->c.ld + GK_NR - 1);
                             }
@@ -803,10 +856,23 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
                                 d.col_bias = g->c.col_bias + j0 + jp;
                             if (last && g->c.relu)
                                 d.mode |= GK_OUT_RELU;
+#ifdef GK_EDGE_TILES
+                            if (tile_rows == 4) {
+                                GK(tile_c_r4)(kc, ap, a_step, bp, b_step, &d);
+                                continue;
+                            }
+#endif
                             GK(tile_c)(kc, ap, a_step, bp, b_step, &d);
                             continue;
                         }
-                        GK(tile)(kc, ap, a_step, bp, b_step, acc);
+#ifdef GK_EDGE_TILES
+                        if (cols <= GK_VL)
+                            GK(tile_n1)(kc, ap, a_step, bp, b_step, acc);
+                        else if (tile_rows == 4)
+                            GK(tile_r4)(kc, ap, a_step, bp, b_step, acc);
+                        else
+#endif
+                            GK(tile)(kc, ap, a_step, bp, b_step, acc);
                         GK(write_tile)(acc, rows, cols, &g->c, i0 + ip, j0 + jp, g->alpha, b,
                                        last);
                     }
@@ -829,4 +895,5 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
 #undef GK_VEC
 #undef GK_UNROLL4
 #undef GK_PACK_A
+#undef GK_EDGE_TILES
 #undef GK_TRANSPOSE8

@@ -6,10 +6,11 @@
 # function, and tile_avx512n (8 x 16) its 8; likewise tile_c_avx512 and
 # tile_c_avx512n, which write their block of C themselves. AVX2: tile_avx2
 # and tile_c_avx2 (6 x 16, the k loop unrolled 4 times) 12 256-bit FMAs per
-# step on ymm registers and no stack access inside their k loops (pointers
-# may be kept on the stack around them: clang does, and gcc for the
-# write-back). A compiler that spills part of the
-# tile runs the multiply at half speed without failing any other test.
+# step on ymm registers, its edge tiles tile_r4_avx2 and tile_c_r4_avx2
+# (4 x 16) 8 and tile_n1_avx2 (6 x 8) 6, and no stack access inside their k
+# loops (pointers may be kept on the stack around them: clang does, and gcc
+# for the write-back). A compiler that spills part of the tile runs the
+# multiply at half speed without failing any other test.
 # Skipped where it cannot apply: not x86-64, no objdump, a sanitizer build or
 # one optimised below -O2, or a build without the x86 variants
 # (-DCVAE_NO_DISPATCH).
@@ -91,3 +92,7 @@ check tile_c_avx512 16 zmm
 check tile_c_avx512n 8 zmm
 check tile_avx2 12 ymm loop
 check tile_c_avx2 12 ymm loop
+# Its edge tiles: 4 rows (8 accumulators) and one vector (6).
+check tile_r4_avx2 8 ymm loop
+check tile_c_r4_avx2 8 ymm loop
+check tile_n1_avx2 6 ymm loop

@@ -330,6 +330,30 @@ static void test_gemm_transposes_and_odd_sizes(void **state)
         run_case(&cases[i], *state, 1, 100 + i);
 }
 
+/* Fails if a variant's edge tiles go wrong: the AVX2 variant's 4-row tile
+ * (for the last 1 to 4 rows of a 6-row panel, writing C itself when all 4 are
+ * there) and its one-vector tile (for the last 1 to 8 columns), and the
+ * full tiles just past them (5 rows, 9 columns); M past a row block of 144
+ * by 4; alpha 1 with beta 0 over NaN and beta 1 (in place) and alpha != 1
+ * (through the buffer), over one and several passes of K. */
+static void test_gemm_edge_tiles(void **state)
+{
+    static const gemm_case cases[] = {
+        /* ta tb    M    N    K   alpha   beta  pad a, b, c  nan */
+        {0, 0, 64, 56, 300, 1.0f, 1.0f, 1, 2, 3, 0},   /* 10 x 6 + 4 rows, 3 x 16 + 8 columns */
+        {1, 0, 28, 25, 70, 0.75f, 0.5f, 2, 0, 1, 0},   /* 4 x 6 + 4; 16 + 9 */
+        {0, 1, 65, 41, 33, 1.0f, 0.0f, 0, 1, 2, 1},    /* 10 x 6 + 5; 2 x 16 + 9 */
+        {1, 1, 148, 40, 20, 1.0f, 1.0f, 3, 2, 0, 0},   /* 144 + 4; 2 x 16 + 8 */
+        {0, 0, 22, 24, 260, 1.0f, 0.0f, 1, 1, 1, 1},   /* 3 x 6 + 4; 16 + 8 */
+        {1, 0, 3, 7, 40, 1.0f, 1.0f, 0, 0, 0, 0},      /* 3 rows and 7 columns only */
+        {0, 1, 16, 36, 32, 1.0f, 0.0f, 0, 0, 0, 1},    /* 2 x 6 + 4; 2 x 16 + 4 */
+    };
+    size_t i;
+
+    for (i = 0; i < N_CASES(cases); i++)
+        run_case(&cases[i], *state, 0, 500 + i);
+}
+
 /* Fails if beta == 0 reads C (0 * NaN is NaN) instead of overwriting it, in
  * any transpose case, for either gemm; or if NaN row padding of C is touched. */
 static void test_gemm_beta_zero_overwrites_nan(void **state)
@@ -819,6 +843,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_gemm_transposes_and_odd_sizes, setup_workspace,
                                         teardown_workspace),
+        cmocka_unit_test_setup_teardown(test_gemm_edge_tiles, setup_workspace, teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_beta_zero_overwrites_nan, setup_workspace,
                                         teardown_workspace),
         cmocka_unit_test_setup_teardown(test_gemm_beyond_cache_blocks, setup_workspace,
