@@ -71,9 +71,11 @@
 #define GK_UNROLL4
 /* A transposed A read in place gives the 6-row tile 24 bytes per k, 2 KB and
  * more apart and often across two cache lines; packed, the panel is read
- * in order. The TN products ran 5-8 % faster packed on a Zen 3 core
- * (docs/PERFORMANCE.md, 0.9.8); the AVX-512 tiles read 32 or 64 aligned
- * bytes per k and keep reading in place, as measured on their machines. */
+ * in order. The TN products ran 5-20 % faster packed on a Zen 3 core
+ * (docs/PERFORMANCE.md, 0.9.8), but those of 16 columns, where each panel
+ * serves one tile, 40 % slower: they still read A in place. The AVX-512
+ * tiles read 32 or 64 aligned bytes per k and keep reading in place, as
+ * measured on their machines. */
 #define GK_PACK_A
 #define GK_EDGE_TILES
 #define GK_ATTR __attribute__((target("avx2,fma")))

@@ -7,7 +7,7 @@
  *   GK_ATTR        function attributes (the target instruction set) or empty
  *   GK_UNROLL4     (optional, vector variants) unroll the tile's k loop 4 times
  *   GK_PACK_A      (optional) pack a transposed A too instead of reading it
- *                  in place
+ *                  in place, unless one column tile covers the whole slice
  *   GK_EDGE_TILES  (optional, vector variants with GK_MR 6 and GK_NV 2) also
  *                  a 4-row tile for the last rows and a one-vector tile for
  *                  the last columns, where the full tile would multiply
@@ -793,10 +793,10 @@ GK_ATTR static void GK(gemm_run)(const cvi_gemm_call *g, size_t i_lo, size_t i_h
     /* Operands the tile can read in place, unpacked: a transposed A (GK_MR
      * contiguous floats per k, lda apart) and B's full panels that are
      * GK_NR contiguous floats per k (b_in_place); the rest is packed. */
-#ifdef GK_PACK_A
-    int a_direct = 0;
-#else
     int a_direct = g->trans_a && !g->a.group_cols && !g->a_packed;
+#ifdef GK_PACK_A
+    if (j_hi - j_lo > GK_NR) /* packed once, the panels serve several column tiles */
+        a_direct = 0;
 #endif
     size_t Mp = (g->M + GK_MR - 1) / GK_MR * GK_MR;
     for (j0 = j_lo; j0 < j_hi; j0 += CVI_NC) {
