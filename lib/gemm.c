@@ -208,11 +208,27 @@ static void scale_c(const cvi_gemm_call *g, size_t i_lo, size_t i_hi, size_t j_l
         }
 }
 
-/* Threads cut C at whole tiles of every variant: rows at multiples of 24
- * (MR 4, 6 and 8; a packed A's panels then start where a part does),
- * columns at multiples of 32 (NR 8, 16 and 32). */
+/* Threads cut C at whole tiles: rows at multiples of the variant's MR (a
+ * packed A's panels then start where a part does; 24 is a multiple of
+ * every MR, 4, 6 and 8), columns at multiples of 32 (every NR, 8, 16 and
+ * 32). Rows cut at 24 left the 32-row products 24 and 8 on two threads. */
 #define ROW_UNIT 24
 #define COL_UNIT 32
+
+static size_t row_unit(cvi_gemm_path path)
+{
+    switch (path) {
+    case CVI_GEMM_PATH_AVX2:
+        return 6;
+    case CVI_GEMM_PATH_AVX512:
+        return 8;
+    case CVI_GEMM_PATH_PORTABLE:
+        return 4;
+    case CVI_GEMM_PATH_AUTO:
+        break;
+    }
+    return ROW_UNIT;
+}
 
 /* Rows or columns [lo, hi) of part t of n parts of `len`, cut at multiples
  * of `unit`. */
@@ -229,7 +245,7 @@ void cvi_gemm_part(const cvi_gemm_env *env, const cvi_gemm_call *g, int part, in
     cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
     int by_cols = g->N >= g->M;
     size_t lo, hi, i_lo = 0, i_hi = g->M, j_lo = 0, j_hi = g->N;
-    cut(by_cols ? g->N : g->M, by_cols ? COL_UNIT : ROW_UNIT, part, parts, &lo, &hi);
+    cut(by_cols ? g->N : g->M, by_cols ? COL_UNIT : row_unit(path), part, parts, &lo, &hi);
     if (by_cols) {
         j_lo = lo;
         j_hi = hi;
@@ -250,7 +266,7 @@ void cvi_gemm_ex(const cvi_gemm_env *env, const cvi_gemm_call *g)
     cvi_gemm_path path = env->path == CVI_GEMM_PATH_AUTO ? cvi_gemm_path_best() : env->path;
     int by_cols = g->N >= g->M, nt = env->threads < 1 ? 1 : env->threads;
     size_t macs = g->M * g->N, span = by_cols ? g->N : g->M;
-    size_t unit = by_cols ? COL_UNIT : ROW_UNIT, units = (span + unit - 1) / unit;
+    size_t unit = by_cols ? COL_UNIT : row_unit(path), units = (span + unit - 1) / unit;
     if (g->M == 0 || g->N == 0)
         return;
     if (g->K == 0 || g->alpha == 0.0f) {
