@@ -22,10 +22,12 @@
  * tile in vector registers. Packing absorbs the transposes, the column groups
  * (see cvi_operand) and the zero padding of the tails, so the tile has no
  * edge cases; edge tiles are only clipped when written back (whole tiles
- * with alpha 1 and beta 0 or 1 write C from their registers). Where an
- * operand already holds a full panel's GK_MR or GK_NR floats of each k side
- * by side (a transposed A, a plain B), the tile reads it in place with its
- * row stride instead: packing it would only copy it.
+ * with alpha 1 and beta 0 or 1 write C from their registers), and with
+ * GK_EDGE_TILES narrower tiles over the same panels skip most padding. Where
+ * an operand already holds a full panel's GK_MR or GK_NR floats of each k
+ * side by side (a transposed A, a plain B), the tile reads it in place with
+ * its row stride instead: packing it would only copy it (GK_PACK_A: a
+ * transposed A is packed anyway).
  */
 
 #ifndef GK_MAYBE_UNUSED /* pack_a_all: the 8 x 16 AVX-512 variant uses the 8 x 32's */
