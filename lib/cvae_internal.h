@@ -664,9 +664,13 @@ double cvi_bce_logits(const float *logits, const float *target, size_t n, float 
  * not NULL, dmu and dlogvar receive scale times the gradients. */
 double cvi_kl_normal(const float *mu, const float *logvar, size_t n, float *dmu, float *dlogvar,
                      float scale);
+/* out[i] = 1 / (1 + exp(-logits[i])), with cvi_exp_nonpos; in place is fine. */
 void cvi_sigmoid(float *out, const float *logits, size_t n);
 /* log(1 + u) for u in [0, 1], within a few float ulps, tiny u included. */
 float cvi_log1p01(float u);
+/* exp(x) for x <= 0 as the loss and the sigmoid take it: within 1.2e-7
+ * relative of e^x down to FLT_MIN, 0 below it (x < -87.34), NaN for NaN. */
+float cvi_exp_nonpos(float x);
 /* n draws from N(0, 1) (Box-Muller). */
 void cvi_rng_normal(cvi_rng *rng, float *out, size_t n);
 

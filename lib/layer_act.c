@@ -89,13 +89,8 @@ static void leaky_backward(cvae_layer *l, float *din, const float *dout, const f
 static void sigmoid_forward(cvae_layer *l, float *out, const float *in, size_t n,
                             const cvi_workspace *ws)
 {
-    size_t i, count = n * cvi_shape_size(l->in);
     (void)ws;
-    for (i = 0; i < count; i++) {
-        /* exp of a non-positive argument only, so it never overflows. */
-        float e = expf(-fabsf(in[i]));
-        out[i] = in[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-    }
+    cvi_sigmoid(out, in, n * cvi_shape_size(l->in)); /* the decoder's output sigmoid */
 }
 
 static void sigmoid_backward(cvae_layer *l, float *din, const float *dout, const float *in,

@@ -446,7 +446,7 @@ static void test_bce_chunks_exact(void **state)
         x[i] = 40.0f * x[i] - 20.0f;
     got = cvi_bce_logits(x, t, N, d, 0.25f);
     for (i = 0; i < N; i++) {
-        float e = expf(-fabsf(x[i]));
+        float e = cvi_exp_nonpos(-fabsf(x[i]));
         float term = (x[i] > 0.0f ? x[i] : 0.0f) - x[i] * t[i] + cvi_log1p01(e);
         float g = 0.25f * ((x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e)) - t[i]);
         double s = 1.0 / (1.0 + exp(-(double)x[i]));
@@ -462,6 +462,65 @@ static void test_bce_chunks_exact(void **state)
     if (!(fabs(got - ref) <= 1e-6 * ref))
         fail_msg("bce sum %.17g, libm in double %.17g", got, ref);
     assert_true(cvi_bce_logits(x, t, N, NULL, 1.0f) == got);
+}
+
+/* Fails if the loss's exp of a non-positive x departs from e^x (libm in double) by more than
+ * 1.2e-7 relative anywhere on a dense grid of [-87.3, 0] (every 1/4096, and down to -1e-30
+ * geometrically), or is not 0 below FLT_MIN, 1 at +-0, 0 at -inf and NaN at NaN. */
+static void test_exp_nonpos(void **state)
+{
+    double worst = 0.0, worst_x = 0.0;
+    float x;
+    long i;
+    (void)state;
+    for (i = 0; i <= 87L * 4096 + 1228; i++) { /* down to -87.2998 */
+        double want;
+        x = -(float)i / 4096.0f;
+        want = exp((double)x);
+        if (fabs(cvi_exp_nonpos(x) - want) > worst * want)
+            worst = fabs(cvi_exp_nonpos(x) - want) / want, worst_x = x;
+    }
+    for (x = -1e-3f; x < -1e-30f; x *= 0.75f) {
+        double want = exp((double)x);
+        if (fabs(cvi_exp_nonpos(x) - want) > worst * want)
+            worst = fabs(cvi_exp_nonpos(x) - want) / want, worst_x = x;
+    }
+    if (!(worst <= 1.2e-7))
+        fail_msg("exp(%.9g): relative error %.3g, more than 1.2e-7", worst_x, worst);
+    assert_true(cvi_exp_nonpos(0.0f) == 1.0f && cvi_exp_nonpos(-0.0f) == 1.0f);
+    assert_true(cvi_exp_nonpos(-87.3f) >= FLT_MIN);
+    assert_true(cvi_exp_nonpos(-87.34f) == 0.0f && cvi_exp_nonpos(-88.0f) == 0.0f);
+    assert_true(cvi_exp_nonpos(-1e4f) == 0.0f && cvi_exp_nonpos(-INFINITY) == 0.0f);
+    assert_true(isnan(cvi_exp_nonpos(NAN)));
+}
+
+/* Fails if cvi_sigmoid (the vector variant the CPU picks, over 1,000 logits and a tail) is not,
+ * bit for bit, the scalar formula with the same exp, or departs from 1 / (1 + e^-x) in double
+ * by more than 2 float ulps at 1; or loses a NaN, or the ends of the range. */
+static void test_sigmoid_exact(void **state)
+{
+    enum { N = 1003 };
+    static float x[N], y[N];
+    size_t i;
+    (void)state;
+    tu_fill_uniform(x, N, 33);
+    for (i = 0; i < N; i++)
+        x[i] = 60.0f * x[i] - 30.0f;
+    x[0] = 0.0f, x[1] = 100.0f, x[2] = -100.0f, x[3] = INFINITY, x[4] = -INFINITY, x[5] = NAN;
+    cvi_sigmoid(y, x, N);
+    for (i = 6; i < N; i++) {
+        float e = cvi_exp_nonpos(-fabsf(x[i]));
+        float want = x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        double ref = 1.0 / (1.0 + exp(-(double)x[i]));
+        if (memcmp(&want, &y[i], sizeof want) != 0)
+            fail_msg("sigmoid(%.9g) = %.9g, the scalar formula gives %.9g", x[i], y[i], want);
+        if (!(fabs(y[i] - ref) <= 2.4e-7 * (ref < 0.5 ? ref + 1e-38 : 1.0)))
+            fail_msg("sigmoid(%.9g) = %.9g, libm in double %.9g", x[i], y[i], ref);
+    }
+    assert_true(y[0] == 0.5f && y[1] == 1.0f && y[2] == 0.0f && y[3] == 1.0f && y[4] == 0.0f);
+    assert_true(isnan(y[5]));
+    cvi_sigmoid(x, x, N); /* in place */
+    assert_true(memcmp(x + 6, y + 6, (N - 6) * sizeof *x) == 0);
 }
 
 /* Fails if KL(N(mu, e^lv) || N(0, 1)) = 0.5 (mu^2 + e^lv - 1 - lv) or its gradients
@@ -1108,6 +1167,8 @@ int main(void)
         cmocka_unit_test(test_log1p01_accuracy),
         cmocka_unit_test_teardown(test_bce_by_hand, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_bce_chunks_exact, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_exp_nonpos, tu_release_all_teardown),
+        cmocka_unit_test_teardown(test_sigmoid_exact, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_kl_by_hand, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_preset, tu_release_all_teardown),
         cmocka_unit_test_teardown(test_training_is_deterministic, tu_release_all_teardown),
