@@ -1181,8 +1181,10 @@ static void lane_backward(cvae_model *m, lane *ln, const float *x, float scale)
     cvi_stack_backward_part(m->enc, &ln->enc_ws, f, ln->n, m->denc + f * 2 * L, NULL);
 }
 
+#ifdef _OPENMP
 /* The lanes (adjacent rows) as one team (cvi_workspace.team) while they run
- * at once, one thread each; on 0, lanes on their own. */
+ * at once, one thread each; on 0, lanes on their own. Only threads run
+ * lanes at once. */
 static void lanes_team(lane *lanes, int count, int on)
 {
     size_t rows = lanes[count - 1].first + lanes[count - 1].n - lanes[0].first;
@@ -1194,6 +1196,7 @@ static void lanes_team(lane *lanes, int count, int on)
         ln->enc_ws.team_before = ln->dec_ws.team_before = ln->first - lanes[0].first;
     }
 }
+#endif
 
 /* A forward-only job on rows [ln->first, + ln->n) of the model's buffers,
  * with the lane's workspaces. */
