@@ -430,35 +430,48 @@ static void test_bce_by_hand(void **state)
     assert_true(cvi_bce_logits(x, t, n, NULL, 1.0f) == got);
 }
 
-/* Fails if the loss over 1,000 pixels (chunks of 256 inside, and a tail) is not, bit for bit,
- * the per-pixel float terms summed in order in double, or its gradient not the per-pixel
- * scalar formula; and, as a check on both, if they depart from libm in double. */
+/* Fails if the loss over 1,003 pixels (chunks of 256 inside, and a tail) is not, bit for bit,
+ * the per-pixel float terms summed in double in 8 interleaved sums (pixel i into sum i % 8, in
+ * order) added in order, or its gradient not the per-pixel scalar formula; and, as a check on
+ * both, if they depart from libm in double. */
 static void test_bce_chunks_exact(void **state)
 {
-    enum { N = 1000 };
+    enum { N = 1003 };
     static float x[N], t[N], d[N];
-    double want = 0.0, ref = 0.0, got;
+    double part[8] = {0}, want = 0.0, ref = 0.0, got;
     size_t i;
     (void)state;
     tu_fill_uniform(x, N, 31);
     tu_fill_uniform(t, N, 32);
-    for (i = 0; i < N; i++)
+    for (i = 0; i < N; i++) {
         x[i] = 40.0f * x[i] - 20.0f;
+        if (i % 3 == 0) /* right and confident: tiny terms */
+            t[i] = x[i] > 0.0f ? 1.0f : 0.0f;
+    }
+    /* Huge terms in each of the 8 sums and in the tail: every later add rounds, so any other
+     * order of the adds gives other bits. */
+    for (i = 0; i < N; i++)
+        if (i < 8 || i >= 1000) {
+            x[i] = 1073741824.0f * (float)(1 + i % 3);
+            t[i] = 0.0f;
+        }
     got = cvi_bce_logits(x, t, N, d, 0.25f);
     for (i = 0; i < N; i++) {
         float e = cvi_exp_nonpos(-fabsf(x[i]));
         float term = (x[i] > 0.0f ? x[i] : 0.0f) - x[i] * t[i] + cvi_log1p01(e);
         float g = 0.25f * ((x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e)) - t[i]);
         double s = 1.0 / (1.0 + exp(-(double)x[i]));
-        want += (double)term;
+        part[i % 8] += (double)term;
         ref += (x[i] > 0.0f ? x[i] : 0.0) - (double)x[i] * t[i] + log1p(exp(-fabs((double)x[i])));
         if (memcmp(&g, &d[i], sizeof g) != 0)
             fail_msg("dbce[%zu] = %.9g, the scalar formula gives %.9g", i, d[i], g);
         if (!(fabs(d[i] - 0.25 * (s - t[i])) <= 1e-7))
             fail_msg("dbce[%zu] = %.9g, libm in double %.9g", i, d[i], 0.25 * (s - t[i]));
     }
+    for (i = 0; i < 8; i++)
+        want += part[i];
     if (got != want)
-        fail_msg("bce sum %.17g, the terms summed in order %.17g", got, want);
+        fail_msg("bce sum %.17g, the terms summed in 8 interleaved sums %.17g", got, want);
     if (!(fabs(got - ref) <= 1e-6 * ref))
         fail_msg("bce sum %.17g, libm in double %.17g", got, ref);
     assert_true(cvi_bce_logits(x, t, N, NULL, 1.0f) == got);
