@@ -1,6 +1,6 @@
 /* pack-probe THREADS M [EVICT]: the decoder linear layer's forward product (M x 3136 x 256)
  * with W^T packed by the multiply (NT) and read from a W^T stored row-major (NN), 50 calls,
- * medians of 15; EVICT x 1 MB/4 floats walked between calls push W out of the caches.
+ * medians of 15; EVICT megabytes of a buffer walked between calls push W out of the caches.
  * Build: gcc -O2 -fopenmp -Iinclude -Ilib pack-probe.c build/libcvae.a -lm */
 #define _POSIX_C_SOURCE 200809L
 #include "cvae_internal.h"
