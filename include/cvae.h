@@ -39,10 +39,10 @@ extern "C" {
 /* The version of this header. The Makefile and pkg-config file read these. */
 #define CVAE_VERSION_MAJOR 0
 #define CVAE_VERSION_MINOR 9
-#define CVAE_VERSION_PATCH 9
+#define CVAE_VERSION_PATCH 10
 #define CVAE_VERSION_NUMBER                                                    \
     (CVAE_VERSION_MAJOR * 10000 + CVAE_VERSION_MINOR * 100 + CVAE_VERSION_PATCH)
-#define CVAE_VERSION_STRING "0.9.9"
+#define CVAE_VERSION_STRING "0.9.10"
 
 /* Marks every exported function. The shared library is built with
  * -fvisibility=hidden, so only functions carrying this macro are exported. */

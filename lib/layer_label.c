@@ -66,8 +66,10 @@ static void label_backward(cvae_layer *l, float *din, const float *dout, const f
     (void)in, (void)out, (void)ws;
     if (!din)
         return;
+    /* din may be dout (the stack runs this backward in place, as a relu's):
+     * row b moves down from b (I + K) to b I, never over a row not yet read. */
     for (b = 0; b < n; b++)
-        memcpy(din + b * I, dout + b * (I + K), I * sizeof(float));
+        memmove(din + b * I, dout + b * (I + K), I * sizeof(float));
 }
 
 const cvi_layer_ops cvi_concat_label_ops = {CVAE_LAYER_CONCAT_LABEL, "concat_label", label_bind,

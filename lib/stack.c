@@ -186,6 +186,17 @@ static int relu_in_place(const cvae_stack *s, size_t i)
     return s->layers[i]->ops->kind == CVAE_LAYER_RELU;
 }
 
+/* 1 when layer i's backward writes its input gradient over its output
+ * gradient, in the same dbuf: a relu (element by element) and a
+ * concat_label (each row moved down over the label's columns). Saves a
+ * second dbuf as wide as the layer where a stack's two dbufs would
+ * otherwise both be: the conditional preset's encoder, whose gradients
+ * alternated so that the block the decoder leaves narrow was its widest. */
+static int grad_in_place(const cvae_stack *s, size_t i)
+{
+    return relu_in_place(s, i) || s->layers[i]->ops->kind == CVAE_LAYER_CONCAT_LABEL;
+}
+
 /* The first layer with parameters and the first that computes (not a
  * view); count when there is none. */
 static void first_layers(const cvae_stack *s, size_t *first_param, size_t *first_op)
@@ -201,15 +212,15 @@ static void first_layers(const cvae_stack *s, size_t *first_param, size_t *first
 }
 
 /* Where backward writes layer i's input gradient, given where its output
- * gradient g is: GRAD_DIN (the caller's din), or dbuf 0 or 1. A relu works in
- * place on a dbuf; other layers alternate between the two. GRAD_DOUT is the
- * caller's dout, never written. */
+ * gradient g is: GRAD_DIN (the caller's din), or dbuf 0 or 1. A relu and a
+ * concat_label work in place on a dbuf (grad_in_place); other layers
+ * alternate between the two. GRAD_DOUT is the caller's dout, never written. */
 enum { GRAD_DOUT = -2, GRAD_DIN = -1 };
 static int grad_target(const cvae_stack *s, size_t i, int g, int din_given)
 {
     if (i == s->first_op && din_given)
         return GRAD_DIN;
-    if (relu_in_place(s, i) && g >= 0)
+    if (grad_in_place(s, i) && g >= 0)
         return g;
     return g == 0 ? 1 : 0;
 }

@@ -2,7 +2,8 @@
  * test_conditional.c - conditional VAEs: the concat_label layer, the model's
  * gradient with labels against central differences, the label checks of
  * every _labels call, that labels change what is decoded, the conditional
- * preset, and the round trip of a conditional model through a file.
+ * preset and what it allocates, and the round trip of a conditional model
+ * through a file.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,8 +38,12 @@ static const int labels[N] = {0, 2, 1, 2};
 
 /* A smooth conditional model (tanh, no kinks), so that central differences
  * apply everywhere: encoder flatten, concat_label, linear(2L); decoder
- * concat_label, linear(8), tanh, linear(IMG), reshape. */
-static cvae_model *smooth_model(uint64_t seed)
+ * concat_label, linear(8), tanh, linear(IMG), reshape. With inner, the
+ * labels also join between two layers with parameters, where the stack runs
+ * concat_label's backward in place (a dbuf's rows moved down): the encoder
+ * gets linear(5), tanh before its concat_label, the decoder a concat_label
+ * after its tanh. */
+static cvae_model *smooth_model(uint64_t seed, int inner)
 {
     cvae_model *m = tu_new_model();
     cvae_stack *enc = NULL, *dec = NULL;
@@ -46,11 +51,17 @@ static cvae_model *smooth_model(uint64_t seed)
     assert_int_equal(cvae_stack_create(&enc), CVAE_OK);
     assert_int_equal(cvae_stack_create(&dec), CVAE_OK);
     tu_add_layer(enc, cvae_layer_create_flatten(&l), &l);
+    if (inner) {
+        tu_add_layer(enc, cvae_layer_create_linear(&l, 5), &l);
+        tu_add_layer(enc, cvae_layer_create_tanh(&l), &l);
+    }
     tu_add_layer(enc, cvae_layer_create_concat_label(&l, K), &l);
     tu_add_layer(enc, cvae_layer_create_linear(&l, 2 * LAT), &l);
     tu_add_layer(dec, cvae_layer_create_concat_label(&l, K), &l);
     tu_add_layer(dec, cvae_layer_create_linear(&l, 8), &l);
     tu_add_layer(dec, cvae_layer_create_tanh(&l), &l);
+    if (inner)
+        tu_add_layer(dec, cvae_layer_create_concat_label(&l, K), &l);
     tu_add_layer(dec, cvae_layer_create_linear(&l, IMG), &l);
     tu_add_layer(dec, cvae_layer_create_reshape(&l, 1, H, W), &l);
     CHECK(cvae_model_init_stacks(m, enc, dec, 1, H, W, LAT, N, seed), m);
@@ -60,6 +71,16 @@ static cvae_model *smooth_model(uint64_t seed)
 static void fill(float *x, size_t n, uint64_t seed)
 {
     tu_fill_uniform(x, n, seed);
+}
+
+/* Images from seed, eps in [-1, 1) from seed + 1. */
+static void fill_images_eps(float *x, float *eps, uint64_t seed)
+{
+    size_t k;
+    fill(x, N * IMG, seed);
+    fill(eps, N * LAT, seed + 1);
+    for (k = 0; k < N * LAT; k++)
+        eps[k] = 2.0f * eps[k] - 1.0f;
 }
 
 /* Fails if the layer does not copy the features and write the one-hot code,
@@ -124,16 +145,12 @@ static double loss_at(cvae_model *m, void *ctx)
  * difference of its loss, or if the labels do not reach the loss. */
 static void test_gradient(void **state)
 {
-    cvae_model *m = smooth_model(5);
+    cvae_model *m = smooth_model(5, 0);
     float x[N * IMG], eps[N * LAT];
     loss_data d = {x, eps};
-    size_t k;
     double base;
     (void)state;
-    fill(x, N * IMG, 6);
-    fill(eps, N * LAT, 7);
-    for (k = 0; k < N * LAT; k++)
-        eps[k] = 2.0f * eps[k] - 1.0f;
+    fill_images_eps(x, eps, 6);
     tu_check_model_gradient(m, loss_at, &d, "conditional");
     base = loss_at(m, &d);
     /* Other labels, another loss. */
@@ -148,12 +165,90 @@ static void test_gradient(void **state)
     }
 }
 
+/* Fails if a gradient differs from the central difference where the label
+ * joins between layers with parameters (the in-place backward), on one
+ * thread and on two. */
+static void test_gradient_inner_labels(void **state)
+{
+    float x[N * IMG], eps[N * LAT];
+    loss_data d = {x, eps};
+    int threads;
+    (void)state;
+    fill_images_eps(x, eps, 16);
+    for (threads = 1; threads <= 2; threads++) {
+        cvae_model *m = smooth_model(15, 1);
+        CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, threads), m);
+        assert_true(tu_check_model_gradient(m, loss_at, &d, "inner labels") > 10);
+    }
+}
+
+/* Live bytes of an allocator that counts them (a size before each block). */
+typedef struct counted {
+    size_t live;
+} counted;
+
+static void *counted_alloc(void *user, size_t size)
+{
+    counted *c = user;
+    size_t *p = malloc(size + 2 * sizeof(size_t));
+    if (!p)
+        return NULL;
+    p[0] = size;
+    c->live += size;
+    return p + 2;
+}
+
+static void counted_free(void *user, void *ptr)
+{
+    counted *c = user;
+    size_t *p = ptr;
+    if (!p)
+        return;
+    c->live -= p[-2];
+    free(p - 2);
+}
+
+static size_t preset_bytes(int classes, int max_batch)
+{
+    counted c = {0};
+    cvae_allocator a = {counted_alloc, counted_free, &c};
+    cvae_model *m = NULL;
+    size_t live;
+    assert_int_equal(cvae_model_create_with(&m, &a), CVAE_OK);
+    CHECK(cvae_model_set(m, CVAE_MODEL_THREADS, 2), m);
+    if (classes)
+        CHECK(cvae_model_set(m, CVAE_MODEL_CLASSES, classes), m);
+    CHECK(cvae_model_init_preset(m, 1, 28, 28, 16, max_batch, 1), m);
+    live = c.live;
+    cvae_model_destroy(m);
+    assert_int_equal(c.live, 0);
+    return live;
+}
+
+/* Fails if the conditional preset (MNIST, 10 classes, batch 128) allocates
+ * more than the plain one plus its own extra: the concat_label outputs (the
+ * encoder's 64 x 7 x 7 features + 10, the decoder's 16 + 10 and 256 + 10 a
+ * image), its extra parameters and their gradients, and 64 KB for the rest.
+ * A concat_label's backward out of place made the two gradient blocks both
+ * as wide as the widest activation: 1.6 MB more. */
+static void test_preset_memory(void **state)
+{
+    const size_t B = 128, extra_params = 1724769 - 1688289;
+    size_t plain = preset_bytes(0, (int)B), cond = preset_bytes(10, (int)B);
+    size_t acts = (64 * 7 * 7 + 10 + 16 + 10 + 256 + 10) * B * sizeof(float);
+    size_t bound = plain + acts + 2 * extra_params * sizeof(float) + 65536;
+    (void)state;
+    if (cond > bound)
+        fail_msg("the conditional preset allocates %zu bytes, more than %zu (plain %zu)", cond,
+                 bound, plain);
+}
+
 /* Fails if a conditional model accepts a call without labels or with a label
  * out of range, if another model accepts labels, or if labels do not change
  * the decoded images. */
 static void test_label_checks(void **state)
 {
-    cvae_model *m = smooth_model(8), *plain = tu_new_model();
+    cvae_model *m = smooth_model(8, 0), *plain = tu_new_model();
     cvae_optimizer *o = tu_new_opt(CVAE_OPTIMIZER_ADAM, cvae_model_param_count(m));
     float x[N * IMG], z[N * LAT], a[N * IMG], b[N * IMG], mu[N * LAT];
     int bad[N] = {0, 1, 3, 0}, neg[N] = {0, -1, 0, 0}, ones[N] = {1, 1, 1, 1};
@@ -197,7 +292,7 @@ static void test_label_checks(void **state)
  * the dataset, or accept a dataset without labels or with labels too large. */
 static void test_datasets(void **state)
 {
-    cvae_model *m = smooth_model(11);
+    cvae_model *m = smooth_model(11, 0);
     cvae_dataset *ds = tu_new_dataset(), *bare = tu_new_dataset(), *big = tu_new_dataset();
     uint8_t px[N * IMG], y[N] = {0, 2, 1, 2}, y9[N] = {0, 9, 1, 2};
     float x[N * IMG], eps[N * LAT];
@@ -263,7 +358,7 @@ static void test_preset_option(void **state)
  * the same class count and the same decoded images, bit for bit. */
 static void test_save_load(void **state)
 {
-    cvae_model *m = smooth_model(12), *back = tu_new_model();
+    cvae_model *m = smooth_model(12, 0), *back = tu_new_model();
     float z[N * LAT], a[N * IMG], b[N * IMG];
     double v = 0.0;
     char dir[256], path[300];
@@ -286,8 +381,9 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_teardown(f, tu_release_all_teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layer), T(test_gradient),      T(test_label_checks),
-        T(test_datasets),             T(test_preset_option), T(test_save_load),
+        cmocka_unit_test(test_layer),  T(test_gradient),      T(test_gradient_inner_labels),
+        T(test_label_checks),          T(test_datasets),      T(test_preset_option),
+        T(test_preset_memory),         T(test_save_load),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
